@@ -1,0 +1,74 @@
+"""What every model family must tell ditlens: where the blocks are, and how to read and
+write the image (and text) stream of a block's output.
+
+An adapter knows nothing about recording or editing; the hooks in `ditlens.hooks` call
+`split` on each block output and `merge` when an edit changed a stream. Everything else in
+ditlens is model-agnostic and only ever sees `Streams`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The residual stream after one block, split by modality."""
+
+    img: torch.Tensor  # (B, N_img, D)
+    txt: torch.Tensor | None  # (B, N_txt, D), or None where the block carries no text stream
+
+
+@dataclass(frozen=True)
+class Site:
+    """One hookable block. `name` follows the module tree, as `print(transformer)` shows it."""
+
+    name: str  # e.g. "transformer_blocks.3" or "single_transformer_blocks.10"
+    module: nn.Module
+    index: int  # position in the forward order, 0 = first block the hidden states enter
+
+
+class Adapter(ABC):
+    """Per-architecture knowledge, one subclass per diffusers transformer family."""
+
+    #: diffusers class names this adapter handles (matched against the transformer's MRO)
+    transformer_classes: ClassVar[tuple[str, ...]] = ()
+    #: attribute names of the transformer's block lists, in forward order
+    block_lists: ClassVar[tuple[str, ...]] = ("transformer_blocks",)
+
+    def __init__(self, transformer: nn.Module):
+        self.transformer = transformer
+
+    def sites(self) -> list[Site]:
+        sites: list[Site] = []
+        for list_name in self.block_lists:
+            blocks = getattr(self.transformer, list_name, None)
+            if blocks is None:
+                continue
+            for i, block in enumerate(blocks):
+                sites.append(Site(f"{list_name}.{i}", block, len(sites)))
+        return sites
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.transformer.inner_dim)
+
+    @abstractmethod
+    def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
+        """Read the image and text streams out of one block's forward output.
+
+        `args`/`kwargs` are the block's forward inputs (some blocks return one joint
+        sequence whose text length only the inputs tell)."""
+
+    @abstractmethod
+    def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
+        """Return `output` rebuilt with the given streams, in the block's own format."""
+
+
+class UnsupportedModelError(ValueError):
+    """The transformer's class has no adapter."""
