@@ -1,0 +1,232 @@
+"""Attach to a diffusers pipeline or transformer, record and edit, always detach.
+
+    with ditlens.hooks(pipe, record=True, edits=[ZeroChannels(TopK(4))]) as run:
+        image = pipe(prompt, generator=torch.Generator().manual_seed(0)).images[0]
+    run.stats.save("stats.safetensors")
+
+Where to hook comes from the model family's adapter; what to do there (record, edit) is
+model-agnostic. Hooks are PyTorch hook handles, removed when the context closes, also on
+an exception. Hooks that only look return None, so outputs stay bit-identical.
+
+Step index: with a pipeline, the step is the number of `scheduler.step` calls since the
+last `scheduler.set_timesteps` (so pipelines that call the transformer twice per step for
+classifier-free guidance keep one step index, with `ctx.call` = 0, 1). With a bare
+transformer, each forward call is one step.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .adapters import Adapter, Site, Streams, adapter_for
+from .record import ChannelStats, RecordConfig, Recorder
+
+_HOOKED_FLAG = "_ditlens_hooked"
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a hook knows about where and when it runs."""
+
+    site: str  # e.g. "transformer_blocks.3"
+    step: int  # denoising step, 0-based
+    call: int  # transformer call within this step (0, or 1 for a separate CFG call)
+    batch_size: int
+
+
+class Edit(Protocol):
+    def applies(self, ctx: HookContext) -> bool: ...
+
+    def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor: ...
+
+
+@dataclass
+class StepClock:
+    """Tracks the denoising step and the transformer call within it."""
+
+    step: int = -1
+    call: int = -1
+    num_steps: int | None = None  # known once the pipeline set its timesteps
+    counts_scheduler_steps: bool = False
+    rows_per_call: list[int] = field(default_factory=list)
+
+    def on_set_timesteps(self, num_steps: int) -> None:
+        self.step, self.call, self.num_steps = 0, -1, num_steps
+
+    def on_scheduler_step(self) -> None:
+        self.step += 1
+        self.call = -1
+
+    def on_transformer_call(self, batch_size: int) -> None:
+        if self.counts_scheduler_steps:
+            self.call += 1
+        else:
+            self.step, self.call = self.step + 1, 0
+        if self.step == 0:
+            self.rows_per_call.append(batch_size)
+
+
+class HookedRun:
+    """The live state of one `hooks(...)` context; `stats` holds the recording after it."""
+
+    def __init__(self, adapter: Adapter, sites: list[Site], recorder: Recorder | None, edits: Sequence[Edit]):
+        self.adapter = adapter
+        self.sites = sites
+        self.recorder = recorder
+        self.edits = list(edits)
+        self.clock = StepClock()
+        self._stats: ChannelStats | None = None
+        self._batch_size = 0
+
+    @property
+    def stats(self) -> ChannelStats:
+        if self.recorder is None:
+            raise RuntimeError("This run did not record: pass record=True to ditlens.hooks(...).")
+        if self._stats is None:
+            self._stats = self.recorder.result(self.meta())
+        return self._stats
+
+    def meta(self) -> dict[str, Any]:
+        calls = max(1, len(self.clock.rows_per_call))
+        return {
+            "transformer_class": type(self.adapter.transformer).__name__,
+            "hidden_size": self.adapter.hidden_size,
+            "num_steps": self.clock.num_steps,
+            "calls_per_step": calls,
+            "rows_per_call": self.clock.rows_per_call,
+        }
+
+    # ---- the hooks themselves -------------------------------------------------------------
+    def _on_transformer_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        self._batch_size = int(hidden.shape[0]) if hidden is not None else 0
+        self.clock.on_transformer_call(self._batch_size)
+
+    def _site_hook(self, site: Site):
+        adapter, recorder = self.adapter, self.recorder
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            streams = adapter.split(output, args, kwargs)
+            ctx = HookContext(site.name, self.clock.step, self.clock.call, streams.img.shape[0])
+            img, edited = streams.img, False
+            for edit in self.edits:
+                if edit.applies(ctx):
+                    img, edited = edit(img, ctx), True
+            if recorder is not None:
+                recorder.observe(site.name, ctx.step, img, streams.txt)
+            if not edited:
+                return None  # look only: the block's output object passes through untouched
+            return adapter.merge(output, args, kwargs, Streams(img=img, txt=streams.txt))
+
+        return hook
+
+
+def _validate_edits(edits: Sequence[Edit], adapter: Adapter, num_steps: int | None) -> None:
+    site_names = [s.name for s in adapter.sites()]
+    for edit in edits:
+        scope = getattr(edit, "scope", None)
+        if scope is not None:
+            scope.validate(site_names, num_steps)
+        channels = getattr(edit, "channels", None)
+        if channels is not None and hasattr(channels, "validate"):
+            channels.validate(adapter.hidden_size)
+
+
+def _pick_sites(adapter: Adapter, names: Sequence[str] | None) -> list[Site]:
+    sites = adapter.sites()
+    if names is None:
+        return sites
+    known = {s.name: s for s in sites}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"Unknown site {unknown[0]!r}. Sites of this model: {', '.join(known)}.")
+    return [known[n] for n in names]
+
+
+@contextmanager
+def hooks(
+    model: Any,
+    *,
+    record: RecordConfig | bool = False,
+    edits: Sequence[Edit] = (),
+    sites: Sequence[str] | None = None,
+) -> Iterator[HookedRun]:
+    """Hook a diffusers pipeline (anything with `.transformer`) or a transformer.
+
+    record: True or a RecordConfig to reduce each site's output to channel statistics.
+    edits: applied in order at every site and step their scope admits.
+    sites: which blocks to hook (default: all, in forward order).
+    """
+    transformer = getattr(model, "transformer", model)
+    adapter = adapter_for(transformer)
+    if getattr(transformer, _HOOKED_FLAG, False):
+        raise RuntimeError(
+            f"Already hooked: this {type(transformer).__name__} is inside another ditlens.hooks(...) context. "
+            "Close that one first; nested hooks would record and edit twice."
+        )
+    hooked_sites = _pick_sites(adapter, sites)
+    _validate_edits(edits, adapter, None)
+    recorder = None
+    if record:
+        recorder = Recorder(record if isinstance(record, RecordConfig) else RecordConfig())
+    run = HookedRun(adapter, hooked_sites, recorder, edits)
+
+    scheduler = getattr(model, "scheduler", None) if model is not transformer else None
+    handles = []
+    patched: dict[str, Any] = {}  # scheduler attribute -> what was in its instance dict before
+    setattr(transformer, _HOOKED_FLAG, True)
+    try:
+        handles.append(transformer.register_forward_pre_hook(run._on_transformer_call, with_kwargs=True))
+        for site in hooked_sites:
+            handles.append(site.module.register_forward_hook(run._site_hook(site), with_kwargs=True))
+        if scheduler is not None:
+            run.clock.counts_scheduler_steps = True
+            original_set, original_step = scheduler.set_timesteps, scheduler.step
+
+            # functools.wraps keeps the signature: pipelines inspect it (e.g. for `sigmas`)
+            @functools.wraps(original_set)
+            def set_timesteps(*args: Any, **kwargs: Any) -> Any:
+                out = original_set(*args, **kwargs)
+                num_steps = len(scheduler.timesteps)
+                _validate_edits(edits, adapter, num_steps)
+                run.clock.on_set_timesteps(num_steps)
+                return out
+
+            @functools.wraps(original_step)
+            def step(*args: Any, **kwargs: Any) -> Any:
+                out = original_step(*args, **kwargs)
+                run.clock.on_scheduler_step()
+                return out
+
+            patched = {name: vars(scheduler).get(name) for name in ("set_timesteps", "step")}
+            scheduler.set_timesteps, scheduler.step = set_timesteps, step
+        yield run
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, before in patched.items():
+            if before is None:
+                delattr(scheduler, name)  # back to the class's own method
+            else:
+                setattr(scheduler, name, before)
+        setattr(transformer, _HOOKED_FLAG, False)
+
+
+def run_with_cache(model: Any, *args: Any, record: RecordConfig | None = None, **kwargs: Any) -> tuple[Any, ChannelStats]:
+    """Call the pipeline or transformer once, returning its output and the channel statistics."""
+    with hooks(model, record=record or RecordConfig()) as run:
+        output = model(*args, **kwargs)
+    return output, run.stats
+
+
+def run_with_hooks(model: Any, edits: Sequence[Edit], *args: Any, **kwargs: Any) -> Any:
+    """Call the pipeline or transformer once with edits applied."""
+    with hooks(model, edits=edits):
+        return model(*args, **kwargs)

@@ -1,0 +1,163 @@
+"""Composable edits of the image stream, scoped by site, step, rows, tokens and channels.
+
+An edit is a small object with `applies(ctx)` and `__call__(img, ctx) -> img`; the hooks
+run the edits of a site in order, so edits compose. All edits share one rule:
+
+    img <- img + alpha * M * (target_value - img),   M = p m^T  (tokens x channels)
+
+computed with `torch.lerp`, which is exact where the weight is 0 or 1.
+
+with `target_value` = 0 (zero), `factor * img` (scale), or another batch row (replace).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+import torch
+
+from .channels import ChannelSelector
+
+if TYPE_CHECKING:
+    from .hooks import HookContext
+
+#: a token mask: None (all tokens), a (N,) or (B, N) tensor of {0,1} or [0,1] weights, or a
+#: function of the current image tokens and the hook context returning one of those.
+TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where and when an edit acts. None means everywhere."""
+
+    sites: tuple[str, ...] | None = None  # site names, as `print(transformer)` shows them
+    steps: tuple[int, int] | None = None  # [start, stop) denoising steps
+    rows: tuple[int, ...] | None = None  # batch rows within each transformer call
+
+    def contains(self, ctx: HookContext) -> bool:
+        if self.sites is not None and ctx.site not in self.sites:
+            return False
+        if self.steps is not None and not self.steps[0] <= ctx.step < self.steps[1]:
+            return False
+        return True
+
+    def validate(self, site_names: Sequence[str], num_steps: int | None = None) -> None:
+        if self.sites is not None:
+            unknown = [s for s in self.sites if s not in site_names]
+            if unknown:
+                raise ValueError(f"Unknown site {unknown[0]!r}. Sites of this model: {', '.join(site_names)}.")
+        if self.steps is not None:
+            start, stop = self.steps
+            limit = num_steps if num_steps is not None else float("inf")
+            if not (0 <= start < stop <= limit):
+                allowed = f"0 <= start < stop <= {num_steps}" if num_steps is not None else "0 <= start < stop"
+                raise ValueError(f"Step window {list(self.steps)} is outside the schedule; allowed: {allowed}.")
+
+
+def resolve_tokens(tokens: TokenMask, img: torch.Tensor, ctx: HookContext) -> torch.Tensor | None:
+    """Token mask as a (B, N, 1) float tensor on img's device, or None for all tokens."""
+    if tokens is None:
+        return None
+    p = tokens(img, ctx) if callable(tokens) else tokens
+    B, N, _ = img.shape
+    if p.shape[-1] != N:
+        raise ValueError(f"Token mask covers {p.shape[-1]} tokens but the image stream has {N}.")
+    p = p.to(device=img.device, dtype=img.dtype)
+    return p.expand(B, N).unsqueeze(-1) if p.dim() == 1 else p.unsqueeze(-1)
+
+
+def _edit_mask(img: torch.Tensor, channels: ChannelSelector, tokens: TokenMask, ctx: HookContext) -> torch.Tensor:
+    """M = p m^T, broadcastable to img: (B, N or 1, D)."""
+    m = channels.mask(img).to(img.dtype).unsqueeze(1)  # (B, 1, D)
+    p = resolve_tokens(tokens, img, ctx)  # (B, N, 1) or None
+    return m if p is None else p * m
+
+
+def _only_rows(new: torch.Tensor, old: torch.Tensor, rows: tuple[int, ...] | None) -> torch.Tensor:
+    if rows is None:
+        return new
+    keep = torch.zeros(old.shape[0], 1, 1, dtype=torch.bool, device=old.device)
+    keep[list(rows)] = True
+    return torch.where(keep, new, old)
+
+
+@dataclass(frozen=True)
+class ScaleChannels:
+    """Multiply the selected channels by `factor` (0 = zero them, the disruption probe)."""
+
+    channels: ChannelSelector
+    factor: float = 0.0
+    tokens: TokenMask = None
+    scope: Scope = field(default_factory=Scope)
+
+    def applies(self, ctx: HookContext) -> bool:
+        return self.scope.contains(ctx)
+
+    def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        M = _edit_mask(img, self.channels, self.tokens, ctx)
+        new = torch.lerp(img, self.factor * img, M.expand_as(img))  # lerp is exact at M = 0 and M = 1
+        return _only_rows(new, img, self.scope.rows)
+
+
+def ZeroChannels(channels: ChannelSelector, tokens: TokenMask = None, scope: Scope | None = None) -> ScaleChannels:
+    return ScaleChannels(channels, 0.0, tokens, scope or Scope())
+
+
+@dataclass(frozen=True)
+class ReplaceFromRows:
+    """Copy channels from source rows into target rows of the same call: transport.
+
+    `source_of` maps a target prompt index to a source prompt index. Rows come in groups of
+    `group_size` prompts (a CFG batch `[uncond..., cond...]` is two such groups), so row r
+    with r % group_size == b takes from row r - b + source_of[b]. Channels are selected on
+    the source row (`channels_from="source"`) or on both rows (`"union"`)."""
+
+    source_of: dict[int, int]
+    group_size: int
+    channels: ChannelSelector
+    tokens: TokenMask = None
+    alpha: float = 1.0  # 1 = the paper's rule (full replacement); 0 = no edit
+    channels_from: str = "source"
+    scope: Scope = field(default_factory=Scope)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1]; got {self.alpha!r}.")
+        if self.channels_from not in ("source", "union", "target"):
+            raise ValueError(f"channels_from must be 'source', 'union' or 'target'; got {self.channels_from!r}.")
+        bad = [i for pair in self.source_of.items() for i in pair if not 0 <= i < self.group_size]
+        if bad:
+            raise ValueError(f"Prompt index {bad[0]} is outside 0..{self.group_size - 1} (the prompts per call).")
+
+    def applies(self, ctx: HookContext) -> bool:
+        return self.scope.contains(ctx) and self.alpha > 0
+
+    def source_rows(self, batch_size: int) -> torch.Tensor:
+        if batch_size % self.group_size:
+            raise ValueError(f"Batch of {batch_size} rows is not a multiple of {self.group_size} prompts per call.")
+        src = torch.arange(batch_size)
+        for r in range(batch_size):
+            b = r % self.group_size
+            if b in self.source_of:
+                src[r] = r - b + self.source_of[b]
+        return src
+
+    def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        src_rows = self.source_rows(img.shape[0]).to(img.device)
+        src = img[src_rows]  # (B, N, D): each row's source
+        m_src = self.channels.mask(src)
+        if self.channels_from == "source":
+            m = m_src
+        elif self.channels_from == "target":
+            m = self.channels.mask(img)
+        else:
+            m = m_src | self.channels.mask(img)
+        M = m.to(img.dtype).unsqueeze(1)
+        p = resolve_tokens(self.tokens, img, ctx)
+        if p is not None:
+            M = p * M
+        is_target = (src_rows != torch.arange(img.shape[0], device=img.device)).view(-1, 1, 1)
+        new = torch.lerp(img, src, (self.alpha * M).expand_as(img))  # exact at both ends
+        return torch.where(is_target, _only_rows(new, img, self.scope.rows), img)
