@@ -26,6 +26,7 @@ class RecordConfig:
     statistics: tuple[str, ...] = tuple(STATISTICS)  # all three: cheap next to the block itself
     streams: tuple[str, ...] = STREAMS  # text too, for analysis; selection and edits use img
     keep_hidden: tuple[str, ...] = ()  # sites whose full image tokens to keep (costly: opt in)
+    keep_hidden_steps: tuple[int, ...] | None = None  # which steps of them; None = all steps
     storage_dtype: torch.dtype = torch.float32  # float16 halves memory for very large runs
 
     def validate(self) -> None:
@@ -50,7 +51,7 @@ class ChannelStats:
     img: dict[str, torch.Tensor]
     txt_sites: list[str] = field(default_factory=list)
     txt: dict[str, torch.Tensor] = field(default_factory=dict)
-    hidden: dict[str, torch.Tensor] = field(default_factory=dict)  # site -> (steps, rows, N, D)
+    hidden: dict[str, torch.Tensor] = field(default_factory=dict)  # site -> (kept steps, rows, N, D)
     meta: dict[str, Any] = field(default_factory=dict)
 
     # ---- shape ---------------------------------------------------------------------------
@@ -187,7 +188,8 @@ class Recorder:
             for statistic in self.config.statistics:
                 value = channel_statistic(x, statistic).to(self.config.storage_dtype)
                 self._parts[(stream, statistic, step, site)].append(value)
-        if site in self.config.keep_hidden:
+        steps = self.config.keep_hidden_steps
+        if site in self.config.keep_hidden and (steps is None or step in steps):
             self._hidden[(step, site)].append(img.detach().to(self.config.storage_dtype).cpu())
 
     def result(self, meta: dict[str, Any]) -> ChannelStats:
@@ -205,11 +207,11 @@ class Recorder:
                     per_site = [torch.cat(self._parts[(stream, statistic, step, site)], dim=0) for site in sites]
                     per_step.append(torch.stack(per_site))
                 tables[stream][statistic] = torch.stack(per_step).cpu()
-        hidden = {
-            site: torch.stack([torch.cat(self._hidden[(step, site)]) for step in steps])
-            for site in self.config.keep_hidden
-            if (steps[0], site) in self._hidden
-        }
+        hidden = {}
+        for site in self.config.keep_hidden:
+            kept = [torch.cat(self._hidden[(step, site)]) for step in steps if (step, site) in self._hidden]
+            if kept:
+                hidden[site] = torch.stack(kept)  # (kept steps, rows, N, D)
         return ChannelStats(
             sites=list(self._site_order),
             img=tables["img"],

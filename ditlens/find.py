@@ -1,0 +1,143 @@
+"""Finding 1, look only: which channels are massive, per site and step, and how stable.
+
+`find_channels` runs the pipeline once per seed over all prompts with recording hooks and
+returns a `FindResult`: the recorded `ChannelStats`, the generated images and a summary of
+the selected channels (what `ditlens find` writes as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .channels import check_k, check_statistic, mean_pairwise_jaccard
+from .hooks import hooks
+from .record import ChannelStats, RecordConfig
+
+
+@dataclass
+class FindConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])  # one seed: stability over prompts and steps
+    k: int = 4  # the paper reports a handful of massive channels per model
+    statistic: str = "abs_mean"  # the paper's |mean over tokens|
+    num_inference_steps: int | None = None  # None: the pipeline's own default
+    guidance_scale: float | None = None  # None: the pipeline's own default
+    height: int | None = None
+    width: int | None = None
+    surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
+    surface_step: int = 0  # which step of it to plot
+
+    def validate(self, hidden_size: int, site_names: list[str]) -> None:
+        if not self.prompts:
+            raise ValueError("Give at least one prompt.")
+        if not self.seeds:
+            raise ValueError("Give at least one seed.")
+        check_k(self.k, hidden_size)
+        check_statistic(self.statistic)
+        if self.surface_site is not None and self.surface_site not in site_names:
+            raise ValueError(f"Unknown site {self.surface_site!r}. Sites of this model: {', '.join(site_names)}.")
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
+        if self.surface_step < 0:
+            raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
+
+
+@dataclass
+class FindResult:
+    stats: ChannelStats
+    config: FindConfig
+    images: list[Any]  # PIL images, seed-major then prompt order
+
+    @property
+    def surface(self) -> torch.Tensor | None:
+        """(N, D) image tokens of the surface site at the surface step, first row."""
+        if not self.stats.hidden:
+            return None
+        hidden = next(iter(self.stats.hidden.values()))  # (1, rows, N, D): only the surface step is kept
+        return hidden[0, -1]  # last row: with CFG batches [uncond, cond], a conditional sample
+
+    def summary(self) -> dict[str, Any]:
+        """Per site: consensus top-k channels, their ratio to the median, stability (Jaccard)."""
+        k, stat = self.config.k, self.config.statistic
+        table = self.stats.img[stat]  # (steps, sites, rows, D)
+        ratio = self.stats.ratio_to_median(stat)
+        masks = self.stats.top_k_mask(k, stat)  # (steps, sites, rows, D)
+        n_seeds = len(self.config.seeds)
+        rows_per_seed = table.shape[2] // n_seeds
+        per_site = {}
+        for s, site in enumerate(self.stats.sites):
+            counts = Counter(self.stats.top_k(k, stat)[:, s].flatten().tolist())
+            consensus = [c for c, _ in counts.most_common(k)]
+            total = table.shape[0] * table.shape[2]
+            site_masks = masks[:, s]  # (steps, rows, D)
+            seed_blocks = site_masks.reshape(site_masks.shape[0], n_seeds, rows_per_seed, -1)
+            per_site[site] = {
+                "top_channels": consensus,
+                "frequency_in_top_k": [round(counts[c] / total, 4) for c in consensus],
+                "ratio_to_median": [round(float(ratio[:, s, :, c].mean()), 3) for c in consensus],
+                "top_value_mean": [round(float(table[:, s, :, c].mean()), 5) for c in consensus],
+                "median_mean": round(float(table[:, s].median(dim=-1).values.mean()), 6),
+                "jaccard_across_prompts": round(float(mean_pairwise_jaccard(seed_blocks.permute(2, 0, 1, 3)).mean()), 4),
+                "jaccard_across_seeds": round(float(mean_pairwise_jaccard(seed_blocks.permute(1, 0, 2, 3)).mean()), 4),
+                "jaccard_across_steps": round(float(mean_pairwise_jaccard(site_masks).mean()), 4),
+                "top_k_per_step_first_row": self.stats.top_k(k, stat)[:, s, 0].tolist(),
+            }
+        return {
+            "k": k,
+            "statistic": stat,
+            "prompts": self.config.prompts,
+            "seeds": self.config.seeds,
+            "layout": self.stats.meta,
+            "sites": per_site,
+        }
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"stats": self.stats.save(out / "stats.safetensors"), "channels": out / "channels.json"}
+        tmp = out / "channels.json.tmp"
+        tmp.write_text(json.dumps(self.summary(), indent=1))
+        tmp.replace(paths["channels"])
+        for i, image in enumerate(self.images):
+            paths[f"image_{i}"] = out / f"image_{i:03d}.png"
+            image.save(paths[f"image_{i}"])
+        return paths
+
+
+def pipeline_call_kwargs(config: FindConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for name in ("num_inference_steps", "guidance_scale", "height", "width"):
+        value = getattr(config, name)
+        if value is not None:
+            kwargs[name] = value
+    return kwargs
+
+
+def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any] | None = None) -> FindResult:
+    """Run `pipe` for every seed over `config.prompts`, recording channel statistics.
+
+    prompt_kwargs: replaces `prompt=` (e.g. precomputed `prompt_embeds` for pipelines whose
+    text encoders are not loaded)."""
+    from .adapters import adapter_for
+
+    adapter = adapter_for(pipe)
+    site_names = [s.name for s in adapter.sites()]
+    config.validate(adapter.hidden_size, site_names)
+    surface_site = config.surface_site or site_names[len(site_names) // 2]
+    record = RecordConfig(keep_hidden=(surface_site,), keep_hidden_steps=(config.surface_step,))
+    images: list[Any] = []
+    with hooks(pipe, record=record) as run:
+        for seed in config.seeds:
+            generator = torch.Generator().manual_seed(seed)
+            call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": config.prompts}
+            output = pipe(**call, **pipeline_call_kwargs(config), generator=generator, output_type="pil")
+            images.extend(output.images)
+    stats = run.stats
+    stats.meta |= {"prompts": config.prompts, "seeds": config.seeds, "surface_site": surface_site}
+    return FindResult(stats=stats, config=config, images=images)

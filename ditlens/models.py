@@ -1,0 +1,77 @@
+"""Loading pipelines: the built-in model by default, any supported diffusers pipeline by path or id.
+
+Offline by default: a hub id is only fetched when the caller allows downloads; otherwise it
+must be in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adapters import adapter_for
+
+BUILTIN = "builtin"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}. Allowed: {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def check_device(device: str) -> str:
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"Unknown device {device!r}. Examples: cpu, cuda, cuda:1, mps.") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} was asked for, but this torch build sees no CUDA GPU. Use --device cpu.")
+    return device
+
+
+def load_pipeline(
+    model: str | None = None,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    allow_download: bool = False,
+    cpu_offload: bool = False,
+) -> Any:
+    """The pipeline for `model`: None or "builtin" (the shipped model), a local diffusers
+    folder (with model_index.json), or a hub id (from the cache; downloaded only if allowed)."""
+    torch_dtype = parse_dtype(dtype)
+    check_device(device)
+    if model in (None, BUILTIN):
+        from .builtin import load_builtin
+
+        return load_builtin(device=device, dtype=torch_dtype)
+
+    from diffusers import DiffusionPipeline
+
+    path = Path(model)
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(
+                f"{model!r} is not a diffusers pipeline folder (no model_index.json in it). "
+                "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
+            )
+        pipe = DiffusionPipeline.from_pretrained(str(path), torch_dtype=torch_dtype, local_files_only=True)
+    else:
+        try:
+            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=torch_dtype, local_files_only=not allow_download)
+        except Exception as err:  # diffusers raises several types for a missing model
+            hint = "" if allow_download else " It is not in the local Hugging Face cache; pass --allow-download to fetch it."
+            raise ValueError(
+                f"Cannot load model {model!r}: no such local folder, and loading it as a hub id failed "
+                f"({type(err).__name__}).{hint}"
+            ) from None
+    adapter_for(pipe)  # fail early, listing the supported classes
+    if cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return pipe

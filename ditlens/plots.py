@@ -1,0 +1,110 @@
+"""Plots that take result objects. Matplotlib with the Agg backend: files, never windows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .record import ChannelStats  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _short(site: str) -> str:
+    """transformer_blocks.3 -> T3, single_transformer_blocks.10 -> S10 (axis labels)."""
+    name, index = site.rsplit(".", 1)
+    return ("S" if name.startswith("single") else "T" if name == "transformer_blocks" else name[:1].upper()) + index
+
+
+def plot_top_vs_median(stats: ChannelStats, path: str | Path, statistic: str = "abs_mean", stream: str = "img") -> Path:
+    """Per site: the top-1/2/3 channel statistic and the median channel (log scale), mean over
+    steps and rows, with the spread over rows shaded."""
+    sites = stats.sites if stream == "img" else stats.txt_sites
+    top = stats.top_values(3, statistic, stream)  # (steps, sites, rows, 3)
+    median = stats.median(statistic, stream)  # (steps, sites, rows)
+    x = np.arange(len(sites))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(sites) + 2), 3.6))
+    for i, colour in enumerate(("#c0392b", "#e67e22", "#f1c40f")):
+        per_row = top[..., i].mean(0)  # (sites, rows)
+        ax.plot(x, per_row.mean(-1), "o-", color=colour, ms=3, label=f"top-{i + 1}")
+        ax.fill_between(x, per_row.amin(-1), per_row.amax(-1), color=colour, alpha=0.15, lw=0)
+    med = median.mean(0)
+    ax.plot(x, med.mean(-1), "s--", color="#34495e", ms=3, label="median channel")
+    ax.set_yscale("log")
+    ax.set_xticks(x, [_short(s) for s in sites], rotation=90, fontsize=7)
+    ax.set_xlabel("site (T = double-stream block, S = single-stream block)")
+    ax.set_ylabel(f"{statistic} ({stream} stream)")
+    ax.set_title(f"{stats.meta.get('transformer_class', 'model')}: top channels vs median")
+    ax.legend(fontsize=8, ncol=4)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_magnitude_surface(hidden: torch.Tensor, path: str | Path, title: str = "") -> Path:
+    """Token x channel surface of |x| for one site and step: massive channels stand as walls."""
+    z = hidden.abs().float().numpy()  # (N, D)
+    N, D = z.shape
+    tokens, channels = np.meshgrid(np.arange(N), np.arange(D), indexing="ij")
+    fig = plt.figure(figsize=(7, 4.5))
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(channels, tokens, z, cmap="viridis", linewidth=0, antialiased=False, rstride=max(1, N // 128), cstride=1)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("image token")
+    ax.set_zlabel("|x|")
+    ax.set_title(title or "|x| over tokens and channels")
+    ax.view_init(elev=25, azim=-60)
+    return _save(fig, path)
+
+
+def plot_channel_atlas(stats: ChannelStats, path: str | Path, statistic: str = "abs_mean", max_channels: int = 8) -> Path:
+    """Site x step map of the top-1 channel (most frequent over rows); one colour per channel."""
+    top1 = stats.top_k(1, statistic)[..., 0]  # (steps, sites, rows)
+    steps, n_sites, _ = top1.shape
+    mode = torch.tensor([[Counter(top1[t, s].tolist()).most_common(1)[0][0] for t in range(steps)] for s in range(n_sites)])
+    ranked = [c for c, _ in Counter(mode.flatten().tolist()).most_common()]
+    shown = ranked[:max_channels]
+    codes = torch.full_like(mode, len(shown))  # the last code = "other"
+    for i, c in enumerate(shown):
+        codes[mode == c] = i
+    cmap = plt.get_cmap("tab10", len(shown) + 1)
+    fig, ax = plt.subplots(figsize=(max(5, 0.3 * steps + 3), max(3, 0.22 * n_sites + 1)))
+    ax.imshow(codes.numpy(), cmap=cmap, vmin=-0.5, vmax=len(shown) + 0.5, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(n_sites), [_short(s) for s in stats.sites], fontsize=7)
+    ax.set_xlabel("denoising step")
+    ax.set_ylabel("site")
+    ax.set_title("channel atlas: top-1 channel per site and step")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(shown) + (len(ranked) > len(shown)))]
+    labels = [f"ch {c}" for c in shown] + (["other"] if len(ranked) > len(shown) else [])
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(fig, path)
+
+
+def image_grid(images: list, path: str | Path, columns: int, scale: int = 1, labels: list[str] | None = None) -> Path:
+    """Tile PIL images into one PNG (nearest-neighbour upscaling for small images)."""
+    from PIL import Image
+
+    w, h = images[0].size
+    rows = (len(images) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * w * scale, rows * h * scale), "white")
+    for i, image in enumerate(images):
+        tile = image.convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
+        grid.paste(tile, ((i % columns) * w * scale, (i // columns) * h * scale))
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    grid.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
