@@ -47,6 +47,12 @@ class Edit(Protocol):
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor: ...
 
 
+class Observer(Protocol):
+    """Looks at a site's (edited) streams and keeps what it needs; returns nothing."""
+
+    def __call__(self, img: torch.Tensor, txt: torch.Tensor | None, ctx: HookContext) -> None: ...
+
+
 @dataclass
 class StepClock:
     """Tracks the denoising step and the transformer call within it."""
@@ -76,11 +82,19 @@ class StepClock:
 class HookedRun:
     """The live state of one `hooks(...)` context; `stats` holds the recording after it."""
 
-    def __init__(self, adapter: Adapter, sites: list[Site], recorder: Recorder | None, edits: Sequence[Edit]):
+    def __init__(
+        self,
+        adapter: Adapter,
+        sites: list[Site],
+        recorder: Recorder | None,
+        edits: Sequence[Edit],
+        observers: Sequence[Observer] = (),
+    ):
         self.adapter = adapter
         self.sites = sites
         self.recorder = recorder
         self.edits = list(edits)
+        self.observers = list(observers)
         self.clock = StepClock()
         self._stats: ChannelStats | None = None
         self._batch_size = 0
@@ -121,6 +135,8 @@ class HookedRun:
                     img, edited = edit(img, ctx), True
             if recorder is not None:
                 recorder.observe(site.name, ctx.step, img, streams.txt)
+            for observer in self.observers:
+                observer(img, streams.txt, ctx)
             if not edited:
                 return None  # look only: the block's output object passes through untouched
             return adapter.merge(output, args, kwargs, Streams(img=img, txt=streams.txt))
@@ -156,12 +172,14 @@ def hooks(
     *,
     record: RecordConfig | bool = False,
     edits: Sequence[Edit] = (),
+    observers: Sequence[Observer] = (),
     sites: Sequence[str] | None = None,
 ) -> Iterator[HookedRun]:
     """Hook a diffusers pipeline (anything with `.transformer`) or a transformer.
 
     record: True or a RecordConfig to reduce each site's output to channel statistics.
     edits: applied in order at every site and step their scope admits.
+    observers: called with each site's streams after the edits (e.g. K = 2 mask makers).
     sites: which blocks to hook (default: all, in forward order).
     """
     transformer = getattr(model, "transformer", model)
@@ -176,7 +194,7 @@ def hooks(
     recorder = None
     if record:
         recorder = Recorder(record if isinstance(record, RecordConfig) else RecordConfig())
-    run = HookedRun(adapter, hooked_sites, recorder, edits)
+    run = HookedRun(adapter, hooked_sites, recorder, edits, observers)
 
     scheduler = getattr(model, "scheduler", None) if model is not transformer else None
     handles = []
