@@ -23,16 +23,16 @@ def two_regions(B: int = 3, side: int = 8, D: int = 16, seed: int = 0):
 def test_kmeans_recovers_planted_two_region_structure():
     x, truth = two_regions()
     channels = torch.zeros(3, 16, dtype=torch.bool)
-    channels[:, [2, 9]] = True
+    channels[:, [2, 15]] = True
     fg = foreground_tokens(x, channels)
     assert torch.equal(fg.view(3, 8, 8), truth)
 
 
 def test_foreground_is_the_higher_cluster_even_when_the_subject_is_negative():
     x, truth = two_regions()
-    x[..., [2, 9]] *= -1  # the subject now has the lower raw value on both channels
+    x[..., [2, 15]] *= -1  # the subject now has the lower raw value on both channels
     channels = torch.zeros(3, 16, dtype=torch.bool)
-    channels[:, [2, 9]] = True
+    channels[:, [2, 15]] = True
     fg = foreground_tokens(x, channels)
     # min-max normalised, the background is now the high cluster: the rule picks it
     assert torch.equal(fg.view(3, 8, 8), ~truth)

@@ -6,8 +6,12 @@ from torch import nn
 
 from .base import Adapter, Site, Streams, UnsupportedModelError
 from .flux import FluxAdapter
+from .flux2 import Flux2Adapter
+from .qwenimage import QwenImageAdapter
+from .sana import SanaAdapter
+from .sd3 import SD3Adapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (FluxAdapter,)
+ADAPTERS: tuple[type[Adapter], ...] = (FluxAdapter, Flux2Adapter, QwenImageAdapter, SanaAdapter, SD3Adapter)
 
 
 def supported_classes() -> list[str]:
