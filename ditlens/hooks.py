@@ -122,6 +122,7 @@ class HookedRun:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         self._batch_size = int(hidden.shape[0]) if hidden is not None else 0
         self.clock.on_transformer_call(self._batch_size)
+        self.adapter.on_transformer_call(args, kwargs)
 
     def _site_hook(self, site: Site):
         adapter, recorder = self.adapter, self.recorder

@@ -105,6 +105,18 @@ def ZeroChannels(channels: ChannelSelector, tokens: TokenMask = None, scope: Sco
     return ScaleChannels(channels, 0.0, tokens, scope or Scope())
 
 
+def source_rows(batch_size: int, group_size: int, source_of: dict[int, int]) -> torch.Tensor:
+    """(B,) index of each row's source row; rows that are no target point to themselves."""
+    if batch_size % group_size:
+        raise ValueError(f"Batch of {batch_size} rows is not a multiple of {group_size} prompts per call.")
+    src = torch.arange(batch_size)
+    for r in range(batch_size):
+        b = r % group_size
+        if b in source_of:
+            src[r] = r - b + source_of[b]
+    return src
+
+
 @dataclass(frozen=True)
 class ReplaceFromRows:
     """Copy channels from source rows into target rows of the same call: transport.
@@ -121,10 +133,12 @@ class ReplaceFromRows:
     alpha: float = 1.0  # 1 = the paper's rule (full replacement); 0 = no edit
     channels_from: str = "source"
     scope: Scope = field(default_factory=Scope)
+    alphas: dict[int, float] | None = None  # per target prompt, overriding alpha (one-batch strips)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1]; got {self.alpha!r}.")
+        for a in [self.alpha, *(self.alphas or {}).values()]:
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"alpha must be within [0, 1]; got {a!r}.")
         if self.channels_from not in ("source", "union", "target"):
             raise ValueError(f"channels_from must be 'source', 'union' or 'target'; got {self.channels_from!r}.")
         bad = [i for pair in self.source_of.items() for i in pair if not 0 <= i < self.group_size]
@@ -132,17 +146,18 @@ class ReplaceFromRows:
             raise ValueError(f"Prompt index {bad[0]} is outside 0..{self.group_size - 1} (the prompts per call).")
 
     def applies(self, ctx: HookContext) -> bool:
-        return self.scope.contains(ctx) and self.alpha > 0
+        strengths = self.alphas.values() if self.alphas else [self.alpha]
+        return self.scope.contains(ctx) and max(strengths) > 0
+
+    def row_alphas(self, batch_size: int) -> torch.Tensor:
+        """(B, 1, 1) strength per row."""
+        a = torch.full((batch_size,), float(self.alpha))
+        for b, value in (self.alphas or {}).items():
+            a[b :: self.group_size] = value
+        return a.view(-1, 1, 1)
 
     def source_rows(self, batch_size: int) -> torch.Tensor:
-        if batch_size % self.group_size:
-            raise ValueError(f"Batch of {batch_size} rows is not a multiple of {self.group_size} prompts per call.")
-        src = torch.arange(batch_size)
-        for r in range(batch_size):
-            b = r % self.group_size
-            if b in self.source_of:
-                src[r] = r - b + self.source_of[b]
-        return src
+        return source_rows(batch_size, self.group_size, self.source_of)
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         src_rows = self.source_rows(img.shape[0]).to(img.device)
@@ -159,5 +174,6 @@ class ReplaceFromRows:
         if p is not None:
             M = p * M
         is_target = (src_rows != torch.arange(img.shape[0], device=img.device)).view(-1, 1, 1)
-        new = torch.lerp(img, src, (self.alpha * M).expand_as(img))  # exact at both ends
+        weight = self.row_alphas(img.shape[0]).to(device=img.device, dtype=img.dtype) * M
+        new = torch.lerp(img, src, weight.expand_as(img))  # exact at both ends
         return torch.where(is_target, _only_rows(new, img, self.scope.rows), img)

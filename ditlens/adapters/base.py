@@ -58,6 +58,22 @@ class Adapter(ABC):
     def hidden_size(self) -> int:
         return int(self.transformer.inner_dim)
 
+    def on_transformer_call(self, args: tuple, kwargs: dict) -> None:
+        """Called with the transformer's forward inputs before its blocks run (e.g. to learn
+        the text length of a joint sequence). Most families need nothing here."""
+
+    def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) images in [0, 1] -> the latents `pipe` denoises, in its own layout.
+
+        Needed by image-conditioned transport. Pipelines that define `image_to_latents`
+        themselves (the built-in one) are used as they are."""
+        if hasattr(pipe, "image_to_latents"):
+            return pipe.image_to_latents(images)
+        raise NotImplementedError(
+            f"Image-conditioned transport is not wired for {type(pipe).__name__} yet "
+            "(its adapter has no image_to_latents)."
+        )
+
     @abstractmethod
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         """Read the image and text streams out of one block's forward output.

@@ -1,0 +1,31 @@
+"""SANA / SANA 1.5 (and SANA-Sprint): diffusers' `SanaTransformer2DModel`.
+
+`SanaTransformerBlock.forward` returns the image tokens only, one tensor (B, N_img, D)
+(diffusers 0.42.1). Text enters by cross-attention and has no residual stream of its own,
+so txt is None. The block unflattens to (B, D, H, W) only inside, around its conv
+feed-forward (GLUMBConv), and flattens back before the residual add; the (B, C, H, W)
+reshape of the model happens after the last block (unpatchify), outside any site.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Adapter, Streams
+
+
+class SanaAdapter(Adapter):
+    transformer_classes = ("SanaTransformer2DModel",)
+    block_lists = ("transformer_blocks",)
+
+    @property
+    def hidden_size(self) -> int:
+        # SanaTransformer2DModel keeps inner_dim as a local in __init__, not as an attribute
+        config = self.transformer.config
+        return int(config.num_attention_heads * config.attention_head_dim)
+
+    def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
+        return Streams(img=output, txt=None)
+
+    def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
+        return streams.img

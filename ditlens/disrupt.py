@@ -1,0 +1,136 @@
+"""Finding 1, functional: zero (or scale) the top-k channels against bottom-k and random-k.
+
+Channels are re-selected per site, step and sample on the current activations (the paper's
+protocol); random-k uses seeded draws, each the same set at every site and step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adapters import adapter_for
+from .channels import check_statistic, selector_from_name
+from .generation import GenerationSettings, generate, pixel_distances, to_pil
+from .hooks import hooks
+from .intervene import ScaleChannels, Scope
+
+RULES = ("top", "bottom", "random")
+
+
+@dataclass
+class DisruptConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # the paper's massive sets are this small
+    rules: list[str] = field(default_factory=lambda: list(RULES))  # top = massive; bottom, random = controls
+    factor: float = 0.0  # 0 zeroes the channels (the paper); other values scale them
+    random_draws: int = 3  # random-k is a distribution: mean and spread over this many draws
+    statistic: str = "abs_mean"
+    sites: list[str] | None = None  # None: every image-stream site
+    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def validate(self, hidden_size: int, site_names: list[str]) -> None:
+        if not self.prompts:
+            raise ValueError("Give at least one prompt.")
+        if not self.seeds:
+            raise ValueError("Give at least one seed.")
+        for rule in self.rules:
+            if rule not in RULES:
+                raise ValueError(f"Unknown channel rule {rule!r}. Allowed: {', '.join(RULES)}.")
+        for k in self.ks:
+            if not isinstance(k, int) or not 0 <= k <= hidden_size:
+                raise ValueError(f"k must be an integer in 0..{hidden_size} (0 = no edit); got {k!r}.")
+        check_statistic(self.statistic)
+        if self.random_draws < 1:
+            raise ValueError(f"random_draws must be >= 1; got {self.random_draws}.")
+        Scope(sites=tuple(self.sites) if self.sites else None, steps=self.steps).validate(site_names)
+        self.generation.validate()
+
+
+@dataclass(frozen=True)
+class Condition:
+    rule: str  # "none", "top", "bottom" or "random"
+    k: int
+    draw: int = 0  # which random draw (random rule only)
+
+    @property
+    def label(self) -> str:
+        if self.rule == "none":
+            return "none"
+        return f"{self.rule}-{self.k}" + (f"#{self.draw}" if self.rule == "random" else "")
+
+
+@dataclass
+class DisruptResult:
+    config: DisruptConfig
+    images: dict[Condition, torch.Tensor]  # condition -> (n, 3, H, W) in [0, 1], seed-major
+
+    @property
+    def baseline(self) -> torch.Tensor:
+        return self.images[Condition("none", 0)]
+
+    def distances(self) -> dict[str, dict[str, float]]:
+        """Pixel distance of each condition's images to the unedited ones."""
+        return {c.label: pixel_distances(imgs, self.baseline) for c, imgs in self.images.items()}
+
+    def summary(self) -> dict[str, Any]:
+        config = asdict(self.config)
+        return {"config": config, "conditions": [asdict(c) | {"label": c.label} for c in self.images], "distances": self.distances()}
+
+    def grid_rows(self, index: int = 0) -> tuple[list[str], list[str], list[list[torch.Tensor | None]]]:
+        """Rows = rule, columns = k, for one image index; random shows its first draw."""
+        ks = sorted({c.k for c in self.images if c.rule != "none"})
+        rules = [r for r in RULES if any(c.rule == r for c in self.images)]
+        cells = [[self.images[Condition(r, k)][index] if Condition(r, k) in self.images else None for k in ks] for r in rules]
+        return rules, [str(k) for k in ks], cells
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for condition, imgs in self.images.items():
+            for i, image in enumerate(to_pil(imgs)):
+                image.save(out / f"{condition.label.replace('#', '_draw')}_{i:03d}.png")
+        tmp = out / "disrupt.json.tmp"
+        tmp.write_text(json.dumps(self.summary(), indent=1, default=str))
+        tmp.replace(out / "disrupt.json")
+        return out
+
+
+def conditions(config: DisruptConfig) -> list[Condition]:
+    out = [Condition("none", 0)]
+    for rule in config.rules:
+        for k in config.ks:
+            if k == 0:
+                continue  # k = 0 is the unedited run
+            draws = config.random_draws if rule == "random" else 1
+            out += [Condition(rule, k, d) for d in range(draws)]
+    return out
+
+
+def edit_for(condition: Condition, config: DisruptConfig) -> list[ScaleChannels]:
+    if condition.rule == "none":
+        return []
+    selector = selector_from_name(condition.rule, condition.k, config.statistic, seed=condition.draw)
+    scope = Scope(sites=tuple(config.sites) if config.sites else None, steps=config.steps)
+    return [ScaleChannels(selector, config.factor, scope=scope)]
+
+
+def disrupt(pipe: Any, config: DisruptConfig, *, prompt_kwargs: dict | None = None, progress=None) -> DisruptResult:
+    """Generate every condition with identical noise; `progress(i, n, label)` is called per condition."""
+    adapter = adapter_for(pipe)
+    config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
+    todo = conditions(config)
+    images: dict[Condition, torch.Tensor] = {}
+    for i, condition in enumerate(todo):
+        if progress:
+            progress(i, len(todo), condition.label)
+        # every condition runs hooked, the unedited one too: k = 0 must equal plain generation
+        with hooks(pipe, edits=edit_for(condition, config)):
+            images[condition] = generate(pipe, config.prompts, config.seeds, config.generation, prompt_kwargs)
+    return DisruptResult(config, images)

@@ -1,0 +1,64 @@
+"""Running a pipeline the same way for every condition of an experiment.
+
+One call per seed over all prompts (a batch), images back as float tensors in [0, 1], so
+conditions that differ only by their edits see identical noise and compare pixel for pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class GenerationSettings:
+    num_inference_steps: int | None = None  # None: the pipeline's own default
+    guidance_scale: float | None = None  # None: the pipeline's own default
+    height: int | None = None
+    width: int | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        names = ("num_inference_steps", "guidance_scale", "height", "width")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def validate(self) -> None:
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
+        if self.guidance_scale is not None and self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
+
+
+def generate(
+    pipe: Any,
+    prompts: list[str],
+    seeds: list[int],
+    settings: GenerationSettings,
+    prompt_kwargs: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """(len(seeds) * len(prompts), 3, H, W) float images in [0, 1], seed-major."""
+    out = []
+    for seed in seeds:
+        call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": prompts}
+        result = pipe(**call, **settings.kwargs(), generator=torch.Generator().manual_seed(seed), output_type="pt")
+        images = result.images
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images).permute(0, 3, 1, 2)
+        out.append(images.detach().float().cpu())
+    return torch.cat(out)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(n, 3, H, W) in [0, 1] -> PIL images."""
+    array = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in array]
+
+
+def pixel_distances(images: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Mean squared error and PSNR (dB) of images against references, both in [0, 1]."""
+    mse = ((images - reference) ** 2).flatten(1).mean(1)
+    psnr = 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+    return {"mse": float(mse.mean()), "psnr_db": float(psnr.mean())}

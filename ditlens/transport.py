@@ -1,0 +1,282 @@
+"""Finding 3 and its two uses: move massive activations from a source trajectory into a target.
+
+At the chosen sites and steps the target's image tokens become
+`X_t + alpha * M * (X_s - X_t)`, `M = p m^T`, with `m` the top-k channels (of the source row)
+and `p` a K = 2 spatial mask. Source and target run in ONE batch (with CFG, one batch of
+both halves), so a transported image costs about one batch-2 generation.
+
+Text-conditioned: the source row is prompt A's own trajectory. Image-conditioned: the
+source row is a reference image, re-noised after every step to that step's noise level
+with fixed noise (a `callback_on_step_end` writes it into the latents).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .adapters import adapter_for
+from .channels import TopK, check_k, check_statistic
+from .generation import GenerationSettings, to_pil
+from .hooks import HookContext, hooks
+from .intervene import ReplaceFromRows, Scope, source_rows
+from .masks import foreground_tokens, token_grid
+
+MASK_ORIGINS = ("source", "target", "union", "all", "user")
+
+
+@dataclass
+class TransportConfig:
+    k: int = 4  # channels moved per site and step (provisional; see docs/transport.md)
+    alpha: float = 1.0  # 1 = the paper's rule (full replacement)
+    mask: str = "source"  # spatial mask origin: source / target / union foreground, all tokens, user
+    statistic: str = "abs_mean"
+    channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
+    sites: tuple[str, ...] | None = None  # None: every image-stream site
+    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def validate(self, hidden_size: int, site_names: list[str], num_steps: int | None = None) -> None:
+        check_k(self.k, hidden_size)
+        check_statistic(self.statistic)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1]; got {self.alpha!r}.")
+        if self.mask not in MASK_ORIGINS:
+            raise ValueError(f"Unknown mask origin {self.mask!r}. Allowed: {', '.join(MASK_ORIGINS)}.")
+        Scope(sites=self.sites, steps=self.steps).validate(site_names, num_steps)
+        self.generation.validate()
+
+
+class SpatialMask:
+    """The token mask `p` of transport, computed at each site and step on the current tokens."""
+
+    def __init__(self, origin: str, k: int, statistic: str, group_size: int, source_of: dict[int, int], user_tokens: torch.Tensor | None = None):
+        if origin == "user" and user_tokens is None:
+            raise ValueError("mask='user' needs a mask image (--mask-image).")
+        self.origin, self.selector = origin, TopK(k, statistic)
+        self.group_size, self.source_of, self.user_tokens = group_size, source_of, user_tokens
+
+    def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        B, N, _ = img.shape
+        if self.origin == "all":
+            return torch.ones(B, N, device=img.device)
+        if self.origin == "user":
+            return self.user_tokens.to(img.device).expand(B, N)
+        src = img[source_rows(B, self.group_size, self.source_of).to(img.device)]
+        fg_src = foreground_tokens(src, self.selector.mask(src))
+        if self.origin == "source":
+            return fg_src.float()
+        fg_tgt = foreground_tokens(img, self.selector.mask(img))
+        return (fg_tgt if self.origin == "target" else fg_src | fg_tgt).float()
+
+
+def mask_image_to_tokens(mask: torch.Tensor, n_tokens: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) mask in [0, 1] -> (N,) token weights by area averaging onto the token grid."""
+    if tuple(mask.shape) != tuple(image_size):
+        raise ValueError(f"Mask image is {tuple(mask.shape)} (H, W) but generated images are {tuple(image_size)}.")
+    grid = token_grid(n_tokens, *image_size)
+    pooled = F.adaptive_avg_pool2d(mask.float()[None, None], grid)[0, 0]
+    return (pooled > 0.5).float().flatten()
+
+
+@dataclass
+class TransportResult:
+    source: torch.Tensor  # (3, H, W) in [0, 1]: the source (prompt A or the reference)
+    target: torch.Tensor | None  # (3, H, W): the target prompt alone, same seed (None if not run)
+    transported: torch.Tensor  # (n, 3, H, W): one image per alpha
+    alphas: list[float]
+    settings: dict[str, Any]
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        named = [("source", self.source)] + ([("target", self.target)] if self.target is not None else [])
+        named += [(f"transported_alpha{a:.2f}", img) for a, img in zip(self.alphas, self.transported)]
+        for name, image in named:
+            paths[name] = out / f"{name}.png"
+            tmp = out / f"{name}.tmp.png"
+            to_pil(image[None])[0].save(tmp)
+            tmp.replace(paths[name])
+        paths["settings"] = out / "settings.json"
+        tmp = out / "settings.json.tmp"
+        tmp.write_text(json.dumps(self.settings, indent=1, default=str))
+        tmp.replace(paths["settings"])
+        return paths
+
+
+def _edit(config: TransportConfig, alphas: list[float], first_target: int, group_size: int, user_tokens: torch.Tensor | None) -> ReplaceFromRows:
+    targets = list(range(first_target, first_target + len(alphas)))
+    source_of = {t: 0 for t in targets}
+    return ReplaceFromRows(
+        source_of=source_of,
+        group_size=group_size,
+        channels=TopK(config.k, config.statistic),
+        tokens=SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, user_tokens),
+        alpha=1.0,
+        alphas=dict(zip(targets, alphas)),
+        channels_from=config.channels_from,
+        scope=Scope(sites=config.sites, steps=config.steps),
+    )
+
+
+def _images(output: Any) -> torch.Tensor:
+    images = output.images
+    if not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return images.detach().float().cpu()
+
+
+def _user_tokens(pipe: Any, mask_image: torch.Tensor | None, config: TransportConfig, latents_shape: tuple[int, ...], image_size: tuple[int, int]) -> torch.Tensor | None:
+    if config.mask != "user":
+        return None
+    if mask_image is None:
+        raise ValueError("mask='user' needs a mask image (--mask-image).")
+    return mask_image_to_tokens(mask_image, latents_shape[1], image_size)
+
+
+def transport_text(
+    pipe: Any,
+    source_prompt: str,
+    target_prompt: str,
+    config: TransportConfig,
+    *,
+    alphas: list[float] | None = None,
+    source_seed: int = 0,
+    target_seed: int | None = None,
+    include_target: bool = True,
+    mask_image: torch.Tensor | None = None,
+) -> TransportResult:
+    """Prompt A's massive activations into prompt B's trajectory, in one batch.
+
+    The batch is [source, (target alone), transported x len(alphas)], all targets sharing the
+    target seed, so the strip and the plain target differ only by the edit."""
+    adapter = adapter_for(pipe)
+    config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
+    alphas = alphas if alphas is not None else [config.alpha]
+    target_seed = source_seed if target_seed is None else target_seed
+    prompts = [source_prompt] + [target_prompt] * (int(include_target) + len(alphas))
+    generators = [torch.Generator().manual_seed(source_seed)] + [
+        torch.Generator().manual_seed(target_seed) for _ in prompts[1:]
+    ]
+    user_tokens = None
+    if config.mask == "user":
+        user_tokens = _user_tokens(pipe, mask_image, config, _token_shape(pipe, config), _image_size(pipe, config))
+    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), user_tokens)
+    with hooks(pipe, edits=[edit]):
+        images = _images(pipe(prompt=prompts, generator=generators, output_type="pt", **config.generation.kwargs()))
+    settings = _settings(config, alphas) | {
+        "source_prompt": source_prompt,
+        "target_prompt": target_prompt,
+        "source_seed": source_seed,
+        "target_seed": target_seed,
+    }
+    return TransportResult(
+        source=images[0],
+        target=images[1] if include_target else None,
+        transported=images[1 + int(include_target) :],
+        alphas=alphas,
+        settings=settings,
+    )
+
+
+def transport_image(
+    pipe: Any,
+    reference: torch.Tensor,
+    target_prompt: str,
+    config: TransportConfig,
+    *,
+    reference_prompt: str = "",
+    alphas: list[float] | None = None,
+    seed: int = 0,
+    include_target: bool = True,
+    mask_image: torch.Tensor | None = None,
+) -> TransportResult:
+    """A reference image's massive activations into a new prompt's generation.
+
+    reference: (3, H, W) in [0, 1], the size the pipeline generates. At each step the source
+    row holds the reference noised to that step's level with fixed noise."""
+    adapter = adapter_for(pipe)
+    config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
+    alphas = alphas if alphas is not None else [config.alpha]
+    image_size = _image_size(pipe, config)
+    if tuple(reference.shape[-2:]) != tuple(image_size):
+        raise ValueError(
+            f"Reference image is {tuple(reference.shape[-2:])} (H, W) but the pipeline generates {tuple(image_size)}; "
+            "resize it first (ditlens transport --reference resizes with a note)."
+        )
+    x0 = adapter.image_to_latents(pipe, reference[None])  # (1, ...) in the pipeline's latent layout
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=gen).to(x0)
+    target_noise = torch.randn(x0.shape, generator=gen).to(x0)
+    n_targets = int(include_target) + len(alphas)
+    prompts = [reference_prompt] + [target_prompt] * n_targets
+    latents = torch.cat([noise, target_noise.expand(n_targets, *x0.shape[1:])])
+    sigmas: list[float] = []
+
+    def renoise(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        current = kwargs["latents"]
+        sigma = float(pipeline.scheduler.sigmas[i + 1])
+        sigmas.append(sigma)
+        current[:1] = ((1 - sigma) * x0 + sigma * noise).to(current)
+        return {"latents": current}
+
+    def first_level(pipeline_latents: torch.Tensor, sigma0: float) -> torch.Tensor:
+        first = pipeline_latents.clone()
+        first[:1] = (1 - sigma0) * x0 + sigma0 * noise
+        return first
+
+    # the first level is the schedule's first sigma (1.0 for flow matching from pure noise)
+    pipe.scheduler.set_timesteps(config.generation.num_inference_steps or _default_steps(pipe))
+    latents = first_level(latents, float(pipe.scheduler.sigmas[0]))
+    user_tokens = _user_tokens(pipe, mask_image, config, tuple(x0.shape), image_size) if config.mask == "user" else None
+    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), user_tokens)
+    with hooks(pipe, edits=[edit]):
+        output = pipe(
+            prompt=prompts,
+            latents=latents,
+            output_type="pt",
+            callback_on_step_end=renoise,
+            callback_on_step_end_tensor_inputs=["latents"],
+            **config.generation.kwargs(),
+        )
+    images = _images(output)
+    settings = _settings(config, alphas) | {"reference_prompt": reference_prompt, "target_prompt": target_prompt, "seed": seed}
+    return TransportResult(
+        source=reference.float().cpu(),
+        target=images[1] if include_target else None,
+        transported=images[1 + int(include_target) :],
+        alphas=alphas,
+        settings=settings,
+    )
+
+
+def _settings(config: TransportConfig, alphas: list[float]) -> dict[str, Any]:
+    s = asdict(config)
+    s["alphas"] = alphas
+    return s
+
+
+def _default_steps(pipe: Any) -> int:
+    return int(getattr(pipe, "default_num_inference_steps", 28))
+
+
+def _image_size(pipe: Any, config: TransportConfig) -> tuple[int, int]:
+    g = config.generation
+    default = getattr(pipe, "default_image_size", None)
+    if g.height and g.width:
+        return (g.height, g.width)
+    if default is None:
+        raise ValueError("Give the image height and width for this pipeline.")
+    return (default, default)
+
+
+def _token_shape(pipe: Any, config: TransportConfig) -> tuple[int, int]:
+    h, w = _image_size(pipe, config)
+    patch = int(getattr(pipe, "pixels_per_token", 16))
+    return (1, (h // patch) * (w // patch))
