@@ -32,6 +32,19 @@ class GenerationSettings:
             raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
 
 
+def image_size(pipe: Any, settings: GenerationSettings) -> tuple[int, int]:
+    """(H, W) the pipeline will generate with these settings."""
+    if settings.height and settings.width:
+        return (settings.height, settings.width)
+    config_size = getattr(getattr(pipe, "config", None), "image_size", None)  # the built-in pipeline
+    if config_size:
+        return (settings.height or config_size, settings.width or config_size)
+    sample, scale = getattr(pipe, "default_sample_size", None), getattr(pipe, "vae_scale_factor", None)
+    if sample and scale:  # diffusers' latent pipelines (FLUX, SD3, ...)
+        return (settings.height or sample * scale, settings.width or sample * scale)
+    raise ValueError(f"Cannot tell the image size {type(pipe).__name__} generates; give height and width.")
+
+
 def generate(
     pipe: Any,
     prompts: list[str],

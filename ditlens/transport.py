@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .adapters import adapter_for
 from .channels import TopK, check_k, check_statistic
-from .generation import GenerationSettings, to_pil
+from .generation import GenerationSettings, image_size, to_pil
 from .hooks import HookContext, hooks
 from .intervene import ReplaceFromRows, Scope, source_rows
 from .masks import foreground_tokens, token_grid
@@ -55,18 +55,28 @@ class TransportConfig:
 class SpatialMask:
     """The token mask `p` of transport, computed at each site and step on the current tokens."""
 
-    def __init__(self, origin: str, k: int, statistic: str, group_size: int, source_of: dict[int, int], user_tokens: torch.Tensor | None = None):
-        if origin == "user" and user_tokens is None:
-            raise ValueError("mask='user' needs a mask image (--mask-image).")
+    def __init__(
+        self,
+        origin: str,
+        k: int,
+        statistic: str,
+        group_size: int,
+        source_of: dict[int, int],
+        user_mask: torch.Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+    ):
+        if origin == "user" and (user_mask is None or image_size is None):
+            raise ValueError("mask='user' needs a mask image (--mask-image) and the image size.")
         self.origin, self.selector = origin, TopK(k, statistic)
-        self.group_size, self.source_of, self.user_tokens = group_size, source_of, user_tokens
+        self.group_size, self.source_of = group_size, source_of
+        self.user_mask, self.image_size = user_mask, image_size
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         B, N, _ = img.shape
         if self.origin == "all":
             return torch.ones(B, N, device=img.device)
         if self.origin == "user":
-            return self.user_tokens.to(img.device).expand(B, N)
+            return mask_image_to_tokens(self.user_mask, N, self.image_size).to(img.device).expand(B, N)
         src = img[source_rows(B, self.group_size, self.source_of).to(img.device)]
         fg_src = foreground_tokens(src, self.selector.mask(src))
         if self.origin == "source":
@@ -110,14 +120,26 @@ class TransportResult:
         return paths
 
 
-def _edit(config: TransportConfig, alphas: list[float], first_target: int, group_size: int, user_tokens: torch.Tensor | None) -> ReplaceFromRows:
+def _edit(
+    config: TransportConfig,
+    alphas: list[float],
+    first_target: int,
+    group_size: int,
+    mask_image: torch.Tensor | None,
+    image_size: tuple[int, int],
+) -> ReplaceFromRows:
+    if config.mask == "user" and mask_image is None:
+        raise ValueError("mask='user' needs a mask image (--mask-image).")
+    if mask_image is not None and tuple(mask_image.shape) != tuple(image_size):
+        raise ValueError(f"Mask image is {tuple(mask_image.shape)} (H, W) but generated images are {tuple(image_size)}.")
     targets = list(range(first_target, first_target + len(alphas)))
     source_of = {t: 0 for t in targets}
+    tokens = SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, mask_image, image_size)
     return ReplaceFromRows(
         source_of=source_of,
         group_size=group_size,
         channels=TopK(config.k, config.statistic),
-        tokens=SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, user_tokens),
+        tokens=tokens,
         alpha=1.0,
         alphas=dict(zip(targets, alphas)),
         channels_from=config.channels_from,
@@ -132,14 +154,6 @@ def _images(output: Any) -> torch.Tensor:
     return images.detach().float().cpu()
 
 
-def _user_tokens(pipe: Any, mask_image: torch.Tensor | None, config: TransportConfig, latents_shape: tuple[int, ...], image_size: tuple[int, int]) -> torch.Tensor | None:
-    if config.mask != "user":
-        return None
-    if mask_image is None:
-        raise ValueError("mask='user' needs a mask image (--mask-image).")
-    return mask_image_to_tokens(mask_image, latents_shape[1], image_size)
-
-
 def transport_text(
     pipe: Any,
     source_prompt: str,
@@ -151,11 +165,14 @@ def transport_text(
     target_seed: int | None = None,
     include_target: bool = True,
     mask_image: torch.Tensor | None = None,
+    prompt_embeds: dict[str, torch.Tensor] | None = None,
 ) -> TransportResult:
     """Prompt A's massive activations into prompt B's trajectory, in one batch.
 
     The batch is [source, (target alone), transported x len(alphas)], all targets sharing the
-    target seed, so the strip and the plain target differ only by the edit."""
+    target seed, so the strip and the plain target differ only by the edit.
+    prompt_embeds: precomputed pipeline arguments (prompt_embeds, ...) for the whole batch,
+    used instead of the prompts when the text encoders are not loaded."""
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
     alphas = alphas if alphas is not None else [config.alpha]
@@ -164,12 +181,10 @@ def transport_text(
     generators = [torch.Generator().manual_seed(source_seed)] + [
         torch.Generator().manual_seed(target_seed) for _ in prompts[1:]
     ]
-    user_tokens = None
-    if config.mask == "user":
-        user_tokens = _user_tokens(pipe, mask_image, config, _token_shape(pipe, config), _image_size(pipe, config))
-    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), user_tokens)
+    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation))
     with hooks(pipe, edits=[edit]):
-        images = _images(pipe(prompt=prompts, generator=generators, output_type="pt", **config.generation.kwargs()))
+        prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
+        images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs()))
     settings = _settings(config, alphas) | {
         "source_prompt": source_prompt,
         "target_prompt": target_prompt,
@@ -196,6 +211,7 @@ def transport_image(
     seed: int = 0,
     include_target: bool = True,
     mask_image: torch.Tensor | None = None,
+    prompt_embeds: dict[str, torch.Tensor] | None = None,
 ) -> TransportResult:
     """A reference image's massive activations into a new prompt's generation.
 
@@ -204,10 +220,10 @@ def transport_image(
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
     alphas = alphas if alphas is not None else [config.alpha]
-    image_size = _image_size(pipe, config)
-    if tuple(reference.shape[-2:]) != tuple(image_size):
+    size = image_size(pipe, config.generation)
+    if tuple(reference.shape[-2:]) != tuple(size):
         raise ValueError(
-            f"Reference image is {tuple(reference.shape[-2:])} (H, W) but the pipeline generates {tuple(image_size)}; "
+            f"Reference image is {tuple(reference.shape[-2:])} (H, W) but the pipeline generates {tuple(size)}; "
             "resize it first (ditlens transport --reference resizes with a note)."
         )
     x0 = adapter.image_to_latents(pipe, reference[None])  # (1, ...) in the pipeline's latent layout
@@ -217,28 +233,19 @@ def transport_image(
     n_targets = int(include_target) + len(alphas)
     prompts = [reference_prompt] + [target_prompt] * n_targets
     latents = torch.cat([noise, target_noise.expand(n_targets, *x0.shape[1:])])
-    sigmas: list[float] = []
 
     def renoise(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """After step i the latents sit at sigmas[i + 1]: put the reference there too."""
         current = kwargs["latents"]
         sigma = float(pipeline.scheduler.sigmas[i + 1])
-        sigmas.append(sigma)
         current[:1] = ((1 - sigma) * x0 + sigma * noise).to(current)
         return {"latents": current}
 
-    def first_level(pipeline_latents: torch.Tensor, sigma0: float) -> torch.Tensor:
-        first = pipeline_latents.clone()
-        first[:1] = (1 - sigma0) * x0 + sigma0 * noise
-        return first
-
-    # the first level is the schedule's first sigma (1.0 for flow matching from pure noise)
-    pipe.scheduler.set_timesteps(config.generation.num_inference_steps or _default_steps(pipe))
-    latents = first_level(latents, float(pipe.scheduler.sigmas[0]))
-    user_tokens = _user_tokens(pipe, mask_image, config, tuple(x0.shape), image_size) if config.mask == "user" else None
-    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), user_tokens)
+    # flow matching starts from pure noise (sigma = 1): the source row starts as its fixed noise
+    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), mask_image, size)
     with hooks(pipe, edits=[edit]):
         output = pipe(
-            prompt=prompts,
+            **(prompt_embeds if prompt_embeds is not None else {"prompt": prompts}),
             latents=latents,
             output_type="pt",
             callback_on_step_end=renoise,
@@ -262,21 +269,3 @@ def _settings(config: TransportConfig, alphas: list[float]) -> dict[str, Any]:
     return s
 
 
-def _default_steps(pipe: Any) -> int:
-    return int(getattr(pipe, "default_num_inference_steps", 28))
-
-
-def _image_size(pipe: Any, config: TransportConfig) -> tuple[int, int]:
-    g = config.generation
-    default = getattr(pipe, "default_image_size", None)
-    if g.height and g.width:
-        return (g.height, g.width)
-    if default is None:
-        raise ValueError("Give the image height and width for this pipeline.")
-    return (default, default)
-
-
-def _token_shape(pipe: Any, config: TransportConfig) -> tuple[int, int]:
-    h, w = _image_size(pipe, config)
-    patch = int(getattr(pipe, "pixels_per_token", 16))
-    return (1, (h // patch) * (w // patch))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .base import Adapter, Streams
 
 
@@ -22,3 +24,14 @@ class FluxAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """FluxPipeline: VAE mode, shifted and scaled as the pipeline decodes, packed 2x2."""
+        if hasattr(pipe, "image_to_latents"):  # the built-in pipeline works in pixel space
+            return pipe.image_to_latents(images)
+        vae = pipe.vae
+        with torch.no_grad():
+            latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent_dist.mode()
+        latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        b, c, h, w = latents.shape
+        return pipe._pack_latents(latents, b, c, h, w)  # (B, h/2 * w/2, 4c)
