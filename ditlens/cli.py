@@ -10,9 +10,31 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+import torch
 from typing import Any
 
 EXAMPLES = {
+    "generate": """examples:
+  ditlens generate --prompt "a large red circle in the center on a gray background" --seeds 0 1 2 3
+  ditlens generate --prompts-file prompts.txt --steps 24 --guidance 5 --out runs/gen""",
+    "disrupt": """examples:
+  ditlens disrupt                                   # built-in model: top/bottom/random-k, k = 1 2 4 8
+  ditlens disrupt --ks 1 2 4 --rules top random --draws 5 --window 0 8
+  ditlens disrupt --model ./flux-schnell --dtype bfloat16 --device cuda --prompt "a corgi" --steps 4""",
+    "segment": """examples:
+  ditlens segment                                   # built-in model, mIoU against exact ground truth
+  ditlens segment --k 2 --site single_transformer_blocks.2 --step 4
+  ditlens segment --model ./flux-dev --device cuda --dtype bfloat16 --prompts-file p.txt --truth-dir masks/""",
+    "transport": """examples:
+  ditlens transport --source "a large red circle in the center on a gray background" \
+                    --target "a large blue square in the center on a gray background"
+  ditlens transport --source "..." --target "..." --alpha 0.5 --mask union --window 0 8
+  ditlens transport --reference ref.png --reference-prompt "a large red circle on the left on a gray background" \
+                    --target "a large blue square on the right on a black background"""",
+    "interpolate": """examples:
+  ditlens interpolate --source "a large red circle in the center on a gray background" \
+                      --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1""",
     "find": """examples:
   ditlens find                                   # built-in model, example prompts
   ditlens find --prompt "a large red circle on the left on a gray background" --seeds 0 1 2 --k 2
@@ -61,7 +83,7 @@ def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
             raise FileNotFoundError(f"Prompts file {args.prompts_file!r} does not exist.")
         prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts and model in (None, "builtin"):
-        from .builtin import EXAMPLE_PROMPTS
+        from .builtin.examples import EXAMPLE_PROMPTS
 
         prompts = list(EXAMPLE_PROMPTS)
     if not prompts and not args.embeds:
@@ -75,8 +97,7 @@ def _load(args: argparse.Namespace) -> Any:
     pipe = load_pipeline(
         args.model, dtype=args.dtype, device=args.device, allow_download=args.allow_download, cpu_offload=args.cpu_offload
     )
-    if args.quiet:
-        pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=args.quiet, leave=False)
     return pipe
 
 
@@ -107,7 +128,242 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(message)
 
 
+def _settings(args: argparse.Namespace):
+    from .generation import GenerationSettings
+
+    return GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance)
+
+
+def _window(args: argparse.Namespace) -> tuple[int, int] | None:
+    return tuple(args.window) if args.window else None
+
+
+def _is_builtin(args: argparse.Namespace) -> bool:
+    return args.model in (None, "builtin")
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+    return path
+
+
+def _progress(args: argparse.Namespace, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=args.quiet, leave=False)
+
+
 # ---- subcommands -------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from .generation import generate, to_pil
+    from .plots import image_grid
+
+    prompts = _prompts(args, args.model)
+    _check_builtin_words(args, prompts)
+    pipe = _load(args)
+    images = generate(pipe, prompts, args.seeds, _settings(args), _prompt_kwargs(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pil = to_pil(images)
+    for i, image in enumerate(pil):
+        image.save(out / f"image_{i:03d}.png")
+    image_grid(pil, out / "grid.png", columns=len(prompts), scale=4 if images.shape[-1] <= 64 else 1)
+    _write_json(out / "generate.json", {"prompts": prompts, "seeds": args.seeds, "model": args.model or "builtin"})
+    _say(args, f"wrote {len(pil)} images and grid.png to {out}/")
+
+
+def cmd_disrupt(args: argparse.Namespace) -> None:
+    from .disrupt import Condition, DisruptConfig, disrupt
+    from .plots import plot_image_table, plot_metric_over_k
+
+    prompts = _prompts(args, args.model)
+    _check_builtin_words(args, prompts)
+    config = DisruptConfig(
+        prompts=prompts,
+        seeds=args.seeds,
+        ks=args.ks,
+        rules=args.rules,
+        factor=args.factor,
+        random_draws=args.draws,
+        statistic=args.statistic,
+        sites=args.sites,
+        steps=_window(args),
+        generation=_settings(args),
+    )
+    pipe = _load(args)
+    bar = _progress(args, 0, "conditions")
+
+    def progress(i: int, n: int, label: str) -> None:
+        bar.total = n
+        bar.set_postfix_str(label)
+        bar.update(1 if i else 0)
+
+    result = disrupt(pipe, config, prompt_kwargs=_prompt_kwargs(args), progress=progress)
+    bar.close()
+    out = Path(args.out)
+    result.save(out)
+    metrics: dict[str, Any] = {"pixel_distance_to_unedited": result.distances()}
+    if _is_builtin(args):
+        from .metrics.fidelity import builtin_scores
+
+        all_prompts = prompts * len(args.seeds)
+        metrics["builtin"] = {c.label: builtin_scores(imgs, all_prompts) for c, imgs in result.images.items()}
+        curves = {}
+        for rule in config.rules:
+            ks = sorted({c.k for c in result.images if c.rule == rule})
+            per_k = [[metrics["builtin"][c.label]["full_object_accuracy"] for c in result.images if c.rule == rule and c.k == k] for k in ks]
+            spreads = [float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for v in per_k] if rule == "random" else None
+            curves[rule] = (ks, [sum(v) / len(v) for v in per_k], spreads)
+        plot_metric_over_k(curves, out / "fidelity_over_k.png", "objects fully correct", "Zeroing channels: prompt fidelity")
+    _write_json(out / "metrics.json", metrics)
+    rules, ks, cells = result.grid_rows(0)
+    baseline = result.baseline[0]
+    plot_image_table(
+        [[baseline] + row for row in cells], out / "grid.png", [f"{r}-k" for r in rules], ["none"] + [f"k={k}" for k in ks],
+        title=f"zeroing channels: {prompts[0]}" if len(prompts[0]) < 90 else "zeroing channels",
+    )
+    _say(args, f"wrote {out}/: grid.png, metrics.json, disrupt.json, one PNG per condition and image")
+    for label, d in metrics["pixel_distance_to_unedited"].items():
+        extra = ""
+        if "builtin" in metrics:
+            b = metrics["builtin"][label]
+            extra = f"  objects fully correct {b['full_object_accuracy']:.2f}  FD {b['frechet_distance']:.1f}"
+        _say(args, f"  {label:12s} PSNR to unedited {d['psnr_db']:6.1f} dB{extra}")
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    from .images import load_mask_folder
+    from .plots import overlay, plot_image_table, plot_miou_curves
+    from .segment import SegmentConfig, segment_generated
+
+    prompts = _prompts(args, args.model)
+    _check_builtin_words(args, prompts)
+    config = SegmentConfig(prompts=prompts, seeds=args.seeds, k=args.k, rules=args.rules, statistic=args.statistic, generation=_settings(args))
+    pipe = _load(args)
+    result = segment_generated(pipe, config, prompt_kwargs=_prompt_kwargs(args))
+    n = result.images.shape[0]
+    truth = None
+    if args.truth_dir:
+        truth = load_mask_folder(args.truth_dir, n, result.image_size)
+    elif _is_builtin(args):
+        from .metrics.fidelity import off_background_masks
+
+        truth = off_background_masks(result.images, prompts * len(args.seeds))
+    site = args.site or result.sites[len(result.sites) // 2]
+    if site not in result.sites:
+        raise ValueError(f"Unknown site {site!r}. Sites of this model: {', '.join(result.sites)}.")
+    steps = next(iter(result.masks.values())).shape[0]
+    step = steps // 2 if args.step is None else args.step
+    if not 0 <= step < steps:
+        raise ValueError(f"Step {step} is outside the schedule: 0..{steps - 1}.")
+    out = Path(args.out)
+    result.save(out, truth)
+    rows = []
+    for i in range(min(n, 8)):
+        row = [result.images[i]] + ([overlay(result.images[i], truth[i])] if truth is not None else [])
+        row += [overlay(result.images[i], result.pixel_masks(rule, step, site)[i]) for rule in config.rules]
+        rows.append(row)
+    columns = ["image"] + (["truth"] if truth is not None else []) + [f"{r}" + ("" if r == "all" else f"-{args.k}") for r in config.rules]
+    plot_image_table(rows, out / "overlays.png", [f"#{i}" for i in range(len(rows))], columns, title=f"K=2 masks at {site}, step {step}")
+    if truth is not None:
+        table = result.miou_table(truth)
+        plot_miou_curves(table, result.sites, out / "miou_per_site.png", f"K=2 masks vs ground truth (k={args.k}, mean over steps)")
+        _say(args, "mIoU, best site (mean over steps):")
+        for rule, t in table.items():
+            per_site = t.mean(0)
+            _say(args, f"  {rule:8s} {float(per_site.max()):.3f} at {result.sites[int(per_site.argmax())]}  (mean over sites {float(per_site.mean()):.3f})")
+    _say(args, f"wrote {out}/: masks.safetensors, segment.json, overlays.png" + (", miou_per_site.png" if truth is not None else ""))
+
+
+def _transport_config(args: argparse.Namespace):
+    from .transport import TransportConfig
+
+    return TransportConfig(
+        k=args.k,
+        alpha=args.alpha if hasattr(args, "alpha") else 1.0,
+        mask=args.mask,
+        statistic=args.statistic,
+        sites=tuple(args.sites) if args.sites else None,
+        steps=_window(args),
+        generation=_settings(args),
+    )
+
+
+def _mask_image(args: argparse.Namespace, pipe: Any):
+    if not args.mask_image:
+        return None
+    from .generation import image_size
+    from .images import load_mask
+
+    return load_mask(args.mask_image, image_size(pipe, _settings(args))).float()
+
+
+def _run_transport(args: argparse.Namespace, alphas: list[float]):
+    from .generation import image_size
+    from .images import load_image
+    from .transport import transport_image, transport_text
+
+    config = _transport_config(args)
+    if args.reference:
+        texts = [args.target] + ([args.reference_prompt] if args.reference_prompt else [])
+    else:
+        if not args.source:
+            raise UsageError("Give --source PROMPT (text-conditioned) or --reference IMAGE (image-conditioned).")
+        texts = [args.source, args.target]
+    _check_builtin_words(args, texts)
+    pipe = _load(args)
+    mask_image = _mask_image(args, pipe)
+    if args.reference:
+        reference, note = load_image(args.reference, image_size(pipe, config.generation))
+        if note:
+            _say(args, f"note: {note}")
+        return transport_image(
+            pipe, reference, args.target, config, reference_prompt=args.reference_prompt or "", alphas=alphas,
+            seed=args.target_seed, mask_image=mask_image,
+        )
+    return transport_text(
+        pipe, args.source, args.target, config, alphas=alphas, source_seed=args.source_seed,
+        target_seed=args.target_seed, mask_image=mask_image,
+    )
+
+
+def cmd_transport(args: argparse.Namespace) -> None:
+    from .plots import plot_image_table
+
+    result = _run_transport(args, [args.alpha])
+    out = Path(args.out)
+    paths = result.save(out)
+    cells = [[result.source, result.target, result.transported[0]]]
+    source_label = "reference" if args.reference else "source"
+    plot_image_table(cells, out / "strip.png", [""], [source_label, "target alone", f"transported a={args.alpha:g}"], cell_inches=1.8)
+    _say(args, f"wrote {out}/: {', '.join(p.name for p in paths.values())}, strip.png")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from .generation import to_pil
+    from .plots import plot_image_table
+
+    for a in args.alphas:
+        if not 0 <= a <= 1:
+            raise ValueError(f"alpha must be within [0, 1]; got {a!r}.")
+    result = _run_transport(args, list(args.alphas))
+    out = Path(args.out)
+    result.save(out)
+    frames = out / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(to_pil(result.transported)):
+        image.save(frames / f"frame_{i:03d}_alpha{result.alphas[i]:.2f}.png")
+    cells = [[result.source] + list(result.transported)]
+    plot_image_table(cells, out / "strip.png", [""], ["source"] + [f"a={a:g}" for a in result.alphas], title=f"{args.target}  <-  {args.source or args.reference}")
+    _say(args, f"wrote {out}/strip.png and {len(result.alphas)} frames in {frames}/")
+
+
 
 
 def cmd_find(args: argparse.Namespace) -> None:
@@ -168,6 +424,61 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(func=func)
         return p
+
+    p = add("generate", "generate images (built-in model by default)", cmd_generate)
+    _add_model_options(p)
+    _add_prompt_options(p)
+    p.add_argument("--out", default="runs/generate", help="output folder (default: runs/generate)")
+
+    p = add("disrupt", "zero (or scale) top-k vs bottom-k vs random-k channels and compare the images", cmd_disrupt)
+    _add_model_options(p)
+    _add_prompt_options(p)
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="channel counts to sweep (default: 1 2 4 8)")
+    p.add_argument("--rules", nargs="+", default=["top", "bottom", "random"], help="top, bottom, random (default: all three)")
+    p.add_argument("--factor", type=float, default=0.0, help="multiply the channels by this (default 0: zero them)")
+    p.add_argument("--draws", type=int, default=3, help="random-k draws (default: 3)")
+    p.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
+    p.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
+    p.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP) (default: all)")
+    p.add_argument("--out", default="runs/disrupt", help="output folder (default: runs/disrupt)")
+
+    p = add("segment", "K=2 masks from the massive channels per site and step, with baselines and mIoU", cmd_segment)
+    _add_model_options(p)
+    _add_prompt_options(p)
+    p.add_argument("--k", type=int, default=4, help="massive channels to cluster on (default: 4)")
+    p.add_argument("--rules", nargs="+", default=["top", "bottom", "random", "all"], help="top, bottom, random, all")
+    p.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
+    p.add_argument("--site", default=None, help="site for the overlays (default: middle block)")
+    p.add_argument("--step", type=int, default=None, help="step for the overlays (default: middle step)")
+    p.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
+    p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
+
+    for name, help_text, func in (
+        ("transport", "move a source's massive activations into a target prompt's generation", cmd_transport),
+        ("interpolate", "strip over transport strength between two prompts (or a reference image)", cmd_interpolate),
+    ):
+        p = add(name, help_text, func)
+        _add_model_options(p)
+        g = p.add_argument_group("transport")
+        g.add_argument("--source", default=None, help="source prompt (text-conditioned)")
+        g.add_argument("--target", required=True, help="target prompt")
+        g.add_argument("--reference", default=None, help="reference image (image-conditioned transport)")
+        g.add_argument("--reference-prompt", default=None, help="caption of the reference (default: empty)")
+        if name == "transport":
+            g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1: the paper's rule)")
+        else:
+            g.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="strengths")
+        g.add_argument("--k", type=int, default=4, help="channels moved per site and step (default: 4)")
+        g.add_argument("--mask", default="source", help="spatial mask: source, target, union, all, user (default: source)")
+        g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
+        g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
+        g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
+        g.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP)")
+        g.add_argument("--source-seed", type=int, default=0, help="seed of the source trajectory (default: 0)")
+        g.add_argument("--target-seed", type=int, default=0, help="seed of the target trajectory (default: 0)")
+        g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+        g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+        p.add_argument("--out", default=f"runs/{name}", help=f"output folder (default: runs/{name})")
 
     p = add("find", "record channel statistics and find the massive channels per site and step", cmd_find)
     _add_model_options(p)

@@ -108,3 +108,85 @@ def image_grid(images: list, path: str | Path, columns: int, scale: int = 1, lab
     grid.save(tmp, format="PNG")
     tmp.replace(path)
     return path
+
+
+def _as_array(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) for imshow."""
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def plot_image_table(
+    cells: list[list[torch.Tensor | None]],
+    path: str | Path,
+    row_labels: list[str],
+    column_labels: list[str],
+    title: str = "",
+    cell_inches: float = 1.3,
+) -> Path:
+    """A labelled grid of (3, H, W) images in [0, 1]; None leaves a cell empty."""
+    n_rows, n_cols = len(cells), max(len(r) for r in cells)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + 1, cell_inches * n_rows + 0.6), squeeze=False)
+    for r, row in enumerate(cells):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = row[c] if c < len(row) else None
+            if image is None:
+                ax.axis("off")
+            else:
+                ax.imshow(_as_array(image), interpolation="nearest")
+            if r == 0:
+                ax.set_title(column_labels[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, colour: tuple[float, float, float] = (1.0, 0.1, 0.6)) -> torch.Tensor:
+    """(3, H, W) image with a (H, W) bool mask tinted over it and the rest dimmed."""
+    tint = torch.tensor(colour).view(3, 1, 1)
+    out = image.clone() * 0.45
+    m = mask.bool()
+    out[:, m] = 0.5 * image[:, m] + 0.5 * tint.expand_as(image)[:, m]
+    return out
+
+
+def plot_miou_curves(table: dict[str, torch.Tensor], sites: list[str], path: str | Path, title: str = "") -> Path:
+    """Per-site mIoU (mean over steps) for each rule: the segmentation finding at a glance."""
+    styles = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--"), "all": ("#27ae60", "d:"), "attention": ("#8e44ad", "x-.")}
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(sites) + 2), 3.4))
+    x = np.arange(len(sites))
+    for rule, values in table.items():
+        colour, style = styles.get(rule, ("black", "-"))
+        ax.plot(x, values.mean(0).numpy() if values.dim() == 2 else values.numpy(), style, color=colour, ms=3, label=rule)
+    ax.set_xticks(x, [_short(s) for s in sites], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("mIoU (fg/bg)")
+    ax.set_xlabel("site")
+    ax.set_title(title or "K = 2 masks against ground truth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=5)
+    return _save(fig, path)
+
+
+def plot_metric_over_k(curves: dict[str, tuple[list[int], list[float], list[float] | None]], path: str | Path, ylabel: str, title: str = "") -> Path:
+    """rule -> (ks, means, spreads or None): a metric as a function of k, one line per rule."""
+    styles = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--")}
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for rule, (ks, means, spreads) in curves.items():
+        colour, style = styles.get(rule, ("black", "-"))
+        ax.plot(ks, means, style, color=colour, label=rule)
+        if spreads is not None:
+            lo = [m - s for m, s in zip(means, spreads)]
+            hi = [m + s for m, s in zip(means, spreads)]
+            ax.fill_between(ks, lo, hi, color=colour, alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (channels edited)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

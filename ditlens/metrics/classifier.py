@@ -1,0 +1,526 @@
+"""Attribute classifier for the built-in model's 32x32 scenes.
+
+A small CNN reads, for each of the five position slots, whether an object is there and its
+shape, colour and size, plus the background colour of the left and right image halves. It is
+trained on renders with light corruption (noise, colour jitter, blur, 1 px shifts) so that it
+also reads the imperfect images the built-in model generates. Its penultimate features serve
+the Frechet distance between generated images and renders.
+
+    clf = AttributeClassifier.from_pretrained()
+    scores = score_fidelity(clf, images, prompts)   # images (n, 3, 32, 32) in [-1, 1]
+
+Train the shipped weights again with `python -m ditlens.metrics.classifier --train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ditlens.builtin import scenes
+from ditlens.builtin.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    IMAGE_SIZE,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneObject,
+)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "builtin" / "weights" / "classifier"
+TRAIN_COMMAND = "python -m ditlens.metrics.classifier --train"
+
+# ---------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    channels: tuple[int, ...] = (32, 64, 128)  # a stride-2 stage each: 32 -> 16 -> 8 -> 4 px
+    feature_dim: int = 128  # penultimate width, the Frechet features
+    groups: int = 8  # GroupNorm groups: batch-independent, so eval = train behaviour
+    # The vocabulary the heads were trained for; loading checks it against scenes.py so
+    # weights from another vocabulary fail loudly instead of mislabelling.
+    shapes: tuple[str, ...] = SHAPES
+    colours: tuple[str, ...] = COLOURS
+    sizes: tuple[str, ...] = SIZES
+    backgrounds: tuple[str, ...] = BACKGROUNDS
+    positions: tuple[str, ...] = POSITIONS
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "shapes", "colours", "sizes", "backgrounds", "positions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for c in self.channels:
+            if c % self.groups:
+                raise ValueError(
+                    f"Channels {self.channels} must be divisible by groups {self.groups}"
+                )
+
+    @property
+    def slot_classes(self) -> dict[str, int]:
+        """Classes of each per-slot head."""
+        return {"presence": 2, "shape": len(self.shapes), "colour": len(self.colours),
+                "size": len(self.sizes)}
+
+
+@dataclass
+class AttributeLogits:
+    presence: torch.Tensor  # (B, slots, 2)
+    shape: torch.Tensor  # (B, slots, shapes)
+    colour: torch.Tensor  # (B, slots, colours)
+    size: torch.Tensor  # (B, slots, sizes)
+    background_left: torch.Tensor  # (B, backgrounds)
+    background_right: torch.Tensor  # (B, backgrounds)
+    features: torch.Tensor  # (B, feature_dim)
+
+
+class AttributeClassifier(nn.Module):
+    def __init__(self, config: ClassifierConfig | None = None):
+        super().__init__()
+        self.config = config = config or ClassifierConfig()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in config.channels:
+            # Downsample first: full-resolution convs would cost 4x more on CPU for nothing
+            # (a 3x3 stride-2 window still sees every pixel, 2 px cross arms included).
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                nn.GroupNorm(config.groups, c),
+                nn.SiLU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.GroupNorm(config.groups, c),
+                nn.SiLU(),
+            ]
+            c_in = c
+        self.trunk = nn.Sequential(*layers)
+        side = IMAGE_SIZE // 2 ** len(config.channels)
+        # Flatten, not pool: the slots are fixed places, so where a feature is matters.
+        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.feature_dim),
+                                  nn.SiLU())
+        per_slot = sum(config.slot_classes.values())
+        n_bg = len(config.backgrounds)
+        self.head = nn.Linear(config.feature_dim, len(config.positions) * per_slot + 2 * n_bg)
+
+    def forward(self, images: torch.Tensor) -> AttributeLogits:
+        _check_images(images)
+        feats = self.proj(self.trunk(images))  # (B, F)
+        out = self.head(feats)
+        n_slots, n_bg = len(self.config.positions), len(self.config.backgrounds)
+        slot_logits = out[:, : -2 * n_bg].reshape(len(out), n_slots, -1)  # (B, slots, per_slot)
+        parts = slot_logits.split(list(self.config.slot_classes.values()), dim=-1)
+        return AttributeLogits(
+            *parts,
+            background_left=out[:, -2 * n_bg : -n_bg],
+            background_right=out[:, -n_bg:],
+            features=feats,
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> AttributeClassifier:
+        """Load the shipped weights (default) or a folder written by `save_pretrained`."""
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        if not (config_file.is_file() and weights_file.is_file()):
+            raise FileNotFoundError(
+                f"No classifier at {path} (needs config.json and model.safetensors); "
+                f"train one with `{TRAIN_COMMAND}`"
+            )
+        config = ClassifierConfig(**json.loads(config_file.read_text()))
+        expected = ClassifierConfig(channels=config.channels, feature_dim=config.feature_dim,
+                                    groups=config.groups)
+        for name in ("shapes", "colours", "sizes", "backgrounds", "positions"):
+            if getattr(config, name) != getattr(expected, name):
+                raise ValueError(
+                    f"Classifier at {path} was trained for {name} {getattr(config, name)}, but "
+                    f"ditlens.builtin.scenes has {getattr(expected, name)}; retrain with "
+                    f"`{TRAIN_COMMAND}`"
+                )
+        model = cls(config)
+        model.load_state_dict(load_file(weights_file))
+        return model.eval()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"Expected images of shape (n, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1], "
+            f"got {tuple(images.shape)}"
+        )
+
+
+@torch.no_grad()
+def _logits(classifier: AttributeClassifier, images: torch.Tensor, batch_size: int = 512
+            ) -> AttributeLogits:
+    """Eval-mode logits in batches, on the classifier's device, restoring its mode after."""
+    _check_images(images)
+    param = next(classifier.parameters())
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        parts = [classifier(chunk.to(param.device, param.dtype))
+                 for chunk in images.split(batch_size)]
+    finally:
+        classifier.train(was_training)
+    return AttributeLogits(*(torch.cat([getattr(p, f.name) for p in parts]).cpu()
+                             for f in fields(AttributeLogits)))
+
+
+@dataclass
+class _Predictions:
+    """Argmax labels as indices."""
+
+    presence: np.ndarray  # (B, slots) bool
+    shape: np.ndarray  # (B, slots)
+    colour: np.ndarray  # (B, slots)
+    size: np.ndarray  # (B, slots)
+    background_left: np.ndarray  # (B,)
+    background_right: np.ndarray  # (B,)
+
+    @classmethod
+    def from_logits(cls, logits: AttributeLogits) -> _Predictions:
+        return cls(
+            presence=logits.presence.argmax(-1).numpy() == 1,
+            shape=logits.shape.argmax(-1).numpy(),
+            colour=logits.colour.argmax(-1).numpy(),
+            size=logits.size.argmax(-1).numpy(),
+            background_left=logits.background_left.argmax(-1).numpy(),
+            background_right=logits.background_right.argmax(-1).numpy(),
+        )
+
+    def scene(self, i: int) -> Scene:
+        objects = tuple(
+            SceneObject(SHAPES[self.shape[i, p]], COLOURS[self.colour[i, p]],
+                        SIZES[self.size[i, p]], POSITIONS[p])
+            for p in range(len(POSITIONS)) if self.presence[i, p]
+        )
+        left, right = BACKGROUNDS[self.background_left[i]], BACKGROUNDS[self.background_right[i]]
+        return Scene(objects, (left,) if left == right else (left, right))
+
+
+def predict_scenes(classifier: AttributeClassifier, images: torch.Tensor) -> list[Scene]:
+    """Decoded predictions, objects in POSITIONS order. A scene may have 0 objects (then
+    `scenes.caption` refuses it) or more than the sampler's 3."""
+    preds = _Predictions.from_logits(_logits(classifier, images))
+    return [preds.scene(i) for i in range(len(images))]
+
+
+def features(classifier: AttributeClassifier, images: torch.Tensor) -> torch.Tensor:
+    """(n, feature_dim) penultimate features, for `frechet_distance`."""
+    return _logits(classifier, images).features
+
+
+# ---------------------------------------------------------------------------------------
+# Frechet distance
+# ---------------------------------------------------------------------------------------
+
+
+def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh(m)
+    return (v * w.clamp_min(0).sqrt()) @ v.T
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2), in float64.
+
+    tr((S_a S_b)^1/2) = tr((S_a^1/2 S_b S_a^1/2)^1/2); the inner product is symmetric PSD,
+    so both roots come from `eigh` (no scipy, no complex parts to discard)."""
+    for name, f in (("feats_a", feats_a), ("feats_b", feats_b)):
+        if f.ndim != 2 or len(f) < 2:
+            raise ValueError(f"{name} must be (n >= 2, F), got shape {tuple(f.shape)}")
+    if feats_a.shape[1] != feats_b.shape[1]:
+        raise ValueError(f"Feature sizes differ: {feats_a.shape[1]} vs {feats_b.shape[1]}")
+    a, b = feats_a.detach().cpu().double(), feats_b.detach().cpu().double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    root_a = _sqrt_psd(cov_a)
+    inner = root_a @ cov_b @ root_a
+    inner = (inner + inner.T) / 2  # symmetric up to rounding; eigh needs it exactly
+    trace_sqrt = torch.linalg.eigvalsh(inner).clamp_min(0).sqrt().sum()
+    fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
+    return max(float(fd), 0.0)  # tiny negatives are rounding
+
+
+# ---------------------------------------------------------------------------------------
+# Prompt fidelity
+# ---------------------------------------------------------------------------------------
+
+ATTRIBUTES = ("position", "shape", "colour", "size", "full_object", "background")
+
+
+@dataclass(frozen=True)
+class FidelityScores:
+    """How well images show their prompts. Objects are matched to the prompt by position
+    slot: `position` = an object is predicted at the slot the prompt names; `shape`, `colour`,
+    `size` = an object is there *and* has that attribute; `full_object` = all four right.
+    `background` is per image (both halves right)."""
+
+    n_images: int
+    n_objects: int  # objects named in the prompts
+    correct: dict[str, int]  # attribute -> count; background counts images, the rest objects
+    extra_objects: int  # objects predicted at slots no prompt names
+    # the same scores for the prompts that name k objects, per k
+    by_n_objects: dict[int, FidelityScores] = field(default_factory=dict)
+
+    def accuracy(self, attribute: str) -> float:
+        if attribute not in ATTRIBUTES:
+            raise ValueError(f"Unknown attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
+        total = self.n_images if attribute == "background" else self.n_objects
+        return self.correct[attribute] / total if total else math.nan
+
+    def to_dict(self) -> dict:
+        out = {
+            "n_images": self.n_images,
+            "n_objects": self.n_objects,
+            "extra_objects": self.extra_objects,
+            "accuracy": {a: self.accuracy(a) for a in ATTRIBUTES},
+            "correct": dict(self.correct),
+        }
+        if self.by_n_objects:
+            out["by_n_objects"] = {str(k): v.to_dict() for k, v in self.by_n_objects.items()}
+        return out
+
+
+def score_fidelity(
+    classifier: AttributeClassifier, images: torch.Tensor, prompts: list[str]
+) -> FidelityScores:
+    """Per-attribute accuracy of the objects each prompt names (see FidelityScores)."""
+    if len(images) != len(prompts):
+        raise ValueError(f"Got {len(images)} images but {len(prompts)} prompts")
+    wanted = [scenes.parse_caption(p) for p in prompts]
+    preds = _Predictions.from_logits(_logits(classifier, images))
+    rows = []  # per image: (n_named, per-attribute counts, extra)
+    for i, scene in enumerate(wanted):
+        counts = dict.fromkeys(ATTRIBUTES, 0)
+        for obj in scene.objects:
+            p = POSITIONS.index(obj.position)
+            here = bool(preds.presence[i, p])
+            ok = {
+                "position": here,
+                "shape": here and SHAPES[preds.shape[i, p]] == obj.shape,
+                "colour": here and COLOURS[preds.colour[i, p]] == obj.colour,
+                "size": here and SIZES[preds.size[i, p]] == obj.size,
+            }
+            ok["full_object"] = all(ok.values())
+            for a, v in ok.items():
+                counts[a] += v
+        counts["background"] = int(
+            BACKGROUNDS[preds.background_left[i]] == scene.background_left
+            and BACKGROUNDS[preds.background_right[i]] == scene.background_right
+        )
+        named = {POSITIONS.index(o.position) for o in scene.objects}
+        extra = sum(1 for p in np.flatnonzero(preds.presence[i]) if p not in named)
+        rows.append((len(scene.objects), counts, extra))
+
+    def total(subset: list) -> FidelityScores:
+        return FidelityScores(
+            n_images=len(subset),
+            n_objects=sum(r[0] for r in subset),
+            correct={a: sum(r[1][a] for r in subset) for a in ATTRIBUTES},
+            extra_objects=sum(r[2] for r in subset),
+        )
+
+    groups = {k: total([r for r in rows if r[0] == k]) for k in sorted({r[0] for r in rows})}
+    overall = total(rows)
+    return FidelityScores(overall.n_images, overall.n_objects, overall.correct,
+                          overall.extra_objects, by_n_objects=groups)
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
+
+
+def scene_targets(batch_scenes: list[Scene]) -> dict[str, torch.Tensor]:
+    """Class indices per head; -100 (cross-entropy's ignore index) where a slot is empty."""
+    n, slots = len(batch_scenes), len(POSITIONS)
+    t = {k: torch.full((n, slots), -100, dtype=torch.long) for k in ("shape", "colour", "size")}
+    t["presence"] = torch.zeros((n, slots), dtype=torch.long)
+    t["background_left"] = torch.empty(n, dtype=torch.long)
+    t["background_right"] = torch.empty(n, dtype=torch.long)
+    for i, scene in enumerate(batch_scenes):
+        for obj in scene.objects:
+            p = POSITIONS.index(obj.position)
+            t["presence"][i, p] = 1
+            t["shape"][i, p] = SHAPES.index(obj.shape)
+            t["colour"][i, p] = COLOURS.index(obj.colour)
+            t["size"][i, p] = SIZES.index(obj.size)
+        t["background_left"][i] = BACKGROUNDS.index(scene.background_left)
+        t["background_right"][i] = BACKGROUNDS.index(scene.background_right)
+    return t
+
+
+def _loss(logits: AttributeLogits, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    loss = logits.features.new_zeros(())
+    for name in ("presence", "shape", "colour", "size", "background_left", "background_right"):
+        x, y = getattr(logits, name), targets[name]
+        if (y != -100).any():  # a batch of empty slots would give a NaN mean
+            loss = loss + F.cross_entropy(x.reshape(-1, x.shape[-1]), y.reshape(-1))
+    return loss
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    noise: float = 0.08  # max std of gaussian pixel noise, in [-1, 1] units
+    gain: float = 0.08  # per-channel contrast jitter, +-
+    offset: float = 0.08  # per-channel brightness jitter, +-
+    blur_p: float = 0.4  # share of images blurred
+    blur_sigma: tuple[float, float] = (0.3, 0.9)  # px: softens edges, keeps 8 vs 12 px apart
+    shift_p: float = 0.3  # share of images moved by 1 px (generated layouts are not pixel-exact)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator,
+            cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+    """Corrupt renders the way generated images differ from them; labels stay valid."""
+    n = len(images)
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator)
+
+    # 1 px shifts, edges replicated
+    shift = torch.randint(-1, 2, (n, 2), generator=generator) * (uniform(n, 1) < cfg.shift_p)
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")  # (n, 3, 34, 34)
+    x = images.clone()
+    for dy, dx in shift.unique(dim=0).tolist():
+        if dy or dx:
+            sel = (shift == torch.tensor([dy, dx])).all(1)
+            x[sel] = padded[sel, :, 1 - dy : 1 - dy + IMAGE_SIZE, 1 - dx : 1 - dx + IMAGE_SIZE]
+    # blur: separable 3-tap gaussian (w, 1 - 2w, w) with a per-image sigma, w = 0 unblurred
+    sigma = cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * uniform(n)
+    side = torch.exp(-1 / (2 * sigma**2))
+    w = (side / (1 + 2 * side) * (uniform(n) < cfg.blur_p)).view(n, 1, 1, 1)
+    p = F.pad(x, (1, 1, 0, 0), mode="replicate")
+    x = w * (p[..., :-2] + p[..., 2:]) + (1 - 2 * w) * x
+    p = F.pad(x, (0, 0, 1, 1), mode="replicate")
+    x = w * (p[..., :-2, :] + p[..., 2:, :]) + (1 - 2 * w) * x
+    # colour jitter, then noise
+    gain = 1 + cfg.gain * (2 * uniform(n, 3, 1, 1) - 1)
+    offset = cfg.offset * (2 * uniform(n, 3, 1, 1) - 1)
+    x = x * gain + offset
+    x = x + cfg.noise * uniform(n, 1, 1, 1) * torch.randn(x.shape, generator=generator)
+    return x.clamp(-1, 1)
+
+
+def _seed(*keys: int) -> int:
+    """Independent stream per (run seed, purpose, step)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def train_classifier(
+    steps: int = 800,
+    batch_size: int = 128,
+    seed: int = 0,
+    lr: float = 2e-3,
+    config: ClassifierConfig | None = None,
+    augmentation: AugmentConfig | None = AugmentConfig(),
+    progress: bool = True,
+) -> AttributeClassifier:
+    """Train on fresh training-split renders each step (no epochs: data is free)."""
+    from tqdm import tqdm
+
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
+    torch.manual_seed(seed)
+    model = AttributeClassifier(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(range(steps), desc="classifier", disable=not progress)
+    for step in bar:
+        batch = scenes.sample_batch(batch_size, seed=_seed(seed, 0, step), split="train")
+        images = batch.images if augmentation is None else augment(batch.images, gen, augmentation)
+        loss = _loss(model(images), scene_targets(batch.scenes))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------
+
+
+def evaluate(classifier: AttributeClassifier, images: torch.Tensor, batch_scenes: list[Scene]
+             ) -> dict[str, float]:
+    """Accuracy per head against exact labels: presence over all slots, shape / colour / size
+    over present objects, background per image half."""
+    logits = _logits(classifier, images)
+    targets = scene_targets(batch_scenes)
+    out = {}
+    scene_ok = torch.ones(len(images), dtype=torch.bool)
+    for name in ("presence", "shape", "colour", "size", "background_left", "background_right"):
+        pred, y = getattr(logits, name).argmax(-1), targets[name]
+        valid = y != -100
+        out[name] = float((pred[valid] == y[valid]).float().mean())
+        right = (pred == y) | ~valid
+        scene_ok &= right if right.ndim == 1 else right.all(1)
+    out["scene"] = float(scene_ok.float().mean())  # every head right on the image
+    return out
+
+
+def _evaluate_cli(classifier: AttributeClassifier, n: int, seed: int) -> dict[str, dict]:
+    batch = scenes.sample_batch(n, seed=_seed(seed, 1), split="heldout")
+    gen = torch.Generator().manual_seed(_seed(seed, 2))
+    return {
+        "clean": evaluate(classifier, batch.images, batch.scenes),
+        "augmented": evaluate(classifier, augment(batch.images, gen), batch.scenes),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ditlens.metrics.classifier",
+                                     description=__doc__.split("\n\n")[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--train", action="store_true", help="train, evaluate and save")
+    action.add_argument("--eval", action="store_true", help="evaluate saved weights")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights folder")
+    parser.add_argument("--eval-size", type=int, default=4096, help="held-out renders to score")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if args.train:
+        start = time.perf_counter()
+        model = train_classifier(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                 lr=args.lr)
+        print(f"trained in {time.perf_counter() - start:.0f} s")
+        model.save_pretrained(args.out)
+        print(f"saved to {args.out}")
+    else:
+        model = AttributeClassifier.from_pretrained(args.out)
+    n_params = sum(p.numel() for p in model.parameters())
+    report = {"params": n_params, "eval_size": args.eval_size,
+              **_evaluate_cli(model, args.eval_size, args.seed)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Scores of generated images for the built-in model, from the shipped attribute classifier.
+
+Ground truth for a prompt is its exact render: `render(parse_caption(prompt))`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..builtin.scenes import COLOUR_RGB, parse_caption, render
+from .classifier import AttributeClassifier, features, frechet_distance, score_fidelity
+
+
+def renders(prompts: list[str]) -> torch.Tensor:
+    """(n, 3, 32, 32) exact renders of the prompts in [0, 1]."""
+    images = np.stack([render(parse_caption(p)).image for p in prompts])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+
+def render_masks(prompts: list[str]) -> torch.Tensor:
+    """(n, 32, 32) bool: union of the objects' exact masks in each prompt's render."""
+    return torch.from_numpy(np.stack([~render(parse_caption(p)).background_mask for p in prompts]))
+
+
+def off_background_masks(images: torch.Tensor, prompts: list[str], tolerance: float = 0.25) -> torch.Tensor:
+    """Ground truth for generated images: pixels farther than `tolerance` (RGB distance in
+    [0, 1] units) from the background colour(s) the prompt names. (n, H, W) bool."""
+    out = []
+    for image, prompt in zip(images, prompts):
+        scene = parse_caption(prompt)
+        H, W = image.shape[-2:]
+        left = torch.tensor(COLOUR_RGB[scene.background[0]], dtype=torch.float32) / 255
+        right = torch.tensor(COLOUR_RGB[scene.background[-1]], dtype=torch.float32) / 255
+        bg = left.view(3, 1, 1).expand(3, H, W).clone()
+        bg[:, :, W // 2 :] = right.view(3, 1, 1)
+        out.append((image - bg).norm(dim=0) > tolerance)
+    return torch.stack(out)
+
+
+def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None) -> dict[str, Any]:
+    """Prompt fidelity (per attribute) and the Frechet distance to the prompts' renders, in
+    the classifier's features. images: (n, 3, 32, 32) in [0, 1]."""
+    classifier = classifier or AttributeClassifier.from_pretrained()
+    x = images * 2 - 1
+    fidelity = score_fidelity(classifier, x, prompts)
+    with torch.no_grad():
+        fd = frechet_distance(features(classifier, x), features(classifier, renders(prompts) * 2 - 1))
+    return {
+        "fidelity": fidelity.to_dict(),
+        "full_object_accuracy": fidelity.accuracy("full_object"),
+        "frechet_distance": fd,
+    }
