@@ -31,7 +31,7 @@ EXAMPLES = {
                     --target "a large blue square in the center on a gray background"
   ditlens transport --source "..." --target "..." --alpha 0.5 --mask union --window 0 8
   ditlens transport --reference ref.png --reference-prompt "a large red circle on the left on a gray background" \
-                    --target "a large blue square on the right on a black background"""",
+                    --target "a large blue square on the right on a black background" """,
     "interpolate": """examples:
   ditlens interpolate --source "a large red circle in the center on a gray background" \
                       --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1""",
