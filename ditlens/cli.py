@@ -73,6 +73,8 @@ def _add_prompt_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (default: 0)")
     g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
     g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
+    g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
 
 
 def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
@@ -86,7 +88,10 @@ def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
         from .builtin.examples import EXAMPLE_PROMPTS
 
         prompts = list(EXAMPLE_PROMPTS)
-    if not prompts and not args.embeds:
+    if not prompts and args.embeds:
+        rows = _prompt_kwargs(args)["prompt_embeds"].shape[0]
+        prompts = [f"<embeds row {i}>" for i in range(rows)]  # labels only: the embeddings condition
+    if not prompts:
         raise UsageError("Give prompts with --prompt or --prompts-file (or --embeds).")
     return prompts
 
@@ -95,7 +100,12 @@ def _load(args: argparse.Namespace) -> Any:
     from .models import load_pipeline
 
     pipe = load_pipeline(
-        args.model, dtype=args.dtype, device=args.device, allow_download=args.allow_download, cpu_offload=args.cpu_offload
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        allow_download=args.allow_download,
+        cpu_offload=args.cpu_offload,
+        without_text_encoders=bool(args.embeds),
     )
     pipe.set_progress_bar_config(disable=args.quiet, leave=False)
     return pipe
@@ -110,9 +120,12 @@ def _prompt_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     if not path.is_file():
         raise FileNotFoundError(f"Embeddings file {args.embeds!r} does not exist.")
     try:
-        return load_file(str(path), device=args.device)
+        tensors = load_file(str(path), device=args.device)
     except Exception as err:
         raise ValueError(f"Embeddings file {args.embeds!r} is not a readable safetensors file ({err}).") from None
+    if "prompt_embeds" not in tensors:
+        raise ValueError(f"Embeddings file {args.embeds!r} has no 'prompt_embeds' tensor; it holds: {', '.join(tensors)}.")
+    return tensors
 
 
 def _check_builtin_words(args: argparse.Namespace, prompts: list[str]) -> None:
@@ -131,7 +144,12 @@ def _say(args: argparse.Namespace, message: str) -> None:
 def _settings(args: argparse.Namespace):
     from .generation import GenerationSettings
 
-    return GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance)
+    return GenerationSettings(
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=getattr(args, "height", None),
+        width=getattr(args, "width", None),
+    )
 
 
 def _window(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -382,6 +400,8 @@ def cmd_find(args: argparse.Namespace) -> None:
         guidance_scale=args.guidance,
         surface_site=args.site,
         surface_step=args.step,
+        height=args.height,
+        width=args.width,
     )
     pipe = _load(args)
     result = find_channels(pipe, config, prompt_kwargs=_prompt_kwargs(args))

@@ -33,6 +33,20 @@ def check_device(device: str) -> str:
     return device
 
 
+def _skipped_components(model_index: Path, without_text_encoders: bool) -> dict[str, None]:
+    """Components to pass as None: those saved as null, and text encoders when asked."""
+    import json
+
+    index = json.loads(model_index.read_text())
+    skipped = {}
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list):
+            continue
+        if value == [None, None] or (without_text_encoders and name.startswith(("text_encoder", "tokenizer"))):
+            skipped[name] = None
+    return skipped
+
+
 def load_pipeline(
     model: str | None = None,
     *,
@@ -40,9 +54,13 @@ def load_pipeline(
     device: str = "cpu",
     allow_download: bool = False,
     cpu_offload: bool = False,
+    without_text_encoders: bool = False,
 ) -> Any:
     """The pipeline for `model`: None or "builtin" (the shipped model), a local diffusers
-    folder (with model_index.json), or a hub id (from the cache; downloaded only if allowed)."""
+    folder (with model_index.json), or a hub id (from the cache; downloaded only if allowed).
+
+    without_text_encoders: skip loading text encoders and tokenizers (the caller passes
+    precomputed prompt embeddings), which saves their memory and load time."""
     torch_dtype = parse_dtype(dtype)
     check_device(device)
     if model in (None, BUILTIN):
@@ -59,10 +77,11 @@ def load_pipeline(
                 f"{model!r} is not a diffusers pipeline folder (no model_index.json in it). "
                 "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
             )
-        pipe = DiffusionPipeline.from_pretrained(str(path), torch_dtype=torch_dtype, local_files_only=True)
+        skipped = _skipped_components(path / "model_index.json", without_text_encoders)
+        pipe = DiffusionPipeline.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True, **skipped)
     else:
         try:
-            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=torch_dtype, local_files_only=not allow_download)
+            pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype, local_files_only=not allow_download)
         except Exception as err:  # diffusers raises several types for a missing model
             hint = "" if allow_download else " It is not in the local Hugging Face cache; pass --allow-download to fetch it."
             raise ValueError(

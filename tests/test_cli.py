@@ -1,0 +1,87 @@
+"""The CLI end to end on a tiny real FluxPipeline saved to disk, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ditlens.cli import main
+
+from .pipelines import flux_call_kwargs, tiny_flux_pipeline
+
+
+@pytest.fixture(scope="module")
+def flux_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_flux")
+    tiny_flux_pipeline().save_pretrained(root / "pipe")
+    kwargs = flux_call_kwargs(batch=2)
+    save_file({k: kwargs[k] for k in ("prompt_embeds", "pooled_prompt_embeds")}, str(root / "embeds.safetensors"))
+    return root
+
+
+def common(flux_dir, out) -> list[str]:
+    return [
+        "--model", str(flux_dir / "pipe"), "--embeds", str(flux_dir / "embeds.safetensors"),
+        "--steps", "2", "--height", "32", "--width", "32", "--quiet", "--out", str(out),
+    ]
+
+
+def test_find_writes_statistics_channels_and_plots(flux_dir, tmp_path):
+    assert main(["find", *common(flux_dir, tmp_path), "--k", "2", "--seeds", "0", "1"]) == 0
+    for name in ("stats.safetensors", "channels.json", "top_vs_median.png", "channel_atlas.png", "surface.png", "images.png"):
+        assert (tmp_path / name).is_file(), name
+    summary = json.loads((tmp_path / "channels.json").read_text())
+    assert len(summary["sites"]) == 4 and summary["layout"]["num_steps"] == 2
+
+
+def test_disrupt_k0_equals_plain_generation_and_writes_grid(flux_dir, tmp_path):
+    assert main(["disrupt", *common(flux_dir, tmp_path), "--ks", "0", "2", "--rules", "top", "random", "--draws", "2"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["pixel_distance_to_unedited"]["none"]["mse"] == 0.0
+    assert metrics["pixel_distance_to_unedited"]["top-2"]["mse"] > 0
+    assert (tmp_path / "grid.png").is_file() and (tmp_path / "random-2_draw1_000.png").is_file()
+
+
+def test_segment_with_a_truth_folder(flux_dir, tmp_path):
+    from PIL import Image
+
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for i in range(2):
+        m = torch.zeros(32, 32, dtype=torch.uint8)
+        m[8:24, 8:24] = 255
+        Image.fromarray(m.numpy()).save(truth / f"mask_{i}.png")
+    out = tmp_path / "out"
+    assert main(["segment", *common(flux_dir, out), "--k", "2", "--truth-dir", str(truth)]) == 0
+    summary = json.loads((out / "segment.json").read_text())
+    assert set(summary["miou_best"]) == {"top", "bottom", "random", "all"}
+    assert (out / "overlays.png").is_file() and (out / "miou_per_site.png").is_file()
+
+
+def run_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_exit_2_with_a_message(flux_dir, tmp_path, capsys):
+    base = common(flux_dir, tmp_path / "x")
+    assert "k must be an integer in 1..32" in run_error(capsys, ["find", *base, "--k", "33"])
+    assert "Unknown site 'nope'" in run_error(capsys, ["find", *base, "--site", "nope"])
+    assert "no such local folder" in run_error(capsys, ["find", "--model", str(tmp_path / "missing"), "--prompt", "x"])
+    assert "not a diffusers pipeline folder" in run_error(capsys, ["find", "--model", str(tmp_path), "--prompt", "x"])
+    assert "Unknown word 'dog'" in run_error(capsys, ["generate", "--prompt", "a large red dog on the left on a gray background"])
+    assert "does not exist" in run_error(capsys, ["find", *base, "--prompts-file", str(tmp_path / "none.txt")])
+    truth = tmp_path / "one_mask"
+    truth.mkdir()
+    (truth / "a.png").write_bytes(b"not a png")
+    assert "holds 1 mask images but there are 2" in run_error(capsys, ["segment", *base, "--truth-dir", str(truth)])
+    assert "k must be an integer in 0..32" in run_error(capsys, ["disrupt", *base, "--ks", "64"])
+    assert "Unknown channel rule 'best'" in run_error(capsys, ["disrupt", *base, "--rules", "best"])
+    assert "Step window [1, 5] is outside the schedule" in run_error(capsys, ["disrupt", *base, "--ks", "1", "--rules", "top", "--window", "1", "5"])
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("*.tmp"))
