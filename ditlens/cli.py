@@ -35,6 +35,9 @@ EXAMPLES = {
     "interpolate": """examples:
   ditlens interpolate --source "a large red circle in the center on a gray background" \
                       --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1""",
+    "demo": """examples:
+  ditlens demo                      # writes runs/demo/index.html (open it in a browser)
+  ditlens demo --out /tmp/demo --seed 3""",
     "find": """examples:
   ditlens find                                   # built-in model, example prompts
   ditlens find --prompt "a large red circle on the left on a gray background" --seeds 0 1 2 --k 2
@@ -423,6 +426,15 @@ def cmd_find(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import DemoConfig, run_demo
+
+    pipe = _load(args)
+    say = (lambda message: None) if args.quiet else print
+    index = run_demo(pipe, args.out, DemoConfig(seed=args.seed), say=say)
+    _say(args, f"wrote {index} (open it in a browser)")
+
+
 # ---- parser and entry point --------------------------------------------------------------------
 
 
@@ -444,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(func=func)
         return p
+
+    p = add("demo", "run all five capabilities on the built-in model and write an HTML report", cmd_demo)
+    _add_model_options(p)
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
 
     p = add("generate", "generate images (built-in model by default)", cmd_generate)
     _add_model_options(p)

@@ -53,3 +53,13 @@ def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: Attribu
         "full_object_accuracy": fidelity.accuracy("full_object"),
         "frechet_distance": fd,
     }
+
+
+def objects_fully_correct(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None) -> list[bool]:
+    """Per image: does it show every object its prompt names fully right? images in [0, 1]."""
+    classifier = classifier or AttributeClassifier.from_pretrained()
+    out = []
+    for image, prompt in zip(images, prompts):
+        scores = score_fidelity(classifier, image[None] * 2 - 1, [prompt])
+        out.append(scores.correct["full_object"] == scores.n_objects)
+    return out

@@ -1,0 +1,170 @@
+"""`ditlens demo`: all five capabilities on the built-in model, on a CPU, with a report.
+
+find -> disrupt -> segment -> text transport (an interpolation strip) -> image transport,
+each writing its pictures and numbers under one folder with an index.html.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .builtin.examples import EXAMPLE_PROMPTS, EXAMPLE_TRANSPORT_PAIRS
+from .disrupt import DisruptConfig, disrupt
+from .find import FindConfig, find_channels
+from .generation import GenerationSettings
+from .metrics.fidelity import builtin_scores, objects_fully_correct, off_background_masks, renders
+from .plots import (
+    overlay,
+    plot_channel_atlas,
+    plot_image_table,
+    plot_magnitude_surface,
+    plot_miou_curves,
+    plot_top_vs_median,
+)
+from .report import Section, write_html
+from .segment import SegmentConfig, segment_generated
+from .transport import TransportConfig, transport_image, transport_text
+
+
+@dataclass
+class DemoConfig:
+    prompts: list[str] = field(default_factory=lambda: list(EXAMPLE_PROMPTS))  # cover 1-2 objects, split backgrounds
+    seed: int = 0
+    k: int = 2  # the built-in model's massive channels number one or two per site (docs/builtin-model.md)
+    disrupt_ks: list[int] = field(default_factory=lambda: [1, 4, 16])  # small, medium, large edits
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # the interpolation strip
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, say: Callable[[str], None] = print) -> Path:
+    config = config or DemoConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = GenerationSettings()
+    sections: list[Section] = []
+    numbers: dict[str, Any] = {}
+    started = time.perf_counter()
+    prompts = config.prompts
+
+    # 1. find ---------------------------------------------------------------------------------
+    say("1/5 find: recording channel statistics")
+    found = find_channels(pipe, FindConfig(prompts=prompts, seeds=[config.seed], k=config.k))
+    found.save(out / "find")
+    plot_top_vs_median(found.stats, out / "find" / "top_vs_median.png")
+    plot_channel_atlas(found.stats, out / "find" / "channel_atlas.png")
+    if found.surface is not None:
+        plot_magnitude_surface(found.surface, out / "find" / "surface.png", f"|x| at {found.stats.meta['surface_site']}, step 0")
+    summary = found.summary()
+    cond_rows = slice(found.stats.num_rows // 2, None)  # the pipeline's CFG batch is [uncond, cond]
+    ratio = found.stats.rows(cond_rows).ratio_to_median()
+    top1 = ratio.amax(-1)  # (steps, sites, rows)
+    table = [["site", "top channels", "top-1 / median (mean)", "Jaccard prompts", "Jaccard steps"]]
+    for s, (site, info) in enumerate(summary["sites"].items()):
+        table.append([site, str(info["top_channels"]), f"{float(top1[:, s].mean()):.1f}", f"{info['jaccard_across_prompts']:.2f}", f"{info['jaccard_across_steps']:.2f}"])
+    numbers["find"] = {"top1_over_median_mean": float(top1.mean()), "sites": summary["sites"]}
+    sections.append(Section(
+        "1. Find: a few channels dwarf the rest",
+        f"Per site, the k={config.k} largest |mean over tokens| channels against the median channel, over "
+        f"{len(prompts)} prompts and every denoising step.",
+        [("find/top_vs_median.png", "top-1/2/3 vs median"), ("find/channel_atlas.png", "top-1 channel per site and step"),
+         ("find/surface.png", "|x| over tokens x channels")],
+        table,
+    ))
+
+    # 2. disrupt ------------------------------------------------------------------------------
+    say("2/5 disrupt: zeroing top-k, bottom-k and random-k channels")
+    dconfig = DisruptConfig(prompts=prompts, seeds=[config.seed], ks=config.disrupt_ks, random_draws=1, generation=settings)
+    result = disrupt(pipe, dconfig)
+    result.save(out / "disrupt")
+    rules, ks, cells = result.grid_rows(0)
+    plot_image_table([[result.baseline[0]] + row for row in cells], out / "disrupt" / "grid.png", [f"{r}-k" for r in rules],
+                     ["none"] + [f"k={k}" for k in ks], title=prompts[0])
+    table = [["condition", "objects fully correct", "Frechet distance to renders", "PSNR to unedited (dB)"]]
+    numbers["disrupt"] = {}
+    for condition, images in result.images.items():
+        scores = builtin_scores(images, prompts)
+        psnr = result.distances()[condition.label]["psnr_db"]
+        numbers["disrupt"][condition.label] = {"full_object_accuracy": scores["full_object_accuracy"], "frechet_distance": scores["frechet_distance"], "psnr_db": psnr}
+        table.append([condition.label, f"{scores['full_object_accuracy']:.2f}", f"{scores['frechet_distance']:.1f}", "inf" if psnr > 99 else f"{psnr:.1f}"])
+    sections.append(Section(
+        "2. Disrupt: zeroing the massive channels collapses generation",
+        "Same noise for every condition; channels re-selected per site, step and sample. "
+        f"Scores over {len(prompts)} prompts (few images: see `ditlens bench findings` for the full measurement).",
+        [("disrupt/grid.png", "rows: rule, columns: k")],
+        table,
+    ))
+
+    # 3. segment ------------------------------------------------------------------------------
+    say("3/5 segment: K=2 masks from the massive channels")
+    seg = segment_generated(pipe, SegmentConfig(prompts=prompts, seeds=[config.seed], k=config.k, generation=settings))
+    truth = off_background_masks(seg.images, prompts)
+    seg.save(out / "segment", truth)
+    miou = seg.miou_table(truth)
+    best_site = seg.sites[int(miou["top"].mean(0).argmax())]
+    step = next(iter(seg.masks.values())).shape[0] // 2
+    rows = [[seg.images[i], overlay(seg.images[i], truth[i])] + [overlay(seg.images[i], seg.pixel_masks(r, step, best_site)[i]) for r in seg.masks] for i in range(len(prompts))]
+    plot_image_table(rows, out / "segment" / "overlays.png", [f"#{i}" for i in range(len(prompts))], ["image", "truth", *seg.masks], title=f"{best_site}, step {step}")
+    plot_miou_curves(miou, seg.sites, out / "segment" / "miou_per_site.png")
+    numbers["segment"] = {r: {"best_site_miou": float(t.mean(0).max()), "mean_over_sites": float(t.mean())} for r, t in miou.items()}
+    table = [["channels", "mIoU at best site", "mIoU mean over sites"]] + [[r, f"{v['best_site_miou']:.3f}", f"{v['mean_over_sites']:.3f}"] for r, v in numbers["segment"].items()]
+    sections.append(Section(
+        "3. Segment: the massive channels draw the subject",
+        "K=2 k-means on image tokens restricted to the channels; ground truth = pixels off the prompt's background colour.",
+        [("segment/overlays.png", "masks over the generated images"), ("segment/miou_per_site.png", "mIoU per site")],
+        table,
+    ))
+
+    # 4. transport, text ----------------------------------------------------------------------
+    say("4/5 transport (text): prompt interpolation strip")
+    source, target = EXAMPLE_TRANSPORT_PAIRS[0]
+    tconfig = TransportConfig(k=config.k, generation=settings)
+    strip = transport_text(pipe, source, target, tconfig, alphas=config.alphas, source_seed=config.seed, target_seed=config.seed + 1)
+    strip.save(out / "transport_text")
+    plot_image_table([[strip.source, strip.target] + list(strip.transported)], out / "transport_text" / "strip.png", [""],
+                     ["source", "target", *[f"a={a:g}" for a in strip.alphas]])
+    numbers["transport_text"] = {"source": source, "target": target, "alphas": strip.alphas}
+    sections.append(Section(
+        "4. Transport (text): the source's meaning, the target's composition",
+        f"Source: '{source}'. Target: '{target}' (another seed). Top-{config.k} channels of the source, under its K=2 mask, "
+        "at every site and step, with strength alpha.",
+        [("transport_text/strip.png", "interpolation strip")],
+        [["alpha", "image shows the SOURCE prompt fully right"]] + [[f"{a:g}", "yes" if c else "no"] for a, c in zip(strip.alphas, objects_fully_correct(strip.transported, [source] * len(strip.alphas)))],
+    ))
+
+    # 5. transport, image ---------------------------------------------------------------------
+    say("5/5 transport (image): a reference's subject into a new prompt")
+    ref_prompt, new_prompt = EXAMPLE_TRANSPORT_PAIRS[1]
+    reference = renders([ref_prompt])[0]
+    ires = transport_image(pipe, reference, new_prompt, tconfig, reference_prompt=ref_prompt, alphas=[0.5, 1.0], seed=config.seed)
+    ires.save(out / "transport_image")
+    plot_image_table([[ires.source, ires.target] + list(ires.transported)], out / "transport_image" / "strip.png", [""],
+                     ["reference", "target alone", *[f"a={a:g}" for a in ires.alphas]])
+    numbers["transport_image"] = {"reference_prompt": ref_prompt, "target_prompt": new_prompt}
+    sections.append(Section(
+        "5. Transport (image): subject-driven generation without training",
+        f"Reference: a render of '{ref_prompt}', re-noised to each step's level. Target: '{new_prompt}'.",
+        [("transport_image/strip.png", "reference, target alone, transported")],
+    ))
+
+    elapsed = time.perf_counter() - started
+    numbers["meta"] = {"seconds": round(elapsed, 1), "commit": _commit(), "machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "report.json").write_text(json.dumps(numbers, indent=1, default=str))
+    intro = (f"Built-in model, seed {config.seed}, commit {numbers['meta']['commit']}, {elapsed:.0f} s on {platform.machine()} "
+             f"({torch.get_num_threads()} threads). Reproduce: ditlens demo --out {out}")
+    return write_html(out / "index.html", "ditlens demo", intro, sections)
