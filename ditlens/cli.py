@@ -38,6 +38,10 @@ EXAMPLES = {
     "demo": """examples:
   ditlens demo                      # writes runs/demo/index.html (open it in a browser)
   ditlens demo --out /tmp/demo --seed 3""",
+    "bench": """examples:
+  ditlens bench findings --quick          # findings 1 and 2 on the built-in model, < 10 min on a 2-core CPU
+  ditlens bench transport --quick         # finding 3, both uses and the chosen defaults
+  ditlens bench findings --device cuda    # the full run (GPU recommended)""",
     "find": """examples:
   ditlens find                                   # built-in model, example prompts
   ditlens find --prompt "a large red circle on the left on a gray background" --seeds 0 1 2 --k 2
@@ -435,6 +439,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say(args, f"wrote {index} (open it in a browser)")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport
+
+    if not _is_builtin(args):
+        raise UsageError("ditlens bench runs on the built-in model (exact ground truth); leave --model out.")
+    command = "ditlens bench " + args.suite + (" --quick" if args.quick else "") + (f" --device {args.device}" if args.device != "cpu" else "")
+    out = Path(args.out or f"runs/bench-{args.suite}")
+    pipe = _load(args)
+    say = (lambda message: None) if args.quiet else print
+    if args.suite == "findings":
+        config = FindingsConfig.quick() if args.quick else FindingsConfig()
+        report = bench_findings(pipe, out, config, command, say)
+    else:
+        config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
+        report = bench_transport(pipe, out, config, command, say)
+    _say(args, f"wrote {report}")
+
+
 # ---- parser and entry point --------------------------------------------------------------------
 
 
@@ -516,6 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
         g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
         p.add_argument("--out", default=f"runs/{name}", help=f"output folder (default: runs/{name})")
+
+    p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model", cmd_bench)
+    p.add_argument("suite", choices=["findings", "transport"], help="which benchmark")
+    _add_model_options(p)
+    p.add_argument("--quick", action="store_true", help="fewer prompts and settings (CPU, minutes)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
 
     p = add("find", "record channel statistics and find the massive channels per site and step", cmd_find)
     _add_model_options(p)
