@@ -54,6 +54,14 @@ def _provenance(command: str, started: float) -> str:
     )
 
 
+def subject_positions(prompt: str) -> list[int]:
+    """Text-token positions of the object words (size, colour, shape) in the built-in
+    tokenisation `[CLS] w_1 ... w_n`: word i sits at position i + 1."""
+    from .builtin.scenes import COLOURS, SHAPES, SIZES
+
+    return [i + 1 for i, w in enumerate(prompt.split()) if w in (*SIZES, *COLOURS, *SHAPES)]
+
+
 def held_out_prompts(n: int, n_objects: int | None = None, seed: int = BENCH_SEED) -> list[str]:
     return sample_batch(n, seed, split="heldout", n_objects=n_objects).captions
 
@@ -168,12 +176,17 @@ def bench_findings(pipe: Any, out_dir: str | Path, config: FindingsConfig, comma
     rules = ["top", "bottom", "random", "all"]
     seg_parts, truth_parts = [], []
     for b, batch in enumerate(_batched(prompts, config.batch_size)):
-        seg = segment_generated(pipe, SegmentConfig(prompts=batch, seeds=[BENCH_SEED + b], k=config.k_segment, rules=rules, generation=settings))
+        seg = segment_generated(
+            pipe,
+            SegmentConfig(prompts=batch, seeds=[BENCH_SEED + b], k=config.k_segment, rules=rules, generation=settings),
+            attention_positions=[subject_positions(p) for p in batch],
+        )
         seg_parts.append(seg)
         truth_parts.append(off_background_masks(seg.images, batch))
+    gen_rules = [*rules, "attention"]
     generated = SegmentResult(
         sites=seg_parts[0].sites,
-        masks={r: torch.cat([s.masks[r] for s in seg_parts], dim=2) for r in rules},
+        masks={r: torch.cat([s.masks[r] for s in seg_parts], dim=2) for r in gen_rules},
         image_size=seg_parts[0].image_size,
         images=torch.cat([s.images for s in seg_parts]),
     )
@@ -192,15 +205,20 @@ def bench_findings(pipe: Any, out_dir: str | Path, config: FindingsConfig, comma
     plot_miou_curves(rend_table, rend.sites, out / "finding2_miou_renders.png", f"renders at sigma={config.noise_level}, k={config.k_segment}")
     best_site = generated.sites[int(gen_table["top"].mean(0).argmax())]
     step = next(iter(generated.masks.values())).shape[0] // 2
-    rows = [[generated.images[i], overlay(generated.images[i], gen_truth[i])] + [overlay(generated.images[i], generated.pixel_masks(r, step, best_site)[i]) for r in rules] for i in range(min(6, len(prompts)))]
-    plot_image_table(rows, out / "finding2_overlays.png", [f"#{i}" for i in range(len(rows))], ["image", "truth", *rules], title=f"{best_site}, step {step}")
+    rows = [[generated.images[i], overlay(generated.images[i], gen_truth[i])] + [overlay(generated.images[i], generated.pixel_masks(r, step, best_site)[i]) for r in gen_rules] for i in range(min(6, len(prompts)))]
+    plot_image_table(rows, out / "finding2_overlays.png", [f"#{i}" for i in range(len(rows))], ["image", "truth", *gen_rules], title=f"{best_site}, step {step}")
     table2 = [["channels", "generated: best site", "generated: mean over sites", "renders: best site", "renders: mean over sites"]]
     numbers["finding2"] = {}
-    for r in rules:
-        g, t = gen_table[r].mean(0), rend_table[r][0]
-        numbers["finding2"][r] = {"generated_best": float(g.max()), "generated_best_site": generated.sites[int(g.argmax())], "generated_mean": float(g.mean()), "renders_best": float(t.max()), "renders_best_site": rend.sites[int(t.argmax())], "renders_mean": float(t.mean())}
+    for r in gen_rules:
+        g = gen_table[r].mean(0)
+        numbers["finding2"][r] = {"generated_best": float(g.max()), "generated_best_site": generated.sites[int(g.argmax())], "generated_mean": float(g.mean())}
+        if r in rend_table:
+            t = rend_table[r][0]
+            numbers["finding2"][r] |= {"renders_best": float(t.max()), "renders_best_site": rend.sites[int(t.argmax())], "renders_mean": float(t.mean())}
         n = numbers["finding2"][r]
-        table2.append([f"{r}" + ("" if r == "all" else f"-{config.k_segment}"), f"{n['generated_best']:.3f} ({n['generated_best_site']})", f"{n['generated_mean']:.3f}", f"{n['renders_best']:.3f} ({n['renders_best_site']})", f"{n['renders_mean']:.3f}"])
+        label = r if r in ("all", "attention") else f"{r}-{config.k_segment}"
+        rend_cells = [f"{n['renders_best']:.3f} ({n['renders_best_site']})", f"{n['renders_mean']:.3f}"] if "renders_best" in n else ["n/a", "n/a"]
+        table2.append([label, f"{n['generated_best']:.3f} ({n['generated_best_site']})", f"{n['generated_mean']:.3f}", *rend_cells])
     f2 = numbers["finding2"]
     margin = min(f2["top"]["generated_best"] - max(f2["bottom"]["generated_best"], f2["random"]["generated_best"]),
                  f2["top"]["renders_best"] - max(f2["bottom"]["renders_best"], f2["random"]["renders_best"]))

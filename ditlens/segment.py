@@ -131,18 +131,40 @@ class SegmentResult:
         return out
 
 
-def segment_generated(pipe: Any, config: SegmentConfig, *, prompt_kwargs: dict | None = None) -> SegmentResult:
-    """Generate the prompts and cluster every site and step of the conditional rows."""
+def segment_generated(
+    pipe: Any,
+    config: SegmentConfig,
+    *,
+    prompt_kwargs: dict | None = None,
+    attention_positions: list[list[int]] | None = None,
+) -> SegmentResult:
+    """Generate the prompts and cluster every site and step of the conditional rows.
+
+    attention_positions: per prompt, the text-token positions of its subject words; adds
+    the "attention" baseline (K = 2 on the image-to-subject-words attention map, read
+    through the attention processors) to the same pass."""
+    from contextlib import nullcontext
+
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size)
     masks: dict[str, list[torch.Tensor]] = defaultdict(list)
     images = []
     for seed in config.seeds:  # one observer pass per seed keeps rows = prompts
         observer = MaskObserver(config.rules, config.k, config.statistic, config.random_seed, rows=len(config.prompts))
-        with hooks(pipe, observers=[observer]):
-            images.append(generate(pipe, config.prompts, [seed], config.generation, prompt_kwargs))
+        with hooks(pipe, observers=[observer]) as run:
+            maps = nullcontext()
+            if attention_positions is not None:
+                from .attention import AttentionMaps
+
+                maps = AttentionMaps(pipe, attention_positions, rows=len(config.prompts), step_fn=lambda: run.clock.step)
+            with maps:
+                images.append(generate(pipe, config.prompts, [seed], config.generation, prompt_kwargs))
         for rule, m in observer.result().items():
             masks[rule].append(m)
+        if attention_positions is not None:
+            from .attention import attention_masks
+
+            masks["attention"].append(attention_masks(maps.result()))
     stacked = {rule: torch.cat(parts, dim=2) for rule, parts in masks.items()}
     all_images = torch.cat(images)
     return SegmentResult(
