@@ -94,8 +94,11 @@ def renders_through_model(pipe: Any, prompts: list[str], rules: list[str], k: in
     device, dtype = pipe.transformer.device, pipe.transformer.dtype
     x_t = patchify((1 - sigma) * x0 + sigma * noise, p).to(device, dtype)
     txt, vec = pipe.encode_prompt(prompts, device)
+    from .attention import AttentionMaps, attention_masks
+
     observer = MaskObserver(rules, k)
-    with torch.no_grad(), hooks(pipe.transformer, observers=[observer]):
+    maps = AttentionMaps(pipe.transformer, [subject_positions(p) for p in prompts])
+    with torch.no_grad(), hooks(pipe.transformer, observers=[observer]), maps:
         pipe.transformer(
             hidden_states=x_t,
             encoder_hidden_states=txt,
@@ -105,7 +108,8 @@ def renders_through_model(pipe: Any, prompts: list[str], rules: list[str], k: in
             txt_ids=torch.zeros(txt.shape[1], 3, device=device, dtype=dtype),
             return_dict=False,
         )
-    return SegmentResult(sites=observer.sites, masks=observer.result(), image_size=(32, 32), images=(x0 + 1) / 2)
+    masks = observer.result() | {"attention": attention_masks(maps.result())}
+    return SegmentResult(sites=observer.sites, masks=masks, image_size=(32, 32), images=(x0 + 1) / 2)
 
 
 def _batched(items: list[str], size: int) -> list[list[str]]:
@@ -195,7 +199,7 @@ def bench_findings(pipe: Any, out_dir: str | Path, config: FindingsConfig, comma
     rendered = [renders_through_model(pipe, batch, rules, config.k_segment, config.noise_level, BENCH_SEED + b) for b, batch in enumerate(_batched(prompts, config.batch_size))]
     rend = SegmentResult(
         sites=rendered[0].sites,
-        masks={r: torch.cat([s.masks[r] for s in rendered], dim=2) for r in rules},
+        masks={r: torch.cat([s.masks[r] for s in rendered], dim=2) for r in [*rules, "attention"]},
         image_size=(32, 32),
         images=torch.cat([s.images for s in rendered]),
     )

@@ -38,10 +38,29 @@ EXAMPLES = {
     "demo": """examples:
   ditlens demo                      # writes runs/demo/index.html (open it in a browser)
   ditlens demo --out /tmp/demo --seed 3""",
+    "sweep": """examples:
+  ditlens sweep study.toml                                  # one process; rerun to finish after a crash
+  torchrun --nproc-per-node 4 -m ditlens.cli sweep study.toml   # 4 processes (GPUs with device = "cuda")
+  ditlens sweep study.toml --merge                          # tables (CSV, JSON) and a figure in OUT/summary/
+
+config (TOML; see docs/scale.md):
+  seeds = [0, 1]
+  [model]
+  name = "builtin"
+  [generation]
+  steps = 8
+  [[jobs]]
+  command = "disrupt"
+  rule = ["top", "random"]
+  k = [1, 4]""",
     "bench": """examples:
   ditlens bench findings --quick          # findings 1 and 2 on the built-in model, < 10 min on a 2-core CPU
   ditlens bench transport --quick         # finding 3, both uses and the chosen defaults
   ditlens bench findings --device cuda    # the full run (GPU recommended)""",
+    "app": """examples:
+  ditlens app                                    # built-in model at http://127.0.0.1:7860
+  ditlens app --port 8080
+  ditlens app --model black-forest-labs/FLUX.1-schnell --dtype bfloat16 --device cuda""",
     "find": """examples:
   ditlens find                                   # built-in model, example prompts
   ditlens find --prompt "a large red circle on the left on a gray background" --seeds 0 1 2 --k 2
@@ -389,6 +408,22 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     _say(args, f"wrote {out}/strip.png and {len(result.alphas)} frames in {frames}/")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import SweepConfigError, load_config, merge, run_sweep
+
+    try:
+        config = load_config(args.config)
+        if args.merge:
+            merge(config, args.out, say=lambda message: _say(args, message))
+        else:
+            run_sweep(config, args.out, allow_download=args.allow_download, quiet=args.quiet, say=print)
+    except (SweepConfigError, FileNotFoundError) as err:
+        # under torchrun every rank reads the same config: let rank 0 alone say what is wrong
+        if int(os.environ.get("RANK", "0")) > 0 and not os.environ.get("DITLENS_DEBUG"):
+            raise SystemExit(2) from err
+        raise
+
+
 
 
 def cmd_find(args: argparse.Namespace) -> None:
@@ -455,6 +490,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
         config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
         report = bench_transport(pipe, out, config, command, say)
     _say(args, f"wrote {report}")
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    if args.embeds:
+        raise UsageError("ditlens app sends the typed prompts through the model's text encoders; --embeds is not supported here.")
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError("ditlens app needs Gradio, which is not installed: pip install -e '.[app]'")
+    from .app import serve
+
+    serve(_load(args), args.model, host=args.host, port=args.port, quiet=args.quiet)
 
 
 # ---- parser and entry point --------------------------------------------------------------------
@@ -545,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer prompts and settings (CPU, minutes)")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
 
+    p = add("sweep", "run prompts x seeds x settings of find / disrupt / segment / transport: sharded, resumable", cmd_sweep)
+    p.add_argument("config", help="sweep config: .toml (or .yaml with PyYAML installed)")
+    p.add_argument("--merge", action="store_true", help="build summary tables and a figure from the finished items")
+    p.add_argument("--out", default=None, help="output folder (default: the config's 'out', else runs/sweep-CONFIGNAME)")
+    p.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (offline by default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary line")
+
     p = add("find", "record channel statistics and find the massive channels per site and step", cmd_find)
     _add_model_options(p)
     _add_prompt_options(p)
@@ -553,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default=None, help="site for the token x channel surface (default: middle block)")
     p.add_argument("--step", type=int, default=0, help="step for the surface plot (default: 0)")
     p.add_argument("--out", default="runs/find", help="output folder (default: runs/find)")
+
+    p = add("app", "a local web app: find, disrupt, segment and transport in the browser", cmd_app)
+    _add_model_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     return parser
 
 
