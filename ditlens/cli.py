@@ -499,8 +499,9 @@ def cmd_app(args: argparse.Namespace) -> None:
 
     if importlib.util.find_spec("gradio") is None:
         raise UsageError("ditlens app needs Gradio, which is not installed: pip install -e '.[app]'")
-    from .app import serve
+    from .app import check_address, serve
 
+    check_address(args.host, args.port)  # before the model loads
     serve(_load(args), args.model, host=args.host, port=args.port, quiet=args.quiet)
 
 
