@@ -1,0 +1,292 @@
+"""The built-in text-to-image pipeline: pixel-space flow matching with a small FLUX transformer.
+
+Images are 32x32 RGB in [-1, 1], cut into 2x2 patches: 256 image tokens of 12 values,
+the same packed-token layout FLUX.1 uses for its latents (so `FluxTransformer2DModel`
+runs unchanged, and ditlens' FLUX adapter serves both). There is no VAE: the "latents"
+of this pipeline are noisy pixels in token form, `(B, 256, 12)`.
+
+    >>> pipe = load_builtin()
+    >>> images = pipe("a large red circle on the left on a gray background").images
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .text_encoder import BuiltinTextEncoder
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "model"
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class BuiltinPipelineOutput(BaseOutput):
+    """`images`: list of PIL images, `(B, H, W, 3)` array or `(B, 3, H, W)` tensor in
+    [0, 1], or the final `(B, N, C*p*p)` tokens for `output_type="latent"`."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H/p * W/p, C*p*p), row-major over patches (FLUX's packing)."""
+    b, c, h, w = images.shape
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"Image size {h}x{w} must be divisible by the patch size {patch_size}")
+    x = images.reshape(b, c, h // patch_size, patch_size, w // patch_size, patch_size)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, H/p, W/p, C, p, p)
+    return x.reshape(b, (h // patch_size) * (w // patch_size), c * patch_size * patch_size)
+
+
+def unpatchify(tokens: torch.Tensor, height: int, width: int, patch_size: int) -> torch.Tensor:
+    """Inverse of `patchify`: (B, N, C*p*p) -> (B, C, H, W)."""
+    b, n, d = tokens.shape
+    hp, wp = height // patch_size, width // patch_size
+    if n != hp * wp:
+        raise ValueError(f"{n} tokens do not tile a {height}x{width} image with patch {patch_size}")
+    c = d // (patch_size * patch_size)
+    x = tokens.reshape(b, hp, wp, c, patch_size, patch_size)
+    x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, H/p, p, W/p, p)
+    return x.reshape(b, c, height, width)
+
+
+def image_ids(height: int, width: int, patch_size: int, device=None, dtype=None) -> torch.Tensor:
+    """(N, 3) RoPE positions of the image tokens: (0, row, col), as FLUX.1 (axis 0 is the
+    FLUX text/image axis and stays 0; text ids are all zeros)."""
+    hp, wp = height // patch_size, width // patch_size
+    ids = torch.zeros(hp, wp, 3)
+    ids[..., 1] = torch.arange(hp)[:, None]
+    ids[..., 2] = torch.arange(wp)[None, :]
+    return ids.reshape(hp * wp, 3).to(device=device, dtype=dtype)
+
+
+class BuiltinPipeline(DiffusionPipeline):
+    r"""Text-to-image with ditlens' built-in model.
+
+    Components: `transformer` (`FluxTransformer2DModel`, pixel tokens in and velocity
+    out), `text_encoder` (`BuiltinTextEncoder`, which also tokenises), `scheduler`
+    (`FlowMatchEulerDiscreteScheduler`).
+
+    Classifier-free guidance: when `guidance_scale > 1` each step makes ONE transformer
+    call on the batch `[unconditional rows..., conditional rows...]`, i.e. rows `0..B-1`
+    are the negative (default: empty) prompts and rows `B..2B-1` the prompts, in the same
+    order, so hooks on the transformer see both halves of one call. With
+    `guidance_scale <= 1` only the conditional rows are run.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer"
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
+
+    def __init__(
+        self,
+        transformer: FluxTransformer2DModel,
+        text_encoder: BuiltinTextEncoder,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        image_size: int = 32,
+    ):
+        super().__init__()
+        self.register_modules(transformer=transformer, text_encoder=text_encoder, scheduler=scheduler)
+        self.register_to_config(image_size=image_size)
+        # Pixel space: the processor only maps [-1, 1] to [0, 1] and converts types.
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+
+    @property
+    def patch_size(self) -> int:
+        # The transformer sees C*p*p values per token; the images are RGB.
+        return math.isqrt(self.transformer.config.in_channels // 3)
+
+    # ------------------------------------------------------------------ prompts
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(prompt_embeds (B*n, L, D), pooled_prompt_embeds (B*n, D))`; "" is the
+        unconditional prompt. Unknown words raise `scenes.UnknownWordError`."""
+        device = device or self._execution_device
+        ids = self.text_encoder.tokenize(prompt).to(device)  # (B, L)
+        embeds, pooled = self.text_encoder(ids)
+        dtype = self.transformer.dtype
+        embeds = embeds.to(dtype).repeat_interleave(num_images_per_prompt, dim=0)
+        pooled = pooled.to(dtype).repeat_interleave(num_images_per_prompt, dim=0)
+        return embeds, pooled
+
+    # ------------------------------------------------------------------ latents
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Start noise as tokens `(B, N, C*p*p)`; given `latents` may be tokens or an
+        image-shaped `(B, 3, H, W)` tensor."""
+        p = self.patch_size
+        if latents is None:
+            noise = randn_tensor((batch_size, 3, height, width), generator=generator, device=device, dtype=dtype)
+            return patchify(noise, p)
+        if latents.ndim == 4:
+            latents = patchify(latents, p)
+        expected = (batch_size, (height // p) * (width // p), 3 * p * p)
+        if tuple(latents.shape) != expected:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {expected} (or (B, 3, H, W))")
+        return latents.to(device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ sampling
+
+    def check_inputs(self, prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, tensor_inputs):
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`")
+        if prompt is not None and not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))):
+            raise ValueError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}")
+        if prompt_embeds is not None and pooled_prompt_embeds is None:
+            raise ValueError("`prompt_embeds` needs `pooled_prompt_embeds` too")
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"height {height} and width {width} must be divisible by the patch size {p}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Unknown output_type {output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
+        bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {bad} not allowed; allowed: {self._callback_tensor_inputs}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 12,
+        guidance_scale: float = 4.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        joint_attention_kwargs: dict | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+    ) -> BuiltinPipelineOutput | tuple:
+        r"""Generate images. The defaults (12 Euler steps, guidance 4) are the settings whose
+        fidelity and CPU time docs/builtin-model.md reports (8 steps scored the same; 6 lost
+        background accuracy, so 12 leaves a margin).
+
+        `negative_prompt` defaults to the empty (unconditional) prompt. `latents`: start
+        noise, tokens `(B, N, 12)` or pixels `(B, 3, H, W)`. `callback_on_step_end(pipe,
+        step, timestep, tensors)` may return replacements for `latents`.
+        """
+        height = height or self.config.image_size
+        width = width or self.config.image_size
+        self.check_inputs(prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, callback_on_step_end_tensor_inputs)
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+
+        # 1. Prompts
+        if prompt_embeds is None:
+            prompt_embeds, pooled_prompt_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
+        else:
+            prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+            pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        batch_size = prompt_embeds.shape[0]  # already times num_images_per_prompt
+        if do_cfg:
+            if negative_prompt_embeds is None:
+                negative = negative_prompt if negative_prompt is not None else ""
+                if isinstance(negative, str):
+                    negative = [negative] * (batch_size // num_images_per_prompt)
+                if len(negative) * num_images_per_prompt != batch_size:
+                    raise ValueError(f"negative_prompt has {len(negative)} entries for {batch_size // num_images_per_prompt} prompts")
+                negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(negative, device, num_images_per_prompt)
+            elif negative_pooled_prompt_embeds is None:
+                raise ValueError("`negative_prompt_embeds` needs `negative_pooled_prompt_embeds` too")
+            else:
+                negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+                negative_pooled_prompt_embeds = negative_pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+            # [unconditional rows..., conditional rows...]: one transformer call per step.
+            txt = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D)
+            vec = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])  # (2B, D)
+        else:
+            txt, vec = prompt_embeds, pooled_prompt_embeds
+        dtype = self.transformer.dtype
+        txt, vec = txt.to(device, dtype), vec.to(device, dtype)
+
+        # 2. Noise and positions
+        latents = self.prepare_latents(batch_size, height, width, dtype, device, generator, latents)  # (B, N, 12)
+        img_ids = image_ids(height, width, self.patch_size, device, dtype)  # (N, 3)
+        txt_ids = torch.zeros(txt.shape[1], 3, device=device, dtype=dtype)  # (L, 3)
+
+        # 3. Schedule: sigma from 1 (noise) down to 1/steps, then the last step lands on 0.
+        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 4. Euler steps
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                img = torch.cat([latents, latents]) if do_cfg else latents
+                # The transformer multiplies by 1000 itself (FLUX's convention): pass sigma.
+                timestep = (t / 1000).expand(img.shape[0]).to(dtype)
+                velocity = self.transformer(
+                    hidden_states=img,
+                    encoder_hidden_states=txt,
+                    pooled_projections=vec,
+                    timestep=timestep,
+                    img_ids=img_ids,
+                    txt_ids=txt_ids,
+                    joint_attention_kwargs=joint_attention_kwargs,
+                    return_dict=False,
+                )[0]
+                if do_cfg:
+                    uncond, cond = velocity.chunk(2)
+                    velocity = uncond + guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0].to(dtype)
+
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                progress_bar.update()
+
+        # 5. Pixels
+        if output_type == "latent":
+            images = latents
+        else:
+            pixels = unpatchify(latents, height, width, self.patch_size).float().clamp(-1, 1)
+            images = self.image_processor.postprocess(pixels, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return BuiltinPipelineOutput(images=images)
+
+
+def load_builtin(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> BuiltinPipeline:
+    """The shipped built-in model (`DEFAULT_WEIGHTS`), on `device` in `dtype`."""
+    if not (DEFAULT_WEIGHTS / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"No built-in weights at {DEFAULT_WEIGHTS}; train them with "
+            "`python -m ditlens.builtin.train --out DIR` and copy DIR/model there"
+        )
+    pipe = BuiltinPipeline.from_pretrained(DEFAULT_WEIGHTS, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -1,0 +1,111 @@
+"""The built-in model's text encoder: a word-level tokenizer and a 2-layer transformer.
+
+It is trained jointly with the built-in transformer on the scenes' captions, so its
+vocabulary is exactly the caption grammar's (`scenes.vocabulary()`), stored in its config.
+
+Sequence layout (fixed length `max_length`):
+
+    [CLS] w_1 ... w_n [PAD] ... [PAD]
+
+The CLS token is always there, so an empty prompt (the unconditional input of
+classifier-free guidance) is a valid sequence; its output is the pooled embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ConfigMixin, ModelMixin  # ModelMixin is also what diffusers' loader looks up here
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from .scenes import UnknownWordError
+
+PAD, CLS = "[PAD]", "[CLS]"
+SPECIAL_TOKENS = (PAD, CLS)  # ids 0 and 1; words start at 2
+
+
+class WordTokenizer:
+    """Prompt -> `[CLS] words [PAD]...` ids of fixed length; a plain object (no weights),
+    so data-loading workers can tokenise without touching the model."""
+
+    def __init__(self, vocabulary: list[str] | tuple[str, ...], max_length: int):
+        self.word_to_id = {w: i for i, w in enumerate(SPECIAL_TOKENS + tuple(vocabulary))}
+        if len(self.word_to_id) != len(SPECIAL_TOKENS) + len(vocabulary):
+            raise ValueError(f"Vocabulary has duplicate words or special tokens: {vocabulary}")
+        self.max_length = max_length
+        self.pad_id, self.cls_id = self.word_to_id[PAD], self.word_to_id[CLS]
+
+    def __len__(self) -> int:
+        return len(self.word_to_id)
+
+    def __call__(self, prompts: str | list[str]) -> torch.LongTensor:
+        """Word ids `(B, max_length)`; raises UnknownWordError (which lists the vocabulary)
+        for a word outside it and ValueError for a prompt longer than `max_length - 1` words."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        ids = torch.full((len(prompts), self.max_length), self.pad_id, dtype=torch.long)
+        ids[:, 0] = self.cls_id
+        for row, prompt in enumerate(prompts):
+            words = prompt.split()
+            if len(words) > self.max_length - 1:
+                raise ValueError(
+                    f"Prompt {prompt!r} has {len(words)} words; the built-in text encoder takes "
+                    f"at most {self.max_length - 1}"
+                )
+            for col, word in enumerate(words, start=1):
+                if word not in self.word_to_id or word in SPECIAL_TOKENS:
+                    raise UnknownWordError(word, prompt)
+                ids[row, col] = self.word_to_id[word]
+        return ids
+
+
+class BuiltinTextEncoder(ModelMixin, ConfigMixin):
+    """Word embeddings + learned positions + a pre-norm transformer encoder.
+
+    `forward(input_ids)` returns `(prompt_embeds (B, L, D), pooled (B, D))`; padded
+    positions are masked as attention keys but still produce embeddings (the FLUX
+    transformer reads all `L` positions, as FLUX.1 reads T5's padded sequence).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        vocabulary: list[str] | tuple[str, ...] = (),
+        max_length: int = 32,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+    ):
+        super().__init__()
+        if not vocabulary:
+            raise ValueError("BuiltinTextEncoder needs a non-empty vocabulary (list of words)")
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+        self.tokenizer = WordTokenizer(vocabulary, max_length)
+        self.token_embedding = nn.Embedding(len(self.tokenizer), hidden_size)
+        self.position_embedding = nn.Parameter(torch.zeros(max_length, hidden_size))
+        layer = nn.TransformerEncoderLayer(
+            hidden_size,
+            num_heads,
+            dim_feedforward=int(hidden_size * mlp_ratio),
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(hidden_size)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding, std=0.02)
+
+    def tokenize(self, prompts: str | list[str]) -> torch.LongTensor:
+        """Word ids `(B, max_length)`; see `WordTokenizer`."""
+        return self.tokenizer(prompts)
+
+    def forward(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = input_ids == self.tokenizer.pad_id  # (B, L) True = masked key
+        x = self.token_embedding(input_ids) + self.position_embedding[: input_ids.shape[1]]  # (B, L, D)
+        x = self.encoder(x, src_key_padding_mask=pad)
+        x = self.final_norm(x)
+        return x, x[:, 0]  # (B, L, D), pooled = CLS output (B, D)
