@@ -148,6 +148,12 @@ class BuiltinPipeline(DiffusionPipeline):
             raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {expected} (or (B, 3, H, W))")
         return latents.to(device=device, dtype=dtype)
 
+    def image_to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> the clean latents this pipeline denoises:
+        pixel-space tokens (B, N, 3*p*p) in [-1, 1] (used by image-conditioned transport)."""
+        x = images.to(device=self._execution_device, dtype=self.transformer.dtype) * 2 - 1
+        return patchify(x, self.patch_size)
+
     # ------------------------------------------------------------------ sampling
 
     def check_inputs(self, prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, tensor_inputs):

@@ -1,0 +1,469 @@
+"""The catalogue of bad inputs: every one gets a clear answer, never a traceback or a half-written result.
+
+CLI cases: exit code 2, one line `ditlens COMMAND: error: ...` that names the bad value and
+what is allowed, no "Traceback" on stderr, no output folder and no temporary file left.
+API cases: the documented exception type with the same kind of message.
+
+Cases marked xfail(strict=True) are known gaps in ditlens, each with the file to fix; when
+a fix lands the case passes, strict xfail fails, and the marker must go.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from ditlens.cli import main
+
+from .pipelines import flux_call_kwargs, tiny_flux_pipeline
+
+SITES = "transformer_blocks.0, transformer_blocks.1, single_transformer_blocks.0, single_transformer_blocks.1"
+
+
+@dataclass(frozen=True)
+class Assets:
+    root: Path
+
+    def __getattr__(self, name: str) -> str:
+        return str(self.root / FILES[name])
+
+
+FILES = {
+    "pipe": "pipe", "nan_pipe": "nan_pipe", "unet_pipe": "unet_pipe", "not_a_pipe": "not_a_pipe",
+    "embeds": "embeds.safetensors", "embeds_wrong_key": "wrong_key.safetensors", "junk": "junk.png",
+    "small_mask": "small_mask.png", "one_mask": "one_mask", "small_masks": "small_masks", "a_file": "a_file",
+    "missing": "missing/none.txt",
+}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Assets:
+    root = tmp_path_factory.mktemp("bad_inputs")
+    tiny_flux_pipeline().save_pretrained(root / "pipe")
+    nan = tiny_flux_pipeline()
+    with torch.no_grad():  # one NaN weight in the first block: NaN activations from step 0 on
+        nan.transformer.transformer_blocks[0].ff.net[0].proj.weight[0, 0] = float("nan")
+    nan.save_pretrained(root / "nan_pipe")
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(root / "unet_pipe")
+    (root / "not_a_pipe").mkdir()
+    kwargs = flux_call_kwargs(batch=2)
+    save_file({k: kwargs[k] for k in ("prompt_embeds", "pooled_prompt_embeds")}, str(root / "embeds.safetensors"))
+    save_file({"foo": torch.zeros(2, 3)}, str(root / "wrong_key.safetensors"))
+    (root / "junk.png").write_bytes(b"not an image")
+    Image.new("L", (10, 10), 255).save(root / "small_mask.png")
+    (root / "one_mask").mkdir()
+    Image.new("L", (32, 32), 255).save(root / "one_mask" / "a.png")
+    (root / "small_masks").mkdir()
+    for i in range(2):
+        Image.new("L", (16, 16), 255).save(root / "small_masks" / f"m{i}.png")
+    (root / "a_file").write_text("a file, not a folder")
+    return Assets(root)
+
+
+def tiny(a: Assets, *, size: bool = True) -> list[str]:
+    """The tiny FLUX pipeline with precomputed embeddings (2 prompts), 2 steps."""
+    return ["--model", a.pipe, "--embeds", a.embeds, "--steps", "2", "--quiet"] + (["--height", "32", "--width", "32"] if size else [])
+
+
+def no_half_written(root: Path, out: Path | None) -> None:
+    if out is not None:
+        assert not out.exists() or not any(out.iterdir()), f"partial output in {out}: {sorted(p.name for p in out.iterdir())}"
+    leftovers = [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-") or ".tmp." in p.name]
+    assert not leftovers, leftovers
+
+
+def error_line(err: str, command: str) -> str:
+    """The error message: one paragraph (a single line), the last thing on stderr."""
+    assert "Traceback" not in err, err
+    head = f"ditlens {command}: error: "
+    assert err.count(head) == 1, err
+    message = err[err.index(head) + len(head) :].strip()
+    assert message and "\n" not in message, message
+    return message
+
+
+def run_cli(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    return error_line(err, argv[0])
+
+
+# ---- the CLI catalogue ------------------------------------------------------------------------
+# (id, argv builder (assets, out), what the message must say)
+
+def gap(case_id, argv, says, reason: str):
+    """A known gap: ditlens does not answer this input as it should yet (the reason says where)."""
+    return pytest.param(case_id, argv, says, id=case_id, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+CLI_CASES = [
+    # models
+    ("model-path-missing", lambda a, o: ["find", "--model", f"{a.root}/no_such_model", "--prompt", "x", "--out", o],
+     ["no such local folder", "no_such_model"]),
+    ("model-folder-not-a-pipeline", lambda a, o: ["find", "--model", a.not_a_pipe, "--prompt", "x", "--out", o],
+     ["not a diffusers pipeline folder", "model_index.json"]),
+    ("unsupported-architecture", lambda a, o: ["find", "--model", a.unet_pipe, "--prompt", "x", "--out", o],
+     ["Unsupported transformer class", "Supported: ", "FluxTransformer2DModel"]),
+    ("hub-id-not-in-cache-offline", lambda a, o: ["find", "--model", "ditlens-tests/no-such-model", "--prompt", "x", "--out", o],
+     ["'ditlens-tests/no-such-model'", "not in the local Hugging Face cache", "--allow-download"]),
+    ("unknown-dtype", lambda a, o: ["find", *tiny(a), "--dtype", "float8", "--out", o], ["'float8'", "float32, bfloat16, float16"]),
+    ("unknown-device", lambda a, o: ["find", "--model", a.pipe, "--prompt", "x", "--device", "tpu", "--out", o],
+     ["'tpu'", "cpu, cuda"]),
+    ("builtin-unknown-word", lambda a, o: ["generate", "--prompt", "a large red dog on the left on a gray background", "--out", o],
+     ["Unknown word 'dog'", "knows: "]),
+    # k, site, step, statistic, generation settings
+    ("find-k-zero", lambda a, o: ["find", *tiny(a), "--k", "0", "--out", o], ["k must be an integer in 1..32", "got 0"]),
+    ("find-k-above-hidden-size", lambda a, o: ["find", *tiny(a), "--k", "33", "--out", o], ["1..32", "got 33"]),
+    ("find-unknown-site", lambda a, o: ["find", *tiny(a), "--site", "blocks.99", "--out", o], ["'blocks.99'", SITES]),
+    ("find-negative-step", lambda a, o: ["find", *tiny(a), "--step", "-1", "--out", o], ["surface_step must be >= 0", "-1"]),
+    gap("find-step-beyond-schedule", lambda a, o: ["find", *tiny(a), "--step", "9", "--out", o], ["9", "0..1"],
+                 reason=("find.py FindConfig.validate checks only surface_step >= 0; step 9 of 2 runs and silently writes no surface.png")),
+    ("segment-step-beyond-schedule", lambda a, o: ["segment", *tiny(a), "--k", "2", "--step", "9", "--out", o],
+     ["Step 9 is outside the schedule: 0..1"]),
+    ("segment-unknown-site", lambda a, o: ["segment", *tiny(a), "--k", "2", "--site", "nope", "--out", o], ["'nope'", SITES]),
+    ("disrupt-k-above-hidden-size", lambda a, o: ["disrupt", *tiny(a), "--ks", "64", "--out", o], ["0..32", "64"]),
+    ("disrupt-window-beyond-schedule", lambda a, o: ["disrupt", *tiny(a), "--ks", "1", "--rules", "top", "--window", "1", "5", "--out", o],
+     ["Step window [1, 5]", "0 <= start < stop <= 2"]),
+    ("disrupt-unknown-rule", lambda a, o: ["disrupt", *tiny(a), "--rules", "best", "--out", o], ["'best'", "top, bottom, random"]),
+    gap("disrupt-factor-nan", lambda a, o: ["disrupt", *tiny(a), "--ks", "1", "--rules", "top", "--factor", "nan", "--out", o],
+                 ["factor", "nan"], reason=("disrupt.py DisruptConfig.validate does not check that factor is finite: NaN images, exit 0")),
+    ("unknown-statistic", lambda a, o: ["find", *tiny(a), "--statistic", "median", "--out", o], ["'median'", "abs_mean, mean_abs, max_abs"]),
+    ("zero-steps", lambda a, o: ["find", *tiny(a), "--steps", "0", "--out", o], ["num_inference_steps must be >= 1", "got 0"]),
+    ("disrupt-negative-guidance", lambda a, o: ["disrupt", *tiny(a), "--guidance", "-1", "--ks", "1", "--out", o],
+     ["guidance_scale must be >= 0", "-1"]),
+    gap("find-negative-guidance", lambda a, o: ["find", *tiny(a), "--guidance", "-1", "--out", o], ["guidance_scale must be >= 0"],
+                 reason=("find.py FindConfig.validate does not check guidance_scale (disrupt/segment do, via GenerationSettings)")),
+    # transport: alpha, masks, images
+    ("transport-alpha-above-1", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--alpha", "1.5", "--out", o],
+     ["alpha must be within [0, 1]", "1.5"]),
+    ("transport-alpha-negative", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--alpha", "-0.5", "--out", o],
+     ["[0, 1]", "-0.5"]),
+    ("interpolate-alpha-out-of-range", lambda a, o: ["interpolate", *tiny(a, size=False), "--source", "x", "--target", "y", "--alphas", "0", "2", "--out", o],
+     ["[0, 1]", "2.0"]),
+    ("transport-unknown-mask", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--mask", "blob", "--out", o],
+     ["'blob'", "source, target, union, all, user"]),
+    ("transport-user-mask-without-image", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--mask", "user", "--out", o],
+     ["mask='user' needs a mask image", "--mask-image"]),
+    ("transport-mask-image-wrong-size", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--mask", "user",
+                                                      "--mask-image", a.small_mask, "--out", o], ["small_mask.png", "10x10", "256x256"]),
+    ("transport-mask-image-unreadable", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--mask", "user",
+                                                      "--mask-image", a.junk, "--out", o], ["junk.png", "not a readable image"]),
+    ("transport-reference-missing", lambda a, o: ["transport", *tiny(a, size=False), "--target", "y", "--reference", a.missing, "--out", o],
+     ["none.txt", "does not exist"]),
+    ("transport-reference-unreadable", lambda a, o: ["transport", *tiny(a, size=False), "--target", "y", "--reference", a.junk, "--out", o],
+     ["junk.png", "not a readable image"]),
+    ("transport-no-source", lambda a, o: ["transport", *tiny(a, size=False), "--target", "y", "--out", o], ["--source PROMPT", "--reference IMAGE"]),
+    # masks against prompts, prompt and embeddings files
+    ("segment-truth-count-mismatch", lambda a, o: ["segment", *tiny(a), "--k", "2", "--truth-dir", a.one_mask, "--out", o],
+     ["holds 1 mask images but there are 2 generated images"]),
+    ("segment-truth-wrong-size", lambda a, o: ["segment", *tiny(a), "--k", "2", "--truth-dir", a.small_masks, "--out", o],
+     ["m0.png", "16x16", "32x32"]),
+    ("segment-truth-dir-missing", lambda a, o: ["segment", *tiny(a), "--k", "2", "--truth-dir", f"{a.root}/no_masks", "--out", o],
+     ["no_masks", "does not exist"]),
+    ("prompts-file-missing", lambda a, o: ["find", *tiny(a), "--prompts-file", a.missing, "--out", o], ["none.txt", "does not exist"]),
+    ("embeds-missing", lambda a, o: ["find", "--model", a.pipe, "--embeds", a.missing, "--out", o], ["none.txt", "does not exist"]),
+    ("embeds-not-safetensors", lambda a, o: ["find", "--model", a.pipe, "--embeds", a.junk, "--out", o], ["junk.png", "not a readable safetensors"]),
+    ("embeds-without-prompt-embeds", lambda a, o: ["find", "--model", a.pipe, "--embeds", a.embeds_wrong_key, "--out", o],
+     ["no 'prompt_embeds'", "foo"]),
+    # output folder
+    ("out-under-a-file", lambda a, o: ["find", *tiny(a), "--out", a.a_file + "/out"], ["a_file/out"]),
+    gap("find-nan-activations", lambda a, o: ["find", "--model", a.nan_pipe, "--embeds", a.embeds, "--steps", "2", "--height", "32",
+                                                      "--width", "32", "--quiet", "--out", o], ["NaN", "transformer_blocks.0"],
+                 reason=("find.py find_channels has no NaN check: it writes NaN statistics, then plotting fails with "
+                             "'Data cannot be log-scaled' and leaves channels.json, stats.safetensors and images behind; "
+                             "pass observers=[ditlens.checks.FiniteCheck()] to its hooks(...)")),
+]
+
+
+@pytest.mark.parametrize("case_id, argv, says", [c if hasattr(c, "marks") else pytest.param(*c, id=c[0]) for c in CLI_CASES])
+def test_cli_bad_input(case_id, argv, says, assets, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # belt and braces: the hub case must not touch the network
+    out = tmp_path / "out"
+    message = run_cli(capsys, argv(assets, str(out)))
+    for text in says:
+        assert text in message, message
+    no_half_written(tmp_path, out)
+    no_half_written(assets.root, None)
+
+
+def test_cli_argument_of_the_wrong_type(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["find", "--k", "four"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid int value: 'four'" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: chmod cannot make a folder unwritable")
+def test_cli_out_folder_not_writable(assets, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        message = run_cli(capsys, ["find", *tiny(assets), "--out", str(locked / "out")])
+        assert "locked" in message
+    finally:
+        locked.chmod(0o700)
+    no_half_written(tmp_path, locked / "out")
+
+
+@pytest.mark.xfail(strict=True, reason="find.py FindResult.save writes stats, channels.json and images in place, one by one: "
+                   "a full disk leaves some of them behind, and cli.py main prints 'No space left on device ()'")
+def test_cli_disk_full_leaves_nothing_half_written_find(assets, tmp_path, capsys, monkeypatch):
+    disk_full_after(monkeypatch, 1)
+    out = tmp_path / "out"
+    message = run_cli(capsys, ["find", *tiny(assets), "--out", str(out)])
+    assert "No space left on device" in message and str(out) in message
+    no_half_written(tmp_path, out)
+
+
+def disk_full_after(monkeypatch, n_images: int) -> None:
+    """PIL image saves fail with ENOSPC after the first n_images."""
+    original = Image.Image.save
+    calls = {"n": 0}
+
+    def save(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n_images:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+
+
+# ---- sweeps -------------------------------------------------------------------------------------
+
+
+def sweep_config(a: Assets, folder: Path, body: str, *, header: bool = True, name: str = "sweep.toml") -> str:
+    """body (top-level keys first, then [[jobs]]) + the tiny pipeline's [model] and [generation] tables."""
+    tables = f'\n[model]\nname = "{a.pipe}"\nembeds = "{a.embeds}"\n[generation]\nsteps = 2\nheight = 32\nwidth = 32\n'
+    text = body + (tables if header else "")
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+FIND = '[[jobs]]\ncommand = "find"\nk = 2\n'
+
+SWEEP_CASES = [
+    ("config-missing", None, ["does not exist"]),
+    ("bad-toml", "seeds = [0,\n[[jobs]]\n", ["not valid TOML", "line"]),
+    ("bad-yaml", ("seeds: [0\njobs: {command: find}\n", "sweep.yaml"), ["not valid YAML"]),
+    ("unknown-file-type", ("{}", "sweep.json"), ["'.json'", ".toml, .yaml, .yml"]),
+    ("unknown-top-level-key", "prompt = ['x']\n" + FIND, ["unknown key 'prompt'", "out, seeds, model, prompts, generation, jobs"]),
+    ("no-jobs", "", ["no jobs", "find, disrupt, segment, transport"]),
+    ("job-without-command", "[[jobs]]\nk = 2\n", ["jobs[0] has no 'command'", "find, disrupt, segment, transport"]),
+    ("unknown-command", '[[jobs]]\ncommand = "paint"\n', ["'paint'", "find, disrupt, segment, transport"]),
+    ("unknown-setting", '[[jobs]]\ncommand = "find"\nkk = 2\n', ["'kk'", "allowed: k, statistic, stats"]),
+    ("transport-without-target", '[[jobs]]\ncommand = "transport"\n', ["missing 'target'"]),
+    ("seeds-wrong-type", ("seeds = 'many'\n" + FIND, "sweep.toml"), ["'seeds' must be a non-empty list of integers", "'many'"]),
+    ("seeds-duplicated", ("seeds = [1, 1]\n" + FIND, "sweep.toml"), ["'seeds' lists a seed twice"]),
+    ("setting-wrong-type", '[[jobs]]\ncommand = "find"\nk = "four"\n', ["'k' must be an integer", "'four'"]),
+    ("alpha-out-of-range", '[[jobs]]\ncommand = "transport"\ntarget = 1\nalpha = [0.5, 2]\n', ["'alpha' must be within [0, 1]", "2.0"]),
+    ("unknown-rule", '[[jobs]]\ncommand = "disrupt"\nrule = ["top", "best"]\n', ["'best'", "top, bottom, random"]),
+    ("k-above-hidden-size", '[[jobs]]\ncommand = "find"\nk = 64\n', ["jobs[0] (find)", "1..32", "64"]),
+    ("unknown-site", '[[jobs]]\ncommand = "disrupt"\nk = 1\nrule = "top"\nsites = ["blocks.9"]\n', ["jobs[0] (disrupt)", "'blocks.9'", SITES]),
+    ("window-beyond-schedule", '[[jobs]]\ncommand = "disrupt"\nk = 1\nrule = "top"\nwindow = [0, 5]\n', ["[0, 5]", "stop <= 2"]),
+    ("embeds-rows-vs-prompts", 'prompts = ["a", "b", "c"]\n' + FIND, ["3 prompts but the embeddings file has 2 rows"]),
+    ("target-row-out-of-range", '[[jobs]]\ncommand = "transport"\ntarget = 5\n', ["target 5", "0..1"]),
+    ("builtin-unknown-word", ('prompts = ["a large red dog on the left on a gray background"]\n' + FIND, "sweep.toml"),
+     ["Unknown word 'dog'"]),
+]
+
+
+@pytest.mark.parametrize("case_id, body, says", [pytest.param(*c, id=c[0]) for c in SWEEP_CASES])
+def test_sweep_bad_config(case_id, body, says, assets, tmp_path, capsys):
+    if body is None:
+        config = str(tmp_path / "none.toml")
+    elif isinstance(body, tuple):  # its own header (or none)
+        text, name = body
+        config = sweep_config(assets, tmp_path, text, header=False, name=name)
+    else:
+        config = sweep_config(assets, tmp_path, body)
+    out = tmp_path / "out"
+    message = run_cli(capsys, ["sweep", config, "--out", str(out), "--quiet"])
+    for text in says:
+        assert text in message, message
+    no_half_written(tmp_path, out)
+
+
+def test_sweep_out_under_a_file(assets, tmp_path, capsys):
+    config = sweep_config(assets, tmp_path, FIND)
+    message = run_cli(capsys, ["sweep", config, "--out", assets.a_file + "/out", "--quiet"])
+    assert "a_file" in message and "is a file, not a folder" in message
+
+
+def test_sweep_merge_before_any_result(assets, tmp_path, capsys):
+    config = sweep_config(assets, tmp_path, FIND)
+    out = tmp_path / "out"
+    message = run_cli(capsys, ["sweep", config, "--out", str(out), "--merge"])
+    assert "No finished items" in message and "run `ditlens sweep" in message
+    no_half_written(tmp_path, out)
+
+
+def test_sweep_nan_activations_stop_with_the_site_and_step(assets, tmp_path, capsys):
+    config = sweep_config(assets, tmp_path, f'seeds = [0]\nprompts = ["a", "b"]\n[model]\nname = "{assets.nan_pipe}"\n'
+                          f'embeds = "{assets.embeds}"\n[generation]\nsteps = 2\nheight = 32\nwidth = 32\n'
+                          '[[jobs]]\ncommand = "disrupt"\nrule = "top"\nk = 1\n', header=False)
+    out = tmp_path / "out"
+    message = run_cli(capsys, ["sweep", config, "--out", str(out), "--quiet"])
+    assert "NaN" in message and "site transformer_blocks.0, step 0" in message and "Only finite values are allowed" in message
+    assert not [p for p in (out / "items").iterdir()]  # no item, complete or not
+
+
+@pytest.mark.parametrize("where", ["result-record", "image"])
+def test_sweep_disk_full_keeps_nothing_half_written(where, assets, tmp_path, capsys, monkeypatch):
+    import ditlens.sweep as sweep
+
+    if where == "image":
+        disk_full_after(monkeypatch, 0)
+    else:
+        original = sweep._write_file
+
+        def write_file(path: Path, data: bytes) -> None:
+            if path.name == sweep.RESULT:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            original(path, data)
+
+        monkeypatch.setattr(sweep, "_write_file", write_file)
+    config = sweep_config(assets, tmp_path, FIND)
+    out = tmp_path / "out"
+    message = run_cli(capsys, ["sweep", config, "--out", str(out), "--quiet"])
+    assert "No space left on device" in message and "nothing of that item was kept" in message and "rerun" in message
+    assert not list((out / "items").iterdir())
+    no_half_written(tmp_path, None)
+
+
+def test_sweep_refuses_a_second_sweep_on_the_same_folder(assets, tmp_path, capsys):
+    config = sweep_config(assets, tmp_path, FIND)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        message = run_cli(capsys, ["sweep", config, "--out", str(out), "--quiet"])
+    assert "Another sweep is writing" in message
+    assert not list((out / "items").iterdir())
+
+
+def test_the_real_entry_point_exits_2_without_traceback(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("seeds = [0,\n")
+    done = subprocess.run([sys.executable, "-m", "ditlens.cli", "sweep", str(config)], capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert error_line(done.stderr, "sweep").startswith(f"Sweep config {str(config)!r}: not valid TOML")
+
+
+# ---- the Python API ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_flux_pipeline()
+
+
+def api_cases():
+    from ditlens import ScaleChannels, Scope, TopK, ZeroChannels, adapter_for, hooks
+    from ditlens.builtin.scenes import check_words
+    from ditlens.checks import FiniteCheck, NonFiniteError, check_finite
+    from ditlens.find import FindConfig, find_channels
+    from ditlens.images import load_image, load_mask, load_mask_folder
+    from ditlens.models import load_pipeline
+    from ditlens.sweep import SweepConfigError, load_config
+    from ditlens.transport import TransportConfig, mask_image_to_tokens
+
+    def nested_hooks(p, a):
+        with hooks(p):
+            with hooks(p):
+                pass
+
+    def nan_edit(p, a):
+        kwargs = flux_call_kwargs(batch=1, steps=2)
+        with hooks(p, edits=[ScaleChannels(TopK(2), float("nan"))], observers=[FiniteCheck()]):
+            p(**kwargs)
+
+    return [
+        ("load-hub-id-offline", lambda p, a: load_pipeline("ditlens-tests/no-such-model"), ValueError, "--allow-download"),
+        ("load-unknown-dtype", lambda p, a: load_pipeline(a.pipe, dtype="int8"), ValueError, "float32, bfloat16, float16"),
+        ("load-unknown-device", lambda p, a: load_pipeline(a.pipe, device="tpu"), ValueError, "Unknown device 'tpu'"),
+        ("unsupported-architecture", lambda p, a: adapter_for(torch.nn.Linear(2, 2)), ValueError, "Supported: "),
+        ("find-k-zero", lambda p, a: find_channels(p, FindConfig(prompts=["x"], k=0), prompt_kwargs={}), ValueError, "1..32"),
+        ("transport-alpha", lambda p, a: TransportConfig(alpha=2.0).validate(32, ["s"]), ValueError, "[0, 1]"),
+        ("scope-steps", lambda p, a: Scope(steps=(0, 9)).validate(["s"], 4), ValueError, "stop <= 4"),
+        ("edit-k-above-hidden-size", lambda p, a: hooks(p, edits=[ZeroChannels(TopK(999))]).__enter__(), ValueError, "1..32"),
+        ("hooked-twice", nested_hooks, RuntimeError, "Already hooked"),
+        ("image-missing", lambda p, a: load_image(a.missing), FileNotFoundError, "does not exist"),
+        ("image-unreadable", lambda p, a: load_image(a.junk), ValueError, "not a readable image"),
+        ("mask-wrong-size", lambda p, a: load_mask(a.small_mask, (32, 32)), ValueError, "10x10"),
+        ("mask-folder-count", lambda p, a: load_mask_folder(a.one_mask, 3, (32, 32)), ValueError, "holds 1 mask images"),
+        ("mask-tokens-wrong-size", lambda p, a: mask_image_to_tokens(torch.ones(8, 8), 16, (32, 32)), ValueError, "(8, 8)"),
+        ("unknown-word", lambda p, a: check_words("a large red dog"), ValueError, "Unknown word 'dog'"),
+        ("nan-tensor", lambda p, a: check_finite(torch.tensor([1.0, float("nan"), float("inf")]), "the test tensor"),
+         NonFiniteError, "The test tensor holds 1 NaN and 1 infinite values of 3"),
+        ("nan-from-an-edit", nan_edit, NonFiniteError, "site transformer_blocks.0, step 0"),
+        ("sweep-config", lambda p, a: load_config(a.junk), SweepConfigError, "'.png'"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(api_cases())), ids=[c[0] for c in api_cases()])
+def test_api_bad_input(index, pipe, assets):
+    _, call, error, text = api_cases()[index]
+    with pytest.raises(error) as info:
+        call(pipe, assets)
+    assert text in str(info.value)
+
+
+def test_no_hook_survives_an_api_error(pipe):
+    from ditlens import ScaleChannels, TopK, hooks
+    from ditlens.checks import FiniteCheck, NonFiniteError
+
+    with pytest.raises(NonFiniteError):
+        with hooks(pipe, edits=[ScaleChannels(TopK(2), float("inf"))], observers=[FiniteCheck()]):
+            pipe(**flux_call_kwargs(batch=1, steps=2))
+    assert not getattr(pipe.transformer, "_ditlens_hooked", False)
+    assert not pipe.transformer._forward_hooks and not pipe.transformer._forward_pre_hooks
+
+
+def test_hub_access_only_when_allowed(monkeypatch):
+    """Without --allow-download no socket is opened, even for a hub id that is not cached."""
+    import socket
+
+    from ditlens.models import load_pipeline
+
+    attempts = []
+
+    def connect(self, address):
+        attempts.append(address)
+        raise OSError(errno.ENETUNREACH, "network disabled in this test")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    with pytest.raises(ValueError, match="--allow-download"):
+        load_pipeline("ditlens-tests/no-such-model")
+    assert attempts == []
+
+
+@pytest.mark.xfail(strict=True, reason="models.py load_pipeline does not pass use_safetensors=True to from_pretrained: a folder "
+                   "with only pickle (.bin) weights loads through torch.load (weights_only=True, but still a pickle)")
+def test_pickle_only_weights_are_refused(tmp_path):
+    from ditlens.models import load_pipeline
+
+    tiny_flux_pipeline().save_pretrained(tmp_path / "pipe", safe_serialization=False)
+    with pytest.raises(ValueError, match="safetensors"):
+        load_pipeline(str(tmp_path / "pipe"), without_text_encoders=True)
