@@ -123,7 +123,13 @@ def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from diffusers.utils import logging as diffusers_logging
+
     from .models import load_pipeline
+
+    diffusers_logging.set_verbosity_error()  # e.g. the accelerate notice: not actionable here
+    if args.quiet:
+        diffusers_logging.disable_progress_bar()
 
     pipe = load_pipeline(
         args.model,
@@ -369,12 +375,27 @@ def _run_transport(args: argparse.Namespace, alphas: list[float]):
             _say(args, f"note: {note}")
         return transport_image(
             pipe, reference, args.target, config, reference_prompt=args.reference_prompt or "", alphas=alphas,
-            seed=args.target_seed, mask_image=mask_image,
+            seed=args.target_seed, mask_image=mask_image, prompt_embeds=_transport_embeds(args, 2 + len(alphas)),
         )
     return transport_text(
         pipe, args.source, args.target, config, alphas=alphas, source_seed=args.source_seed,
-        target_seed=args.target_seed, mask_image=mask_image,
+        target_seed=args.target_seed, mask_image=mask_image, prompt_embeds=_transport_embeds(args, 2 + len(alphas)),
     )
+
+
+def _transport_embeds(args: argparse.Namespace, rows: int) -> dict[str, Any] | None:
+    """--embeds for transport: row 0 conditions the source (or reference), row 1 the target;
+    the batch [source, target alone, transported...] repeats row 1."""
+    tensors = _prompt_kwargs(args)
+    if tensors is None:
+        return None
+    if tensors["prompt_embeds"].shape[0] != 2:
+        raise ValueError(
+            f"For transport, --embeds must hold 2 rows (source, target); {args.embeds!r} holds "
+            f"{tensors['prompt_embeds'].shape[0]}."
+        )
+    index = torch.tensor([0] + [1] * (rows - 1), device=tensors["prompt_embeds"].device)
+    return {name: t.index_select(0, index) for name, t in tensors.items()}
 
 
 def cmd_transport(args: argparse.Namespace) -> None:
@@ -585,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--target-seed", type=int, default=0, help="seed of the target trajectory (default: 0)")
         g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
         g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+        g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
+        g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
         p.add_argument("--out", default=f"runs/{name}", help=f"output folder (default: runs/{name})")
 
     p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model", cmd_bench)

@@ -7,6 +7,7 @@ protocol); random-k uses seeded draws, each the same set at every site and step.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class DisruptConfig:
             if not isinstance(k, int) or not 0 <= k <= hidden_size:
                 raise ValueError(f"k must be an integer in 0..{hidden_size} (0 = no edit); got {k!r}.")
         check_statistic(self.statistic)
+        if not math.isfinite(self.factor):
+            raise ValueError(f"factor must be a finite number; got {self.factor!r}.")
         if self.random_draws < 1:
             raise ValueError(f"random_draws must be >= 1; got {self.random_draws}.")
         Scope(sites=tuple(self.sites) if self.sites else None, steps=self.steps).validate(site_names)

@@ -46,6 +46,10 @@ class FindConfig:
             raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
         if self.surface_step < 0:
             raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
+        if self.num_inference_steps is not None and self.surface_step >= self.num_inference_steps:
+            raise ValueError(f"Step {self.surface_step} is outside the schedule: 0..{self.num_inference_steps - 1}.")
+        if self.guidance_scale is not None and not self.guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
 
 
 @dataclass
@@ -139,5 +143,13 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
             output = pipe(**call, **pipeline_call_kwargs(config), generator=generator, output_type="pil")
             images.extend(output.images)
     stats = run.stats
+    from .checks import HINT, NonFiniteError
+
+    bad = ~torch.isfinite(stats.img["abs_mean"]).all(dim=-1).all(dim=-1)  # (steps, sites); checked once, no per-step sync
+    if bool(bad.any()):
+        step, site = (int(i) for i in bad.nonzero()[0])
+        raise NonFiniteError(f"The image stream holds NaN or infinite values at site {stats.sites[site]}, step {step}. {HINT}")
+    if config.surface_step >= stats.num_steps:
+        raise ValueError(f"Step {config.surface_step} is outside the schedule: 0..{stats.num_steps - 1}.")
     stats.meta |= {"prompts": config.prompts, "seeds": config.seeds, "surface_site": surface_site}
     return FindResult(stats=stats, config=config, images=images)

@@ -61,7 +61,11 @@ def generate(
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(images).permute(0, 3, 1, 2)
         out.append(images.detach().float().cpu())
-    return torch.cat(out)
+    images = torch.cat(out)
+    from .checks import check_finite
+
+    check_finite(images, "the generated images")
+    return images
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

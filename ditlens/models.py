@@ -78,10 +78,14 @@ def load_pipeline(
                 "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
             )
         skipped = _skipped_components(path / "model_index.json", without_text_encoders)
-        pipe = DiffusionPipeline.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True, **skipped)
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path), dtype=torch_dtype, local_files_only=True, use_safetensors=True, **skipped
+        )
     else:
         try:
-            pipe = DiffusionPipeline.from_pretrained(model, dtype=torch_dtype, local_files_only=not allow_download)
+            pipe = DiffusionPipeline.from_pretrained(
+                model, dtype=torch_dtype, local_files_only=not allow_download, use_safetensors=True
+            )
         except Exception as err:  # diffusers raises several types for a missing model
             hint = "" if allow_download else " It is not in the local Hugging Face cache; pass --allow-download to fetch it."
             raise ValueError(

@@ -151,7 +151,11 @@ def _images(output: Any) -> torch.Tensor:
     images = output.images
     if not isinstance(images, torch.Tensor):
         images = torch.from_numpy(images).permute(0, 3, 1, 2)
-    return images.detach().float().cpu()
+    from .checks import check_finite
+
+    images = images.detach().float().cpu()
+    check_finite(images, "the generated images")
+    return images
 
 
 def transport_text(

@@ -131,8 +131,7 @@ CLI_CASES = [
     ("find-k-above-hidden-size", lambda a, o: ["find", *tiny(a), "--k", "33", "--out", o], ["1..32", "got 33"]),
     ("find-unknown-site", lambda a, o: ["find", *tiny(a), "--site", "blocks.99", "--out", o], ["'blocks.99'", SITES]),
     ("find-negative-step", lambda a, o: ["find", *tiny(a), "--step", "-1", "--out", o], ["surface_step must be >= 0", "-1"]),
-    gap("find-step-beyond-schedule", lambda a, o: ["find", *tiny(a), "--step", "9", "--out", o], ["9", "0..1"],
-                 reason=("find.py FindConfig.validate checks only surface_step >= 0; step 9 of 2 runs and silently writes no surface.png")),
+    ("find-step-beyond-schedule", lambda a, o: ["find", *tiny(a), "--step", "9", "--out", o], ["9", "0..1"]),
     ("segment-step-beyond-schedule", lambda a, o: ["segment", *tiny(a), "--k", "2", "--step", "9", "--out", o],
      ["Step 9 is outside the schedule: 0..1"]),
     ("segment-unknown-site", lambda a, o: ["segment", *tiny(a), "--k", "2", "--site", "nope", "--out", o], ["'nope'", SITES]),
@@ -140,14 +139,13 @@ CLI_CASES = [
     ("disrupt-window-beyond-schedule", lambda a, o: ["disrupt", *tiny(a), "--ks", "1", "--rules", "top", "--window", "1", "5", "--out", o],
      ["Step window [1, 5]", "0 <= start < stop <= 2"]),
     ("disrupt-unknown-rule", lambda a, o: ["disrupt", *tiny(a), "--rules", "best", "--out", o], ["'best'", "top, bottom, random"]),
-    gap("disrupt-factor-nan", lambda a, o: ["disrupt", *tiny(a), "--ks", "1", "--rules", "top", "--factor", "nan", "--out", o],
-                 ["factor", "nan"], reason=("disrupt.py DisruptConfig.validate does not check that factor is finite: NaN images, exit 0")),
+    ("disrupt-factor-nan", lambda a, o: ["disrupt", *tiny(a), "--ks", "1", "--rules", "top", "--factor", "nan", "--out", o],
+                 ["factor", "nan"]),
     ("unknown-statistic", lambda a, o: ["find", *tiny(a), "--statistic", "median", "--out", o], ["'median'", "abs_mean, mean_abs, max_abs"]),
     ("zero-steps", lambda a, o: ["find", *tiny(a), "--steps", "0", "--out", o], ["num_inference_steps must be >= 1", "got 0"]),
     ("disrupt-negative-guidance", lambda a, o: ["disrupt", *tiny(a), "--guidance", "-1", "--ks", "1", "--out", o],
      ["guidance_scale must be >= 0", "-1"]),
-    gap("find-negative-guidance", lambda a, o: ["find", *tiny(a), "--guidance", "-1", "--out", o], ["guidance_scale must be >= 0"],
-                 reason=("find.py FindConfig.validate does not check guidance_scale (disrupt/segment do, via GenerationSettings)")),
+    ("find-negative-guidance", lambda a, o: ["find", *tiny(a), "--guidance", "-1", "--out", o], ["guidance_scale must be >= 0"]),
     # transport: alpha, masks, images
     ("transport-alpha-above-1", lambda a, o: ["transport", *tiny(a, size=False), "--source", "x", "--target", "y", "--alpha", "1.5", "--out", o],
      ["alpha must be within [0, 1]", "1.5"]),
@@ -182,11 +180,8 @@ CLI_CASES = [
      ["no 'prompt_embeds'", "foo"]),
     # output folder
     ("out-under-a-file", lambda a, o: ["find", *tiny(a), "--out", a.a_file + "/out"], ["a_file/out"]),
-    gap("find-nan-activations", lambda a, o: ["find", "--model", a.nan_pipe, "--embeds", a.embeds, "--steps", "2", "--height", "32",
-                                                      "--width", "32", "--quiet", "--out", o], ["NaN", "transformer_blocks.0"],
-                 reason=("find.py find_channels has no NaN check: it writes NaN statistics, then plotting fails with "
-                             "'Data cannot be log-scaled' and leaves channels.json, stats.safetensors and images behind; "
-                             "pass observers=[ditlens.checks.FiniteCheck()] to its hooks(...)")),
+    ("find-nan-activations", lambda a, o: ["find", "--model", a.nan_pipe, "--embeds", a.embeds, "--steps", "2", "--height", "32",
+                                                      "--width", "32", "--quiet", "--out", o], ["NaN", "transformer_blocks.0"]),
 ]
 
 
