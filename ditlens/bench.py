@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .builtin.scenes import COLOUR_RGB, POSITIONS, Scene, SceneObject, caption, is_heldout, parse_caption, sample_batch
+from .adapters import adapter_for
 from .disrupt import DisruptConfig, disrupt
 from .generation import GenerationSettings, generate
 from .hooks import hooks
@@ -254,14 +255,15 @@ def bench_findings(pipe: Any, out_dir: str | Path, config: FindingsConfig, comma
 class TransportBenchConfig:
     n_pairs: int = 32  # quick: 8
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    sweep_k: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    sweep_windows: list[tuple[int, int] | None] = field(default_factory=lambda: [None, (0, 4), (0, 8), (8, 16)])
+    sweep_k: list[int] = field(default_factory=lambda: [2, 8, 32, 64])  # 2 = the truly massive ones
+    sweep_windows: list[tuple[int, int] | None] = field(default_factory=lambda: [None, (0, 2), (0, 4), (4, 8)])  # of 8 steps
+    sweep_sites: list[str] = field(default_factory=lambda: ["all", "double", "single"])  # block kinds
     sweep_masks: list[str] = field(default_factory=lambda: ["source", "target", "union", "all"])
     base: TransportConfig = field(default_factory=lambda: TransportConfig(k=2))
 
     @classmethod
     def quick(cls) -> TransportBenchConfig:
-        return cls(n_pairs=6, sweep_k=[1, 4], sweep_windows=[None, (0, 8)], sweep_masks=["source", "all"])
+        return cls(n_pairs=4, sweep_k=[2, 32], sweep_windows=[None, (0, 4)], sweep_sites=["all"], sweep_masks=["source", "all"])
 
 
 def transport_pairs(n: int, seed: int = BENCH_SEED) -> list[tuple[str, str]]:
@@ -377,18 +379,29 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
         results_w[name] = (tc, evaluate(tc, [1.0])[0][1.0])
     best_w = max(results_w.values(), key=lambda v: score(v[1]))[0].steps
     sweep.update({n: m for n, (tc, m) in results_w.items()})
+    site_names = [s.name for s in adapter_for(pipe).sites()]
+    site_sets = {"all": None, "double": tuple(n for n in site_names if n.startswith("transformer_blocks.")),
+                 "single": tuple(n for n in site_names if n.startswith("single_transformer_blocks."))}
+    results_s = {}
+    for kind in config.sweep_sites:
+        name = f"sites={kind}"
+        say(f"  {name}")
+        tc = TransportConfig(k=best_k, mask=base.mask, steps=best_w, sites=site_sets[kind])
+        results_s[name] = (tc, evaluate(tc, [1.0])[0][1.0])
+    best_sites = max(results_s.values(), key=lambda v: score(v[1]))[0].sites
+    sweep.update({n: m for n, (tc, m) in results_s.items()})
     results_m = {}
     for mask in config.sweep_masks:
         name = f"mask={mask}"
         say(f"  {name}")
-        tc = TransportConfig(k=best_k, mask=mask, steps=best_w)
+        tc = TransportConfig(k=best_k, mask=mask, steps=best_w, sites=best_sites)
         results_m[name] = (tc, evaluate(tc, [1.0])[0][1.0])
     chosen = max(results_m.values(), key=lambda v: score(v[1]))[0]
     sweep.update({n: m for n, (tc, m) in results_m.items()})
     for name, m in sweep.items():
         sweep_rows.append([name, f"{m['both_from_source']:.3f}", f"{m['mask_iou_with_target']:.3f}", f"{m['background_kept']:.3f}", f"{m['ghosting']:.3f}", f"{score(m):.3f}"])
     numbers["defaults_sweep"] = sweep
-    numbers["chosen"] = {"k": chosen.k, "steps": chosen.steps, "mask": chosen.mask}
+    numbers["chosen"] = {"k": chosen.k, "steps": chosen.steps, "mask": chosen.mask, "sites": chosen.sites}
 
     # 2. strength curve with the chosen settings, against the two baselines -----------------------
     say("transport: strength curve and baselines")
@@ -430,13 +443,15 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
     window = "all steps" if chosen.steps is None else f"steps [{chosen.steps[0]}, {chosen.steps[1]})"
     sections = [
         Section("Defaults chosen by measurement",
-                f"One factor at a time at alpha = 1 (k first, then the step window, then the mask origin), scored by "
+                f"One factor at a time at alpha = 1 (k, then the step window, then the block kinds, then the mask origin), scored by "
                 f"(share of images whose object takes the source's colour and shape) x (foreground IoU with the target alone). "
-                f"Chosen: k = {chosen.k}, {window}, mask = {chosen.mask}.", [], sweep_rows),
+                f"Chosen: k = {chosen.k}, {window}, sites = {'all' if chosen.sites is None else ', '.join(chosen.sites)}, "
+                f"mask = {chosen.mask}.", [], sweep_rows),
         Section("Strength curve and baselines at matched strength",
-                "Transfer grows with alpha while the target's layout and background stay; text-embedding interpolation "
-                "and pixel blending at the same alpha for comparison. Ghosting = share of object-region pixels matching "
-                "neither object colour nor the background.",
+                "With the chosen settings, over alpha; text-embedding interpolation and pixel blending at the same alpha "
+                "for comparison. Transfer = the object at the target's position takes the source's colour and shape "
+                "(classifier); preservation = foreground IoU with the target alone and its background kept; ghosting = "
+                "share of object-region pixels matching neither object colour nor the target's background.",
                 [("transport_strips.png", "source, target alone, transported over alpha")], curve_table),
         Section("Image-conditioned transport (subject from a reference render)",
                 f"Reference = exact render of the source caption, re-noised at each step; same scoring, alpha = 1: "
