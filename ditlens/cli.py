@@ -504,12 +504,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/bench-{args.suite}")
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n must be >= 2 (the Frechet distance needs two samples); got {args.n}.")
     if args.suite == "findings":
         config = FindingsConfig.quick() if args.quick else FindingsConfig()
-        report = bench_findings(pipe, out, config, command, say)
+        if args.n:
+            config.n_prompts = args.n
+        report = bench_findings(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say)
     else:
         config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
-        report = bench_transport(pipe, out, config, command, say)
+        if args.n:
+            config.n_pairs = args.n
+        report = bench_transport(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say)
     _say(args, f"wrote {report}")
 
 
@@ -614,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=["findings", "transport"], help="which benchmark")
     _add_model_options(p)
     p.add_argument("--quick", action="store_true", help="fewer prompts and settings (CPU, minutes)")
+    p.add_argument("--n", type=int, default=None, help="prompts (findings) or prompt pairs (transport); default by --quick")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
 
     p = add("sweep", "run prompts x seeds x settings of find / disrupt / segment / transport: sharded, resumable", cmd_sweep)
