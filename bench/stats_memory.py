@@ -1,0 +1,145 @@
+"""Memory of the recorded statistics for a whole run at the full FLUX.1 size.
+
+    .venv/bin/python bench/stats_memory.py [--quick] [--all-tokens]
+
+A real `ChannelStats`, produced by ditlens' `Recorder` fed (through `Recorder.observe`, as the
+hooks feed it) with synthetic block outputs of FLUX.1's shapes: 28 steps x 57 sites (19
+double + 38 single blocks, all of which carry text), hidden 3072, batch 1, 4096 image and
+512 text tokens. It is compared with a naive cache of the image hidden states:
+steps x sites x 4096 tokens x 3072 channels x 2 bytes (bf16).
+
+The statistics do not depend on the token count (that is the point of reducing on the fly),
+so to keep the CPU run short only step 0 is fed at the real token counts and the other steps
+at 64 + 8 tokens; the script checks that both give the same bytes per step.
+`--all-tokens` feeds every step at the real size (about 2 minutes more on a 2-core CPU).
+
+Target (issue 6): at most 100 MB for 28 steps of full-size FLUX.1.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import torch
+
+from ditlens import ChannelStats, RecordConfig
+from ditlens.record import Recorder
+
+STEPS, DOUBLE, SINGLE, HIDDEN, ROWS = 28, 19, 38, 3072, 1  # FLUX.1 [dev], 28 steps, one image
+N_IMG, N_TXT = 4096, 512  # 1024x1024: 64 x 64 packed latent tokens; T5 at 512 tokens
+SMALL = (64, 8)  # image, text tokens of the steps not fed at full size
+TARGET_BYTES = 100e6
+SITES = [f"transformer_blocks.{i}" for i in range(DOUBLE)] + [f"single_transformer_blocks.{i}" for i in range(SINGLE)]
+
+
+def record(config: RecordConfig, full_steps: set[int], seed: int) -> tuple[ChannelStats, float, int]:
+    """(stats, seconds to assemble them at the end of the run, bytes the recorder held before)."""
+    gen = torch.Generator().manual_seed(seed)
+    full = (
+        torch.randn(ROWS, N_IMG, HIDDEN, generator=gen).bfloat16(),
+        torch.randn(ROWS, N_TXT, HIDDEN, generator=gen).bfloat16(),
+    )
+    small = (full[0][:, : SMALL[0]].contiguous(), full[1][:, : SMALL[1]].contiguous())
+    recorder = Recorder(config)
+    for step in range(STEPS):
+        img, txt = full if step in full_steps else small
+        for site in SITES:
+            recorder.observe(site, step, img, txt)
+    held = sum(t.numel() * t.element_size() for parts in recorder._parts.values() for t in parts)
+    t0 = time.perf_counter()
+    stats = recorder.result({"num_steps": STEPS})
+    return stats, time.perf_counter() - t0, held
+
+
+def main() -> None:
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--all-tokens", action="store_true", help="feed every step at 4096 + 512 tokens")
+    args = parser.parse_args()
+    device = torch.device("cpu")
+    thread_notes = common.apply_threads(args.threads, device)
+    full_steps = set(range(STEPS)) if args.all_tokens else ({0} if not args.quick else set())
+    fed = (
+        "every step at 4096 image + 512 text tokens"
+        if args.all_tokens
+        else ("step 0 at 4096 + 512 tokens, steps 1-27" if full_steps else "all steps (--quick)")
+        + f" at {SMALL[0]} + {SMALL[1]} tokens"
+    )
+    common.print_header(
+        "recorded statistics for a whole run (full-size FLUX.1)",
+        device,
+        [
+            f"{STEPS} steps x {len(SITES)} sites ({DOUBLE} double + {SINGLE} single) x hidden {HIDDEN}, batch {ROWS}",
+            f"synthetic bf16 block outputs fed through Recorder.observe: {fed}",
+            *thread_notes,
+        ],
+    )
+
+    naive = STEPS * len(SITES) * N_IMG * HIDDEN * 2
+    configs = {
+        "default RecordConfig (img+txt, 3 statistics, fp32)": RecordConfig(),
+        "storage_dtype=float16 (img+txt, 3 statistics)": RecordConfig(storage_dtype=torch.float16),
+        "streams=('img',) (3 statistics, fp32)": RecordConfig(streams=("img",)),
+        "streams=('img',), storage_dtype=float16": RecordConfig(streams=("img",), storage_dtype=torch.float16),
+        "streams=('img',), statistics=('abs_mean',), fp32": RecordConfig(streams=("img",), statistics=("abs_mean",)),
+    }
+    rows, results = [], {}
+    for i, (name, config) in enumerate(configs.items()):
+        stats, assemble_s, held = record(config, full_steps if i == 0 else set(), args.seed)
+        nbytes = stats.nbytes()
+        shapes = {
+            f"{stream}.{k}": tuple(v.shape) for stream in ("img", "txt") for k, v in getattr(stats, stream).items()
+        }
+        if i == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                file_bytes = stats.save(Path(tmp) / "stats.safetensors").stat().st_size
+            first_shapes, first_held, first_assemble = shapes, held, assemble_s
+        results[name] = nbytes
+        over = nbytes / TARGET_BYTES
+        rows.append(
+            [name, nbytes / common.MB, nbytes / naive, "meets" if nbytes <= TARGET_BYTES else f"MISSES (x{over:.2f})"]
+        )
+
+    print("## Bytes of ChannelStats (ChannelStats.nbytes) for the whole run")
+    common.print_table(["recording", "MB", "ratio to naive cache", "<= 100 MB"], rows)
+    print(
+        f"naive cache of the image hidden states: {STEPS} x {len(SITES)} x {N_IMG} x {HIDDEN} x 2 B = {naive / 1e9:.1f} GB"
+    )
+    print(f"default run's tables: {first_shapes}")
+    print(f"default run: the recorder held {first_held / common.MB:.1f} MB of per-step parts before assembling;")
+    print(
+        f"  assembling them (Recorder.result, once per run) took {first_assemble * 1e3:.0f} ms and briefly holds parts + tables"
+    )
+    print(f"  saved with ChannelStats.save: {file_bytes / common.MB:.1f} MB on disk")
+
+    # tokens must not change the bytes: one step at the real size vs one at the small size
+    one = {}
+    for tokens in ("real", "small"):
+        rec = Recorder(RecordConfig())
+        gen = torch.Generator().manual_seed(args.seed)
+        n_img, n_txt = (N_IMG, N_TXT) if tokens == "real" else SMALL
+        img, txt = torch.randn(ROWS, n_img, HIDDEN, generator=gen), torch.randn(ROWS, n_txt, HIDDEN, generator=gen)
+        rec.observe(SITES[0], 0, img, txt)
+        one[tokens] = rec.result({}).nbytes()
+    same = one["real"] == one["small"]
+    print(
+        f"bytes of one site-step at 4096+512 vs {SMALL[0]}+{SMALL[1]} tokens: {one['real']} vs {one['small']} -> "
+        f"{'independent of the token count' if same else 'DEPEND ON TOKENS (bug)'}"
+    )
+    print()
+    default = results["default RecordConfig (img+txt, 3 statistics, fp32)"]
+    print(
+        f"RESULT default RecordConfig: {default / common.MB:.1f} MB for {STEPS} steps = {default / naive:.5f} of the naive "
+        f"cache ({naive / default:.0f}x smaller) -> {common.verdict(default / 1e6, TARGET_BYTES / 1e6)} MB"
+    )
+    half = results["storage_dtype=float16 (img+txt, 3 statistics)"]
+    print(
+        f"RESULT RecordConfig(storage_dtype=torch.float16): {half / common.MB:.1f} MB -> {common.verdict(half / 1e6, 100)} MB"
+    )
+    common.print_footer()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Transport cost: one transported generation next to a plain batch-2 generation.
+
+    .venv/bin/python bench/transport_cost.py [--quick] [--pipeline builtin|tiny-flux]
+
+`ditlens.transport.transport_text(..., include_target=False)` with one alpha runs ONE batch
+of two prompts (source, transported target), with its edit (top-k channels and a K = 2
+spatial mask of the source, at every site and step). The baseline is the same pipeline
+called on the same two prompts, same seeds and steps, without ditlens. With the built-in
+pipeline's classifier-free guidance, both are 4 rows per transformer call.
+
+--pipeline builtin (default): the built-in pipeline (shipped weights, else its architecture
+with random weights), prompts through its own text encoder. tiny-flux: the tiny random
+FluxPipeline of tests/pipelines.py with precomputed embeddings (`prompt_embeds=`).
+
+Target (issue 6): a transported image costs at most 1.1x a plain batch-2 generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import common
+import torch
+
+from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
+from ditlens.generation import GenerationSettings
+from ditlens.transport import TransportConfig, transport_text
+
+TARGET = 1.10
+
+
+def load(name: str, seed: int) -> tuple[Any, str, GenerationSettings, dict[str, Any] | None]:
+    """(pipeline, description, size settings, prompt embeddings or None for text prompts)."""
+    if name == "builtin":
+        pipe, note = common.builtin_pipeline(seed)
+        return pipe, note, GenerationSettings(), None
+    from tests.pipelines import TXT_DIM, tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline(seed)
+    pipe.set_progress_bar_config(disable=True)
+    gen = torch.Generator().manual_seed(100 + seed)
+    embeds = {
+        "prompt_embeds": torch.randn(2, 8, TXT_DIM, generator=gen),
+        "pooled_prompt_embeds": torch.randn(2, TXT_DIM, generator=gen),
+    }
+    note = "tiny random FluxPipeline of tests/pipelines.py (2 + 2 blocks, hidden 32), 32x32, precomputed embeddings"
+    return pipe, note, GenerationSettings(height=32, width=32), embeds
+
+
+def main() -> None:
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--pipeline", choices=["builtin", "tiny-flux"], default="builtin")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 12, --quick 4)")
+    parser.add_argument("--k", type=int, default=4, help="channels moved per site and step")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    args = parser.parse_args()
+    device = common.pick_device(args.device)
+    thread_notes = common.apply_threads(args.threads, device)
+    steps = args.steps or (4 if args.quick else 12)
+    repeats = args.repeats or (2 if args.quick else 4)
+    warmup = 1 if args.warmup is None else args.warmup
+
+    pipe, note, size, embeds = load(args.pipeline, args.seed)
+    pipe.to(device)
+    settings = GenerationSettings(num_inference_steps=steps, height=size.height, width=size.width)
+    source, target = EXAMPLE_TRANSPORT_PAIRS[0]
+    common.print_header(
+        f"transport cost ({args.pipeline})",
+        device,
+        [
+            note,
+            f"{steps} steps, source {source!r}, target {target!r}",
+            *thread_notes,
+            f"{repeats} timed rounds after {warmup} warm-up round(s); medians",
+        ],
+    )
+
+    def plain() -> None:
+        prompts = embeds if embeds is not None else {"prompt": [source, target]}
+        generators = [torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)]
+        pipe(**prompts, generator=generators, output_type="pt", **settings.kwargs())
+
+    def transported(mask: str) -> Any:
+        config = TransportConfig(k=args.k, mask=mask, generation=settings)
+
+        def run() -> None:
+            transport_text(
+                pipe,
+                source,
+                target,
+                config,
+                alphas=[1.0],
+                source_seed=args.seed,
+                target_seed=args.seed + 1,
+                include_target=False,
+                prompt_embeds=embeds,
+            )
+
+        return run
+
+    default = "ditlens transport_text (mask='source': K=2 masks)"
+    cases = {"plain diffusers, batch 2": plain, default: transported("source")}
+    if not args.quick:
+        cases["ditlens transport_text (mask='all': no K=2 masks)"] = transported("all")
+    with torch.inference_mode():
+        timings = common.time_interleaved(cases, device, repeats, warmup)
+
+    with torch.inference_mode():
+        prompt_args = embeds if embeds is not None else {"prompt": [source, target]}
+        parts = edit_parts(pipe, prompt_args, settings, args.k, device, max(3 * repeats, 10))
+    base = timings["plain diffusers, batch 2"]
+    rows = [
+        [
+            n,
+            t.median,
+            t.spread,
+            common.paired_ratio(t, base),
+            common.ratio_error(t, base),
+            common.paired_ratio(t, base, cpu=True),
+            common.min_ratio(t, base),
+        ]
+        for n, t in timings.items()
+    ]
+    common.print_table(
+        ["generation", "median s", "+/- s", "paired ratio", "+/- s.e.", "CPU-time ratio", "ratio of minima"], rows
+    )
+    print(common.RATIO_LEGEND)
+    print()
+    steps_sites = steps * len(parts["sites"])
+    print(
+        f"## The edit alone, per site and step, on a captured {parts['shape']} block output (x {steps_sites} per generation)"
+    )
+    rows = [
+        [n, t.median * 1e3, t.spread * 1e3, 100 * t.median * steps_sites / base.median]
+        for n, t in parts["timings"].items()
+    ]
+    common.print_table(["work", "ms per site-step", "+/- ms", "% of a plain generation"], rows)
+    ratio, error = common.paired_ratio(timings[default], base), common.ratio_error(timings[default], base)
+    print(f"RESULT transport vs plain batch 2: x{ratio:.3f} +/- {error:.3f} -> {common.verdict(ratio, TARGET, error)}")
+    common.print_footer()
+
+
+def edit_parts(
+    pipe: Any, prompt_args: dict, settings: GenerationSettings, k: int, device: torch.device, repeats: int
+) -> dict:
+    """Time transport's per-site work alone on a block output captured from one call on the
+    two prompts (with CFG: rows [uncond source, uncond target, cond source, cond target])."""
+    import ditlens
+    from ditlens.intervene import ReplaceFromRows
+    from ditlens.transport import SpatialMask
+
+    captured: list[torch.Tensor] = []
+    with ditlens.hooks(pipe, observers=[lambda img, txt, ctx: captured.append(img)]):
+        pipe(**prompt_args, output_type="pt", **(settings.kwargs() | {"num_inference_steps": 1}))
+    img, source_of = captured[0], {1: 0}  # prompt 1 (target) takes from prompt 0 (source)
+    ctx = ditlens.HookContext("transformer_blocks.0", 0, 0, img.shape[0])
+    cases = {}
+    for mask in ("source", "all"):
+        spatial = SpatialMask(mask, k, "abs_mean", 2, source_of)
+        edit = ReplaceFromRows(source_of=source_of, group_size=2, channels=ditlens.TopK(k), tokens=spatial)
+        if mask == "source":
+            cases["spatial mask alone (TopK + foreground_tokens, all rows)"] = lambda s=spatial: s(img, ctx)
+        cases[f"whole edit, mask='{mask}' (selection, mask, gather, lerp)"] = lambda e=edit: e(img, ctx)
+    sites = ditlens.adapter_for(pipe).sites()
+    return {
+        "sites": sites,
+        "shape": tuple(img.shape),
+        "timings": common.time_interleaved(cases, device, repeats, warmup=2),
+    }
+
+
+if __name__ == "__main__":
+    main()
