@@ -185,9 +185,15 @@ class Recorder:
                 continue
             if stream == "txt" and site not in self._txt_sites:
                 self._txt_sites.append(site)
+            magnitude = x.abs() if {"mean_abs", "max_abs"} <= set(self.config.statistics) else None  # one copy for both
             for statistic in self.config.statistics:
-                value = channel_statistic(x, statistic).to(self.config.storage_dtype)
-                self._parts[(stream, statistic, step, site)].append(value)
+                if magnitude is not None and statistic == "mean_abs":
+                    value = magnitude.mean(dim=1, dtype=torch.float32)
+                elif magnitude is not None and statistic == "max_abs":
+                    value = magnitude.amax(dim=1).float()
+                else:
+                    value = channel_statistic(x, statistic)
+                self._parts[(stream, statistic, step, site)].append(value.to(self.config.storage_dtype))
         steps = self.config.keep_hidden_steps
         if site in self.config.keep_hidden and (steps is None or step in steps):
             self._hidden[(step, site)].append(img.detach().to(self.config.storage_dtype).cpu())
