@@ -16,7 +16,7 @@ import torch
 
 from .adapters import adapter_for
 from .channels import check_statistic, selector_from_name
-from .generation import GenerationSettings, generate, pixel_distances, to_pil
+from .generation import GenerationSettings, check_prompts_and_seeds, generate, pixel_distances, to_pil
 from .hooks import hooks
 from .intervene import ScaleChannels, Scope
 
@@ -37,10 +37,7 @@ class DisruptConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, hidden_size: int, site_names: list[str]) -> None:
-        if not self.prompts:
-            raise ValueError("Give at least one prompt.")
-        if not self.seeds:
-            raise ValueError("Give at least one seed.")
+        check_prompts_and_seeds(self.prompts, self.seeds)
         for rule in self.rules:
             if rule not in RULES:
                 raise ValueError(f"Unknown channel rule {rule!r}. Allowed: {', '.join(RULES)}.")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .channels import check_k, check_statistic, mean_pairwise_jaccard
+from .generation import GenerationSettings, check_prompts_and_seeds
 from .hooks import hooks
 from .record import ChannelStats, RecordConfig
 
@@ -33,23 +34,20 @@ class FindConfig:
     surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
     surface_step: int = 0  # which step of it to plot
 
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(self.num_inference_steps, self.guidance_scale, self.height, self.width)
+
     def validate(self, hidden_size: int, site_names: list[str]) -> None:
-        if not self.prompts:
-            raise ValueError("Give at least one prompt.")
-        if not self.seeds:
-            raise ValueError("Give at least one seed.")
+        check_prompts_and_seeds(self.prompts, self.seeds)
+        self.generation().validate()
         check_k(self.k, hidden_size)
         check_statistic(self.statistic)
         if self.surface_site is not None and self.surface_site not in site_names:
             raise ValueError(f"Unknown site {self.surface_site!r}. Sites of this model: {', '.join(site_names)}.")
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
         if self.surface_step < 0:
             raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
         if self.num_inference_steps is not None and self.surface_step >= self.num_inference_steps:
             raise ValueError(f"Step {self.surface_step} is outside the schedule: 0..{self.num_inference_steps - 1}.")
-        if self.guidance_scale is not None and not self.guidance_scale >= 0:
-            raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
 
 
 @dataclass
@@ -114,15 +112,6 @@ class FindResult:
         return paths
 
 
-def pipeline_call_kwargs(config: FindConfig) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for name in ("num_inference_steps", "guidance_scale", "height", "width"):
-        value = getattr(config, name)
-        if value is not None:
-            kwargs[name] = value
-    return kwargs
-
-
 def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any] | None = None) -> FindResult:
     """Run `pipe` for every seed over `config.prompts`, recording channel statistics.
 
@@ -140,7 +129,7 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
         for seed in config.seeds:
             generator = torch.Generator().manual_seed(seed)
             call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": config.prompts}
-            output = pipe(**call, **pipeline_call_kwargs(config), generator=generator, output_type="pil")
+            output = pipe(**call, **config.generation().kwargs(), generator=generator, output_type="pil")
             images.extend(output.images)
     stats = run.stats
     from .checks import HINT, NonFiniteError

@@ -28,8 +28,15 @@ class GenerationSettings:
     def validate(self) -> None:
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
-        if self.guidance_scale is not None and self.guidance_scale < 0:
+        if self.guidance_scale is not None and not self.guidance_scale >= 0:  # NaN fails too
             raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
+
+
+def check_prompts_and_seeds(prompts: list[str], seeds: list[int]) -> None:
+    if not prompts:
+        raise ValueError("Give at least one prompt.")
+    if not seeds:
+        raise ValueError("Give at least one seed.")
 
 
 def image_size(pipe: Any, settings: GenerationSettings) -> tuple[int, int]:

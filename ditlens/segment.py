@@ -17,7 +17,7 @@ import torch
 
 from .adapters import adapter_for
 from .channels import check_k, check_statistic, selector_from_name
-from .generation import GenerationSettings, generate
+from .generation import GenerationSettings, check_prompts_and_seeds, generate
 from .hooks import HookContext, hooks
 from .masks import foreground_tokens, miou, token_grid, upsample
 
@@ -35,10 +35,7 @@ class SegmentConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, hidden_size: int) -> None:
-        if not self.prompts:
-            raise ValueError("Give at least one prompt.")
-        if not self.seeds:
-            raise ValueError("Give at least one seed.")
+        check_prompts_and_seeds(self.prompts, self.seeds)
         for rule in self.rules:
             if rule not in RULES:
                 raise ValueError(f"Unknown mask rule {rule!r}. Allowed: {', '.join(RULES)}.")

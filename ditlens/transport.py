@@ -77,12 +77,21 @@ class SpatialMask:
             return torch.ones(B, N, device=img.device)
         if self.origin == "user":
             return mask_image_to_tokens(self.user_mask, N, self.image_size).to(img.device).expand(B, N)
-        src = img[source_rows(B, self.group_size, self.source_of).to(img.device)]
-        fg_src = foreground_tokens(src, self.selector.mask(src))
-        if self.origin == "source":
-            return fg_src.float()
-        fg_tgt = foreground_tokens(img, self.selector.mask(img))
-        return (fg_tgt if self.origin == "target" else fg_src | fg_tgt).float()
+        # only target rows use p, and many targets share one source row: cluster each once
+        rows = source_rows(B, self.group_size, self.source_of).to(img.device)
+        targets = (rows != torch.arange(B, device=img.device)).nonzero().flatten()
+        p = torch.zeros(B, N, device=img.device)
+        if targets.numel() == 0:
+            return p
+        sources, which = rows[targets].unique(return_inverse=True)
+        src = img[sources]
+        fg = foreground_tokens(src, self.selector.mask(src))[which]  # (targets, N)
+        if self.origin != "source":
+            tgt = img[targets]
+            fg_tgt = foreground_tokens(tgt, self.selector.mask(tgt))
+            fg = fg_tgt if self.origin == "target" else fg | fg_tgt
+        p[targets] = fg.float()
+        return p
 
 
 def mask_image_to_tokens(mask: torch.Tensor, n_tokens: int, image_size: tuple[int, int]) -> torch.Tensor:
