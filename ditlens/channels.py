@@ -31,13 +31,15 @@ def check_k(k: int, num_channels: int) -> None:
 
 
 def channel_statistic(img: torch.Tensor, statistic: str = "abs_mean") -> torch.Tensor:
-    """(B, N, D) tokens -> (B, D) float32 statistic, accumulated in float32 without a full upcast copy."""
+    """(B, N, D) tokens -> (B, D) float32 statistic: one reduction pass over the tokens each,
+    accumulated in float32, with no upcast or |x| copy of the tokens (`vector_norm` reduces
+    |x| on the fly)."""
     if statistic == "abs_mean":
         return img.mean(dim=1, dtype=torch.float32).abs()
     if statistic == "mean_abs":
-        return img.abs().mean(dim=1, dtype=torch.float32)
+        return torch.linalg.vector_norm(img, 1, dim=1, dtype=torch.float32) / img.shape[1]
     if statistic == "max_abs":
-        return img.abs().amax(dim=1).float()
+        return torch.linalg.vector_norm(img, float("inf"), dim=1).float()
     check_statistic(statistic)
     raise AssertionError("unreachable")
 
@@ -66,6 +68,9 @@ class TopK:
 
     def mask(self, img: torch.Tensor) -> torch.Tensor:
         return top_k_mask(channel_statistic(img, self.statistic), self.k, largest=True)
+
+    def indices(self, img: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, k), largest first
+        return channel_statistic(img, self.statistic).topk(self.k, dim=-1).indices
 
     def validate(self, num_channels: int) -> None:
         check_k(self.k, num_channels)

@@ -98,12 +98,16 @@ class HookedRun:
         self.clock = StepClock()
         self._stats: ChannelStats | None = None
         self._batch_size = 0
+        self._call_open = False  # a transformer call began and its recording is not filed yet
+        self._call_step = -1
+        self._site_ran = False
 
     @property
     def stats(self) -> ChannelStats:
         if self.recorder is None:
             raise RuntimeError("This run did not record: pass record=True to ditlens.hooks(...).")
         if self._stats is None:
+            self._close_call()
             self._stats = self.recorder.result(self.meta())
         return self._stats
 
@@ -118,26 +122,50 @@ class HookedRun:
         }
 
     # ---- the hooks themselves -------------------------------------------------------------
+    # The transformer's pre-hook runs outside torch.compile's graph (dynamo calls a compiled
+    # module's own hooks eagerly); the site hooks run inside it. So the clock and all filing
+    # live in the pre-hook, and a site hook that only records reads nothing that changes per
+    # step: one graph serves every step.
     def _on_transformer_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._close_call()
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         self._batch_size = int(hidden.shape[0]) if hidden is not None else 0
         self.clock.on_transformer_call(self._batch_size)
         self.adapter.on_transformer_call(args, kwargs)
+        self._call_open, self._call_step, self._site_ran = True, self.clock.step, False
 
-    def _site_hook(self, site: Site):
+    def _close_call(self) -> None:
+        """File the last call's recording; notice a call in which no site hook ran."""
+        if not self._call_open:
+            return
+        self._call_open = False
+        if self.sites and not self._site_ran:
+            raise RuntimeError(
+                f"ditlens' hooks on {type(self.adapter.transformer).__name__} did not run in its last call. "
+                "Was it compiled (torch.compile) before ditlens.hooks(...) was entered? A compiled graph keeps "
+                "the hooks it was traced with. Enter ditlens.hooks(...) first, then compile (or call "
+                "torch._dynamo.reset() before hooking)."
+            )
+        if self.recorder is not None:
+            self.recorder.file(self._call_step)  # the step it ran in (the scheduler may have stepped since)
+
+    def _site_hook(self, index: int, site: Site):
         adapter, recorder = self.adapter, self.recorder
+        edits, observers = self.edits, self.observers
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            self._site_ran = True
             streams = adapter.split(output, args, kwargs)
-            ctx = HookContext(site.name, self.clock.step, self.clock.call, streams.img.shape[0])
             img, edited = streams.img, False
-            for edit in self.edits:
-                if edit.applies(ctx):
-                    img, edited = edit(img, ctx), True
+            if edits or observers:
+                ctx = HookContext(site.name, self.clock.step, self.clock.call, img.shape[0])
+                for edit in edits:
+                    if edit.applies(ctx):
+                        img, edited = edit(img, ctx), True
+                for observer in observers:
+                    observer(img, streams.txt, ctx)
             if recorder is not None:
-                recorder.observe(site.name, ctx.step, img, streams.txt)
-            for observer in self.observers:
-                observer(img, streams.txt, ctx)
+                recorder.reduce(index, img, streams.txt)
             if not edited:
                 return None  # look only: the block's output object passes through untouched
             return adapter.merge(output, args, kwargs, Streams(img=img, txt=streams.txt))
@@ -194,7 +222,8 @@ def hooks(
     _validate_edits(edits, adapter, None)
     recorder = None
     if record:
-        recorder = Recorder(record if isinstance(record, RecordConfig) else RecordConfig())
+        config = record if isinstance(record, RecordConfig) else RecordConfig()
+        recorder = Recorder(config, [site.name for site in hooked_sites])
     run = HookedRun(adapter, hooked_sites, recorder, edits, observers)
 
     scheduler = getattr(model, "scheduler", None) if model is not transformer else None
@@ -203,8 +232,8 @@ def hooks(
     setattr(transformer, _HOOKED_FLAG, True)
     try:
         handles.append(transformer.register_forward_pre_hook(run._on_transformer_call, with_kwargs=True))
-        for site in hooked_sites:
-            handles.append(site.module.register_forward_hook(run._site_hook(site), with_kwargs=True))
+        for index, site in enumerate(hooked_sites):
+            handles.append(site.module.register_forward_hook(run._site_hook(index, site), with_kwargs=True))
         if scheduler is not None:
             run.clock.counts_scheduler_steps = True
             original_set, original_step = scheduler.set_timesteps, scheduler.step
@@ -227,6 +256,7 @@ def hooks(
             patched = {name: vars(scheduler).get(name) for name in ("set_timesteps", "step")}
             scheduler.set_timesteps, scheduler.step = set_timesteps, step
         yield run
+        run._close_call()  # file the last call (on an exception, what was filed stays readable)
     finally:
         for handle in handles:
             handle.remove()

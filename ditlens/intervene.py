@@ -134,6 +134,7 @@ class ReplaceFromRows:
     channels_from: str = "source"
     scope: Scope = field(default_factory=Scope)
     alphas: dict[int, float] | None = None  # per target prompt, overriding alpha (one-batch strips)
+    _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _plan
 
     def __post_init__(self) -> None:
         for a in [self.alpha, *(self.alphas or {}).values()]:
@@ -159,21 +160,32 @@ class ReplaceFromRows:
     def source_rows(self, batch_size: int) -> torch.Tensor:
         return source_rows(batch_size, self.group_size, self.source_of)
 
+    def _plan(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(target rows, their source rows, their (T, 1, 1) strengths) on img's device, made
+        once per batch size: a host-to-device copy at every site would stall the GPU queue."""
+        key = (img.shape[0], img.device, img.dtype)
+        if key not in self._plans:
+            rows = self.source_rows(img.shape[0])
+            targets = [r for r in range(len(rows)) if rows[r] != r and (self.scope.rows is None or r in self.scope.rows)]
+            index = torch.tensor(targets, dtype=torch.long)
+            plan = (index, rows[index], self.row_alphas(img.shape[0])[index].to(img.dtype))
+            self._plans[key] = tuple(t.to(img.device) for t in plan)
+        return self._plans[key]
+
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
-        src_rows = self.source_rows(img.shape[0]).to(img.device)
-        src = img[src_rows]  # (B, N, D): each row's source
-        m_src = self.channels.mask(src)
+        targets, sources, alphas = self._plan(img)
+        if targets.numel() == 0:
+            return img
+        tgt, src = img[targets], img[sources]  # (T, N, D): only the rows that change
         if self.channels_from == "source":
-            m = m_src
+            m = self.channels.mask(src)
         elif self.channels_from == "target":
-            m = self.channels.mask(img)
+            m = self.channels.mask(tgt)
         else:
-            m = m_src | self.channels.mask(img)
-        M = m.to(img.dtype).unsqueeze(1)
-        p = resolve_tokens(self.tokens, img, ctx)
+            m = self.channels.mask(src) | self.channels.mask(tgt)
+        M = m.to(img.dtype).unsqueeze(1)  # (T, 1, D)
+        p = resolve_tokens(self.tokens, img, ctx)  # (B, N, 1) or None
         if p is not None:
-            M = p * M
-        is_target = (src_rows != torch.arange(img.shape[0], device=img.device)).view(-1, 1, 1)
-        weight = self.row_alphas(img.shape[0]).to(device=img.device, dtype=img.dtype) * M
-        new = torch.lerp(img, src, weight.expand_as(img))  # exact at both ends
-        return torch.where(is_target, _only_rows(new, img, self.scope.rows), img)
+            M = p[targets] * M
+        new = torch.lerp(tgt, src, (alphas * M).expand_as(tgt))  # exact at both ends
+        return img.index_copy(0, targets, new)

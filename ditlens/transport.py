@@ -70,28 +70,40 @@ class SpatialMask:
         self.origin, self.selector = origin, TopK(k, statistic)
         self.group_size, self.source_of = group_size, source_of
         self.user_mask, self.image_size = user_mask, image_size
+        self._plans: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._user_tokens: dict[tuple, torch.Tensor] = {}
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         B, N, _ = img.shape
         if self.origin == "all":
             return torch.ones(B, N, device=img.device)
         if self.origin == "user":
-            return mask_image_to_tokens(self.user_mask, N, self.image_size).to(img.device).expand(B, N)
-        # only target rows use p, and many targets share one source row: cluster each once
-        rows = source_rows(B, self.group_size, self.source_of).to(img.device)
-        targets = (rows != torch.arange(B, device=img.device)).nonzero().flatten()
+            if (N, img.device) not in self._user_tokens:  # once: no host-to-device copy per site
+                self._user_tokens[(N, img.device)] = mask_image_to_tokens(self.user_mask, N, self.image_size).to(img.device)
+            return self._user_tokens[(N, img.device)].expand(B, N)
+        targets, sources, which = self._plan(B, img.device)
         p = torch.zeros(B, N, device=img.device)
         if targets.numel() == 0:
             return p
-        sources, which = rows[targets].unique(return_inverse=True)
         src = img[sources]
-        fg = foreground_tokens(src, self.selector.mask(src))[which]  # (targets, N)
+        fg = foreground_tokens(src, self.selector.indices(src))[which]  # (targets, N)
         if self.origin != "source":
             tgt = img[targets]
-            fg_tgt = foreground_tokens(tgt, self.selector.mask(tgt))
+            fg_tgt = foreground_tokens(tgt, self.selector.indices(tgt))
             fg = fg_tgt if self.origin == "target" else fg | fg_tgt
-        p[targets] = fg.float()
-        return p
+        return p.index_copy(0, targets, fg.float())
+
+    def _plan(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(target rows, the distinct source rows, each target's position among them) on the
+        device, made once per batch size. Only target rows use p, and many targets share one
+        source row: each is clustered once. Made on the CPU: no host sync per site."""
+        key = (batch_size, device)
+        if key not in self._plans:
+            rows = source_rows(batch_size, self.group_size, self.source_of)
+            targets = (rows != torch.arange(batch_size)).nonzero().flatten()
+            sources, which = rows[targets].unique(return_inverse=True)
+            self._plans[key] = (targets.to(device), sources.to(device), which.to(device))
+        return self._plans[key]
 
 
 def mask_image_to_tokens(mask: torch.Tensor, n_tokens: int, image_size: tuple[int, int]) -> torch.Tensor:

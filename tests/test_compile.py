@@ -47,11 +47,11 @@ def run_steps(transformer, steps, compile_backend: str | None, **hook_kwargs):
 @pytest.fixture(scope="module")
 def recorded(model, steps):
     """(eager outputs, eager stats, compiled outputs, compiled stats, graphs, graph breaks)."""
-    eager_out, eager_run = run_steps(model.transformer, steps, None, record=RecordConfig())
+    eager_out, eager_run = run_steps(model.transformer, steps, None, record=RecordConfig(streams=("img", "txt")))
     dynamo.reset()
     counters.clear()
     try:
-        compiled_out, compiled_run = run_steps(model.transformer, steps, "eager", record=RecordConfig())
+        compiled_out, compiled_run = run_steps(model.transformer, steps, "eager", record=RecordConfig(streams=("img", "txt")))
         graphs = int(counters["stats"]["unique_graphs"])
         breaks = dict(counters["graph_break"])
     finally:
@@ -84,13 +84,6 @@ def test_recording_hooks_do_not_graph_break(recorded):
     assert breaks == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known performance bug: the site hook reads HookedRun.clock.step and Recorder.observe "
-    "adds a new (stream, statistic, step, site) key to Recorder._parts inside the compiled region; "
-    "dynamo guards on both, so every denoising step recompiles the whole transformer (after 8 steps "
-    "dynamo gives up and runs it eagerly). The fix is in docs/performance.md; remove this mark with it.",
-)
 def test_recording_compiles_once_for_all_steps(recorded):
     *_, graphs, _ = recorded
     assert graphs == 1
@@ -108,3 +101,19 @@ def test_compiled_edit_gives_the_same_output(model, steps):
         plain = model.transformer(**steps[0], return_dict=False)[0]
     assert not torch.allclose(eager_out[0], plain)  # the edit did act
     torch.testing.assert_close(compiled_out[0], eager_out[0], rtol=1e-5, atol=1e-6)
+
+
+def test_hooking_an_already_compiled_model_is_a_clear_error(model, steps):
+    """dynamo does not guard on module hooks by default: a graph traced before hooking would
+    silently skip them. ditlens notices the call in which no site hook ran."""
+    dynamo.reset()
+    try:
+        compiled = torch.compile(model.transformer, backend="eager")
+        with torch.no_grad():
+            compiled(**steps[0], return_dict=False)  # traced without hooks
+            with pytest.raises(RuntimeError, match=r"compiled \(torch.compile\) before ditlens.hooks"):
+                with hooks(model.transformer, record=RecordConfig()):
+                    compiled(**steps[0], return_dict=False)
+    finally:
+        dynamo.reset()
+    assert not getattr(model.transformer, "_ditlens_hooked")  # the context still cleaned up

@@ -42,7 +42,7 @@ def test_statistics_equal_direct_computation_and_steps_are_right(pipe):
     transformer = pipe.transformer
     captured, handles = _capture_outputs(transformer)
     try:
-        with ditlens.hooks(pipe, record=True) as run:
+        with ditlens.hooks(pipe, record=RecordConfig(streams=("img", "txt"))) as run:
             pipe(**flux_call_kwargs(batch=2, steps=3))
     finally:
         for h in handles:
@@ -76,6 +76,7 @@ def test_true_cfg_keeps_one_step_index_and_both_halves(pipe):
     assert stats.num_steps == 2
     assert stats.meta["calls_per_step"] == 2 and stats.num_rows == 2  # cond row, then uncond row
     assert not torch.equal(stats.img["abs_mean"][:, :, 0], stats.img["abs_mean"][:, :, 1])
+    assert stats.txt == {} and stats.txt_sites == []  # the default records the image stream only
 
 
 def test_no_hook_survives_the_context_even_after_an_exception(pipe):

@@ -65,3 +65,50 @@ def test_iou_and_miou_on_hand_made_cases():
     assert iou(~a, ~b).item() == pytest.approx(8 / 12)
     assert miou(a, b).item() == pytest.approx((4 / 8 + 8 / 12) / 2)
     assert iou(a, a).item() == 1.0 and iou(b & ~b, b & ~b).item() == 1.0
+
+
+def lloyd_reference(x: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """Textbook K = 2 Lloyd's algorithm with explicit distances (the seeds of kmeans2)."""
+    score = x.sum(-1)
+    rows = torch.arange(x.shape[0])
+    centres = torch.stack([x[rows, score.argmin(1)], x[rows, score.argmax(1)]], dim=1)
+    for _ in range(iterations):
+        label = torch.cdist(x, centres).argmin(-1)
+        for c in (0, 1):
+            members = (label == c).unsqueeze(-1)
+            count = members.sum(1)
+            mean = (x * members).sum(1) / count.clamp(min=1)
+            centres[:, c] = torch.where(count > 0, mean, centres[:, c])
+    return torch.cdist(x, centres).argmin(-1) == 1
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_kmeans_equals_textbook_lloyd(k):
+    gen = torch.Generator().manual_seed(k)
+    x = torch.rand(6, 256, k, generator=gen) ** 3  # skewed, like normalised massive channels
+    assert torch.equal(kmeans2(x), lloyd_reference(x))
+
+
+def test_channels_as_indices_or_mask_give_the_same_foreground():
+    x, truth = two_regions()
+    index = torch.tensor([[2, 15]] * 3)
+    mask = torch.zeros(3, 16, dtype=torch.bool).scatter_(1, index, True)
+    assert torch.equal(foreground_tokens(x, index), foreground_tokens(x, mask))
+    assert torch.equal(foreground_tokens(x, index).view(3, 8, 8), truth)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_replay_equals_eager_clustering():
+    import ditlens.masks as masks
+
+    gen = torch.Generator().manual_seed(0)
+    for B in (1, 2, 2, 3):  # a repeated shape replays the captured graph
+        x = (torch.randn(B, 4096, 3072, generator=gen) * 0.3).to("cuda", torch.bfloat16)
+        index = x.float().mean(1).abs().topk(4, dim=-1).indices
+        graphed = foreground_tokens(x, index)
+        masks.CUDA_GRAPHS = False
+        try:
+            eager = foreground_tokens(x, index)
+        finally:
+            masks.CUDA_GRAPHS = True
+        assert torch.equal(graphed, eager)
