@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from typing import Any
 
+from .outputs import output_folder
+
 EXAMPLES = {
     "generate": """examples:
   ditlens generate --prompt "a large red circle in the center on a gray background" --seeds 0 1 2 3
@@ -195,9 +197,7 @@ def _is_builtin(args: argparse.Namespace) -> bool:
 def _write_json(path: Path, data: Any) -> Path:
     import json
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)
+    path.write_text(json.dumps(data, indent=1, default=str))  # inside an output_folder: whole or not at all
     return path
 
 
@@ -219,12 +219,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     pipe = _load(args)
     images = generate(pipe, prompts, args.seeds, _settings(args), _prompt_kwargs(args))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     pil = to_pil(images)
-    for i, image in enumerate(pil):
-        image.save(out / f"image_{i:03d}.png")
-    image_grid(pil, out / "grid.png", columns=len(prompts), scale=4 if images.shape[-1] <= 64 else 1)
-    _write_json(out / "generate.json", {"prompts": prompts, "seeds": args.seeds, "model": args.model or "builtin"})
+    with output_folder(out) as tmp:
+        for i, image in enumerate(pil):
+            image.save(tmp / f"image_{i:03d}.png")
+        image_grid(pil, tmp / "grid.png", columns=len(prompts), scale=4 if images.shape[-1] <= 64 else 1)
+        _write_json(tmp / "generate.json", {"prompts": prompts, "seeds": args.seeds, "model": args.model or "builtin"})
     _say(args, f"wrote {len(pil)} images and grid.png to {out}/")
 
 
@@ -257,27 +257,29 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
     result = disrupt(pipe, config, prompt_kwargs=_prompt_kwargs(args), progress=progress)
     bar.close()
     out = Path(args.out)
-    result.save(out)
     metrics: dict[str, Any] = {"pixel_distance_to_unedited": result.distances()}
+    curves = {}
     if _is_builtin(args):
         from .metrics.fidelity import builtin_scores
 
         all_prompts = prompts * len(args.seeds)
         metrics["builtin"] = {c.label: builtin_scores(imgs, all_prompts) for c, imgs in result.images.items()}
-        curves = {}
         for rule in config.rules:
             ks = sorted({c.k for c in result.images if c.rule == rule})
             per_k = [[metrics["builtin"][c.label]["full_object_accuracy"] for c in result.images if c.rule == rule and c.k == k] for k in ks]
             spreads = [float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for v in per_k] if rule == "random" else None
             curves[rule] = (ks, [sum(v) / len(v) for v in per_k], spreads)
-        plot_metric_over_k(curves, out / "fidelity_over_k.png", "objects fully correct", "Zeroing channels: prompt fidelity")
-    _write_json(out / "metrics.json", metrics)
     rules, ks, cells = result.grid_rows(0)
     baseline = result.baseline[0]
-    plot_image_table(
-        [[baseline] + row for row in cells], out / "grid.png", [f"{r}-k" for r in rules], ["none"] + [f"k={k}" for k in ks],
-        title=f"zeroing channels: {prompts[0]}" if len(prompts[0]) < 90 else "zeroing channels",
-    )
+    with output_folder(out) as tmp:
+        result.save(tmp)
+        if curves:
+            plot_metric_over_k(curves, tmp / "fidelity_over_k.png", "objects fully correct", "Zeroing channels: prompt fidelity")
+        _write_json(tmp / "metrics.json", metrics)
+        plot_image_table(
+            [[baseline] + row for row in cells], tmp / "grid.png", [f"{r}-k" for r in rules], ["none"] + [f"k={k}" for k in ks],
+            title=f"zeroing channels: {prompts[0]}" if len(prompts[0]) < 90 else "zeroing channels",
+        )
     _say(args, f"wrote {out}/: grid.png, metrics.json, disrupt.json, one PNG per condition and image")
     for label, d in metrics["pixel_distance_to_unedited"].items():
         extra = ""
@@ -313,17 +315,19 @@ def cmd_segment(args: argparse.Namespace) -> None:
     if not 0 <= step < steps:
         raise ValueError(f"Step {step} is outside the schedule: 0..{steps - 1}.")
     out = Path(args.out)
-    result.save(out, truth)
     rows = []
     for i in range(min(n, 8)):
         row = [result.images[i]] + ([overlay(result.images[i], truth[i])] if truth is not None else [])
         row += [overlay(result.images[i], result.pixel_masks(rule, step, site)[i]) for rule in config.rules]
         rows.append(row)
     columns = ["image"] + (["truth"] if truth is not None else []) + [f"{r}" + ("" if r == "all" else f"-{args.k}") for r in config.rules]
-    plot_image_table(rows, out / "overlays.png", [f"#{i}" for i in range(len(rows))], columns, title=f"K=2 masks at {site}, step {step}")
-    if truth is not None:
-        table = result.miou_table(truth)
-        plot_miou_curves(table, result.sites, out / "miou_per_site.png", f"K=2 masks vs ground truth (k={args.k}, mean over steps)")
+    table = result.miou_table(truth) if truth is not None else None
+    with output_folder(out) as tmp:
+        result.save(tmp, truth)
+        plot_image_table(rows, tmp / "overlays.png", [f"#{i}" for i in range(len(rows))], columns, title=f"K=2 masks at {site}, step {step}")
+        if table is not None:
+            plot_miou_curves(table, result.sites, tmp / "miou_per_site.png", f"K=2 masks vs ground truth (k={args.k}, mean over steps)")
+    if table is not None:
         _say(args, "mIoU, best site (mean over steps):")
         for rule, t in table.items():
             per_site = t.mean(0)
@@ -403,10 +407,11 @@ def cmd_transport(args: argparse.Namespace) -> None:
 
     result = _run_transport(args, [args.alpha])
     out = Path(args.out)
-    paths = result.save(out)
     cells = [[result.source, result.target, result.transported[0]]]
     source_label = "reference" if args.reference else "source"
-    plot_image_table(cells, out / "strip.png", [""], [source_label, "target alone", f"transported a={args.alpha:g}"], cell_inches=1.8)
+    with output_folder(out) as tmp:
+        paths = result.save(tmp)
+        plot_image_table(cells, tmp / "strip.png", [""], [source_label, "target alone", f"transported a={args.alpha:g}"], cell_inches=1.8)
     _say(args, f"wrote {out}/: {', '.join(p.name for p in paths.values())}, strip.png")
 
 
@@ -419,14 +424,14 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
             raise ValueError(f"alpha must be within [0, 1]; got {a!r}.")
     result = _run_transport(args, list(args.alphas))
     out = Path(args.out)
-    result.save(out)
-    frames = out / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(to_pil(result.transported)):
-        image.save(frames / f"frame_{i:03d}_alpha{result.alphas[i]:.2f}.png")
     cells = [[result.source] + list(result.transported)]
-    plot_image_table(cells, out / "strip.png", [""], ["source"] + [f"a={a:g}" for a in result.alphas], title=f"{args.target}  <-  {args.source or args.reference}")
-    _say(args, f"wrote {out}/strip.png and {len(result.alphas)} frames in {frames}/")
+    with output_folder(out) as tmp:
+        result.save(tmp)
+        (tmp / "frames").mkdir(exist_ok=True)
+        for i, image in enumerate(to_pil(result.transported)):
+            image.save(tmp / "frames" / f"frame_{i:03d}_alpha{result.alphas[i]:.2f}.png")
+        plot_image_table(cells, tmp / "strip.png", [""], ["source"] + [f"a={a:g}" for a in result.alphas], title=f"{args.target}  <-  {args.source or args.reference}")
+    _say(args, f"wrote {out}/strip.png and {len(result.alphas)} frames in {out / 'frames'}/")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -468,15 +473,16 @@ def cmd_find(args: argparse.Namespace) -> None:
     )
     pipe = _load(args)
     result = find_channels(pipe, config, prompt_kwargs=_prompt_kwargs(args))
-    paths = result.save(out)
-    paths["top_vs_median"] = plot_top_vs_median(result.stats, out / "top_vs_median.png", args.statistic)
-    paths["atlas"] = plot_channel_atlas(result.stats, out / "channel_atlas.png", args.statistic)
-    if result.surface is not None:
-        site = result.stats.meta["surface_site"]
-        paths["surface"] = plot_magnitude_surface(result.surface, out / "surface.png", f"|x| at {site}, step {args.step}")
-    if result.images:
-        paths["images"] = image_grid(result.images, out / "images.png", columns=len(prompts), scale=4)
     summary = result.summary()
+    with output_folder(out) as tmp:
+        result.save(tmp)
+        plot_top_vs_median(result.stats, tmp / "top_vs_median.png", args.statistic)
+        plot_channel_atlas(result.stats, tmp / "channel_atlas.png", args.statistic)
+        if result.surface is not None:
+            site = result.stats.meta["surface_site"]
+            plot_magnitude_surface(result.surface, tmp / "surface.png", f"|x| at {site}, step {args.step}")
+        if result.images:
+            image_grid(result.images, tmp / "images.png", columns=len(prompts), scale=4)
     _say(args, f"wrote {out}/: stats.safetensors, channels.json, top_vs_median.png, channel_atlas.png, surface.png, images.png")
     for site, info in summary["sites"].items():
         _say(
@@ -651,17 +657,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+    except (ValueError, OSError) as err:  # OSError: missing file, disk full, unwritable folder, ...
         if os.environ.get("DITLENS_DEBUG"):
             raise
-        print(f"ditlens {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # disk full, unwritable folder, ...
-        if os.environ.get("DITLENS_DEBUG"):
-            raise
-        print(f"ditlens {args.command}: error: {err.strerror or err} ({err.filename or ''})", file=sys.stderr)
+        print(f"ditlens {args.command}: error: {_error_message(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _error_message(err: Exception) -> str:
+    """One paragraph; an OSError in its own words and the path it names, not "[Errno 28] ..."."""
+    if not isinstance(err, OSError) or err.strerror is None:
+        return str(err)
+    if err.filename is None or str(err.filename) in err.strerror:
+        return err.strerror
+    return f"{err.strerror}: {str(err.filename)!r}"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 from .channels import check_k, check_statistic, mean_pairwise_jaccard
 from .generation import GenerationSettings, check_prompts_and_seeds
 from .hooks import hooks
+from .outputs import output_folder
 from .record import ChannelStats, RecordConfig
 
 
@@ -100,16 +101,16 @@ class FindResult:
         }
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """stats.safetensors, channels.json and image_NNN.png, written whole or not at all."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"stats": self.stats.save(out / "stats.safetensors"), "channels": out / "channels.json"}
-        tmp = out / "channels.json.tmp"
-        tmp.write_text(json.dumps(self.summary(), indent=1))
-        tmp.replace(paths["channels"])
-        for i, image in enumerate(self.images):
-            paths[f"image_{i}"] = out / f"image_{i:03d}.png"
-            image.save(paths[f"image_{i}"])
-        return paths
+        names = {"stats": "stats.safetensors", "channels": "channels.json"}
+        names |= {f"image_{i}": f"image_{i:03d}.png" for i in range(len(self.images))}
+        with output_folder(out) as tmp:
+            self.stats.save(tmp / names["stats"])
+            (tmp / names["channels"]).write_text(json.dumps(self.summary(), indent=1))
+            for i, image in enumerate(self.images):
+                image.save(tmp / names[f"image_{i}"])
+        return {key: out / name for key, name in names.items()}
 
 
 def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any] | None = None) -> FindResult:

@@ -15,6 +15,12 @@ from .adapters import adapter_for
 
 BUILTIN = "builtin"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.load: a pickle, which can run code
+SAFETENSORS_ONLY = (
+    "ditlens loads only .safetensors weights (pickle weights such as .bin can run code when loaded). "
+    "Convert them once where you trust the files: DiffusionPipeline.from_pretrained(folder).save_pretrained(new_folder) "
+    "writes .safetensors."
+)
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -45,6 +51,23 @@ def _skipped_components(model_index: Path, without_text_encoders: bool) -> dict[
         if value == [None, None] or (without_text_encoders and name.startswith(("text_encoder", "tokenizer"))):
             skipped[name] = None
     return skipped
+
+
+def _check_safetensors(folder: Path, model_index: Path, skipped: dict[str, None]) -> None:
+    """Refuse a component folder with pickle weights and no .safetensors ones, before loading anything.
+
+    diffusers, asked for use_safetensors=True, would stop only at that component, with an
+    OSError about a missing file name."""
+    import json
+
+    for name, value in json.loads(model_index.read_text()).items():
+        component = folder / name
+        if name.startswith("_") or name in skipped or not isinstance(value, list) or not component.is_dir():
+            continue
+        files = [p.name for p in component.iterdir() if p.is_file()]
+        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        if pickles and not any(f.endswith(".safetensors") for f in files):
+            raise ValueError(f"Model folder {str(folder)!r}: component {name!r} has only pickle weights ({', '.join(pickles)}). {SAFETENSORS_ONLY}")
 
 
 def load_pipeline(
@@ -78,6 +101,7 @@ def load_pipeline(
                 "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
             )
         skipped = _skipped_components(path / "model_index.json", without_text_encoders)
+        _check_safetensors(path, path / "model_index.json", skipped)
         pipe = DiffusionPipeline.from_pretrained(
             str(path), dtype=torch_dtype, local_files_only=True, use_safetensors=True, **skipped
         )
@@ -87,6 +111,8 @@ def load_pipeline(
                 model, dtype=torch_dtype, local_files_only=not allow_download, use_safetensors=True
             )
         except Exception as err:  # diffusers raises several types for a missing model
+            if "safetensors" in str(err):  # diffusers: "Could not find the necessary `safetensors` weights in ..."
+                raise ValueError(f"Model {model!r} has no .safetensors weights. {SAFETENSORS_ONLY}") from None
             hint = "" if allow_download else " It is not in the local Hugging Face cache; pass --allow-download to fetch it."
             raise ValueError(
                 f"Cannot load model {model!r}: no such local folder, and loading it as a hub id failed "
