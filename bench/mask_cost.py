@@ -4,9 +4,10 @@
     python3 bench/mask_cost.py --size flux-full                # 4096 tokens x 3072 channels, CUDA
 
 What transport computes at every site and step for its spatial mask (`transport.SpatialMask`
-with mask="source"): the top-k channels of the source rows (`TopK(k).mask`), then
+with mask="source"): the top-k channels of the source rows (`TopK(k).indices`), then
 `ditlens.masks.foreground_tokens` on those channels (gather, min-max normalise, k-means
-with K = 2, 10 iterations). The block outputs it runs on are captured from a real forward;
+with K = 2, 10 iterations; on CUDA the clustering is one captured CUDA graph, and the
+eager kernels are timed too). The block outputs it runs on are captured from a real forward;
 the reference is one double-stream and one single-stream block forward on the same rows
 (the blocks' own inputs, captured in the same forward).
 
@@ -25,6 +26,7 @@ import torch
 
 import ditlens
 from ditlens.channels import TopK
+from ditlens import masks
 from ditlens.masks import foreground_tokens
 
 
@@ -92,16 +94,28 @@ def main() -> None:
     with torch.inference_mode():
         calls, img = capture_blocks(transformer, inputs)
         selector = TopK(args.k)
-        channels = selector.mask(img)
+        channels = selector.indices(img)
 
         def block(name: str) -> Any:
             module, a, kw = calls[name]
             return lambda: module(*a, **kw)
 
+        def eager_kernels() -> torch.Tensor:
+            masks.CUDA_GRAPHS = False
+            try:
+                return foreground_tokens(img, channels)
+            finally:
+                masks.CUDA_GRAPHS = True
+
+        graphed = " (one CUDA graph replay)" if on_gpu else ""
         cases = {
-            f"mask: TopK({args.k}).mask + foreground_tokens": lambda: foreground_tokens(img, selector.mask(img)),
-            f"  of which TopK({args.k}).mask (channel selection)": lambda: selector.mask(img),
-            "  of which foreground_tokens (gather, normalise, k-means)": lambda: foreground_tokens(img, channels),
+            f"mask: TopK({args.k}).indices + foreground_tokens": lambda: foreground_tokens(img, selector.indices(img)),
+            f"  of which TopK({args.k}).indices (channel selection)": lambda: selector.indices(img),
+            f"  of which foreground_tokens (gather, normalise, k-means){graphed}": lambda: foreground_tokens(img, channels),
+        }
+        if on_gpu:
+            cases["  foreground_tokens without the CUDA graph (eager kernels)"] = eager_kernels
+        cases |= {
             "one double-stream block forward": block("transformer_blocks"),
             "one single-stream block forward": block("single_transformer_blocks"),
         }

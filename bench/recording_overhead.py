@@ -36,21 +36,6 @@ from ditlens.record import Recorder
 TARGET = {"cpu": 1.10, "cuda": 1.03}
 
 
-class FusedStatistics:
-    """Observer computing the three statistics with one pass each (`vector_norm` reduces |x|
-    without materialising it): what `channels.channel_statistic` could do on the GPU."""
-
-    def __init__(self) -> None:
-        self.values: list[torch.Tensor] = []  # the last site's only: timing is what we want here
-
-    def __call__(self, img: torch.Tensor, txt: torch.Tensor | None, ctx: Any) -> None:
-        self.values = [
-            img.mean(dim=1, dtype=torch.float32).abs(),
-            torch.linalg.vector_norm(img, 1, dim=1, dtype=torch.float32) / img.shape[1],
-            torch.linalg.vector_norm(img, float("inf"), dim=1).float(),
-        ]
-
-
 def load_model(
     name: str, device: torch.device, seed: int, images: int, blocks: tuple[int, int] | None = None
 ) -> tuple[torch.nn.Module, dict, list[str]]:
@@ -96,9 +81,8 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="measure under torch.compile instead (see above)")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend for --compile (default inductor)")
-    parser.add_argument("--fused", action="store_true", help="also time one-pass statistics (default on CUDA)")
     parser.add_argument(
-        "--breakdown", action="store_true", help="also time hooks that record nothing (default on CUDA)"
+        "--breakdown", action="store_true", help="also time idle hooks and other RecordConfigs (default on CUDA)"
     )
     parser.add_argument(
         "--blocks",
@@ -139,13 +123,12 @@ def main() -> None:
 
         return run
 
-    default = "ditlens record (default: img+txt, 3 statistics, fp32)"
+    default = "ditlens record (default: img, 3 statistics, fp32)"
     cases = {"plain diffusers": plain, default: hooked(RecordConfig())}
     if on_gpu or args.breakdown:
         cases["ditlens hooks attached, nothing recorded"] = hooked(False)
-    if on_gpu or args.fused:
-        cases["ditlens record (img, abs_mean only)"] = hooked(RecordConfig(statistics=("abs_mean",), streams=("img",)))
-        cases["observer: 3 img statistics, one pass each (proposed)"] = hooked(False, (FusedStatistics(),))
+        cases["ditlens record (img + txt, 3 statistics)"] = hooked(RecordConfig(streams=("img", "txt")))
+        cases["ditlens record (img, abs_mean only)"] = hooked(RecordConfig(statistics=("abs_mean",)))
 
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)
@@ -228,11 +211,11 @@ def isolated_costs(
         return run
 
     def observe_all() -> None:
-        recorder = Recorder(RecordConfig())
-        for site, (img, txt) in zip(names, captured):
-            recorder.observe(site, 0, img, txt)
+        recorder = Recorder(RecordConfig(), names)
+        for index, (img, txt) in enumerate(captured):
+            recorder.reduce(index, img, txt)
 
-    cases = {"Recorder.observe, default RecordConfig (all of the recording work)": observe_all}
+    cases = {"Recorder.reduce, default RecordConfig (all of the recording work)": observe_all}
     for stream, label in ((0, "img"), (1, "txt")):
         for name in STATISTICS:
             cases[f"  of which {name} on {label}"] = statistic(stream, name)

@@ -29,8 +29,16 @@ from ditlens.transport import TransportConfig, transport_text
 TARGET = 1.10
 
 
-def load(name: str, seed: int) -> tuple[Any, str, GenerationSettings, dict[str, Any] | None]:
+def load(name: str, seed: int, device: torch.device) -> tuple[Any, str, GenerationSettings, dict[str, Any] | None]:
     """(pipeline, description, size settings, prompt embeddings or None for text prompts)."""
+    if name == "flux-full":
+        common.require_cuda(device, "--pipeline flux-full")
+        pipe, embeds = common.flux_full_pipeline(device, seed)
+        note = (
+            "FluxPipeline with the FLUX.1 [dev] transformer (random bf16 weights), a small random VAE, "
+            "random prompt embeddings (512 T5 tokens); 1024x1024, guidance-distilled (no CFG): 2 rows per call"
+        )
+        return pipe, note, GenerationSettings(height=1024, width=1024, guidance_scale=3.5), embeds
     if name == "builtin":
         pipe, note = common.builtin_pipeline(seed)
         return pipe, note, GenerationSettings(), None
@@ -49,20 +57,24 @@ def load(name: str, seed: int) -> tuple[Any, str, GenerationSettings, dict[str, 
 
 def main() -> None:
     parser = common.base_parser(__doc__)
-    parser.add_argument("--pipeline", choices=["builtin", "tiny-flux"], default="builtin")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 12, --quick 4)")
+    parser.add_argument("--pipeline", choices=["builtin", "tiny-flux", "flux-full"], default="builtin")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default 12, --quick or flux-full 4)"
+    )
     parser.add_argument("--k", type=int, default=4, help="channels moved per site and step")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     args = parser.parse_args()
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)
-    steps = args.steps or (4 if args.quick else 12)
+    steps = args.steps or (4 if args.quick or args.pipeline == "flux-full" else 12)
     repeats = args.repeats or (2 if args.quick else 4)
     warmup = 1 if args.warmup is None else args.warmup
 
-    pipe, note, size, embeds = load(args.pipeline, args.seed)
+    pipe, note, size, embeds = load(args.pipeline, args.seed, device)
     pipe.to(device)
-    settings = GenerationSettings(num_inference_steps=steps, height=size.height, width=size.width)
+    settings = GenerationSettings(
+        num_inference_steps=steps, height=size.height, width=size.width, guidance_scale=size.guidance_scale
+    )
     source, target = EXAMPLE_TRANSPORT_PAIRS[0]
     common.print_header(
         f"transport cost ({args.pipeline})",
@@ -104,6 +116,7 @@ def main() -> None:
         cases["ditlens transport_text (mask='all': no K=2 masks)"] = transported("all")
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)
+        peaks = {name: common.peak_memory(fn, device) for name, fn in cases.items()}
 
     with torch.inference_mode():
         prompt_args = embeds if embeds is not None else {"prompt": [source, target]}
@@ -118,13 +131,27 @@ def main() -> None:
             common.ratio_error(t, base),
             common.paired_ratio(t, base, cpu=True),
             common.min_ratio(t, base),
+            common.megabytes(peaks[n]),
+            common.memory_ratio(peaks[n], peaks["plain diffusers, batch 2"]),
         ]
         for n, t in timings.items()
     ]
     common.print_table(
-        ["generation", "median s", "+/- s", "paired ratio", "+/- s.e.", "CPU-time ratio", "ratio of minima"], rows
+        [
+            "generation",
+            "median s",
+            "+/- s",
+            "paired ratio",
+            "+/- s.e.",
+            "CPU-time ratio",
+            "ratio of minima",
+            "peak MB",
+            "peak ratio",
+        ],
+        rows,
     )
     print(common.RATIO_LEGEND)
+    print("peak: tensor bytes allocated above what was live before the call (weights and inputs excluded)")
     print()
     steps_sites = steps * len(parts["sites"])
     print(
@@ -137,6 +164,8 @@ def main() -> None:
     common.print_table(["work", "ms per site-step", "+/- ms", "% of a plain generation"], rows)
     ratio, error = common.paired_ratio(timings[default], base), common.ratio_error(timings[default], base)
     print(f"RESULT transport vs plain batch 2: x{ratio:.3f} +/- {error:.3f} -> {common.verdict(ratio, TARGET, error)}")
+    memory = common.memory_ratio(peaks[default], peaks["plain diffusers, batch 2"])
+    print(f"RESULT transport peak memory vs plain batch 2: {f'x{memory:.3f}' if isinstance(memory, float) else memory}")
     common.print_footer()
 
 

@@ -31,15 +31,20 @@ def check_k(k: int, num_channels: int) -> None:
 
 
 def channel_statistic(img: torch.Tensor, statistic: str = "abs_mean") -> torch.Tensor:
-    """(B, N, D) tokens -> (B, D) float32 statistic: one reduction pass over the tokens each,
-    accumulated in float32, with no upcast or |x| copy of the tokens (`vector_norm` reduces
-    |x| on the fly)."""
+    """(B, N, D) tokens -> (B, D) float32 statistic, accumulated in float32 without a float32
+    copy of the tokens. On CUDA, |x| statistics are one `vector_norm` pass with no |x| copy;
+    on the CPU, where `vector_norm` is 7-14x slower than `abs()` plus a reduction (measured on
+    (4, 256, 256) float32, one thread), they take the copy."""
     if statistic == "abs_mean":
         return img.mean(dim=1, dtype=torch.float32).abs()
     if statistic == "mean_abs":
-        return torch.linalg.vector_norm(img, 1, dim=1, dtype=torch.float32) / img.shape[1]
+        if img.is_cuda:
+            return torch.linalg.vector_norm(img, 1, dim=1, dtype=torch.float32) / img.shape[1]
+        return img.abs().mean(dim=1, dtype=torch.float32)
     if statistic == "max_abs":
-        return torch.linalg.vector_norm(img, float("inf"), dim=1).float()
+        if img.is_cuda:
+            return torch.linalg.vector_norm(img, float("inf"), dim=1).float()
+        return img.abs().amax(dim=1).float()
     check_statistic(statistic)
     raise AssertionError("unreachable")
 

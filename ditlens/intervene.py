@@ -187,5 +187,5 @@ class ReplaceFromRows:
         p = resolve_tokens(self.tokens, img, ctx)  # (B, N, 1) or None
         if p is not None:
             M = p[targets] * M
-        new = torch.lerp(tgt, src, (alphas * M).expand_as(tgt))  # exact at both ends
-        return img.index_copy(0, targets, new)
+        tgt.lerp_(src, alphas * M)  # in place on the gathered copy; lerp is exact at both ends
+        return img.index_copy(0, targets, tgt)
