@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 6 in one unattended go, in under 8 minutes, on one CUDA GPU
+# Every GPU measurement of issues 5 and 6 in one unattended go, in under 10 minutes, on one CUDA GPU
 # (written for an H100 80 GB: two full-size FLUX.1 transformers in bf16, 48 GB, must fit).
 # Everything goes to $OUT/gpu_bench.log (bench/out/gpu_bench.log where OUT is unset).
 #
@@ -11,8 +11,9 @@
 # importlib_metadata, filelock, huggingface-hub>=1.32, numpy, regex, requests, safetensors>=0.8
 # and Pillow (the device image's python had most of them in 2026-11; check with pip there).
 # nnsight is optional (bench/nnsight_compare.py then compares ditlens with naive hooks only);
-# to include it, carry nnsight 0.8.1 and those of its needs the device lacks (cloudpickle,
-# greenlet, zstandard, websocket-client, pydantic, pyyaml, httpx, transformers, tqdm).
+# to include it, carry nnsight 0.8.1 and those of its needs the device lacks (greenlet,
+# pydantic with pydantic-core, annotated-types and typing-inspection, websocket-client,
+# zstandard; the device image had the rest in 2026-11). bench/offload.py needs accelerate.
 #
 # Order: cheap and independent first, torch.compile last, each step under `timeout` against
 # what is left of the budget, so one slow step cannot cost the others their figures.
@@ -58,13 +59,16 @@ step() {  # step LIMIT_S SCRIPT ARGS...: run one bench script within LIMIT_S and
     exit 1
   }
   "$PY" -c "import nnsight; print('nnsight', nnsight.__version__)" 2>/dev/null || echo "nnsight: not installed (optional)"
+  step 60 -m pytest -q -p no:cacheprovider tests/test_masks.py  # CUDA-graph clustering equals the eager kernels
   step 90 bench/mask_cost.py --size flux-full
   step 150 bench/recording_overhead.py --model flux-full
-  step 130 bench/nnsight_compare.py --model flux-full
+  step 120 bench/transport_cost.py --pipeline flux-full
   step 60 bench/transport_cost.py --device cuda
-  # compile: FLUX.1 width at reduced depth, so that plain, hooked and (while recording still
-  # recompiles per step) the step-1 recompile fit the budget; the per-block overhead is what counts
-  step 400 bench/recording_overhead.py --model flux-full --blocks 4,8 --compile --repeats 10
+  step 150 bench/offload.py
+  step 150 bench/nnsight_compare.py --model flux-full
+  # compile: FLUX.1 width at reduced depth first (compiles in a fraction of the time), then
+  # the whole model if the budget allows; the per-block overhead is what counts
+  step 200 bench/recording_overhead.py --model flux-full --blocks 4,8 --compile --repeats 10
   step 400 bench/recording_overhead.py --model flux-full --compile --repeats 10
   echo "================================================================================"
   echo "total $((SECONDS - start)) s"
