@@ -59,13 +59,13 @@ step() {  # step LIMIT_S SCRIPT ARGS...: run one bench script within LIMIT_S and
     exit 1
   }
   "$PY" -c "import nnsight; print('nnsight', nnsight.__version__)" 2>/dev/null || echo "nnsight: not installed (optional)"
-  step 60 -m pytest -q -p no:cacheprovider tests/test_masks.py  # CUDA-graph clustering equals the eager kernels
-  step 90 bench/mask_cost.py --size flux-full
-  step 150 bench/recording_overhead.py --model flux-full
-  step 120 bench/transport_cost.py --pipeline flux-full
+  step 90 -m pytest -q -p no:cacheprovider tests/test_masks.py  # CUDA-graph clustering equals the eager kernels
+  step 80 bench/mask_cost.py --size flux-full
+  step 80 bench/recording_overhead.py --model flux-full --repeats 10
+  step 110 bench/transport_cost.py --pipeline flux-full
+  step 120 bench/offload.py --modes model
+  step 100 bench/nnsight_compare.py --model flux-full --repeats 10
   step 60 bench/transport_cost.py --device cuda
-  step 150 bench/offload.py
-  step 150 bench/nnsight_compare.py --model flux-full
   # compile: FLUX.1 width at reduced depth first (compiles in a fraction of the time), then
   # the whole model if the budget allows; the per-block overhead is what counts
   step 200 bench/recording_overhead.py --model flux-full --blocks 4,8 --compile --repeats 10

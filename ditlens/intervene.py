@@ -176,16 +176,33 @@ class ReplaceFromRows:
         targets, sources, alphas = self._plan(img)
         if targets.numel() == 0:
             return img
-        tgt, src = img[targets], img[sources]  # (T, N, D): only the rows that change
-        if self.channels_from == "source":
-            m = self.channels.mask(src)
-        elif self.channels_from == "target":
-            m = self.channels.mask(tgt)
-        else:
-            m = self.channels.mask(src) | self.channels.mask(tgt)
-        M = m.to(img.dtype).unsqueeze(1)  # (T, 1, D)
         p = resolve_tokens(self.tokens, img, ctx)  # (B, N, 1) or None
-        if p is not None:
-            M = p[targets] * M
-        tgt.lerp_(src, alphas * M)  # in place on the gathered copy; lerp is exact at both ends
+        weight = alphas if p is None else alphas * p[targets]  # (T, N or 1, 1)
+        if self.channels_from != "union" and hasattr(self.channels, "channel_indices"):
+            return self._replace_selected(img, targets, sources, weight)
+        # selectors act per row: selecting on all rows, then picking, equals selecting on the picks
+        m = self.channels.mask(img)
+        if self.channels_from == "source":
+            m = m[sources]
+        elif self.channels_from == "target":
+            m = m[targets]
+        else:
+            m = m[sources] | m[targets]
+        tgt = img[targets]  # (T, N, D): only the rows that change
+        tgt.lerp_(img[sources], weight * m.to(img.dtype).unsqueeze(1))  # lerp is exact at both ends
         return img.index_copy(0, targets, tgt)
+
+    def _replace_selected(
+        self, img: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """The same edit for selectors that give channel indices (k per row, e.g. TopK): it
+        touches only the (T, N, k) selected values instead of (T, N, D) rows, the same
+        arithmetic on them (measured on FLUX.1 blocks: see docs/performance.md)."""
+        chosen = self.channels.channel_indices(img)  # (B, k)
+        chosen = chosen[sources] if self.channels_from == "source" else chosen[targets]
+        tokens = torch.arange(img.shape[1], device=img.device).view(1, -1, 1)
+        where = (targets.view(-1, 1, 1), tokens, chosen.unsqueeze(1))  # -> (T, N, k) positions
+        values = img[where].lerp(img[(sources.view(-1, 1, 1), tokens, chosen.unsqueeze(1))], weight)
+        out = img.clone()
+        out[where] = values
+        return out

@@ -9,12 +9,14 @@ initialisation: the two seeds are the tokens with the lowest and highest summed 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 KMEANS_ITERATIONS = 10  # two well-separated clusters converge in a few steps; fixed: no host sync
 CUDA_GRAPHS = True  # on CUDA, replay the clustering as one captured graph (launch-bound work)
+COMPILE_ON_CUDA = True  # and fuse its ~220 small kernels with torch.compile first (falls back if it fails)
 
 
 def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
@@ -68,7 +70,7 @@ def foreground_tokens(img: torch.Tensor, channels: torch.Tensor | None = None) -
     """K = 2 foreground per sample.
 
     img: (B, N, D) image tokens. channels: which channels to use, as a (B, D) bool mask with
-    the same count in every row, or as (B, k) channel indices (e.g. `TopK.indices`: no host
+    the same count in every row, or as (B, k) channel indices (e.g. `TopK.channel_indices`: no host
     synchronisation), or None for all channels. Returns (B, N) bool."""
     x = img
     if channels is not None:
@@ -87,24 +89,39 @@ _GRAPHS: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = 
 
 
 def _graphed_cluster_foreground(x: torch.Tensor) -> torch.Tensor:
-    """`cluster_foreground` captured once per shape as a CUDA graph and replayed: ~100 small
-    kernels become one launch (they cost launch time, not arithmetic)."""
-    key = (tuple(x.shape), x.dtype, x.device)
+    """`cluster_foreground` captured once per shape as a CUDA graph and replayed: its ~220
+    tiny kernels cost launch time, not arithmetic (measured in bench/mask_cost.py). With
+    COMPILE_ON_CUDA, inductor fuses them first (compiled once per shape, in seconds)."""
+    key = (tuple(x.shape), x.dtype, x.device, COMPILE_ON_CUDA)
     if key not in _GRAPHS:
         static_in = x.clone()
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
-            cluster_foreground(static_in)  # warm-up outside the capture, as CUDA graphs require
+            cluster = _warm_cluster_function(static_in)  # warm-up outside the capture, as CUDA graphs require
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = cluster_foreground(static_in)
+            static_out = cluster(static_in)
         _GRAPHS[key] = (graph, static_in, static_out)
     graph, static_in, static_out = _GRAPHS[key]
     static_in.copy_(x)
     graph.replay()
     return static_out.clone()
+
+
+def _warm_cluster_function(x: torch.Tensor):
+    """The clustering to capture, already run twice on x: compiled if it compiles, else eager."""
+    if COMPILE_ON_CUDA:
+        try:
+            compiled = torch.compile(cluster_foreground, dynamic=False, fullgraph=True)
+            compiled(x)
+            compiled(x)
+            return compiled
+        except Exception as error:  # no Triton or no C compiler: the eager kernels still work
+            warnings.warn(f"ditlens: compiling the K=2 clustering failed ({error!r}); using eager kernels.")
+    cluster_foreground(x)
+    return cluster_foreground
 
 
 def token_grid(n_tokens: int, height: int | None = None, width: int | None = None) -> tuple[int, int]:

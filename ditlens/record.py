@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .channels import STATISTICS, channel_statistic, check_statistic, top_k_mask
+from .channels import STATISTICS, channel_reduction, check_statistic, finish_statistic, top_k_mask
 
 STREAMS = ("img", "txt")
 
@@ -180,20 +180,22 @@ class Recorder:
         self.sites = list(sites)
         self.slots: list[tuple[torch.Tensor | None, ...] | None] = [None] * len(sites)  # this call, per site
         self._hidden_slots: list[torch.Tensor | None] = [None] * len(sites)
+        self._tokens: list[tuple[int, int | None]] = [(0, None)] * len(sites)  # (image, text) tokens per site
         self._keeps_hidden = [site in config.keep_hidden for site in sites]
         self._calls: list[tuple[int, list[tuple[torch.Tensor | None, ...]]]] = []  # (step, per-site values)
         self._hidden: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
 
     @torch.no_grad()
     def reduce(self, index: int, img: torch.Tensor, txt: torch.Tensor | None) -> None:
-        """Site `index`'s statistics of this call, in the order streams x statistics."""
+        """Site `index`'s reductions of this call, in the order streams x statistics: one
+        pass each; `result` finishes them into statistics, for all sites and steps at once."""
         streams = {"img": img, "txt": txt}
-        dtype = self.config.storage_dtype
         self.slots[index] = tuple(
-            None if streams[stream] is None else channel_statistic(streams[stream], statistic).to(dtype)
+            None if streams[stream] is None else channel_reduction(streams[stream], statistic)
             for stream in self.config.streams
             for statistic in self.config.statistics
         )
+        self._tokens[index] = (img.shape[1], None if txt is None else txt.shape[1])
         if self._keeps_hidden[index]:
             self._hidden_slots[index] = img.detach()
 
@@ -231,11 +233,11 @@ class Recorder:
             sites = [i for i, has in enumerate(has_txt) if has or stream == "img"]
             if not sites:
                 continue
-            per_step = [
-                torch.stack([torch.cat([call[i][position] for call in by_step[step]]) for i in sites])
-                for step in steps
-            ]
-            tables[stream][statistic] = torch.stack(per_step).cpu()
+            per_site_step = [_rows([call[i][position] for call in by_step[step]]) for step in steps for i in sites]
+            table = torch.stack(per_site_step).view(len(steps), len(sites), *per_site_step[0].shape)
+            n_tokens = self._tokens[sites[0]][0 if stream == "img" else 1]
+            finished = finish_statistic(table, statistic, n_tokens).to(self.config.storage_dtype)
+            tables[stream][statistic] = finished.cpu()
         hidden = {}
         for site in self.config.keep_hidden:
             kept = [torch.cat(self._hidden[(step, site)]) for step in steps if (step, site) in self._hidden]
@@ -249,3 +251,8 @@ class Recorder:
             hidden=hidden,
             meta=meta,
         )
+
+
+def _rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One step's rows of a site: the calls of that step, in call order."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -86,10 +86,10 @@ class SpatialMask:
         if targets.numel() == 0:
             return p
         src = img[sources]
-        fg = foreground_tokens(src, self.selector.indices(src))[which]  # (targets, N)
+        fg = foreground_tokens(src, self.selector.channel_indices(src))[which]  # (targets, N)
         if self.origin != "source":
             tgt = img[targets]
-            fg_tgt = foreground_tokens(tgt, self.selector.indices(tgt))
+            fg_tgt = foreground_tokens(tgt, self.selector.channel_indices(tgt))
             fg = fg_tgt if self.origin == "target" else fg | fg_tgt
         return p.index_copy(0, targets, fg.float())
 

@@ -96,3 +96,29 @@ def test_replace_with_user_mask_restricts_to_its_tokens():
 def test_zero_with_bad_token_mask_length():
     with pytest.raises(ValueError, match="Token mask covers 3 tokens but the image stream has 10"):
         ZeroChannels(TopK(1), tokens=torch.ones(3))(planted(), CTX)
+
+
+class _MaskOnly:
+    """TopK seen through the generic selector protocol only (no channel_indices)."""
+
+    def __init__(self, k: int):
+        self.inner = TopK(k)
+
+    def mask(self, img: torch.Tensor) -> torch.Tensor:
+        return self.inner.mask(img)
+
+    def validate(self, num_channels: int) -> None:
+        self.inner.validate(num_channels)
+
+
+@pytest.mark.parametrize("channels_from", ["source", "target"])
+def test_replace_on_selected_channels_equals_the_generic_mask_path(channels_from):
+    gen = torch.Generator().manual_seed(3)
+    img = torch.randn(6, 16, 32, generator=gen).to(torch.bfloat16)  # 2 CFG halves x 3 prompts
+    tokens = (torch.rand(6, 16, generator=gen) > 0.5).float()
+    ctx = HookContext("transformer_blocks.0", 0, 0, 6)
+    common = dict(source_of={1: 0, 2: 0}, group_size=3, tokens=tokens, alphas={1: 0.5, 2: 1.0}, channels_from=channels_from)
+    fast = ReplaceFromRows(channels=TopK(4), **common)(img, ctx)
+    generic = ReplaceFromRows(channels=_MaskOnly(4), **common)(img, ctx)
+    assert torch.equal(fast, generic)
+    assert torch.equal(fast[0::3], img[0::3]) and not torch.equal(fast[2::3], img[2::3])

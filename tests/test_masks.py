@@ -98,17 +98,21 @@ def test_channels_as_indices_or_mask_give_the_same_foreground():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-def test_cuda_graph_replay_equals_eager_clustering():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_graph_replay_equals_eager_clustering(compiled, monkeypatch):
     import ditlens.masks as masks
 
+    monkeypatch.setattr(masks, "COMPILE_ON_CUDA", compiled)
     gen = torch.Generator().manual_seed(0)
     for B in (1, 2, 2, 3):  # a repeated shape replays the captured graph
-        x = (torch.randn(B, 4096, 3072, generator=gen) * 0.3).to("cuda", torch.bfloat16)
+        x = torch.randn(B, 4096, 3072, generator=gen).to("cuda", torch.bfloat16)
+        x[:, :1500, :8] += 2.0  # a planted foreground on the strongest channels
         index = x.float().mean(1).abs().topk(4, dim=-1).indices
         graphed = foreground_tokens(x, index)
-        masks.CUDA_GRAPHS = False
-        try:
-            eager = foreground_tokens(x, index)
-        finally:
-            masks.CUDA_GRAPHS = True
-        assert torch.equal(graphed, eager)
+        monkeypatch.setattr(masks, "CUDA_GRAPHS", False)
+        eager = foreground_tokens(x, index)
+        monkeypatch.setattr(masks, "CUDA_GRAPHS", True)
+        if compiled:  # fused reductions may sum in another order: a boundary token may flip
+            assert (graphed == eager).float().mean() > 0.999
+        else:
+            assert torch.equal(graphed, eager)
