@@ -33,7 +33,8 @@ EXAMPLES = {
                     --target "a large blue square in the center on a gray background"
   ditlens transport --source "..." --target "..." --alpha 0.5 --mask union --window 0 8
   ditlens transport --reference ref.png --reference-prompt "a large red circle on the left on a gray background" \
-                    --target "a large blue square on the right on a black background" """,
+                    --target "a large blue square on the right on a black background"
+  ditlens transport --reference ref.png --reference-path invert --target "..."   # reference inverted along the ODE""",
     "interpolate": """examples:
   ditlens interpolate --source "a large red circle in the center on a gray background" \
                       --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1""",
@@ -380,6 +381,7 @@ def _run_transport(args: argparse.Namespace, alphas: list[float]):
         return transport_image(
             pipe, reference, args.target, config, reference_prompt=args.reference_prompt or "", alphas=alphas,
             seed=args.target_seed, mask_image=mask_image, prompt_embeds=_transport_embeds(args, 2 + len(alphas)),
+            reference_path=args.reference_path,
         )
     return transport_text(
         pipe, args.source, args.target, config, alphas=alphas, source_seed=args.source_seed,
@@ -604,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--target", required=True, help="target prompt")
         g.add_argument("--reference", default=None, help="reference image (image-conditioned transport)")
         g.add_argument("--reference-prompt", default=None, help="caption of the reference (default: empty)")
+        g.add_argument("--reference-path", choices=["renoise", "invert"], default="renoise",
+                       help="how the reference reaches each step's noise level: fixed noise (default) or "
+                            "its inversion along the flow ODE (one more generation's time)")
         if name == "transport":
             g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1: the paper's rule)")
         else:

@@ -6,13 +6,17 @@ and `p` a K = 2 spatial mask. Source and target run in ONE batch (with CFG, one 
 both halves), so a transported image costs about one batch-2 generation.
 
 Text-conditioned: the source row is prompt A's own trajectory. Image-conditioned: the
-source row is a reference image, re-noised after every step to that step's noise level
-with fixed noise (a `callback_on_step_end` writes it into the latents).
+source row is a reference image, put after every step at that step's noise level (a
+`callback_on_step_end` writes it into the latents): re-noised with fixed noise (default),
+or taken from the reference's own inversion along the flow ODE (`reference_path="invert"`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,11 @@ from .intervene import ReplaceFromRows, Scope, source_rows
 from .masks import foreground_tokens, token_grid
 
 MASK_ORIGINS = ("source", "target", "union", "all", "user")
+#: how the reference reaches each step's noise level in image-conditioned transport
+REFERENCE_PATHS = {
+    "renoise": "the reference mixed with fixed noise at each step's sigma (no model call)",
+    "invert": "the reference carried up the flow ODE by Euler steps (one extra generation's cost)",
+}
 
 
 @dataclass
@@ -237,11 +246,13 @@ def transport_image(
     include_target: bool = True,
     mask_image: torch.Tensor | None = None,
     prompt_embeds: dict[str, torch.Tensor] | None = None,
+    reference_path: str = "renoise",
 ) -> TransportResult:
     """A reference image's massive activations into a new prompt's generation.
 
     reference: (3, H, W) in [0, 1], the size the pipeline generates. At each step the source
-    row holds the reference noised to that step's level with fixed noise."""
+    row holds the reference at that step's noise level: mixed with fixed noise
+    (`reference_path="renoise"`) or on its inverted ODE path (`"invert"`, see `invert`)."""
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
     alphas = alphas if alphas is not None else [config.alpha]
@@ -251,26 +262,36 @@ def transport_image(
             f"Reference image is {tuple(reference.shape[-2:])} (H, W) but the pipeline generates {tuple(size)}; "
             "resize it first (ditlens transport --reference resizes with a note)."
         )
+    if reference_path not in REFERENCE_PATHS:
+        raise ValueError(f"Unknown reference path {reference_path!r}. Allowed: {', '.join(REFERENCE_PATHS)}.")
     x0 = adapter.image_to_latents(pipe, reference[None])  # (1, ...) in the pipeline's latent layout
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen).to(x0)
     target_noise = torch.randn(x0.shape, generator=gen).to(x0)
     n_targets = int(include_target) + len(alphas)
-    prompts = [reference_prompt] + [target_prompt] * n_targets
-    latents = torch.cat([noise, target_noise.expand(n_targets, *x0.shape[1:])])
+    prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": [reference_prompt] + [target_prompt] * n_targets}
+    if reference_path == "invert":
+        levels = invert(pipe, x0, _first_row(prompt_args), config.generation)
+    else:
+        levels = None
+    start = levels[0] if levels is not None else noise
+    latents = torch.cat([start.to(x0), target_noise.expand(n_targets, *x0.shape[1:])])
 
     def renoise(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """After step i the latents sit at sigmas[i + 1]: put the reference there too."""
         current = kwargs["latents"]
-        sigma = float(pipeline.scheduler.sigmas[i + 1])
-        current[:1] = ((1 - sigma) * x0 + sigma * noise).to(current)
+        if levels is not None:
+            current[:1] = levels[i + 1].to(current)
+        else:
+            sigma = float(pipeline.scheduler.sigmas[i + 1])
+            current[:1] = ((1 - sigma) * x0 + sigma * noise).to(current)
         return {"latents": current}
 
     # flow matching starts from pure noise (sigma = 1): the source row starts as its fixed noise
-    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), mask_image, size)
+    edit = _edit(config, alphas, 1 + int(include_target), 1 + n_targets, mask_image, size)
     with hooks(pipe, edits=[edit]):
         output = pipe(
-            **(prompt_embeds if prompt_embeds is not None else {"prompt": prompts}),
+            **prompt_args,
             latents=latents,
             output_type="pt",
             callback_on_step_end=renoise,
@@ -278,7 +299,12 @@ def transport_image(
             **config.generation.kwargs(),
         )
     images = _images(output)
-    settings = _settings(config, alphas) | {"reference_prompt": reference_prompt, "target_prompt": target_prompt, "seed": seed}
+    settings = _settings(config, alphas) | {
+        "reference_prompt": reference_prompt,
+        "target_prompt": target_prompt,
+        "seed": seed,
+        "reference_path": reference_path,
+    }
     return TransportResult(
         source=reference.float().cpu(),
         target=images[1] if include_target else None,
@@ -286,6 +312,61 @@ def transport_image(
         alphas=alphas,
         settings=settings,
     )
+
+
+def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: GenerationSettings) -> list[torch.Tensor]:
+    """Carry clean latents `x0` (1, ...) up the flow ODE: Euler steps over the generation's
+    own sigmas in reverse order, the velocity taken at the start of each interval (the
+    usual inversion of a flow-matching Euler sampler), conditioned on `prompt_args` (one row)
+    with the same settings as the generation. Returns the latents at each sigma of the
+    generation schedule, `levels[i]` at sigma_i, `levels[0]` the start (sigma_0, noise
+    level 1) and `levels[-1] = x0`: what the sampler would have to pass through to land on
+    x0. Runs the pipeline itself with its schedule flipped, so it needs a flow-matching Euler
+    scheduler (`FlowMatchEulerDiscreteScheduler`)."""
+    scheduler = pipe.scheduler
+    if type(scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
+        raise ValueError(
+            f"ODE inversion needs a FlowMatchEulerDiscreteScheduler; {type(pipe).__name__} uses "
+            f"{type(scheduler).__name__}. Use reference_path='renoise' (--reference-path renoise)."
+        )
+    path = [x0.detach().cpu()]
+
+    def keep(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        path.append(kwargs["latents"].detach().cpu())
+        return {}
+
+    with _reversed_schedule(scheduler):
+        pipe(**prompt_args, latents=x0, output_type="latent", callback_on_step_end=keep,
+             callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs())
+    return path[::-1]
+
+
+@contextmanager
+def _reversed_schedule(scheduler: Any) -> Iterator[None]:
+    """While inside, `scheduler.set_timesteps` makes its usual schedule and then flips it:
+    sigmas 0 -> sigma_max, so each Euler step `x + (sigma_next - sigma) v` climbs the ODE."""
+    original = scheduler.set_timesteps
+
+    @functools.wraps(original)  # pipelines inspect its signature (`sigmas=` support)
+    def flipped(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        sigmas = scheduler.sigmas.flip(0)
+        scheduler.timesteps = (sigmas[:-1] * scheduler.config.num_train_timesteps).to(scheduler.timesteps)
+        scheduler.sigmas = sigmas
+
+    scheduler.set_timesteps = flipped
+    try:
+        yield
+    finally:
+        del scheduler.set_timesteps  # the class's method again
+
+
+def _first_row(prompt_args: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline arguments of row 0 only (the reference's prompt or embeddings)."""
+    return {
+        name: value[:1] if isinstance(value, (torch.Tensor, list)) else value
+        for name, value in prompt_args.items()
+    }
 
 
 def _settings(config: TransportConfig, alphas: list[float]) -> dict[str, Any]:

@@ -96,6 +96,53 @@ def test_image_conditioned_transport_runs_and_alpha_zero_is_the_target(pipe):
     assert result.transported.shape == (2, 3, 32, 32)
 
 
+def test_inversion_climbs_the_schedule_and_leaves_the_scheduler_as_it_was(pipe):
+    from ditlens.adapters import adapter_for
+    from ditlens.transport import invert
+
+    def plain() -> torch.Tensor:
+        return pipe(**embeds(1), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    before = plain()
+    x0 = adapter_for(pipe).image_to_latents(pipe, torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
+    levels = invert(pipe, x0, embeds(1), SETTINGS)
+    assert len(levels) == SETTINGS.num_inference_steps + 1
+    assert torch.equal(levels[-1], x0.cpu())
+    assert all(torch.isfinite(level).all() and not torch.equal(level, x0.cpu()) for level in levels[:-1])
+    assert "set_timesteps" not in vars(pipe.scheduler)  # the class's method again
+    assert torch.equal(plain(), before)
+
+
+def test_image_conditioned_transport_from_the_inverted_reference(pipe):
+    reference = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5))
+    config = TransportConfig(k=4, generation=SETTINGS)
+    renoised = transport_image(pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=embeds(3))
+    inverted = transport_image(pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=embeds(3), reference_path="invert")
+    assert inverted.settings["reference_path"] == "invert"
+    assert torch.equal(inverted.target, renoised.target)  # the target row does not see the reference path
+    assert not torch.equal(inverted.transported, renoised.transported)
+    with pytest.raises(ValueError, match="Unknown reference path 'ode'. Allowed: renoise, invert"):
+        transport_image(pipe, reference, "B", config, prompt_embeds=embeds(3), reference_path="ode")
+
+
+def test_inverted_reference_regenerates_it_on_the_builtin_model():
+    """Sampling back from the inverted start lands on the reference (32 Euler steps, empty
+    prompt, where guidance has no effect); random start noise lands elsewhere."""
+    from ditlens.builtin import load_builtin
+    from ditlens.metrics.fidelity import renders
+    from ditlens.transport import invert
+
+    pipe = load_builtin()
+    pipe.set_progress_bar_config(disable=True)
+    settings = GenerationSettings(num_inference_steps=32)
+    reference = renders(["a small blue square at the top on a white background"])
+    levels = invert(pipe, pipe.image_to_latents(reference), {"prompt": [""]}, settings)
+    back = pipe(prompt=[""], latents=levels[0], output_type="pt", **settings.kwargs()).images
+    elsewhere = pipe(prompt=[""], generator=torch.Generator().manual_seed(0), output_type="pt", **settings.kwargs()).images
+    assert ((back - reference) ** 2).mean() < 0.01
+    assert ((elsewhere - reference) ** 2).mean() > 0.1
+
+
 def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match=r"alpha must be within \[0, 1\]; got -0.5"):
         run_text(pipe, TransportConfig(generation=SETTINGS), alphas=[-0.5])
