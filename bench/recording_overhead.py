@@ -30,7 +30,6 @@ import torch
 
 import ditlens
 from ditlens import RecordConfig
-from ditlens import channels
 from ditlens.channels import STATISTICS, channel_statistic
 from ditlens.record import Recorder
 
@@ -130,8 +129,6 @@ def main() -> None:
         cases["ditlens hooks attached, nothing recorded"] = hooked(False)
         cases["ditlens record (img + txt, 3 statistics)"] = hooked(RecordConfig(streams=("img", "txt")))
         cases["ditlens record (img, abs_mean only)"] = hooked(RecordConfig(statistics=("abs_mean",)))
-    if on_gpu:
-        cases["ditlens record, default, one kernel per statistic"] = unfused(hooked(RecordConfig()))
 
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)
@@ -191,19 +188,6 @@ def main() -> None:
     common.print_footer()
 
 
-def unfused(fn: Any) -> Any:
-    """fn with channels.FUSE_ON_CUDA off: the statistics as one eager pass each."""
-
-    def run() -> None:
-        channels.FUSE_ON_CUDA = False
-        try:
-            fn()
-        finally:
-            channels.FUSE_ON_CUDA = True
-
-    return run
-
-
 def isolated_costs(
     transformer: torch.nn.Module, inputs: dict, device: torch.device, repeats: int
 ) -> dict[str, common.Timing]:
@@ -232,8 +216,6 @@ def isolated_costs(
             recorder.reduce(index, img, txt)
 
     cases = {"Recorder.reduce, default RecordConfig (all of the recording work)": observe_all}
-    if device.type == "cuda":
-        cases["Recorder.reduce, default, one kernel per statistic"] = unfused(observe_all)
     for stream, label in ((0, "img"), (1, "txt")):
         for name in STATISTICS:
             cases[f"  of which {name} on {label}"] = statistic(stream, name)

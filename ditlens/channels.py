@@ -7,16 +7,10 @@ boolean channel mask `(B, D)`. The same rules run offline on recorded `ChannelSt
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-
-#: on CUDA, compute all of a site's statistics in one compiled kernel that reads the tokens
-#: once (bench/recording_overhead.py measures both); eager kernels elsewhere and as fallback
-FUSE_ON_CUDA = True
-_fused_reductions = None  # the compiled function, made on first use; False once compiling failed
 
 #: statistic name -> what it measures over the image tokens of one sample
 STATISTICS: dict[str, str] = {
@@ -55,35 +49,6 @@ def channel_reduction(img: torch.Tensor, statistic: str) -> torch.Tensor:
         return img.abs().amax(dim=1)
     check_statistic(statistic)
     raise AssertionError("unreachable")
-
-
-def channel_reductions(img: torch.Tensor, statistics: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
-    """`channel_reduction` for each statistic. On CUDA (FUSE_ON_CUDA) one compiled kernel
-    makes them all from one read of the tokens, instead of one read each; inside a model
-    that is itself compiled, inductor fuses the plain passes the same way."""
-    global _fused_reductions
-    if FUSE_ON_CUDA and img.is_cuda and len(statistics) > 1 and _fused_reductions is not False and not torch.compiler.is_compiling():
-        if _fused_reductions is None:
-            _fused_reductions = torch.compile(_plain_reductions, fullgraph=True)
-        try:
-            return _fused_reductions(img, tuple(statistics))
-        except Exception as error:  # no Triton or no C compiler: the eager kernels still work
-            warnings.warn(f"ditlens: compiling the channel statistics failed ({error!r}); using eager kernels.")
-            _fused_reductions = False
-    return tuple(channel_reduction(img, statistic) for statistic in statistics)
-
-
-def _plain_reductions(img: torch.Tensor, statistics: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
-    """`channel_reduction`'s passes written as plain ops, for inductor to fuse into one."""
-    out = []
-    for statistic in statistics:
-        if statistic == "abs_mean":
-            out.append(img.mean(dim=1, dtype=torch.float32))
-        elif statistic == "mean_abs":
-            out.append(img.abs().sum(dim=1, dtype=torch.float32))
-        else:
-            out.append(img.abs().amax(dim=1))
-    return tuple(out)
 
 
 def finish_statistic(reduced: torch.Tensor, statistic: str, n_tokens: int) -> torch.Tensor:

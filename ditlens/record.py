@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .channels import STATISTICS, channel_reductions, check_statistic, finish_statistic, top_k_mask
+from .channels import STATISTICS, channel_reduction, check_statistic, finish_statistic, top_k_mask
 
 STREAMS = ("img", "txt")
 
@@ -187,17 +187,13 @@ class Recorder:
 
     @torch.no_grad()
     def reduce(self, index: int, img: torch.Tensor, txt: torch.Tensor | None) -> None:
-        """Site `index`'s reductions of this call, in the order streams x statistics (one
-        pass per stream on CUDA, see `channel_reductions`); `result` finishes them into
-        statistics, for all sites and steps at once."""
+        """Site `index`'s reductions of this call, in the order streams x statistics: one
+        pass each; `result` finishes them into statistics, for all sites and steps at once."""
         streams = {"img": img, "txt": txt}
-        statistics = tuple(self.config.statistics)
         self.slots[index] = tuple(
-            value
+            None if streams[stream] is None else channel_reduction(streams[stream], statistic)
             for stream in self.config.streams
-            for value in (
-                (None,) * len(statistics) if streams[stream] is None else channel_reductions(streams[stream], statistics)
-            )
+            for statistic in self.config.statistics
         )
         self._tokens[index] = (img.shape[1], None if txt is None else txt.shape[1])
         if self._keeps_hidden[index]:

@@ -117,35 +117,3 @@ def test_hooking_an_already_compiled_model_is_a_clear_error(model, steps):
     finally:
         dynamo.reset()
     assert not getattr(model.transformer, "_ditlens_hooked")  # the context still cleaned up
-
-
-def test_fused_statistics_equal_one_pass_per_statistic():
-    """The single-read kernel recording uses on CUDA (`channel_reductions`) is inductor's
-    compilation of `_plain_reductions`; compiled here for the CPU, it must agree with the
-    eager passes (float32 sums up to summation order, the max exactly)."""
-    from ditlens.channels import STATISTICS, _plain_reductions, channel_reduction
-
-    img = torch.randn(2, 64, 48, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16) * 30
-    statistics = tuple(STATISTICS)
-    fused = torch.compile(_plain_reductions, fullgraph=True)(img, statistics)
-    for statistic, value in zip(statistics, fused):
-        eager = channel_reduction(img, statistic)
-        assert value.dtype == eager.dtype and value.shape == eager.shape
-        if statistic == "max_abs":
-            assert torch.equal(value, eager)
-        else:
-            torch.testing.assert_close(value, eager, rtol=1e-5, atol=1e-4)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused path runs on CUDA only")
-def test_fused_recording_on_cuda_equals_the_unfused(monkeypatch):
-    from ditlens import channels
-    from ditlens.channels import STATISTICS
-
-    img = torch.randn(2, 4096, 3072, generator=torch.Generator().manual_seed(0)).to("cuda", torch.bfloat16)
-    statistics = tuple(STATISTICS)
-    fused = channels.channel_reductions(img, statistics)
-    monkeypatch.setattr(channels, "FUSE_ON_CUDA", False)
-    unfused = channels.channel_reductions(img, statistics)
-    for a, b in zip(fused, unfused):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-2)
