@@ -29,6 +29,7 @@ import ditlens
 from ditlens.channels import TopK
 from ditlens import masks
 from ditlens.masks import foreground_tokens
+from ditlens.transport import TransportConfig
 
 
 def build(size: str, device: torch.device, rows: int, seed: int) -> tuple[torch.nn.Module, dict, list[str]]:
@@ -72,7 +73,7 @@ def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--size", choices=["builtin", "flux-full"], default="builtin")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--k", type=int, default=4, help="channels per mask (TransportConfig's default k)")
+    parser.add_argument("--k", type=int, default=TransportConfig.k, help=f"channels per mask (default {TransportConfig.k}: TransportConfig's)")
     parser.add_argument(
         "--rows",
         type=int,

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/stats_memory.py [--quick] [--all-tokens]
 
-A real `ChannelStats`, produced by ditlens' `Recorder` fed (through `Recorder.observe`, as the
-hooks feed it) with synthetic block outputs of FLUX.1's shapes: 28 steps x 57 sites (19
+A real `ChannelStats`, produced by ditlens' `Recorder` fed (through `Recorder.reduce` and
+`Recorder.file`, as the hooks feed it) with synthetic block outputs of FLUX.1's shapes: 28 steps x 57 sites (19
 double + 38 single blocks, all of which carry text), hidden 3072, batch 1, 4096 image and
 512 text tokens. It is compared with a naive cache of the image hidden states:
 steps x sites x 4096 tokens x 3072 channels x 2 bytes (bf16).
@@ -32,6 +32,7 @@ STEPS, DOUBLE, SINGLE, HIDDEN, ROWS = 28, 19, 38, 3072, 1  # FLUX.1 [dev], 28 st
 N_IMG, N_TXT = 4096, 512  # 1024x1024: 64 x 64 packed latent tokens; T5 at 512 tokens
 SMALL = (64, 8)  # image, text tokens of the steps not fed at full size
 TARGET_BYTES = 100e6
+DEFAULT = "default RecordConfig (img, 3 statistics, fp32)"
 SITES = [f"transformer_blocks.{i}" for i in range(DOUBLE)] + [f"single_transformer_blocks.{i}" for i in range(SINGLE)]
 
 
@@ -43,12 +44,13 @@ def record(config: RecordConfig, full_steps: set[int], seed: int) -> tuple[Chann
         torch.randn(ROWS, N_TXT, HIDDEN, generator=gen).bfloat16(),
     )
     small = (full[0][:, : SMALL[0]].contiguous(), full[1][:, : SMALL[1]].contiguous())
-    recorder = Recorder(config)
+    recorder = Recorder(config, SITES)
     for step in range(STEPS):
         img, txt = full if step in full_steps else small
-        for site in SITES:
-            recorder.observe(site, step, img, txt)
-    held = sum(t.numel() * t.element_size() for parts in recorder._parts.values() for t in parts)
+        for index in range(len(SITES)):
+            recorder.reduce(index, img, txt)  # what each site's hook does
+        recorder.file(step)  # what the transformer's pre-hook does before the next call
+    held = sum(t.numel() * t.element_size() for _, values in recorder._calls for v in values for t in v if t is not None)
     t0 = time.perf_counter()
     stats = recorder.result({"num_steps": STEPS})
     return stats, time.perf_counter() - t0, held
@@ -72,18 +74,18 @@ def main() -> None:
         device,
         [
             f"{STEPS} steps x {len(SITES)} sites ({DOUBLE} double + {SINGLE} single) x hidden {HIDDEN}, batch {ROWS}",
-            f"synthetic bf16 block outputs fed through Recorder.observe: {fed}",
+            f"synthetic bf16 block outputs fed through Recorder.reduce: {fed}",
             *thread_notes,
         ],
     )
 
     naive = STEPS * len(SITES) * N_IMG * HIDDEN * 2
     configs = {
-        "default RecordConfig (img+txt, 3 statistics, fp32)": RecordConfig(),
-        "storage_dtype=float16 (img+txt, 3 statistics)": RecordConfig(storage_dtype=torch.float16),
-        "streams=('img',) (3 statistics, fp32)": RecordConfig(streams=("img",)),
-        "streams=('img',), storage_dtype=float16": RecordConfig(streams=("img",), storage_dtype=torch.float16),
-        "streams=('img',), statistics=('abs_mean',), fp32": RecordConfig(streams=("img",), statistics=("abs_mean",)),
+        DEFAULT: RecordConfig(),
+        "storage_dtype=float16 (img, 3 statistics)": RecordConfig(storage_dtype=torch.float16),
+        "streams=('img', 'txt') (3 statistics, fp32)": RecordConfig(streams=("img", "txt")),
+        "streams=('img', 'txt'), storage_dtype=float16": RecordConfig(streams=("img", "txt"), storage_dtype=torch.float16),
+        "statistics=('abs_mean',) (img, fp32)": RecordConfig(statistics=("abs_mean",)),
     }
     rows, results = [], {}
     for i, (name, config) in enumerate(configs.items()):
@@ -117,11 +119,12 @@ def main() -> None:
     # tokens must not change the bytes: one step at the real size vs one at the small size
     one = {}
     for tokens in ("real", "small"):
-        rec = Recorder(RecordConfig())
+        rec = Recorder(RecordConfig(streams=("img", "txt")), SITES[:1])
         gen = torch.Generator().manual_seed(args.seed)
         n_img, n_txt = (N_IMG, N_TXT) if tokens == "real" else SMALL
         img, txt = torch.randn(ROWS, n_img, HIDDEN, generator=gen), torch.randn(ROWS, n_txt, HIDDEN, generator=gen)
-        rec.observe(SITES[0], 0, img, txt)
+        rec.reduce(0, img, txt)
+        rec.file(0)
         one[tokens] = rec.result({}).nbytes()
     same = one["real"] == one["small"]
     print(
@@ -129,14 +132,14 @@ def main() -> None:
         f"{'independent of the token count' if same else 'DEPEND ON TOKENS (bug)'}"
     )
     print()
-    default = results["default RecordConfig (img+txt, 3 statistics, fp32)"]
+    default = results[DEFAULT]
     print(
         f"RESULT default RecordConfig: {default / common.MB:.1f} MB for {STEPS} steps = {default / naive:.5f} of the naive "
         f"cache ({naive / default:.0f}x smaller) -> {common.verdict(default / 1e6, TARGET_BYTES / 1e6)} MB"
     )
-    half = results["storage_dtype=float16 (img+txt, 3 statistics)"]
+    both = results["streams=('img', 'txt') (3 statistics, fp32)"]
     print(
-        f"RESULT RecordConfig(storage_dtype=torch.float16): {half / common.MB:.1f} MB -> {common.verdict(half / 1e6, 100)} MB"
+        f"RESULT RecordConfig(streams=('img', 'txt')): {both / common.MB:.1f} MB -> {common.verdict(both / 1e6, 100)} MB"
     )
     common.print_footer()
 

@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=None, help="denoising steps (default 12, --quick or flux-full 4)"
     )
-    parser.add_argument("--k", type=int, default=4, help="channels moved per site and step")
+    parser.add_argument("--k", type=int, default=TransportConfig.k, help=f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     args = parser.parse_args()
     device = common.pick_device(args.device)

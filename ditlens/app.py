@@ -507,9 +507,9 @@ class _Page:
     def seeds_box(self, tab: str):
         return self.gr.Textbox("0", label="seeds (separated by spaces)", elem_id=f"{tab}-seeds")
 
-    def k_slider(self, label: str):
+    def k_slider(self, label: str, value: int | None = None):
         k_max = min(self.explorer.hidden_size, 64)  # more would not be "a few channels"; the CLI takes any k
-        return self.gr.Slider(1, k_max, self.explorer.default_k, step=1, label=label)
+        return self.gr.Slider(1, k_max, min(value or self.explorer.default_k, k_max), step=1, label=label)
 
     def statistic(self):
         return self.gr.Dropdown(list(STATISTICS), value="abs_mean", label="statistic (abs_mean: the paper's)")
@@ -724,7 +724,7 @@ def _transport_tab(page: _Page) -> None:
                 False, label=f"interpolation strip (alpha = {', '.join(f'{a:g}' for a in STRIP_ALPHAS)})"
             )
             with gr.Accordion("options", open=False, elem_id="transport-options"):
-                k = page.k_slider("k (channels moved per site and step)")
+                k = page.k_slider("k (channels moved per site and step)", TransportConfig.k)
                 mask = gr.Dropdown(list(APP_MASKS), value="source", label="spatial mask (whose K=2 foreground)")
                 statistic = page.statistic()
                 start, stop = page.window_boxes()

@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
-from typing import Any
 
 from .outputs import output_folder
 
@@ -544,6 +544,8 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .transport import TransportConfig  # its defaults are the CLI's
+
     parser = argparse.ArgumentParser(
         prog="ditlens",
         description="Reveal and use massive activations inside diffusion transformers.",
@@ -613,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1: the paper's rule)")
         else:
             g.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="strengths")
-        g.add_argument("--k", type=int, default=4, help="channels moved per site and step (default: 4)")
+        g.add_argument("--k", type=int, default=TransportConfig.k,
+                       help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)")
         g.add_argument("--mask", default="source", help="spatial mask: source, target, union, all, user (default: source)")
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
         g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")

@@ -40,6 +40,7 @@ class DemoConfig:
     prompts: list[str] = field(default_factory=lambda: list(EXAMPLE_PROMPTS))  # cover 1-2 objects, split backgrounds
     seed: int = 0
     k: int = 2  # the built-in model's massive channels number one or two per site (docs/builtin-model.md)
+    transport_k: int = TransportConfig.k  # measured by `ditlens bench transport` (docs/transport.md)
     disrupt_ks: list[int] = field(default_factory=lambda: [1, 4, 16])  # small, medium, large edits
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # the interpolation strip
 
@@ -133,7 +134,7 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     # 4. transport, text ----------------------------------------------------------------------
     say("4/5 transport (text): prompt interpolation strip")
     source, target = EXAMPLE_TRANSPORT_PAIRS[0]
-    tconfig = TransportConfig(k=config.k, generation=settings)
+    tconfig = TransportConfig(k=config.transport_k, generation=settings)
     strip = transport_text(pipe, source, target, tconfig, alphas=config.alphas, source_seed=config.seed, target_seed=config.seed + 1)
     strip.save(out / "transport_text")
     plot_image_table([[strip.source, strip.target] + list(strip.transported)], out / "transport_text" / "strip.png", [""],
@@ -141,7 +142,7 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     numbers["transport_text"] = {"source": source, "target": target, "alphas": strip.alphas}
     sections.append(Section(
         "4. Transport (text): the source's meaning, the target's composition",
-        f"Source: '{source}'. Target: '{target}' (another seed). Top-{config.k} channels of the source, under its K=2 mask, "
+        f"Source: '{source}'. Target: '{target}' (another seed). Top-{config.transport_k} channels of the source, under its K=2 mask, "
         "at every site and step, with strength alpha.",
         [("transport_text/strip.png", "interpolation strip")],
         [["alpha", "image shows the SOURCE prompt fully right"]] + [[f"{a:g}", "yes" if c else "no"] for a, c in zip(strip.alphas, objects_fully_correct(strip.transported, [source] * len(strip.alphas)))],

@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from .transport import TransportConfig
+
 COMMANDS = ("find", "disrupt", "segment", "transport")
 FORMAT_VERSION = 1  # part of every item's hash: bump when an item's outputs change meaning
 TMP_PREFIX = ".tmp-"
@@ -90,7 +92,7 @@ JOB_SETTINGS: dict[str, dict[str, Setting]] = {
     "transport": {
         "target": Setting("target", None),  # required: the target prompt (an embeddings row with `embeds`)
         "alpha": Setting("float", 1.0),  # 1 = the paper's full replacement
-        "k": Setting("int", 4),
+        "k": Setting("int", TransportConfig.k),
         "mask": Setting("str", "source"),
         "mask_image": Setting("path", None),  # for mask = "user"
         "statistic": STATISTIC,

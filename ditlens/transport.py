@@ -41,10 +41,12 @@ REFERENCE_PATHS = {
 
 @dataclass
 class TransportConfig:
-    k: int = 4  # channels moved per site and step (provisional; see docs/transport.md)
+    # k, mask, sites and steps: the choice of `ditlens bench transport` on the built-in model
+    # (docs/transport.md: 32 held-out pairs; k <= 32 moved neither colour nor shape)
+    k: int = 64  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
     mask: str = "source"  # spatial mask origin: source / target / union foreground, all tokens, user
-    statistic: str = "abs_mean"
+    statistic: str = "abs_mean"  # the paper's |mean over tokens|
     channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
     sites: tuple[str, ...] | None = None  # None: every image-stream site
     steps: tuple[int, int] | None = None  # [start, stop) window; None: every step

@@ -397,7 +397,7 @@ def api_cases():
         ("load-unknown-device", lambda p, a: load_pipeline(a.pipe, device="tpu"), ValueError, "Unknown device 'tpu'"),
         ("unsupported-architecture", lambda p, a: adapter_for(torch.nn.Linear(2, 2)), ValueError, "Supported: "),
         ("find-k-zero", lambda p, a: find_channels(p, FindConfig(prompts=["x"], k=0), prompt_kwargs={}), ValueError, "1..32"),
-        ("transport-alpha", lambda p, a: TransportConfig(alpha=2.0).validate(32, ["s"]), ValueError, "[0, 1]"),
+        ("transport-alpha", lambda p, a: TransportConfig(k=4, alpha=2.0).validate(32, ["s"]), ValueError, "[0, 1]"),
         ("scope-steps", lambda p, a: Scope(steps=(0, 9)).validate(["s"], 4), ValueError, "stop <= 4"),
         ("edit-k-above-hidden-size", lambda p, a: hooks(p, edits=[ZeroChannels(TopK(999))]).__enter__(), ValueError, "1..32"),
         ("hooked-twice", nested_hooks, RuntimeError, "Already hooked"),

@@ -145,14 +145,14 @@ def test_inverted_reference_regenerates_it_on_the_builtin_model():
 
 def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match=r"alpha must be within \[0, 1\]; got -0.5"):
-        run_text(pipe, TransportConfig(generation=SETTINGS), alphas=[-0.5])
+        run_text(pipe, TransportConfig(k=4, generation=SETTINGS), alphas=[-0.5])
     with pytest.raises(ValueError, match="Unknown mask origin 'left'"):
-        run_text(pipe, TransportConfig(mask="left", generation=SETTINGS), alphas=[1.0])
+        run_text(pipe, TransportConfig(k=4, mask="left", generation=SETTINGS), alphas=[1.0])
     with pytest.raises(ValueError, match="needs a mask image"):
-        run_text(pipe, TransportConfig(mask="user", generation=SETTINGS), alphas=[1.0])
+        run_text(pipe, TransportConfig(k=4, mask="user", generation=SETTINGS), alphas=[1.0])
     with pytest.raises(ValueError, match=r"Mask image is \(16, 16\)"):
-        run_text(pipe, TransportConfig(mask="user", generation=SETTINGS), alphas=[1.0], mask_image=torch.ones(16, 16))
+        run_text(pipe, TransportConfig(k=4, mask="user", generation=SETTINGS), alphas=[1.0], mask_image=torch.ones(16, 16))
     with pytest.raises(ValueError, match=r"Reference image is \(16, 16\)"):
-        transport_image(pipe, torch.rand(3, 16, 16), "B", TransportConfig(generation=SETTINGS), prompt_embeds=embeds(3))
+        transport_image(pipe, torch.rand(3, 16, 16), "B", TransportConfig(k=4, generation=SETTINGS), prompt_embeds=embeds(3))
     with pytest.raises(ValueError, match=r"Step window \[0, 9\] is outside the schedule"):
-        run_text(pipe, TransportConfig(steps=(0, 9), generation=SETTINGS), alphas=[1.0])
+        run_text(pipe, TransportConfig(k=4, steps=(0, 9), generation=SETTINGS), alphas=[1.0])
