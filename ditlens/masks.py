@@ -19,22 +19,31 @@ CUDA_GRAPHS = True  # on CUDA, replay the clustering as one captured graph (laun
 COMPILE_ON_CUDA = True  # and fuse its ~220 small kernels with torch.compile first (falls back if it fails)
 
 
-def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
+def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS, stop_when_stable: bool | None = None) -> torch.Tensor:
     """(B, N, k) points -> (B, N) bool: True for the cluster seeded at the highest summed value.
 
     Lloyd's algorithm with K = 2, written for few kernels: a point's nearer centre follows
     from one product with the centres' difference, and the low centre from the total minus
-    the high cluster's sum."""
+    the high cluster's sum. stop_when_stable (default: on the CPU, where checking costs no
+    device sync): stop once the labels repeat; the centres then repeat too, so the result is
+    exactly that of all the iterations."""
     x = x.float()
     B, N, _ = x.shape
+    if stop_when_stable is None:
+        stop_when_stable = not x.is_cuda and not torch.compiler.is_compiling()
     score = x.sum(-1)  # (B, N)
-    rows = torch.arange(B, device=x.device)
-    low, high = x[rows, score.argmin(1)], x[rows, score.argmax(1)]  # (B, k) seeds
+    low, high = _pick(x, score.argmin(1)), _pick(x, score.argmax(1))  # (B, k) seeds
     total = x.sum(1)  # (B, k)
+    previous = None
     for _ in range(iterations):
-        weight = _nearer_to_high(x, low, high).to(x.dtype)  # (B, N)
+        near = _nearer_to_high(x, low, high)  # (B, N)
+        if stop_when_stable:
+            if previous is not None and torch.equal(near, previous):
+                return near
+            previous = near
+        weight = near.to(x.dtype)
         n_high = weight.sum(1, keepdim=True)  # (B, 1)
-        sum_high = torch.bmm(weight.unsqueeze(1), x).squeeze(1)  # (B, k)
+        sum_high = (weight.unsqueeze(-1) * x).sum(1)  # (B, k); products, not bmm: see _nearer_to_high
         # an empty cluster keeps its centre
         high = torch.where(n_high > 0, sum_high / n_high.clamp(min=1), high)
         low = torch.where(n_high < N, (total - sum_high) / (N - n_high).clamp(min=1), low)
@@ -42,9 +51,16 @@ def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS) -> torch.Tenso
 
 
 def _nearer_to_high(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """|x - high|^2 < |x - low|^2, as x . (high - low) > (|high|^2 - |low|^2) / 2 (ties: low)."""
+    """|x - high|^2 < |x - low|^2, as x . (high - low) > (|high|^2 - |low|^2) / 2 (ties: low).
+    The dot products as a product and a sum: on the CPU, bmm with one column took 105 us per
+    call on (4, 256, 64) points, several times the elementwise form; compiled, both fuse."""
     threshold = (high.square().sum(-1, keepdim=True) - low.square().sum(-1, keepdim=True)) / 2  # (B, 1)
-    return torch.bmm(x, (high - low).unsqueeze(-1)).squeeze(-1) > threshold
+    return (x * (high - low).unsqueeze(1)).sum(-1) > threshold
+
+
+def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, N, k) points, (B,) token index -> (B, k): each row's chosen point."""
+    return x.gather(1, index.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
 
 
 def normalise_per_channel(x: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,14 @@ def test_kmeans_equals_textbook_lloyd(k):
     assert torch.equal(kmeans2(x), lloyd_reference(x))
 
 
+@pytest.mark.parametrize("k", [2, 64])
+def test_stopping_when_the_labels_repeat_changes_nothing(k):
+    """The CPU's early stop returns exactly what every iteration would."""
+    for seed in range(20):
+        x = torch.rand(4, 256, k, generator=torch.Generator().manual_seed(seed)) ** 3
+        assert torch.equal(kmeans2(x, stop_when_stable=True), kmeans2(x, stop_when_stable=False))
+
+
 def test_channels_as_indices_or_mask_give_the_same_foreground():
     x, truth = two_regions()
     index = torch.tensor([[2, 15]] * 3)
