@@ -266,20 +266,29 @@ class TransportBenchConfig:
         return cls(n_pairs=4, sweep_k=[2, 32], sweep_windows=[None, (0, 4)], sweep_sites=["all"], sweep_masks=["source", "all"])
 
 
-def transport_pairs(n: int, seed: int = BENCH_SEED) -> list[tuple[str, str]]:
-    """(source, target) single-object captions: same position and size, another shape AND
-    colour, each with its own background. Both captions are held out of training."""
+def transport_pairs(n: int, seed: int = BENCH_SEED, second_object: bool = False) -> list[tuple[str, str]]:
+    """(source, target) captions: one source object; the target's first object at the same
+    position and size with another shape AND colour, each caption with its own background.
+    second_object: the target also has a second object elsewhere (another position, shape
+    and colour than its first, both at least MIN_VISIBLE visible), which transport should
+    leave alone. Both captions are held out of training."""
     rng = np.random.default_rng(seed)
     pairs: list[tuple[str, str]] = []
-    from .builtin.scenes import BACKGROUNDS, COLOURS, SHAPES, SIZES
+    from .builtin.scenes import BACKGROUNDS, COLOURS, MIN_VISIBLE, SHAPES, SIZES, render
 
     while len(pairs) < n:
         pos, size = POSITIONS[rng.integers(5)], SIZES[rng.integers(2)]
-        s_shape, t_shape = rng.choice(len(SHAPES), 2, replace=False)
-        s_col, t_col = rng.choice(len(COLOURS), 2, replace=False)
+        s_shape, t_shape, o_shape = rng.choice(len(SHAPES), 3, replace=False)
+        s_col, t_col, o_col = rng.choice(len(COLOURS), 3, replace=False)
         s_bg, t_bg = rng.integers(len(BACKGROUNDS)), rng.integers(len(BACKGROUNDS))
         src = Scene((SceneObject(SHAPES[s_shape], COLOURS[s_col], size, pos),), (BACKGROUNDS[s_bg],))
-        tgt = Scene((SceneObject(SHAPES[t_shape], COLOURS[t_col], size, pos),), (BACKGROUNDS[t_bg],))
+        objects = [SceneObject(SHAPES[t_shape], COLOURS[t_col], size, pos)]
+        if second_object:
+            other = [q for q in POSITIONS if q != pos][rng.integers(4)]
+            objects.append(SceneObject(SHAPES[o_shape], COLOURS[o_col], SIZES[rng.integers(2)], other))
+        tgt = Scene(tuple(objects), (BACKGROUNDS[t_bg],))
+        if second_object and render(tgt).visible.min() < MIN_VISIBLE:
+            continue
         if is_heldout(src) and is_heldout(tgt):  # 1 draw in 100: cheap rejection sampling
             pairs.append((caption(src), caption(tgt)))
     return pairs
@@ -287,16 +296,19 @@ def transport_pairs(n: int, seed: int = BENCH_SEED) -> list[tuple[str, str]]:
 
 def _transport_scores(images: torch.Tensor, source: str, target: str, target_alone: torch.Tensor, classifier: AttributeClassifier) -> list[dict[str, float]]:
     """Per image: transfer (colour / shape of the source at the target's slot), preservation
-    (object-mask IoU with the target alone, background kept) and ghosting."""
+    (object-mask IoU with the target alone, background kept, for two-object targets the other
+    object's shape and colour kept) and ghosting."""
     s, t = parse_caption(source).objects[0], parse_caption(target)
     slot = t.objects[0].position
     predicted = predict_scenes(classifier, images * 2 - 1)
     target_mask = off_background_masks(target_alone[None], [target])[0]
     masks = off_background_masks(images, [target] * len(images))
-    palette = torch.tensor([COLOUR_RGB[c] for c in (s.colour, t.objects[0].colour, *t.background)], dtype=torch.float32) / 255
+    palette = torch.tensor([COLOUR_RGB[c] for c in (s.colour, *(o.colour for o in t.objects), *t.background)], dtype=torch.float32) / 255
+    others = t.objects[1:]  # the target's other objects: transport should leave them alone
     out = []
     for img, pred, mask in zip(images, predicted, masks):
-        here = {o.position: o for o in pred.objects}.get(slot)
+        found = {o.position: o for o in pred.objects}
+        here = found.get(slot)
         region = mask | target_mask
         dist = (img.permute(1, 2, 0)[region][:, None, :] - palette[None]).norm(dim=-1)  # (pixels, colours)
         ghost = float((dist.min(-1).values > 0.25).float().mean()) if region.any() else 0.0
@@ -307,7 +319,9 @@ def _transport_scores(images: torch.Tensor, source: str, target: str, target_alo
             "mask_iou_with_target": _fg_iou(mask, target_mask),
             "background_kept": float(pred.background == t.background),
             "ghosting": ghost,
-        })
+        } | ({"others_kept": float(all(
+            (o.position in found and found[o.position].shape == o.shape and found[o.position].colour == o.colour) for o in others
+        ))} if others else {}))
     return out
 
 
@@ -425,6 +439,28 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
             curve_table.append([method, f"{a:g}", f"{m['both_from_source']:.3f}", f"{m['colour_from_source']:.3f}", f"{m['mask_iou_with_target']:.3f}", f"{m['background_kept']:.3f}", f"{m['ghosting']:.3f}"])
     plot_image_table(strips, out / "transport_strips.png", [f"pair {i}" for i in range(len(strips))], ["source", "target", *[f"a={a:g}" for a in config.alphas]])
 
+    # 2b. two-object targets: does the edit stay on the source's slot? ------------------------------
+    say("transport: two-object targets")
+    two = transport_pairs(config.n_pairs, seed=BENCH_SEED + 1, second_object=True)
+    local: dict[str, dict[float, list]] = {m: {a: [] for a in config.alphas} for m in ("massive-channel transport", "text-embedding interpolation", "pixel blending")}
+    two_strips = []
+    for i, (source, target) in enumerate(two):
+        r = transport_text(pipe, source, target, chosen, alphas=config.alphas, source_seed=BENCH_SEED + i, target_seed=BENCH_SEED + 2000 + i)
+        emb = _embedding_interpolation(pipe, source, target, config.alphas, BENCH_SEED + 2000 + i)
+        pix = torch.stack([torch.lerp(r.target, r.source, a) for a in config.alphas])
+        for method, images in (("massive-channel transport", r.transported), ("text-embedding interpolation", emb), ("pixel blending", pix)):
+            for a, row in zip(config.alphas, _transport_scores(images, source, target, r.target, classifier)):
+                local[method][a].append(row)
+        if i < 4:
+            two_strips.append([r.source, r.target, *r.transported])
+    numbers["two_object_targets"] = {"pairs": two, **{m: {a: _mean(rows) for a, rows in t.items()} for m, t in local.items()}}
+    two_table = [["method", "alpha", "colour+shape from source", "shape from source", "other object kept", "mask IoU with target", "ghosting"]]
+    for method, table in local.items():
+        for a, rows in table.items():
+            m = _mean(rows)
+            two_table.append([method, f"{a:g}", f"{m['both_from_source']:.3f}", f"{m['shape_from_source']:.3f}", f"{m['others_kept']:.3f}", f"{m['mask_iou_with_target']:.3f}", f"{m['ghosting']:.3f}"])
+    plot_image_table(two_strips, out / "transport_two_object_strips.png", [f"pair {i}" for i in range(len(two_strips))], ["source", "target", *[f"a={a:g}" for a in config.alphas]])
+
     # 3. image-conditioned: renders with known attributes into new prompts -------------------------
     say("transport: image-conditioned")
     image_cond: dict[str, dict[str, float]] = {}
@@ -460,6 +496,12 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
                 "(classifier); preservation = foreground IoU with the target alone and its background kept; ghosting = "
                 "share of object-region pixels matching neither object colour nor the target's background.",
                 [("transport_strips.png", "source, target alone, transported over alpha")], curve_table),
+        Section("Two-object targets: is the edit local?",
+                f"{len(two)} more held-out pairs whose target has a second object elsewhere (another position, shape and "
+                "colour); the same three methods over alpha. Other object kept = the classifier finds it at its position "
+                "with its shape and colour. The paper's claim is a localised edit: the source's meaning at its slot, the "
+                "rest of the target kept.",
+                [("transport_two_object_strips.png", "source, target alone, transported over alpha")], two_table),
         Section("Image-conditioned transport (subject from a reference render)",
                 "Reference = exact render of the source caption, its caption as the reference prompt, alpha = 1, the chosen "
                 "settings; the reference row reaches each step's noise level either re-noised with fixed noise (renoise) "

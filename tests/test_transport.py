@@ -62,6 +62,22 @@ def test_full_transport_makes_the_target_follow_the_source_hidden_states(pipe):
         assert not torch.equal(hidden[:, 1], hidden[:, 0])  # the plain target row is its own
 
 
+def test_full_transport_lands_the_image_on_the_source_on_the_builtin_model():
+    """Every channel, every token, every site and step, same seed: the image follows the
+    source (measured: pixel MSE 0.0022 against 0.24 between the two prompts' images; the
+    rest comes through the text stream, which transport leaves alone)."""
+    from ditlens.builtin import load_builtin
+
+    pipe = load_builtin()
+    pipe.set_progress_bar_config(disable=True)
+    source, target = "a large red circle in the center on a gray background", "a small blue square on the left on a white background"
+    result = transport_text(pipe, source, target, TransportConfig(k=256, mask="all"), alphas=[1.0], source_seed=0, target_seed=0)
+    to_source = float(((result.transported[0] - result.source) ** 2).mean())
+    apart = float(((result.target - result.source) ** 2).mean())
+    assert apart > 0.1  # the two prompts draw different images
+    assert to_source < 0.01 and to_source < 0.05 * apart
+
+
 def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
     """With the left half as user mask, only left-half tokens change at the first step."""
     from ditlens.hooks import hooks
