@@ -467,11 +467,11 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
     say("transport: image-conditioned")
     image_cond: dict[str, dict[str, float]] = {}
     img_strips = []
+    references = renders([source for source, _ in pairs])
     for path in ("renoise", "invert"):
         rows = []
         for i, (source, target) in enumerate(pairs):
-            reference = renders([source])[0]
-            r = transport_image(pipe, reference, target, chosen, reference_prompt=source, alphas=[1.0], seed=BENCH_SEED + i, reference_path=path)
+            r = transport_image(pipe, references[i], target, chosen, reference_prompt=source, alphas=[1.0], seed=BENCH_SEED + i, reference_path=path)
             rows += _transport_scores(r.transported, source, target, r.target, classifier)
             if i < 4:
                 img_strips.append([r.source, r.target, r.transported[0]])

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .adapters import adapter_for
 from .channels import TopK, check_k, check_statistic
@@ -42,7 +43,7 @@ REFERENCE_PATHS = {
 @dataclass
 class TransportConfig:
     # k, mask, sites and steps: the choice of `ditlens bench transport` on the built-in model
-    # (docs/transport.md: 32 held-out pairs; k <= 32 moved neither colour nor shape)
+    # (docs/transport.md: 32 held-out pairs, two runs; only k = 64 moved anything: the shape)
     k: int = 64  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
     mask: str = "source"  # spatial mask origin: source / target / union foreground, all tokens, user
@@ -272,10 +273,7 @@ def transport_image(
     target_noise = torch.randn(x0.shape, generator=gen).to(x0)
     n_targets = int(include_target) + len(alphas)
     prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": [reference_prompt] + [target_prompt] * n_targets}
-    if reference_path == "invert":
-        levels = invert(pipe, x0, _first_row(prompt_args), config.generation)
-    else:
-        levels = None
+    levels = invert(pipe, x0, _first_row(prompt_args), config.generation) if reference_path == "invert" else None
     start = levels[0] if levels is not None else noise
     latents = torch.cat([start.to(x0), target_noise.expand(n_targets, *x0.shape[1:])])
 
@@ -326,7 +324,7 @@ def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: G
     x0. Runs the pipeline itself with its schedule flipped, so it needs a flow-matching Euler
     scheduler (`FlowMatchEulerDiscreteScheduler`)."""
     scheduler = pipe.scheduler
-    if type(scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
+    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
         raise ValueError(
             f"ODE inversion needs a FlowMatchEulerDiscreteScheduler; {type(pipe).__name__} uses "
             f"{type(scheduler).__name__}. Use reference_path='renoise' (--reference-path renoise)."
