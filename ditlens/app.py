@@ -725,7 +725,7 @@ def _transport_tab(page: _Page) -> None:
             )
             with gr.Accordion("options", open=False, elem_id="transport-options"):
                 k = page.k_slider("k (channels moved per site and step)", TransportConfig.k)
-                mask = gr.Dropdown(list(APP_MASKS), value="source", label="spatial mask (whose K=2 foreground)")
+                mask = gr.Dropdown(list(APP_MASKS), value=TransportConfig.mask, label="spatial mask (whose K=2 foreground, or all tokens)")
                 statistic = page.statistic()
                 start, stop = page.window_boxes()
                 with gr.Row():

@@ -617,7 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="strengths")
         g.add_argument("--k", type=int, default=TransportConfig.k,
                        help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)")
-        g.add_argument("--mask", default="source", help="spatial mask: source, target, union, all, user (default: source)")
+        g.add_argument("--mask", default=TransportConfig.mask,
+                       help=f"spatial mask: the K=2 foreground of the source, target or their union; all tokens; "
+                            f"user (default: {TransportConfig.mask}, measured: docs/transport.md)")
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
         g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
         g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")

@@ -93,7 +93,7 @@ JOB_SETTINGS: dict[str, dict[str, Setting]] = {
         "target": Setting("target", None),  # required: the target prompt (an embeddings row with `embeds`)
         "alpha": Setting("float", 1.0),  # 1 = the paper's full replacement
         "k": Setting("int", TransportConfig.k),
-        "mask": Setting("str", "source"),
+        "mask": Setting("str", TransportConfig.mask),
         "mask_image": Setting("path", None),  # for mask = "user"
         "statistic": STATISTIC,
         "sites": SITES,

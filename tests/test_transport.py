@@ -103,6 +103,25 @@ def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
     assert grid[1, :, :4].any() and not grid[1, :, 4:].any() and not grid[0].any()
 
 
+def test_each_mask_origin_edits_its_own_tokens():
+    """Row 0 is the source, row 1 the target: the source's K=2 foreground is the left half of
+    the tokens, the target's the top rows; p is zero on the source row for every origin."""
+    from ditlens.transport import SpatialMask
+
+    N, D = 16, 8
+    img = torch.randn(2, N, D, generator=torch.Generator().manual_seed(0)) * 0.1
+    left = torch.arange(N) % 4 < 2  # 4 x 4 grid: columns 0 and 1
+    top = torch.arange(N) < 4
+    img[0, left, :2] += 20.0  # the source's massive channels are high on its left half
+    img[1, top, :2] += 20.0
+    expected = {"source": left, "target": top, "union": left | top, "all": torch.ones(N, dtype=torch.bool)}
+    for origin, tokens in expected.items():
+        p = SpatialMask(origin, 2, "abs_mean", group_size=2, source_of={1: 0})(img, None)
+        assert torch.equal(p[1].bool(), tokens), origin
+        if origin != "all":
+            assert not p[0].any(), origin
+
+
 def test_image_conditioned_transport_runs_and_alpha_zero_is_the_target(pipe):
     reference = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5))
     config = TransportConfig(k=4, generation=SETTINGS)
