@@ -709,7 +709,7 @@ def _segment_tab(page: _Page) -> None:
 def _transport_tab(page: _Page) -> None:
     gr, explorer = page.gr, page.explorer
     gr.Markdown(
-        "Move the source's massive activations (its top-k channels, under its K=2 mask) into the target prompt's "
+        "Move the source's massive activations (its top-k channels, on every token or under a K=2 mask) into the target prompt's "
         "generation: alpha = 1 is the paper's full replacement, 0 the target alone."
     )
     with gr.Row():

@@ -142,8 +142,8 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     numbers["transport_text"] = {"source": source, "target": target, "alphas": strip.alphas}
     sections.append(Section(
         "4. Transport (text): the source's meaning, the target's composition",
-        f"Source: '{source}'. Target: '{target}' (another seed). Top-{config.transport_k} channels of the source, under its K=2 mask, "
-        "at every site and step, with strength alpha.",
+        f"Source: '{source}'. Target: '{target}' (another seed). Top-{config.transport_k} channels of the source, spatial mask "
+        f"'{tconfig.mask}' (the measured default, docs/transport.md), at every site and step, with strength alpha.",
         [("transport_text/strip.png", "interpolation strip")],
         [["alpha", "image shows the SOURCE prompt fully right"]] + [[f"{a:g}", "yes" if c else "no"] for a, c in zip(strip.alphas, objects_fully_correct(strip.transported, [source] * len(strip.alphas)))],
     ))

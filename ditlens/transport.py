@@ -2,7 +2,7 @@
 
 At the chosen sites and steps the target's image tokens become
 `X_t + alpha * M * (X_s - X_t)`, `M = p m^T`, with `m` the top-k channels (of the source row)
-and `p` a K = 2 spatial mask. Source and target run in ONE batch (with CFG, one batch of
+and `p` a spatial mask (every token, a row's K = 2 foreground, or a user's). Source and target run in ONE batch (with CFG, one batch of
 both halves), so a transported image costs about one batch-2 generation.
 
 Text-conditioned: the source row is prompt A's own trajectory. Image-conditioned: the
