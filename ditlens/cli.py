@@ -29,14 +29,14 @@ EXAMPLES = {
   ditlens segment --k 2 --site single_transformer_blocks.2 --step 4
   ditlens segment --model ./flux-dev --device cuda --dtype bfloat16 --prompts-file p.txt --truth-dir masks/""",
     "transport": """examples:
-  ditlens transport --source "a large red circle in the center on a gray background" \
+  ditlens transport --source "a large red circle in the center on a gray background" \\
                     --target "a large blue square in the center on a gray background"
   ditlens transport --source "..." --target "..." --alpha 0.5 --mask union --window 0 8
-  ditlens transport --reference ref.png --reference-prompt "a large red circle on the left on a gray background" \
+  ditlens transport --reference ref.png --reference-prompt "a large red circle on the left on a gray background" \\
                     --target "a large blue square on the right on a black background"
   ditlens transport --reference ref.png --reference-path invert --target "..."   # reference inverted along the ODE""",
     "interpolate": """examples:
-  ditlens interpolate --source "a large red circle in the center on a gray background" \
+  ditlens interpolate --source "a large red circle in the center on a gray background" \\
                       --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1""",
     "demo": """examples:
   ditlens demo                      # writes runs/demo/index.html (open it in a browser)
@@ -618,8 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--k", type=int, default=TransportConfig.k,
                        help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)")
         g.add_argument("--mask", default=TransportConfig.mask,
-                       help=f"spatial mask: the K=2 foreground of the source, target or their union; all tokens; "
-                            f"user (default: {TransportConfig.mask}, measured: docs/transport.md)")
+                       help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
+                            f"user (--mask-image) (default: {TransportConfig.mask}, measured: docs/transport.md)")
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
         g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
         g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")

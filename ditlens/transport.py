@@ -2,8 +2,9 @@
 
 At the chosen sites and steps the target's image tokens become
 `X_t + alpha * M * (X_s - X_t)`, `M = p m^T`, with `m` the top-k channels (of the source row)
-and `p` a spatial mask (every token, a row's K = 2 foreground, or a user's). Source and target run in ONE batch (with CFG, one batch of
-both halves), so a transported image costs about one batch-2 generation.
+and `p` a spatial mask (every token, a row's K = 2 foreground, or a user's). Source and target
+run in ONE batch (with CFG, one batch of both halves), so a transported image costs about one
+batch-2 generation.
 
 Text-conditioned: the source row is prompt A's own trajectory. Image-conditioned: the
 source row is a reference image, put after every step at that step's noise level (a
@@ -43,7 +44,7 @@ REFERENCE_PATHS = {
 @dataclass
 class TransportConfig:
     # k, mask, sites and steps: the choice of `ditlens bench transport --device cuda --n 32` on
-    # the built-in model (docs/transport.md, three runs): only k = 64 moves anything (the shape),
+    # the built-in model (docs/transport.md): only k = 64 moves anything (the shape),
     # and editing every token moved it in 72% of pairs against 28% under the source's K=2 mask
     k: int = 64  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)

@@ -85,3 +85,22 @@ def test_bad_inputs_exit_2_with_a_message(flux_dir, tmp_path, capsys):
     assert "Unknown channel rule 'best'" in run_error(capsys, ["disrupt", *base, "--rules", "best"])
     assert "Step window [1, 5] is outside the schedule" in run_error(capsys, ["disrupt", *base, "--ks", "1", "--rules", "top", "--window", "1", "5"])
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("*.tmp"))
+
+
+def test_every_help_example_parses_one_command_per_line():
+    """Each `--help` example is a command the parser accepts; a long one continues on the next
+    line after a visible backslash (a bare backslash in the source would join the lines)."""
+    import shlex
+
+    from ditlens.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    n = 0
+    for name, text in EXAMPLES.items():
+        assert all(len(line) <= 120 for line in text.splitlines()), name
+        for line in text.replace("\\\n", " ").splitlines():
+            if line.strip().startswith("ditlens "):
+                argv = shlex.split(line, comments=True)[1:]
+                parser.parse_args(argv)  # SystemExit (a failure) on an unknown option or value
+                n += 1
+    assert n >= len(EXAMPLES)

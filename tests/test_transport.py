@@ -105,7 +105,7 @@ def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
 
 def test_each_mask_origin_edits_its_own_tokens():
     """Row 0 is the source, row 1 the target: the source's K=2 foreground is the left half of
-    the tokens, the target's the top rows; p is zero on the source row for every origin."""
+    the tokens, the target's the top rows; the K=2 origins leave the source row's p at zero."""
     from ditlens.transport import SpatialMask
 
     N, D = 16, 8
