@@ -33,7 +33,7 @@ from .channels import STATISTICS
 from .disrupt import RULES as DISRUPT_RULES
 from .disrupt import DisruptConfig, disrupt
 from .find import FindConfig, find_channels
-from .generation import GenerationSettings, image_size, to_pil
+from .generation import GenerationSettings, default_steps, image_size, to_pil
 from .images import load_image
 from .plots import (
     image_grid,
@@ -118,15 +118,6 @@ def parse_window(start: float | None, stop: float | None, num_steps: int | None)
             raise ValueError("Give the step window's stop (this pipeline's default number of steps is unknown).")
         stop = num_steps
     return (int(start), int(stop))
-
-
-def default_steps(pipe: Any) -> int | None:
-    """The pipeline's default `num_inference_steps` (from its signature), None if it has none."""
-    import inspect
-
-    parameter = inspect.signature(pipe.__call__).parameters.get("num_inference_steps")
-    default = None if parameter is None else parameter.default
-    return default if isinstance(default, int) else None
 
 
 # ---- views: what each tab shows --------------------------------------------------------------

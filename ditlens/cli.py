@@ -37,7 +37,9 @@ EXAMPLES = {
   ditlens transport --reference ref.png --reference-path invert --target "..."   # reference inverted along the ODE""",
     "interpolate": """examples:
   ditlens interpolate --source "a large red circle in the center on a gray background" \\
-                      --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1""",
+                      --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1
+  ditlens interpolate --source "..." --target "..." --over k --ks 2 8 32 64          # strip over k at alpha 1
+  ditlens interpolate --source "..." --target "..." --over window --windows 0:2 0:4 4:8""",
     "demo": """examples:
   ditlens demo                      # writes runs/demo/index.html (open it in a browser)
   ditlens demo --out /tmp/demo --seed 3""",
@@ -359,12 +361,16 @@ def _mask_image(args: argparse.Namespace, pipe: Any):
     return load_mask(args.mask_image, image_size(pipe, _settings(args))).float()
 
 
-def _run_transport(args: argparse.Namespace, alphas: list[float]):
-    from .generation import image_size
+def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list | None = None) -> list:
+    """One TransportResult per config (default: the one the options describe), the pipeline
+    loaded once; every config is checked against the model before the first one runs."""
+    from .adapters import adapter_for
+    from .generation import default_steps, image_size
     from .images import load_image
     from .transport import transport_image, transport_text
 
-    config = _transport_config(args)
+    configs = configs or [_transport_config(args)]
+    config = configs[0]
     if args.reference:
         texts = [args.target] + ([args.reference_prompt] if args.reference_prompt else [])
     else:
@@ -373,20 +379,29 @@ def _run_transport(args: argparse.Namespace, alphas: list[float]):
         texts = [args.source, args.target]
     _check_builtin_words(args, texts)
     pipe = _load(args)
+    adapter = adapter_for(pipe)
+    for c in configs:
+        c.validate(adapter.hidden_size, [s.name for s in adapter.sites()], c.generation.num_inference_steps or default_steps(pipe))
     mask_image = _mask_image(args, pipe)
+    embeds = _transport_embeds(args, 2 + len(alphas))
     if args.reference:
         reference, note = load_image(args.reference, image_size(pipe, config.generation))
         if note:
             _say(args, f"note: {note}")
-        return transport_image(
-            pipe, reference, args.target, config, reference_prompt=args.reference_prompt or "", alphas=alphas,
-            seed=args.target_seed, mask_image=mask_image, prompt_embeds=_transport_embeds(args, 2 + len(alphas)),
-            reference_path=args.reference_path,
+        return [
+            transport_image(
+                pipe, reference, args.target, c, reference_prompt=args.reference_prompt or "", alphas=alphas,
+                seed=args.target_seed, mask_image=mask_image, prompt_embeds=embeds, reference_path=args.reference_path,
+            )
+            for c in configs
+        ]
+    return [
+        transport_text(
+            pipe, args.source, args.target, c, alphas=alphas, source_seed=args.source_seed,
+            target_seed=args.target_seed, mask_image=mask_image, prompt_embeds=embeds,
         )
-    return transport_text(
-        pipe, args.source, args.target, config, alphas=alphas, source_seed=args.source_seed,
-        target_seed=args.target_seed, mask_image=mask_image, prompt_embeds=_transport_embeds(args, 2 + len(alphas)),
-    )
+        for c in configs
+    ]
 
 
 def _transport_embeds(args: argparse.Namespace, rows: int) -> dict[str, Any] | None:
@@ -407,7 +422,7 @@ def _transport_embeds(args: argparse.Namespace, rows: int) -> dict[str, Any] | N
 def cmd_transport(args: argparse.Namespace) -> None:
     from .plots import plot_image_table
 
-    result = _run_transport(args, [args.alpha])
+    (result,) = _run_transport(args, [args.alpha])
     out = Path(args.out)
     cells = [[result.source, result.target, result.transported[0]]]
     source_label = "reference" if args.reference else "source"
@@ -421,19 +436,49 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     from .generation import to_pil
     from .plots import plot_image_table
 
+    from dataclasses import replace
+
     for a in args.alphas:
         if not 0 <= a <= 1:
             raise ValueError(f"alpha must be within [0, 1]; got {a!r}.")
-    result = _run_transport(args, list(args.alphas))
+    base = _transport_config(args)
+    if args.over == "alpha":
+        (result,) = _run_transport(args, list(args.alphas))
+        frames = list(zip([f"a={a:g}" for a in result.alphas], [f"alpha{a:.2f}" for a in result.alphas], result.transported))
+        results = [result]
+    else:
+        if args.over == "k":
+            labels, configs = [f"k={k}" for k in args.ks], [replace(base, k=k) for k in args.ks]
+        else:
+            windows = [_parse_window(w) for w in args.windows]
+            labels, configs = [f"steps [{a},{b})" for a, b in windows], [replace(base, steps=w) for w in windows]
+        results = _run_transport(args, [args.alpha], configs)
+        names = [label.replace("=", "").replace("steps [", "window").replace(",", "-").rstrip(")") for label in labels]
+        frames = [(label, name, r.transported[0]) for label, name, r in zip(labels, names, results)]
+    first = results[0]
     out = Path(args.out)
-    cells = [[result.source] + list(result.transported)]
     with output_folder(out) as tmp:
-        result.save(tmp)
+        if args.over == "alpha":
+            first.save(tmp)
+        else:  # source and target are the same in every result; settings, one entry per frame
+            for name, image in (("source", first.source), ("target", first.target)):
+                to_pil(image[None])[0].save(tmp / f"{name}.png")
+            _write_json(tmp / "settings.json", {"over": args.over, "frames": [r.settings for r in results]})
         (tmp / "frames").mkdir(exist_ok=True)
-        for i, image in enumerate(to_pil(result.transported)):
-            image.save(tmp / "frames" / f"frame_{i:03d}_alpha{result.alphas[i]:.2f}.png")
-        plot_image_table(cells, tmp / "strip.png", [""], ["source"] + [f"a={a:g}" for a in result.alphas], title=f"{args.target}  <-  {args.source or args.reference}")
-    _say(args, f"wrote {out}/strip.png and {len(result.alphas)} frames in {out / 'frames'}/")
+        for i, (_, name, image) in enumerate(frames):
+            to_pil(image[None])[0].save(tmp / "frames" / f"frame_{i:03d}_{name}.png")
+        cells = [[first.source, first.target] + [image for _, _, image in frames]]
+        source_label = "reference" if args.reference else "source"
+        plot_image_table(cells, tmp / "strip.png", [""], [source_label, "target alone"] + [label for label, _, _ in frames],
+                         title=f"{args.target}  <-  {args.source or args.reference}")
+    _say(args, f"wrote {out}/strip.png and {len(frames)} frames in {out / 'frames'}/")
+
+
+def _parse_window(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    if not sep or not start.strip().isdigit() or not stop.strip().isdigit():
+        raise UsageError(f"A step window is START:STOP with whole numbers, e.g. 0:4; got {text!r}.")
+    return int(start), int(stop)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -611,10 +656,17 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--reference-path", choices=["renoise", "invert"], default="renoise",
                        help="how the reference reaches each step's noise level: fixed noise (default) or "
                             "its inversion along the flow ODE (one more generation's time)")
-        if name == "transport":
-            g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1: the paper's rule)")
-        else:
-            g.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="strengths")
+        g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1: the paper's rule)"
+                       + ("" if name == "transport" else "; for --over k or window"))
+        if name == "interpolate":
+            g.add_argument("--over", choices=["alpha", "k", "window"], default="alpha",
+                           help="what changes along the strip (default: alpha)")
+            g.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                           help="strengths for --over alpha (default: 0 0.25 0.5 0.75 1; one batch)")
+            g.add_argument("--ks", type=int, nargs="+", default=[2, 8, 32, 64],
+                           help="channel counts for --over k (default: 2 8 32 64; one generation each)")
+            g.add_argument("--windows", nargs="+", default=["0:2", "0:4", "4:8"], metavar="START:STOP",
+                           help="step windows for --over window (default: 0:2 0:4 4:8; one generation each)")
         g.add_argument("--k", type=int, default=TransportConfig.k,
                        help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)")
         g.add_argument("--mask", default=TransportConfig.mask,

@@ -86,3 +86,12 @@ def pixel_distances(images: torch.Tensor, reference: torch.Tensor) -> dict[str, 
     mse = ((images - reference) ** 2).flatten(1).mean(1)
     psnr = 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
     return {"mse": float(mse.mean()), "psnr_db": float(psnr.mean())}
+
+
+def default_steps(pipe: Any) -> int | None:
+    """The pipeline's default `num_inference_steps` (from its signature), None if it has none."""
+    import inspect
+
+    parameter = inspect.signature(pipe.__call__).parameters.get("num_inference_steps")
+    default = None if parameter is None else parameter.default
+    return default if isinstance(default, int) else None

@@ -61,6 +61,42 @@ def test_segment_with_a_truth_folder(flux_dir, tmp_path):
     assert (out / "overlays.png").is_file() and (out / "miou_per_site.png").is_file()
 
 
+def test_transport_text_and_image_write_images_and_settings(flux_dir, tmp_path):
+    from PIL import Image
+
+    text = tmp_path / "text"
+    assert main(["transport", *common(flux_dir, text), "--k", "4", "--alpha", "0.5", "--source", "A", "--target", "B"]) == 0
+    settings = json.loads((text / "settings.json").read_text())
+    assert settings["k"] == 4 and settings["alphas"] == [0.5] and settings["mask"] == "all"
+    for name in ("source.png", "target.png", "transported_alpha0.50.png", "strip.png"):
+        assert (text / name).is_file(), name
+    reference = tmp_path / "reference.png"
+    Image.fromarray((torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(reference)
+    image = tmp_path / "image"
+    assert main(["transport", *common(flux_dir, image), "--k", "4", "--mask", "source", "--reference", str(reference), "--target", "B"]) == 0
+    settings = json.loads((image / "settings.json").read_text())
+    assert settings["mask"] == "source" and settings["reference_path"] == "renoise"
+    assert (image / "transported_alpha1.00.png").is_file()
+
+
+@pytest.mark.parametrize("over, values, frames", [
+    ("alpha", ["--alphas", "0", "0.5", "1"], ["frame_000_alpha0.00.png", "frame_001_alpha0.50.png", "frame_002_alpha1.00.png"]),
+    ("k", ["--ks", "2", "8"], ["frame_000_k2.png", "frame_001_k8.png"]),
+    ("window", ["--windows", "0:1", "1:2"], ["frame_000_window0-1.png", "frame_001_window1-2.png"]),
+])
+def test_interpolate_writes_a_strip_and_one_frame_per_value(flux_dir, tmp_path, over, values, frames):
+    argv = ["interpolate", *common(flux_dir, tmp_path), "--k", "4", "--source", "A", "--target", "B", "--over", over, *values]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == frames
+    assert (tmp_path / "strip.png").is_file() and (tmp_path / "target.png").is_file()
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    if over == "alpha":
+        assert settings["alphas"] == [0.0, 0.5, 1.0]
+    else:
+        key = "k" if over == "k" else "steps"
+        assert [f[key] for f in settings["frames"]] == ([2, 8] if over == "k" else [[0, 1], [1, 2]])
+
+
 def run_error(capsys, argv: list[str]) -> str:
     code = main(argv)
     err = capsys.readouterr().err
@@ -84,6 +120,10 @@ def test_bad_inputs_exit_2_with_a_message(flux_dir, tmp_path, capsys):
     assert "k must be an integer in 0..32" in run_error(capsys, ["disrupt", *base, "--ks", "64"])
     assert "Unknown channel rule 'best'" in run_error(capsys, ["disrupt", *base, "--rules", "best"])
     assert "Step window [1, 5] is outside the schedule" in run_error(capsys, ["disrupt", *base, "--ks", "1", "--rules", "top", "--window", "1", "5"])
+    pair = ["--k", "4", "--source", "A", "--target", "B"]
+    assert "Step window [1, 3] is outside the schedule" in run_error(capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0:1", "1:3"])
+    assert "START:STOP with whole numbers" in run_error(capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0-1"])
+    assert "k must be an integer in 1..32" in run_error(capsys, ["interpolate", *base, *pair, "--over", "k", "--ks", "2", "64"])
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("*.tmp"))
 
 
