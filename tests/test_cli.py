@@ -79,6 +79,18 @@ def test_transport_text_and_image_write_images_and_settings(flux_dir, tmp_path):
     assert (image / "transported_alpha1.00.png").is_file()
 
 
+def test_a_reference_of_another_size_is_resized_with_a_note(flux_dir, tmp_path, capsys):
+    from PIL import Image
+
+    reference = tmp_path / "small.png"
+    Image.new("RGB", (20, 12), (200, 30, 30)).save(reference)
+    argv = ["transport", *common(flux_dir, tmp_path / "out"), "--k", "4", "--reference", str(reference), "--target", "B"]
+    argv.remove("--quiet")
+    assert main(argv) == 0
+    assert f"resized {reference} from 12x20 to 32x32" in capsys.readouterr().out
+    assert (tmp_path / "out" / "source.png").is_file()
+
+
 @pytest.mark.parametrize("over, values, frames", [
     ("alpha", ["--alphas", "0", "0.5", "1"], ["frame_000_alpha0.00.png", "frame_001_alpha0.50.png", "frame_002_alpha1.00.png"]),
     ("k", ["--ks", "2", "8"], ["frame_000_k2.png", "frame_001_k8.png"]),
