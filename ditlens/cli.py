@@ -345,6 +345,7 @@ def _transport_config(args: argparse.Namespace):
         k=args.k,
         alpha=args.alpha if hasattr(args, "alpha") else 1.0,
         mask=args.mask,
+        channels_from=args.channels_from,
         statistic=args.statistic,
         sites=tuple(args.sites) if args.sites else None,
         steps=_window(args),
@@ -673,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
                             f"user (--mask-image) (default: {TransportConfig.mask}, measured: docs/transport.md)")
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
+        g.add_argument("--channels-from", choices=["source", "union", "target"], default=TransportConfig.channels_from,
+                       help=f"whose top-k channels are moved: the source's, those of both rows, or the target's "
+                            f"(default: {TransportConfig.channels_from})")
         g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
         g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
         g.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP)")

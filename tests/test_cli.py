@@ -73,9 +73,10 @@ def test_transport_text_and_image_write_images_and_settings(flux_dir, tmp_path):
     reference = tmp_path / "reference.png"
     Image.fromarray((torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(reference)
     image = tmp_path / "image"
-    assert main(["transport", *common(flux_dir, image), "--k", "4", "--mask", "source", "--reference", str(reference), "--target", "B"]) == 0
+    argv = ["transport", *common(flux_dir, image), "--k", "4", "--mask", "source", "--channels-from", "union", "--reference", str(reference), "--target", "B"]
+    assert main(argv) == 0
     settings = json.loads((image / "settings.json").read_text())
-    assert settings["mask"] == "source" and settings["reference_path"] == "renoise"
+    assert settings["mask"] == "source" and settings["channels_from"] == "union" and settings["reference_path"] == "renoise"
     assert (image / "transported_alpha1.00.png").is_file()
 
 
