@@ -439,23 +439,21 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
     from dataclasses import replace
 
-    for a in args.alphas:
+    for a in [*args.alphas, args.alpha]:
         if not 0 <= a <= 1:
             raise ValueError(f"alpha must be within [0, 1]; got {a!r}.")
     base = _transport_config(args)
     if args.over == "alpha":
         (result,) = _run_transport(args, list(args.alphas))
-        frames = list(zip([f"a={a:g}" for a in result.alphas], [f"alpha{a:.2f}" for a in result.alphas], result.transported))
+        frames = [(f"a={a:g}", f"alpha{a:.2f}", image) for a, image in zip(result.alphas, result.transported)]
         results = [result]
-    else:
+    else:  # one generation per value: (column label, frame name, config)
         if args.over == "k":
-            labels, configs = [f"k={k}" for k in args.ks], [replace(base, k=k) for k in args.ks]
+            values = [(f"k={k}", f"k{k}", replace(base, k=k)) for k in args.ks]
         else:
-            windows = [_parse_window(w) for w in args.windows]
-            labels, configs = [f"steps [{a},{b})" for a, b in windows], [replace(base, steps=w) for w in windows]
-        results = _run_transport(args, [args.alpha], configs)
-        names = [label.replace("=", "").replace("steps [", "window").replace(",", "-").rstrip(")") for label in labels]
-        frames = [(label, name, r.transported[0]) for label, name, r in zip(labels, names, results)]
+            values = [(f"steps [{a},{b})", f"window{a}-{b}", replace(base, steps=(a, b))) for a, b in map(_parse_window, args.windows)]
+        results = _run_transport(args, [args.alpha], [config for _, _, config in values])
+        frames = [(label, name, r.transported[0]) for (label, name, _), r in zip(values, results)]
     first = results[0]
     out = Path(args.out)
     with output_folder(out) as tmp:
