@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Union
 import torch
 
 from .channels import ChannelSelector
+from .cuda_graphs import GraphCache
 
 if TYPE_CHECKING:
     from .hooks import HookContext
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 #: a token mask: None (all tokens), a (N,) or (B, N) tensor of {0,1} or [0,1] weights, or a
 #: function of the current image tokens and the hook context returning one of those.
 TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], torch.Tensor]]
+
+#: On CUDA, replay a transport edit as one captured graph (ditlens.cuda_graphs) when its block
+#: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: the built-in model's edit
+#: is ~15 small kernels next to a block of a few (docs/performance.md). Large outputs are not,
+#: and the graph's static copies would add twice the block output to the peak memory.
+CUDA_GRAPHS = True
+GRAPH_MAX_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class ReplaceFromRows:
     scope: Scope = field(default_factory=Scope)
     alphas: dict[int, float] | None = None  # per target prompt, overriding alpha (one-batch strips)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _plan
+    _graphs: GraphCache = field(default_factory=GraphCache, init=False, repr=False, compare=False)  # see __call__
 
     def __post_init__(self) -> None:
         for a in [self.alpha, *(self.alphas or {}).values()]:
@@ -173,6 +182,31 @@ class ReplaceFromRows:
         return self._plans[key]
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
+        if self._graphable(img):  # the same edit at every site and step: one graph per shape
+            key = (tuple(img.shape), img.dtype, img.device)
+            return self._graphs.run(key, lambda x: self._edit(x, ctx), img)
+        return self._edit(img, ctx)
+
+    def _graphable(self, img: torch.Tensor) -> bool:
+        """On CUDA, for a small block output, when the edit is a function of img alone: its
+        channel selector and token mask say so (`graph_safe`), or the mask is a tensor
+        already on img's device (no host copy inside the capture)."""
+        tokens = self.tokens
+        tokens_safe = (
+            tokens is None
+            or (isinstance(tokens, torch.Tensor) and tokens.device == img.device)
+            or getattr(tokens, "graph_safe", False)
+        )
+        return (
+            CUDA_GRAPHS
+            and img.is_cuda
+            and img.numel() * img.element_size() <= GRAPH_MAX_BYTES
+            and getattr(self.channels, "graph_safe", False)
+            and tokens_safe
+            and not torch.compiler.is_compiling()
+        )
+
+    def _edit(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         targets, sources, alphas = self._plan(img)
         if targets.numel() == 0:
             return img

@@ -8,11 +8,14 @@ initialisation: the two seeds are the tokens with the lowest and highest summed 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
 import torch
 import torch.nn.functional as F
+
+from .cuda_graphs import GraphCache, TensorFunction
 
 KMEANS_ITERATIONS = 10  # two well-separated clusters converge in a few steps; fixed: no host sync
 CUDA_GRAPHS = True  # on CUDA, replay the clustering as one captured graph (launch-bound work)
@@ -101,43 +104,35 @@ def foreground_tokens(img: torch.Tensor, channels: torch.Tensor | None = None) -
     return cluster_foreground(x)
 
 
-_GRAPHS: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+_CLUSTER_GRAPHS = GraphCache()  # one per shape, kept for the session: shapes repeat across generations
 
 
 def _graphed_cluster_foreground(x: torch.Tensor) -> torch.Tensor:
     """`cluster_foreground` captured once per shape as a CUDA graph and replayed: its ~220
     tiny kernels cost launch time, not arithmetic (measured in bench/mask_cost.py). With
-    COMPILE_ON_CUDA, inductor fuses them first (compiled once per shape, in seconds)."""
+    COMPILE_ON_CUDA, inductor fuses them first (compiled once per shape, in seconds). Inside
+    a larger capture (a graphed transport edit) it joins that graph."""
     key = (tuple(x.shape), x.dtype, x.device, COMPILE_ON_CUDA)
-    if key not in _GRAPHS:
-        static_in = x.clone()
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):
-            cluster = _warm_cluster_function(static_in)  # warm-up outside the capture, as CUDA graphs require
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = cluster(static_in)
-        _GRAPHS[key] = (graph, static_in, static_out)
-    graph, static_in, static_out = _GRAPHS[key]
-    static_in.copy_(x)
-    graph.replay()
-    return static_out.clone()
+    return _CLUSTER_GRAPHS.run(key, _cluster_on_cuda, x)
 
 
-def _warm_cluster_function(x: torch.Tensor):
-    """The clustering to capture, already run twice on x: compiled if it compiles, else eager."""
-    if COMPILE_ON_CUDA:
+def _cluster_on_cuda(x: torch.Tensor) -> torch.Tensor:
+    """The clustering to capture: compiled if it compiles, else eager."""
+    if COMPILE_ON_CUDA and not _COMPILE_FAILED:
         try:
-            compiled = torch.compile(cluster_foreground, dynamic=False, fullgraph=True)
-            compiled(x)
-            compiled(x)
-            return compiled
+            return _compiled_cluster_foreground()(x)
         except Exception as error:  # no Triton or no C compiler: the eager kernels still work
+            _COMPILE_FAILED.append(error)
             warnings.warn(f"ditlens: compiling the K=2 clustering failed ({error!r}); using eager kernels.")
-    cluster_foreground(x)
-    return cluster_foreground
+    return cluster_foreground(x)
+
+
+_COMPILE_FAILED: list[Exception] = []
+
+
+@functools.cache
+def _compiled_cluster_foreground() -> TensorFunction:
+    return torch.compile(cluster_foreground, dynamic=False, fullgraph=True)
 
 
 def token_grid(n_tokens: int, height: int | None = None, width: int | None = None) -> tuple[int, int]:

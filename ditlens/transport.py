@@ -69,6 +69,8 @@ class TransportConfig:
 class SpatialMask:
     """The token mask `p` of transport, computed at each site and step on the current tokens."""
 
+    graph_safe = True  # a function of img alone (ctx unused), no host sync: may be captured
+
     def __init__(
         self,
         origin: str,

@@ -191,3 +191,27 @@ def test_bad_inputs(pipe):
         transport_image(pipe, torch.rand(3, 16, 16), "B", TransportConfig(k=4, generation=SETTINGS), prompt_embeds=embeds(3))
     with pytest.raises(ValueError, match=r"Step window \[0, 9\] is outside the schedule"):
         run_text(pipe, TransportConfig(k=4, steps=(0, 9), generation=SETTINGS), alphas=[1.0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("mask", ["all", "source", "union", "user"])
+def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, monkeypatch):
+    """On CUDA a small block output's edit is captured once per shape and replayed at every
+    site and step (ditlens.cuda_graphs): the same kernels, so the same images bit for bit."""
+    import ditlens.cuda_graphs as cuda_graphs
+    import ditlens.intervene as intervene
+
+    pipe = tiny_flux_pipeline().to("cuda")
+    captured = []
+    capture = cuda_graphs._capture
+    monkeypatch.setattr(cuda_graphs, "_capture", lambda fn, *rest: captured.append(fn.__qualname__) or capture(fn, *rest))
+    user_mask = torch.zeros(32, 32)
+    user_mask[:, :16] = 1
+    config = TransportConfig(k=4, mask=mask, generation=SETTINGS)
+    graphed = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
+    edit_captures = [name for name in captured if name.startswith("ReplaceFromRows")]
+    assert len(edit_captures) == 1  # one shape: one capture, replayed at 4 sites x 3 steps
+    monkeypatch.setattr(intervene, "CUDA_GRAPHS", False)
+    eager = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
+    assert torch.equal(graphed.transported, eager.transported)
+    assert not torch.equal(graphed.transported[1], graphed.target)  # the edit did act
