@@ -25,6 +25,7 @@ from typing import Any
 
 import common
 import torch
+from common import MB
 
 from ditlens import intervene
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
@@ -137,6 +138,7 @@ def main() -> None:
         timings = common.time_interleaved(cases, device, repeats, warmup)
         peaks = {name: common.peak_memory(fn, device) for name, fn in cases.items()}
 
+    held = graph_memory(device)
     with torch.inference_mode():
         prompt_args = prompt_args_for(embeds, source, target)
         parts = edit_parts(pipe, prompt_args, settings, args.k, device, max(3 * repeats, 10))
@@ -171,6 +173,12 @@ def main() -> None:
     )
     print(common.RATIO_LEGEND)
     print("peak: tensor bytes allocated above what was live before the call (weights and inputs excluded)")
+    if held is not None:
+        plain_peak = peaks["plain diffusers, batch 2"]
+        print(
+            f"held between calls by the shared captured edits (not in peak, which starts from them): "
+            f"{held / MB:.3f} MB = x{held / plain_peak:.3f} of the plain peak (freed by ditlens.intervene.release_graphs())"
+        )
     print()
     steps_sites = steps * len(parts["sites"])
     print(
@@ -188,6 +196,20 @@ def main() -> None:
         memory = common.memory_ratio(peaks[name], peaks["plain diffusers, batch 2"])
         print(f"RESULT transport ({label}) peak memory vs plain batch 2: {f'x{memory:.3f}' if isinstance(memory, float) else memory}")
     common.print_footer()
+
+
+def graph_memory(device: torch.device) -> int | None:
+    """Bytes the shared captured edits keep allocated between calls (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    import gc
+
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    intervene.release_graphs()
+    gc.collect()
+    torch.cuda.synchronize(device)
+    return before - torch.cuda.memory_allocated(device)
 
 
 def prompt_args_for(embeds: dict[str, Any] | None, source: str, target: str) -> dict[str, Any]:
@@ -222,7 +244,8 @@ def edit_parts(
     cases = {}
     for mask in ("source", "all"):
         spatial = SpatialMask(mask, k, "abs_mean", 2, source_of)
-        edit = ReplaceFromRows(source_of=source_of, group_size=2, channels=ditlens.TopK(k), tokens=spatial)
+        tokens = None if mask == "all" else spatial  # as ditlens.transport builds it
+        edit = ReplaceFromRows(source_of=source_of, group_size=2, channels=ditlens.TopK(k), tokens=tokens)
         if mask == "source":
             cases["spatial mask alone (TopK + foreground_tokens, all rows)"] = lambda s=spatial: s(img, ctx)
         cases[f"whole edit, mask='{mask}' (selection, mask, gather, lerp)"] = lambda e=edit: e(img, ctx)

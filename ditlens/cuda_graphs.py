@@ -8,7 +8,8 @@ as long as the cache that holds the graph lives.
 
 What may be captured: a function of its input tensor alone (and of state it caches on its
 first call, which runs before the capture), with no host synchronisation (`.item()`,
-`bool(tensor)`, copies from host memory) and no randomness.
+`bool(tensor)`, copies from host memory) and no randomness. It may write into its input:
+that is the cache's own static copy, refilled before every replay.
 """
 
 from __future__ import annotations
@@ -45,13 +46,21 @@ class GraphCache:
 
 
 def _capture(fn: TensorFunction, static_in: torch.Tensor, warmup_calls: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-    side = torch.cuda.Stream(static_in.device)  # warm up on a side stream, as CUDA graphs require
-    side.wait_stream(torch.cuda.current_stream(static_in.device))
+    """Warm up and capture on a side stream, as CUDA graphs require. `capture_begin` rather
+    than the `torch.cuda.graph` context: that one also synchronises the device and empties
+    the allocator's cache, which a capture in the middle of a generation (a new edit's first
+    site) would pay for in re-allocations at every later block of that step."""
+    current = torch.cuda.current_stream(static_in.device)
+    side = torch.cuda.Stream(static_in.device)
+    side.wait_stream(current)
+    graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(side):
         for _ in range(warmup_calls):
             fn(static_in)
-    torch.cuda.current_stream(static_in.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = fn(static_in)
+        graph.capture_begin()
+        try:
+            static_out = fn(static_in)
+        finally:
+            graph.capture_end()
+    current.wait_stream(side)
     return graph, static_in, static_out

@@ -89,6 +89,13 @@ class SpatialMask:
         self._plans: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._user_tokens: dict[tuple, torch.Tensor] = {}
 
+    @property
+    def graph_key(self) -> tuple | None:
+        """What makes two masks equal, for sharing a captured edit (None for a user's mask)."""
+        if self.origin == "user":
+            return None
+        return (self.origin, self.selector, self.group_size, tuple(sorted(self.source_of.items())))
+
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         B, N, _ = img.shape
         if self.origin == "all":
@@ -171,7 +178,10 @@ def _edit(
         raise ValueError(f"Mask image is {tuple(mask_image.shape)} (H, W) but generated images are {tuple(image_size)}.")
     targets = list(range(first_target, first_target + len(alphas)))
     source_of = {t: 0 for t in targets}
-    tokens = SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, mask_image, image_size)
+    # every token: no token mask at all (None), which spares the edit the mask's kernels
+    tokens = None
+    if config.mask != "all":
+        tokens = SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, mask_image, image_size)
     return ReplaceFromRows(
         source_of=source_of,
         group_size=group_size,

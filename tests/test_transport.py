@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 
@@ -32,7 +34,7 @@ def embeds(rows: int, seed: int = 0) -> dict[str, torch.Tensor]:
 def run_text(pipe, config, alphas, mask_image=None):
     return transport_text(
         pipe, "A", "B", config, alphas=alphas, source_seed=1, target_seed=2,
-        prompt_embeds=embeds(2 + len(alphas)), mask_image=mask_image,
+        prompt_embeds={name: e.to(pipe.device) for name, e in embeds(2 + len(alphas)).items()}, mask_image=mask_image,
     )
 
 
@@ -202,16 +204,47 @@ def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, monkeypatch):
     import ditlens.intervene as intervene
 
     pipe = tiny_flux_pipeline().to("cuda")
+    monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())  # no graph from an earlier test
     captured = []
     capture = cuda_graphs._capture
     monkeypatch.setattr(cuda_graphs, "_capture", lambda fn, *rest: captured.append(fn.__qualname__) or capture(fn, *rest))
     user_mask = torch.zeros(32, 32)
     user_mask[:, :16] = 1
     config = TransportConfig(k=4, mask=mask, generation=SETTINGS)
+
+    def edit_captures() -> int:
+        return sum(name.startswith("ReplaceFromRows") for name in captured)
+
     graphed = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
-    edit_captures = [name for name in captured if name.startswith("ReplaceFromRows")]
-    assert len(edit_captures) == 1  # one shape: one capture, replayed at 4 sites x 3 steps
+    assert edit_captures() == 1  # one shape: one capture, replayed at 4 sites x 3 steps
+    again = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
+    assert edit_captures() == (2 if mask == "user" else 1)  # an equal edit replays the first one's graph
     monkeypatch.setattr(intervene, "CUDA_GRAPHS", False)
     eager = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
     assert torch.equal(graphed.transported, eager.transported)
+    assert torch.equal(again.transported, eager.transported)
     assert not torch.equal(graphed.transported[1], graphed.target)  # the edit did act
+
+
+def test_equal_edits_share_one_graph_owner_and_only_the_last_few_are_kept(monkeypatch):
+    """The bookkeeping behind sharing captured edits (on CUDA): equal settings find the edit
+    that holds the graphs, other settings do not, a user's tensor mask is never shared, and
+    only the last SHARED_GRAPH_EDITS owners are kept."""
+    import ditlens.intervene as intervene
+    from ditlens.transport import _edit
+
+    monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())
+
+    def edit(k=4, mask="source", mask_image=None):
+        return _edit(TransportConfig(k=k, mask=mask), [1.0], 1, 2, mask_image, (32, 32))
+
+    first = edit()
+    assert intervene._graph_owner(first) is first
+    assert intervene._graph_owner(edit()) is first  # equal settings, another object
+    assert intervene._graph_owner(edit(k=8)) is not first
+    user = edit(mask="user", mask_image=torch.ones(32, 32))
+    assert user.value_key() is None and intervene._graph_owner(user) is user
+    for k in range(1, 1 + intervene.SHARED_GRAPH_EDITS):
+        intervene._graph_owner(edit(k=10 + k))
+    assert len(intervene._GRAPH_OWNERS) == intervene.SHARED_GRAPH_EDITS
+    assert intervene._graph_owner(edit()) is not first  # evicted: the least recently used
