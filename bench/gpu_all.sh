@@ -66,6 +66,7 @@ step() {  # step LIMIT_S SCRIPT ARGS...: run one bench script within LIMIT_S and
   step 120 bench/offload.py --modes model
   step 100 bench/nnsight_compare.py --model flux-full --repeats 10
   step 60 bench/transport_cost.py --device cuda
+  step 60 bench/transport_parts.py --device cuda --repeats 15
   # compile: FLUX.1 width at reduced depth first (compiles in a fraction of the time), then
   # the whole model if the budget allows; the per-block overhead is what counts
   step 200 bench/recording_overhead.py --model flux-full --blocks 4,8 --compile --repeats 10

@@ -36,9 +36,9 @@ TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], to
 CUDA_GRAPHS = True
 GRAPH_MAX_BYTES = 16 * 2**20
 #: Graphs are shared by equal edits, so that a new generation with the same settings (the
-#: next transport call) replays instead of capturing again (measured: ~3% of a built-in
-#: generation on the GPU). The last SHARED_GRAPH_EDITS such edits keep their graphs, and with
-#: them a static copy of a block output each (at most GRAPH_MAX_BYTES).
+#: next transport call) replays instead of capturing again (two warm-up runs of the edit, the
+#: capture and the graph's instantiation). The last SHARED_GRAPH_EDITS such edits keep their
+#: graphs, and with them a static copy of a block output each (at most GRAPH_MAX_BYTES).
 SHARED_GRAPH_EDITS = 4
 
 

@@ -21,6 +21,7 @@ SCRIPTS = {  # script and arguments -> what its output must contain
     ("stats_memory.py", "--quick"): ["RESULT default RecordConfig", "independent of the token count"],
     ("mask_cost.py", "--quick"): ["RESULT K=2 mask"],
     ("transport_cost.py", "--quick"): ["RESULT transport (default mask", "RESULT transport (mask 'source'"],
+    ("transport_parts.py", "--quick"): ["RESULT + hooks, nothing done", "RESULT transport_text (a new edit per call)"],
     ("nnsight_compare.py", "--quick"): ["RESULT naive hooks / ditlens"],
     ("inversion.py", "--quick"): ["MSE from the inverted start"],
 }
