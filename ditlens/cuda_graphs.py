@@ -29,9 +29,6 @@ class GraphCache:
     def __init__(self) -> None:
         self._graphs: dict[Hashable, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
-    def __len__(self) -> int:
-        return len(self._graphs)
-
     def run(self, key: Hashable, fn: TensorFunction, x: torch.Tensor) -> torch.Tensor:
         """fn(x), from the graph captured for `key` (captured now if new). Inside another
         graph's capture, fn runs as it is and its kernels join the outer graph."""

@@ -31,8 +31,8 @@ TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], to
 
 #: On CUDA, replay a transport edit as one captured graph (ditlens.cuda_graphs) when its block
 #: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: the built-in model's edit
-#: is ~15 small kernels next to a block of a few (docs/performance.md). Large outputs are not,
-#: and the graph's static copies would add twice the block output to the peak memory.
+#: is ~15 small kernels next to a block of a few (docs/performance.md). Large outputs are not:
+#: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a block output.
 CUDA_GRAPHS = True
 GRAPH_MAX_BYTES = 16 * 2**20
 #: Graphs are shared by equal edits, so that a new generation with the same settings (the
