@@ -150,6 +150,7 @@ class ReplaceFromRows:
     alphas: dict[int, float] | None = None  # per target prompt, overriding alpha (one-batch strips)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _plan
     _graphs: GraphCache = field(default_factory=GraphCache, init=False, repr=False, compare=False)  # see __call__
+    _owner: list = field(default_factory=list, init=False, repr=False, compare=False)  # see _graph_owner
 
     def __post_init__(self) -> None:
         for a in [self.alpha, *(self.alphas or {}).values()]:
@@ -174,18 +175,6 @@ class ReplaceFromRows:
 
     def source_rows(self, batch_size: int) -> torch.Tensor:
         return source_rows(batch_size, self.group_size, self.source_of)
-
-    def _plan(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(target rows, their source rows, their (T, 1, 1) strengths) on img's device, made
-        once per batch size: a host-to-device copy at every site would stall the GPU queue."""
-        key = (img.shape[0], img.device, img.dtype)
-        if key not in self._plans:
-            rows = self.source_rows(img.shape[0])
-            targets = [r for r in range(len(rows)) if rows[r] != r and (self.scope.rows is None or r in self.scope.rows)]
-            index = torch.tensor(targets, dtype=torch.long)
-            plan = (index, rows[index], self.row_alphas(img.shape[0])[index].to(img.dtype))
-            self._plans[key] = tuple(t.to(img.device) for t in plan)
-        return self._plans[key]
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         if self._graphable(img):  # the same edit at every site and step: one graph per shape
@@ -230,40 +219,40 @@ class ReplaceFromRows:
         )
 
     def _edit(self, img: torch.Tensor, ctx: HookContext, in_place: bool = False) -> torch.Tensor:
-        """in_place: write into img (only for a copy of ours: the graph's static input)."""
-        targets, sources, alphas = self._plan(img)
-        if targets.numel() == 0:
-            return img
-        p = resolve_tokens(self.tokens, img, ctx)  # (B, N, 1) or None
-        weight = alphas if p is None else alphas * p[targets]  # (T, N or 1, 1)
-        if self.channels_from != "union" and hasattr(self.channels, "channel_indices"):
-            return self._replace_selected(img, targets, sources, weight, in_place)
-        # selectors act per row: selecting on all rows, then picking, equals selecting on the picks
-        m = self.channels.mask(img)
-        if self.channels_from == "source":
-            m = m[sources]
-        elif self.channels_from == "target":
-            m = m[targets]
+        """Every row lerps towards its source row at once, with weight alpha * M on the target
+        rows and 0 elsewhere (other rows, unselected channels and tokens: exact there, as lerp
+        is at 0). A few kernels over the whole batch: faster than gathering only the selected
+        values, on the CPU and the GPU, at the built-in and the FLUX.1 size (docs/performance.md).
+        in_place: write into img (only for a copy of ours: the CUDA graph's static input)."""
+        rows, strength = self._plan(img)  # (B,) source row per row, (B, 1) its alpha
+        if self.channels_from == "source" and hasattr(self.channels, "channel_indices"):
+            # selectors act per row: select on every row, then take each row's source's pick
+            chosen = self.channels.channel_indices(img, ordered=False)[rows]  # (B, k)
+            weight = img.new_zeros(img.shape[0], img.shape[2]).scatter_(1, chosen, strength.expand_as(chosen))
         else:
-            m = m[sources] | m[targets]
-        tgt = img[targets]  # (T, N, D): only the rows that change
-        tgt.lerp_(img[sources], weight * m.to(img.dtype).unsqueeze(1))  # lerp is exact at both ends
-        return img.index_copy_(0, targets, tgt) if in_place else img.index_copy(0, targets, tgt)
+            picked = self.channels.mask(img)  # (B, D) bool
+            m = {"source": picked[rows], "target": picked, "union": picked[rows] | picked}[self.channels_from]
+            weight = strength * m.to(img.dtype)
+        weight = weight.unsqueeze(1)  # (B, 1, D)
+        p = resolve_tokens(self.tokens, img, ctx)  # (B, N, 1) or None
+        # gathered after the selection (whose float32 statistic may copy img), and the result
+        # written into the gathered copy: one block-sized buffer at a time
+        src = img.index_select(0, rows)
+        return torch.lerp(img, src, weight if p is None else weight * p, out=img if in_place else src)
 
-    def _replace_selected(
-        self, img: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor, weight: torch.Tensor, in_place: bool
-    ) -> torch.Tensor:
-        """The same edit for selectors that give channel indices (k per row, e.g. TopK): it
-        touches only the (T, N, k) selected values instead of (T, N, D) rows, the same
-        arithmetic on them (measured on FLUX.1 blocks: see docs/performance.md)."""
-        chosen = self.channels.channel_indices(img)  # (B, k)
-        chosen = chosen[sources] if self.channels_from == "source" else chosen[targets]
-        tokens = torch.arange(img.shape[1], device=img.device).view(1, -1, 1)
-        where = (targets.view(-1, 1, 1), tokens, chosen.unsqueeze(1))  # -> (T, N, k) positions
-        values = img[where].lerp(img[(sources.view(-1, 1, 1), tokens, chosen.unsqueeze(1))], weight)
-        out = img if in_place else img.clone()
-        out[where] = values
-        return out
+    def _plan(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) each row's source row (itself where the row does not change) and (B, 1) its
+        strength (0 there) on img's device, made once per batch size: a host-to-device copy at
+        every site would stall the GPU queue."""
+        key = (img.shape[0], img.device, img.dtype)
+        if key not in self._plans:
+            batch_size = img.shape[0]
+            rows, itself = self.source_rows(batch_size), torch.arange(batch_size)
+            in_scope = torch.tensor([self.scope.rows is None or r in self.scope.rows for r in range(batch_size)])
+            changes = (rows != itself) & in_scope
+            strength = torch.where(changes, self.row_alphas(batch_size).view(-1), 0.0).view(-1, 1)
+            self._plans[key] = (torch.where(changes, rows, itself).to(img.device), strength.to(img.device, img.dtype))
+        return self._plans[key]
 
 
 _GRAPH_OWNERS: OrderedDict[tuple, ReplaceFromRows] = OrderedDict()  # value key -> the edit holding the graphs
@@ -277,11 +266,13 @@ def release_graphs() -> None:
 def _graph_owner(edit: ReplaceFromRows) -> ReplaceFromRows:
     """The edit whose graphs serve `edit`: the last-used equal one, else `edit` itself. The
     owner is kept whole, since its graphs read the tensors it cached (plans, masks)."""
+    if edit._owner:  # looked up at this edit's first site: no key to build at every site
+        return edit._owner[0]
     key = edit.value_key()
-    if key is None:
-        return edit
-    owner = _GRAPH_OWNERS.pop(key, edit)
-    _GRAPH_OWNERS[key] = owner  # most recently used last
-    while len(_GRAPH_OWNERS) > SHARED_GRAPH_EDITS:
-        _GRAPH_OWNERS.popitem(last=False)
+    owner = edit if key is None else _GRAPH_OWNERS.pop(key, edit)
+    if key is not None:
+        _GRAPH_OWNERS[key] = owner  # most recently used last
+        while len(_GRAPH_OWNERS) > SHARED_GRAPH_EDITS:
+            _GRAPH_OWNERS.popitem(last=False)
+    edit._owner.append(owner)
     return owner

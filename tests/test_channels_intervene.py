@@ -122,3 +122,41 @@ def test_replace_on_selected_channels_equals_the_generic_mask_path(channels_from
     generic = ReplaceFromRows(channels=_MaskOnly(4), **common)(img, ctx)
     assert torch.equal(fast, generic)
     assert torch.equal(fast[0::3], img[0::3]) and not torch.equal(fast[2::3], img[2::3])
+
+
+def reference_replace(img, source_of, group_size, k, alphas, tokens, channels_from, rows):
+    """ReplaceFromRows written out row by row and channel by channel, for the test below."""
+    out, statistic = img.clone(), img.float().mean(dim=1).abs()  # abs_mean, per row
+    for r in rows:
+        b = r % group_size
+        if b not in source_of:
+            continue
+        s = r - b + source_of[b]
+        from_source, from_target = set(statistic[s].topk(k).indices.tolist()), set(statistic[r].topk(k).indices.tolist())
+        chosen = {"source": from_source, "target": from_target, "union": from_source | from_target}[channels_from]
+        weight = torch.full((img.shape[1],), alphas[b]) * (1 if tokens is None else tokens[r])
+        for c in chosen:
+            out[r, :, c] = torch.lerp(img[r, :, c], img[s, :, c], weight.to(img.dtype))
+    return out
+
+
+@pytest.mark.parametrize("channels_from", ["source", "target", "union"])
+@pytest.mark.parametrize("selector", ["top_k", "mask_only"])
+@pytest.mark.parametrize("tokens", ["all", "mask"])
+def test_replace_equals_the_rule_written_out_bit_for_bit(channels_from, selector, tokens):
+    """The edit (every row lerps towards its source row at once, weight 0 where nothing
+    changes), in place as a CUDA graph runs it and not, gives the rule's values exactly."""
+    gen = torch.Generator().manual_seed(5)
+    img = torch.randn(6, 16, 32, generator=gen).to(torch.bfloat16)  # 2 CFG halves x 3 prompts
+    img[..., 7] += 40  # a massive channel, shared by source and targets
+    token_mask = None if tokens == "all" else (torch.rand(6, 16, generator=gen) > 0.5).float()
+    ctx = HookContext("transformer_blocks.0", 0, 0, 6)
+    rows = (0, 1, 2, 3, 5)  # row 4, a target, out of scope
+    edit = ReplaceFromRows(
+        source_of={1: 0, 2: 0}, group_size=3, channels=TopK(4) if selector == "top_k" else _MaskOnly(4),
+        tokens=token_mask, alphas={1: 0.5, 2: 1.0}, channels_from=channels_from, scope=Scope(rows=rows),
+    )
+    expected = reference_replace(img, {1: 0, 2: 0}, 3, 4, {1: 0.5, 2: 1.0}, token_mask, channels_from, rows)
+    assert torch.equal(edit(img, ctx), expected)
+    assert torch.equal(edit._edit(img.clone(), ctx, in_place=True), expected)
+    assert torch.equal(expected[[0, 3, 4]], img[[0, 3, 4]]) and not torch.equal(expected[5], img[5])
