@@ -31,7 +31,7 @@ TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], to
 
 #: On CUDA, replay a transport edit as one captured graph (ditlens.cuda_graphs) when its block
 #: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: the built-in model's edit
-#: is ~15 small kernels next to a block of a few (docs/performance.md). Large outputs are not:
+#: is ~9 small kernels next to a block of a few (docs/performance.md). Large outputs are not:
 #: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a block output.
 CUDA_GRAPHS = True
 GRAPH_MAX_BYTES = 16 * 2**20
@@ -220,8 +220,8 @@ class ReplaceFromRows:
 
     def _edit(self, img: torch.Tensor, ctx: HookContext, in_place: bool = False) -> torch.Tensor:
         """Every row lerps towards its source row at once, with weight alpha * M on the target
-        rows and 0 elsewhere (other rows, unselected channels and tokens: exact there, as lerp
-        is at 0). A few kernels over the whole batch: faster than gathering only the selected
+        rows and 0 elsewhere (other rows, unselected channels and tokens: exact there for finite
+        values, as lerp is at 0). A few kernels over the whole batch: faster than gathering only the selected
         values, on the CPU and the GPU, at the built-in and the FLUX.1 size (docs/performance.md).
         in_place: write into img (only for a copy of ours: the CUDA graph's static input)."""
         rows, strength = self._plan(img)  # (B,) source row per row, (B, 1) its alpha
