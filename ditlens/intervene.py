@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], torch.Tensor]]
 
 #: On CUDA, replay a transport edit as one captured graph (ditlens.cuda_graphs) when its block
-#: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: the built-in model's edit
-#: is ~9 small kernels next to a block of a few (docs/performance.md). Large outputs are not:
+#: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: on the built-in model the
+#: edit's kernel launches cost about as much as a block's (docs/performance.md). Large outputs are not:
 #: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a block output.
 CUDA_GRAPHS = True
 GRAPH_MAX_BYTES = 16 * 2**20
@@ -222,7 +222,7 @@ class ReplaceFromRows:
         """Every row lerps towards its source row at once, with weight alpha * M on the target
         rows and 0 elsewhere (other rows, unselected channels and tokens: exact there for finite
         values, as lerp is at 0). A few kernels over the whole batch: faster than gathering only the selected
-        values, on the CPU and the GPU, at the built-in and the FLUX.1 size (docs/performance.md).
+        values, on the CPU and the GPU (docs/performance.md).
         in_place: write into img (only for a copy of ours: the CUDA graph's static input)."""
         rows, strength = self._plan(img)  # (B,) source row per row, (B, 1) its alpha
         if self.channels_from == "source" and hasattr(self.channels, "channel_indices"):
