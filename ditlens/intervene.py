@@ -31,8 +31,9 @@ TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], to
 
 #: On CUDA, replay a transport edit as one captured graph (ditlens.cuda_graphs) when its block
 #: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: on the built-in model the
-#: edit's kernel launches cost about as much as a block's (docs/performance.md). Large outputs are not:
-#: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a block output.
+#: edit's kernel launches cost about as much as a block's (docs/performance.md). Large outputs
+#: are not: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a
+#: block output.
 CUDA_GRAPHS = True
 GRAPH_MAX_BYTES = 16 * 2**20
 #: Graphs are shared by equal edits, so that a new generation with the same settings (the
@@ -220,9 +221,9 @@ class ReplaceFromRows:
 
     def _edit(self, img: torch.Tensor, ctx: HookContext, in_place: bool = False) -> torch.Tensor:
         """Every row lerps towards its source row at once, with weight alpha * M on the target
-        rows and 0 elsewhere (other rows, unselected channels and tokens: exact there for finite
-        values, as lerp is at 0). A few kernels over the whole batch: faster than gathering only the selected
-        values, on the CPU and the GPU (docs/performance.md).
+        rows and 0 elsewhere (other rows, unselected channels and tokens: exact there for
+        finite values, as lerp is at 0). A few kernels over the whole batch: faster than
+        gathering only the selected values, on the CPU and the GPU (docs/performance.md).
         in_place: write into img (only for a copy of ours: the CUDA graph's static input)."""
         rows, strength = self._plan(img)  # (B,) source row per row, (B, 1) its alpha
         if self.channels_from == "source" and hasattr(self.channels, "channel_indices"):
@@ -230,8 +231,10 @@ class ReplaceFromRows:
             chosen = self.channels.channel_indices(img, ordered=False)[rows]  # (B, k)
             weight = img.new_zeros(img.shape[0], img.shape[2]).scatter_(1, chosen, strength.expand_as(chosen))
         else:
-            picked = self.channels.mask(img)  # (B, D) bool
-            m = {"source": picked[rows], "target": picked, "union": picked[rows] | picked}[self.channels_from]
+            picked = self.channels.mask(img)  # (B, D) bool, each row's own pick
+            m = picked if self.channels_from == "target" else picked[rows]
+            if self.channels_from == "union":
+                m = m | picked
             weight = strength * m.to(img.dtype)
         weight = weight.unsqueeze(1)  # (B, 1, D)
         p = resolve_tokens(self.tokens, img, ctx)  # (B, N, 1) or None
@@ -266,13 +269,12 @@ def release_graphs() -> None:
 def _graph_owner(edit: ReplaceFromRows) -> ReplaceFromRows:
     """The edit whose graphs serve `edit`: the last-used equal one, else `edit` itself. The
     owner is kept whole, since its graphs read the tensors it cached (plans, masks)."""
-    if edit._owner:  # looked up at this edit's first site: no key to build at every site
-        return edit._owner[0]
-    key = edit.value_key()
-    owner = edit if key is None else _GRAPH_OWNERS.pop(key, edit)
-    if key is not None:
-        _GRAPH_OWNERS[key] = owner  # most recently used last
-        while len(_GRAPH_OWNERS) > SHARED_GRAPH_EDITS:
-            _GRAPH_OWNERS.popitem(last=False)
-    edit._owner.append(owner)
-    return owner
+    if not edit._owner:  # looked up at this edit's first site only: no key built at every site
+        owner, key = edit, edit.value_key()
+        if key is not None:
+            owner = _GRAPH_OWNERS.pop(key, edit)
+            _GRAPH_OWNERS[key] = owner  # most recently used last
+            while len(_GRAPH_OWNERS) > SHARED_GRAPH_EDITS:
+                _GRAPH_OWNERS.popitem(last=False)
+        edit._owner.append(owner)
+    return edit._owner[0]

@@ -132,7 +132,8 @@ def reference_replace(img, source_of, group_size, k, alphas, tokens, channels_fr
         if b not in source_of:
             continue
         s = r - b + source_of[b]
-        from_source, from_target = set(statistic[s].topk(k).indices.tolist()), set(statistic[r].topk(k).indices.tolist())
+        from_source = set(statistic[s].topk(k).indices.tolist())
+        from_target = set(statistic[r].topk(k).indices.tolist())
         chosen = {"source": from_source, "target": from_target, "union": from_source | from_target}[channels_from]
         weight = torch.full((img.shape[1],), alphas[b]) * (1 if tokens is None else tokens[r])
         for c in chosen:
