@@ -24,7 +24,7 @@ import ditlens
 from ditlens import intervene
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
 from ditlens.generation import GenerationSettings, image_size
-from ditlens.transport import TransportConfig, _edit, transport_text
+from ditlens.transport import TransportConfig, _edits, transport_text
 
 
 class IdentityEdit:
@@ -78,7 +78,7 @@ def main() -> None:
         transport_text(pipe, source, target, config, alphas=[1.0], source_seed=args.seed,
                        target_seed=args.seed + 1, include_target=False)
 
-    held = _edit(config, [1.0], 1, 2, None, image_size(pipe, settings))  # prompt 1 takes from prompt 0
+    held = _edits(config, [1.0], 1, 2, None, image_size(pipe, settings))[0]  # prompt 1 takes from prompt 0
     cases = {
         "plain diffusers, batch 2": plain,
         "+ hooks, nothing done": hooked([]),

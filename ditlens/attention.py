@@ -347,10 +347,12 @@ class AttentionMaps:
 def attention_masks(maps: torch.Tensor) -> torch.Tensor:
     """K = 2 foreground from attention maps: (..., N_img) float -> same shape bool.
 
-    Each map is min-max normalised and split by `masks.kmeans2`; foreground = the cluster
-    with the higher attention, exactly the channel rules' clustering on a 1-channel input."""
+    Each map is min-max normalised and split by `masks.kmeans2`, exactly the channel rules'
+    clustering on a 1-channel input; foreground = the cluster with the higher attention
+    (rule `high`): here the polarity is known, since the map measures attention to the
+    subject's own words."""
     flat = maps.reshape(-1, maps.shape[-1], 1)  # (M, N, 1)
-    return foreground_tokens(flat).reshape(maps.shape)
+    return foreground_tokens(flat, rule="high").reshape(maps.shape)
 
 
 # ---- word -> text positions ---------------------------------------------------------------

@@ -42,6 +42,9 @@ class HookContext:
 
 
 class Edit(Protocol):
+    """Changes one stream of a site's output: the image tokens, or the text tokens where the
+    edit has `stream = "txt"` (an optional attribute; default "img")."""
+
     def applies(self, ctx: HookContext) -> bool: ...
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor: ...
@@ -156,19 +159,26 @@ class HookedRun:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             self._site_ran = True
             streams = adapter.split(output, args, kwargs)
-            img, edited = streams.img, False
+            img, txt, edited = streams.img, streams.txt, False
             if edits or observers:
                 ctx = HookContext(site.name, self.clock.step, self.clock.call, img.shape[0])
                 for edit in edits:
-                    if edit.applies(ctx):
-                        img, edited = edit(img, ctx), True
+                    if not edit.applies(ctx):
+                        continue
+                    if getattr(edit, "stream", "img") == "txt":
+                        if txt is None:  # a block without a text stream (SANA, SD3's last): nothing to edit
+                            continue
+                        txt = edit(txt, ctx)
+                    else:
+                        img = edit(img, ctx)
+                    edited = True
                 for observer in observers:
-                    observer(img, streams.txt, ctx)
+                    observer(img, txt, ctx)
             if recorder is not None:
-                recorder.reduce(index, img, streams.txt)
+                recorder.reduce(index, img, txt)
             if not edited:
                 return None  # look only: the block's output object passes through untouched
-            return adapter.merge(output, args, kwargs, Streams(img=img, txt=streams.txt))
+            return adapter.merge(output, args, kwargs, Streams(img=img, txt=txt))
 
         return hook
 

@@ -149,6 +149,7 @@ class ReplaceFromRows:
     channels_from: str = "source"
     scope: Scope = field(default_factory=Scope)
     alphas: dict[int, float] | None = None  # per target prompt, overriding alpha (one-batch strips)
+    stream: str = "img"  # which stream's tokens it edits: "img", or "txt" (its own top-k channels)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _plan
     _graphs: GraphCache = field(default_factory=GraphCache, init=False, repr=False, compare=False)  # see __call__
     _owner: list = field(default_factory=list, init=False, repr=False, compare=False)  # see _graph_owner
@@ -157,6 +158,8 @@ class ReplaceFromRows:
         for a in [self.alpha, *(self.alphas or {}).values()]:
             if not 0.0 <= a <= 1.0:
                 raise ValueError(f"alpha must be within [0, 1]; got {a!r}.")
+        if self.stream not in ("img", "txt"):
+            raise ValueError(f"stream must be 'img' or 'txt'; got {self.stream!r}.")
         if self.channels_from not in ("source", "union", "target"):
             raise ValueError(f"channels_from must be 'source', 'union' or 'target'; got {self.channels_from!r}.")
         bad = [i for pair in self.source_of.items() for i in pair if not 0 <= i < self.group_size]
@@ -192,7 +195,7 @@ class ReplaceFromRows:
             return None
         key = (
             tuple(sorted(self.source_of.items())), self.group_size, self.channels, tokens, self.alpha,
-            tuple(sorted((self.alphas or {}).items())), self.channels_from, self.scope,
+            tuple(sorted((self.alphas or {}).items())), self.channels_from, self.scope, self.stream,
         )
         try:
             hash(key)

@@ -1,9 +1,15 @@
 """Finding 2: K = 2 spatial masks from the massive channels, in torch on the model's device.
 
 Image tokens are restricted to the selected channels, each channel is min-max normalised
-over tokens, and k-means with K = 2 splits the tokens; the foreground is the cluster whose
-mean summed (normalised) value is higher. Batched over samples, deterministic (no random
-initialisation: the two seeds are the tokens with the lowest and highest summed value).
+over tokens, and k-means with K = 2 splits the tokens. Which of the two clusters is the
+subject is a separate choice (`FOREGROUND_RULES`): the paper does not say, and the obvious
+guess (the higher values) names the background on the built-in model. Batched over samples,
+deterministic (no random initialisation: the two seeds are the tokens with the lowest and
+highest summed value).
+
+Scores come in two kinds: `miou` judges a labelling (rule included), `oracle_miou` and
+`adjusted_rand_index` judge the split alone, so a labelling error can never hide a good
+split (or pass for a bad one).
 """
 
 from __future__ import annotations
@@ -20,6 +26,22 @@ from .cuda_graphs import GraphCache, TensorFunction
 KMEANS_ITERATIONS = 10  # two well-separated clusters converge in a few steps; fixed: no host sync
 CUDA_GRAPHS = True  # on CUDA, replay the clustering as one captured graph (launch-bound work)
 COMPILE_ON_CUDA = True  # and fuse its ~220 small kernels with torch.compile first (falls back if it fails)
+
+#: which K = 2 cluster is named the subject
+FOREGROUND_RULES = {
+    "border": "the cluster holding fewer of the image-border tokens (the usual background prior; ties: the smaller)",
+    "smaller": "the smaller cluster",
+    "high": "the cluster with the higher mean summed normalised value",
+    "low": "the cluster with the lower mean summed normalised value",
+}
+# Chosen by `python scripts/choose_foreground.py` on 64 held-out captions (docs/segment.md):
+# on top-k masks of the built-in model, border picked the better labelling in the most images.
+DEFAULT_FOREGROUND = "border"
+
+
+def check_foreground(rule: str) -> None:
+    if rule not in FOREGROUND_RULES:
+        raise ValueError(f"Unknown foreground rule {rule!r}. Allowed: {', '.join(FOREGROUND_RULES)}.")
 
 
 def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS, stop_when_stable: bool | None = None) -> torch.Tensor:
@@ -73,24 +95,62 @@ def normalise_per_channel(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (hi - lo).clamp(min=1e-12)
 
 
-def cluster_foreground(x: torch.Tensor) -> torch.Tensor:
-    """(B, N, k) points -> (B, N) bool: normalise, K = 2 k-means, and name the foreground:
-    the cluster with the higher mean summed normalised value."""
+def cluster_foreground(
+    x: torch.Tensor, rule: str | tuple[str, ...] = DEFAULT_FOREGROUND, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """(B, N, k) points -> (B, N) bool: normalise, K = 2 k-means, and name the foreground by
+    `rule` (FOREGROUND_RULES). A tuple of rules names one split several ways: (R, B, N).
+    grid: the (h, w) token grid, for `border` (default: square)."""
     z = normalise_per_channel(x.float())
     clusters = kmeans2(z)
-    total = z.sum(-1)
-    mean_in = (total * clusters).sum(1) / clusters.sum(1).clamp(min=1)
-    mean_out = (total * ~clusters).sum(1) / (~clusters).sum(1).clamp(min=1)
-    flip = (mean_out > mean_in).unsqueeze(1)
-    return torch.where(flip, ~clusters, clusters)
+    if isinstance(rule, str):
+        return name_foreground(clusters, z, rule, grid)
+    return torch.stack([name_foreground(clusters, z, r, grid) for r in rule])
 
 
-def foreground_tokens(img: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+def name_foreground(clusters: torch.Tensor, z: torch.Tensor, rule: str, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, N) bool split, (B, N, k) normalised points -> (B, N) bool, True on the cluster that
+    `rule` names the subject. Device ops only (no host sync): safe inside a CUDA graph."""
+    inside, outside = clusters, ~clusters
+    if rule in ("high", "low"):
+        total = z.sum(-1)
+        mean_in = (total * inside).sum(1) / inside.sum(1).clamp(min=1)
+        mean_out = (total * outside).sum(1) / outside.sum(1).clamp(min=1)
+        flip = mean_out > mean_in if rule == "high" else mean_out < mean_in
+    else:
+        size_in, size_out = inside.sum(1), outside.sum(1)
+        flip = size_out < size_in  # smaller; ties keep the cluster seeded at the highest value
+        if rule == "border":
+            border = border_tokens(grid or token_grid(clusters.shape[1]), clusters.device)
+            border_in, border_out = (inside & border).sum(1), (outside & border).sum(1)
+            flip = torch.where(border_in == border_out, flip, border_out < border_in)
+        elif rule != "smaller":
+            check_foreground(rule)
+    return torch.where(flip.unsqueeze(1), outside, inside)
+
+
+def border_tokens(grid: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(h * w,) bool: True on the tokens of the grid's outer ring. Made on the device (no
+    host copy), so it may run inside a capture."""
+    h, w = grid
+    rows = torch.arange(h, device=device).view(-1, 1)
+    cols = torch.arange(w, device=device).view(1, -1)
+    return ((rows == 0) | (rows == h - 1) | (cols == 0) | (cols == w - 1)).flatten()
+
+
+def foreground_tokens(
+    img: torch.Tensor,
+    channels: torch.Tensor | None = None,
+    rule: str | tuple[str, ...] = DEFAULT_FOREGROUND,
+    grid: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """K = 2 foreground per sample.
 
     img: (B, N, D) image tokens. channels: which channels to use, as a (B, D) bool mask with
     the same count in every row, or as (B, k) channel indices (e.g. `TopK.channel_indices`: no host
-    synchronisation), or None for all channels. Returns (B, N) bool."""
+    synchronisation), or None for all channels. rule: which cluster is the subject
+    (FOREGROUND_RULES); a tuple of rules gives one split named each way, (R, B, N).
+    grid: the (h, w) token grid (default: square). Returns (B, N) bool."""
     x = img
     if channels is not None:
         if channels.dtype == torch.bool:
@@ -99,32 +159,35 @@ def foreground_tokens(img: torch.Tensor, channels: torch.Tensor | None = None) -
                 raise ValueError("Every row must select the same, non-zero number of channels.")
             channels = channels.float().topk(k, dim=-1).indices  # (B, k): positions of the True entries
         x = img.gather(2, channels.unsqueeze(1).expand(-1, img.shape[1], -1))  # (B, N, k), still img's dtype
+    for r in (rule,) if isinstance(rule, str) else rule:
+        check_foreground(r)
+    grid = grid or token_grid(img.shape[1])
     if CUDA_GRAPHS and x.is_cuda and not torch.compiler.is_compiling():
-        return _graphed_cluster_foreground(x)
-    return cluster_foreground(x)
+        return _graphed_cluster_foreground(x, rule, grid)
+    return cluster_foreground(x, rule, grid)
 
 
 _CLUSTER_GRAPHS = GraphCache()  # one per shape, kept for the session: shapes repeat across generations
 
 
-def _graphed_cluster_foreground(x: torch.Tensor) -> torch.Tensor:
+def _graphed_cluster_foreground(x: torch.Tensor, rule: str | tuple[str, ...], grid: tuple[int, int]) -> torch.Tensor:
     """`cluster_foreground` captured once per shape as a CUDA graph and replayed: its ~220
     tiny kernels cost launch time, not arithmetic (measured in bench/mask_cost.py). With
     COMPILE_ON_CUDA, inductor fuses them first (compiled once per shape, in seconds). Inside
     a larger capture (a graphed transport edit) it joins that graph."""
-    key = (tuple(x.shape), x.dtype, x.device, COMPILE_ON_CUDA)
-    return _CLUSTER_GRAPHS.run(key, _cluster_on_cuda, x)
+    key = (tuple(x.shape), x.dtype, x.device, COMPILE_ON_CUDA, rule, grid)
+    return _CLUSTER_GRAPHS.run(key, functools.partial(_cluster_on_cuda, rule=rule, grid=grid), x)
 
 
-def _cluster_on_cuda(x: torch.Tensor) -> torch.Tensor:
+def _cluster_on_cuda(x: torch.Tensor, rule: str | tuple[str, ...], grid: tuple[int, int]) -> torch.Tensor:
     """The clustering to capture: compiled if it compiles, else eager."""
     if COMPILE_ON_CUDA and not _COMPILE_FAILED:
         try:
-            return _compiled_cluster_foreground()(x)
+            return _compiled_cluster_foreground()(x, rule, grid)
         except Exception as error:  # no Triton or no C compiler: the eager kernels still work
             _COMPILE_FAILED.append(error)
             warnings.warn(f"ditlens: compiling the K=2 clustering failed ({error!r}); using eager kernels.")
-    return cluster_foreground(x)
+    return cluster_foreground(x, rule, grid)
 
 
 _COMPILE_FAILED: list[Exception] = []
@@ -164,3 +227,32 @@ def iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 def miou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Two-class mIoU per sample: the mean of the foreground and background IoU, (B,)."""
     return (iou(pred, truth) + iou(~pred, ~truth)) / 2
+
+
+def oracle_miou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The better of the two labellings of the split, per sample, (B,): an upper bound on any
+    foreground rule, since it reads the ground truth."""
+    return torch.maximum(miou(pred, truth), miou(~pred, truth))
+
+
+def adjusted_rand_index(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Adjusted Rand index of two two-way partitions of the pixels, per sample, (B,): 1 for
+    the same split (either labelling), about 0 for chance. Needs no labelling at all. Where
+    either partition has a single part, the index is 1 if both do and 0 otherwise."""
+    a, b = pred.flatten(1).double(), truth.flatten(1).double()
+    n = torch.full_like(a[:, 0], a.shape[1])
+    table = torch.stack([(a * b).sum(1), (a * (1 - b)).sum(1), ((1 - a) * b).sum(1), ((1 - a) * (1 - b)).sum(1)], 1)  # (B, 4)
+    rows = torch.stack([a.sum(1), n - a.sum(1)], 1)  # (B, 2)
+    cols = torch.stack([b.sum(1), n - b.sum(1)], 1)
+
+    def pairs(c: torch.Tensor) -> torch.Tensor:
+        return (c * (c - 1) / 2).sum(1)
+
+    index, sum_rows, sum_cols = pairs(table), pairs(rows), pairs(cols)
+    expected = sum_rows * sum_cols / (n * (n - 1) / 2)
+    maximum = (sum_rows + sum_cols) / 2
+    denominator = maximum - expected
+    single = (rows.min(1).values == 0) | (cols.min(1).values == 0)
+    both_single = (rows.min(1).values == 0) & (cols.min(1).values == 0)
+    ari = (index - expected) / torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+    return torch.where(single, both_single.double(), ari).float()

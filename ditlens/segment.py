@@ -16,10 +16,20 @@ from typing import Any
 import torch
 
 from .adapters import adapter_for
-from .channels import check_k, check_statistic, selector_from_name
-from .generation import GenerationSettings, check_prompts_and_seeds, generate
+from .channels import TopK, check_k, check_statistic, selector_from_name
+from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
 from .hooks import HookContext, hooks
-from .masks import foreground_tokens, miou, token_grid, upsample
+from .masks import (
+    DEFAULT_FOREGROUND,
+    FOREGROUND_RULES,
+    adjusted_rand_index,
+    check_foreground,
+    foreground_tokens,
+    miou,
+    oracle_miou,
+    token_grid,
+    upsample,
+)
 
 RULES = ("top", "bottom", "random", "all")
 
@@ -32,6 +42,8 @@ class SegmentConfig:
     rules: list[str] = field(default_factory=lambda: list(RULES))  # top + the baselines, in one pass
     statistic: str = "abs_mean"
     random_seed: int = 0
+    foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster is the subject: masks.py says why this one
+    compare_foregrounds: bool = False  # also name every split by every other rule (the bench's polarity tables)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, hidden_size: int) -> None:
@@ -41,20 +53,43 @@ class SegmentConfig:
                 raise ValueError(f"Unknown mask rule {rule!r}. Allowed: {', '.join(RULES)}.")
         check_k(self.k, hidden_size)
         check_statistic(self.statistic)
+        check_foreground(self.foreground)
         self.generation.validate()
+
+    @property
+    def foregrounds(self) -> tuple[str, ...]:
+        """The naming rules to apply, this config's own first."""
+        others = [r for r in FOREGROUND_RULES if r != self.foreground] if self.compare_foregrounds else []
+        return (self.foreground, *others)
 
 
 class MaskObserver:
-    """K = 2 foreground masks for the last `rows` rows of every call, per rule, site and step.
+    """K = 2 foreground masks for the last `rows` rows of every call, per rule, site and step,
+    each split named by every rule in `foregrounds`; and the top-1 channel's value per token
+    (`heat`), the continuous map behind the masks.
 
     With classifier-free guidance concatenated as [uncond..., cond...] (diffusers' SD3, SANA
-    and the built-in pipeline), the last rows are the conditional samples."""
+    and the built-in pipeline), the last rows are the conditional samples.
+    image_size: (H, W) of the images, to lay the tokens on their grid (default: square)."""
 
-    def __init__(self, rules: list[str], k: int, statistic: str = "abs_mean", random_seed: int = 0, rows: int | None = None):
+    def __init__(
+        self,
+        rules: list[str],
+        k: int,
+        statistic: str = "abs_mean",
+        random_seed: int = 0,
+        rows: int | None = None,
+        foregrounds: tuple[str, ...] = (DEFAULT_FOREGROUND,),
+        image_size: tuple[int, int] | None = None,
+    ):
         self.rules = rules
         self.selectors = {r: None if r == "all" else selector_from_name(r, k, statistic, random_seed) for r in rules}
+        self.top1 = TopK(1, statistic)
         self.rows = rows
-        self._parts: dict[tuple[str, int, str], list[torch.Tensor]] = defaultdict(list)
+        self.foregrounds = tuple(foregrounds)
+        self.image_size = image_size
+        self._parts: dict[tuple[str, int, str], list[torch.Tensor]] = defaultdict(list)  # (R, B, N) per call
+        self._heat: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)  # (B, N) per call
         self.sites: list[str] = []
 
     @torch.no_grad()
@@ -62,66 +97,155 @@ class MaskObserver:
         if ctx.site not in self.sites:
             self.sites.append(ctx.site)
         x = img[-self.rows :] if self.rows else img
+        grid = token_grid(x.shape[1], *(self.image_size or (None, None)))
         for rule, selector in self.selectors.items():
             channels = None if selector is None else selector.mask(x)
-            self._parts[(rule, ctx.step, ctx.site)].append(foreground_tokens(x, channels))
+            self._parts[(rule, ctx.step, ctx.site)].append(foreground_tokens(x, channels, self.foregrounds, grid))
+        top = self.top1.channel_indices(x)  # (B, 1)
+        self._heat[(ctx.step, ctx.site)].append(x.gather(2, top.unsqueeze(1).expand(-1, x.shape[1], -1))[..., 0].float())
 
-    def result(self) -> dict[str, torch.Tensor]:
-        """rule -> (steps, sites, samples, N) bool on the CPU."""
-        steps = sorted({key[1] for key in self._parts})
-        return {
+    def _steps(self) -> list[int]:
+        return sorted({key[1] for key in self._parts})
+
+    def result(self) -> dict[str, dict[str, torch.Tensor]]:
+        """foreground rule -> channel rule -> (steps, sites, samples, N) bool on the CPU."""
+        stacked = {
             rule: torch.stack(
-                [torch.stack([torch.cat(self._parts[(rule, t, s)]) for s in self.sites]) for t in steps]
-            ).cpu()
+                [torch.stack([torch.cat(self._parts[(rule, t, s)], dim=1) for s in self.sites], dim=1) for t in self._steps()],
+                dim=1,
+            ).cpu()  # (R, steps, sites, samples, N)
             for rule in self.rules
         }
+        return {fg: {rule: m[i] for rule, m in stacked.items()} for i, fg in enumerate(self.foregrounds)}
+
+    def heat(self) -> torch.Tensor:
+        """(steps, sites, samples, N) float32: the top-1 channel's value per token (the
+        channel chosen per sample, site and step by the statistic)."""
+        return torch.stack([torch.stack([torch.cat(self._heat[(t, s)]) for s in self.sites]) for t in self._steps()]).cpu()
+
+
+@dataclass
+class MaskScores:
+    """One channel rule's masks against ground truth, per step, site and sample. The rule's
+    labelling is scored beside two scores of the split alone, so that a labelling error can
+    neither hide a good split nor pass for one."""
+
+    miou: torch.Tensor  # (steps, sites, samples): two-class mIoU of the foreground rule's labelling
+    oracle: torch.Tensor  # the better of the two labellings per image: an upper bound (it reads the truth)
+    ari: torch.Tensor  # adjusted Rand index of the split against the truth (no labelling at all)
+
+    @property
+    def agrees(self) -> torch.Tensor:
+        """(steps, sites, samples) bool: the rule named the oracle's cluster (ties count)."""
+        return self.miou >= self.oracle
+
+    def samples(self, index: list[int] | torch.Tensor) -> MaskScores:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return MaskScores(self.miou[..., index], self.oracle[..., index], self.ari[..., index])
+
+    def per_site(self) -> dict[str, torch.Tensor]:
+        """name -> (sites,) means over steps and samples (agreement as a share)."""
+        return {
+            "miou": self.miou.mean((0, 2)),
+            "oracle": self.oracle.mean((0, 2)),
+            "agreement": self.agrees.float().mean((0, 2)),
+            "ari": self.ari.mean((0, 2)),
+        }
+
+
+def score_masks(token_masks: torch.Tensor, truth: torch.Tensor, grid: tuple[int, int]) -> MaskScores:
+    """(steps, sites, samples, N) bool token masks against (samples, H, W) bool truth."""
+    steps, n_sites, samples, _ = token_masks.shape
+    if truth.shape[0] != samples:
+        raise ValueError(f"Ground truth has {truth.shape[0]} masks but there are {samples} samples.")
+    pred = upsample(token_masks.reshape(-1, token_masks.shape[-1]), grid, tuple(truth.shape[1:]))
+    full = truth.bool().repeat(steps * n_sites, 1, 1)
+    shape = (steps, n_sites, samples)
+    return MaskScores(miou(pred, full).view(shape), oracle_miou(pred, full).view(shape), adjusted_rand_index(pred, full).view(shape))
 
 
 @dataclass
 class SegmentResult:
     sites: list[str]
-    masks: dict[str, torch.Tensor]  # rule -> (steps, sites, samples, N) bool token masks
+    masks: dict[str, torch.Tensor]  # rule -> (steps, sites, samples, N) bool token masks, named by `foreground`
     image_size: tuple[int, int]  # (H, W) of the images
     images: torch.Tensor | None = None  # (samples, 3, H, W) in [0, 1]
     meta: dict[str, Any] = field(default_factory=dict)
+    foreground: str = DEFAULT_FOREGROUND  # the naming rule of `masks`
+    other_foregrounds: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # other naming -> rule -> masks
+    heat: torch.Tensor | None = None  # (steps, sites, samples, N) float: the top-1 channel per token
 
     @property
     def grid(self) -> tuple[int, int]:
         n_tokens = next(iter(self.masks.values())).shape[-1]
         return token_grid(n_tokens, *self.image_size)
 
+    @property
+    def steps(self) -> int:
+        return next(iter(self.masks.values())).shape[0]
+
+    def named(self, foreground: str) -> dict[str, torch.Tensor]:
+        """rule -> masks under another foreground rule (computed in the same pass)."""
+        if foreground == self.foreground:
+            return self.masks
+        if foreground not in self.other_foregrounds:
+            raise ValueError(f"Masks were named by {', '.join([self.foreground, *self.other_foregrounds])} only; not {foreground!r}.")
+        return self.other_foregrounds[foreground]
+
     def pixel_masks(self, rule: str, step: int, site: str) -> torch.Tensor:
         """(samples, H, W) bool: one site and step, upsampled to the image."""
         tokens = self.masks[rule][step, self.sites.index(site)]
         return upsample(tokens, self.grid, self.image_size)
 
+    def heat_map(self, step: int, site: str) -> torch.Tensor:
+        """(samples, h, w) float: the top-1 massive channel over the token grid."""
+        if self.heat is None:
+            raise ValueError("This result holds no heat maps.")
+        return self.heat[step, self.sites.index(site)].view(-1, *self.grid)
+
+    def scores(self, truth: torch.Tensor, foreground: str | None = None) -> dict[str, MaskScores]:
+        """rule -> MaskScores against (samples, H, W) ground truth (the image size)."""
+        if tuple(truth.shape[1:]) != tuple(self.image_size):
+            raise ValueError(f"Ground-truth masks are {tuple(truth.shape[1:])}, images are {self.image_size}.")
+        return {rule: score_masks(m, truth, self.grid) for rule, m in self.named(foreground or self.foreground).items()}
+
     def miou_table(self, truth: torch.Tensor) -> dict[str, torch.Tensor]:
-        """rule -> (steps, sites) mean two-class mIoU against (samples, H, W) ground truth."""
-        table = {}
-        for rule, masks in self.masks.items():
-            steps, n_sites, samples, _ = masks.shape
-            if truth.shape[0] != samples:
-                raise ValueError(f"Ground truth has {truth.shape[0]} masks but there are {samples} samples.")
-            if tuple(truth.shape[1:]) != tuple(self.image_size):
-                raise ValueError(f"Ground-truth masks are {tuple(truth.shape[1:])}, images are {self.image_size}.")
-            flat = upsample(masks.reshape(-1, masks.shape[-1]), self.grid, self.image_size)
-            scores = miou(flat, truth.repeat(steps * n_sites, 1, 1))
-            table[rule] = scores.view(steps, n_sites, samples).mean(-1)
-        return table
+        """rule -> (steps, sites) mean two-class mIoU of the foreground rule's labelling."""
+        return {rule: s.miou.mean(-1) for rule, s in self.scores(truth).items()}
+
+    def summary(self, truth: torch.Tensor) -> dict[str, Any]:
+        """Per rule: the per-site curves (mean over steps and samples) and the best site, for
+        the labelling (`miou`), the oracle labelling, the agreement share and the ARI."""
+        out: dict[str, Any] = {}
+        for rule, scores in self.scores(truth).items():
+            curves = scores.per_site()
+            best = int(curves["miou"].argmax())
+            out[rule] = {name: c.tolist() for name, c in curves.items()} | {
+                "best": {"site": self.sites[best], **{name: float(c[best]) for name, c in curves.items()}},
+                "best_oracle": {"site": self.sites[int(curves["oracle"].argmax())], "oracle": float(curves["oracle"].max())},
+            }
+        return out
 
     def save(self, out_dir: str | Path, truth: torch.Tensor | None = None) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file
 
+        tensors = {r: m.to(torch.uint8).contiguous() for r, m in self.masks.items()}
+        tensors |= {f"{r}@{fg}": m.to(torch.uint8).contiguous() for fg, masks in self.other_foregrounds.items() for r, m in masks.items()}
+        if self.heat is not None:
+            tensors["heat_top1"] = self.heat.contiguous()
         tmp = out / "masks.safetensors.tmp"
-        save_file({r: m.to(torch.uint8).contiguous() for r, m in self.masks.items()}, str(tmp), metadata={"sites": json.dumps(self.sites)})
+        save_file(tensors, str(tmp), metadata={"sites": json.dumps(self.sites), "foreground": self.foreground})
         tmp.replace(out / "masks.safetensors")
-        summary: dict[str, Any] = {"sites": self.sites, "image_size": self.image_size, "grid": self.grid, "meta": self.meta}
+        summary: dict[str, Any] = {
+            "sites": self.sites, "image_size": self.image_size, "grid": self.grid, "foreground": self.foreground, "meta": self.meta,
+        }
         if truth is not None:
-            table = self.miou_table(truth)
-            summary["miou_per_site_mean_over_steps"] = {r: t.mean(0).tolist() for r, t in table.items()}
-            summary["miou_best"] = {r: {"value": float(t.mean(0).max()), "site": self.sites[int(t.mean(0).argmax())]} for r, t in table.items()}
+            summary["scores"] = self.summary(truth)
+            # kept for readers of earlier files: the labelling's curve and best site
+            summary["miou_per_site_mean_over_steps"] = {r: v["miou"] for r, v in summary["scores"].items()}
+            summary["miou_best"] = {r: {"value": v["best"]["miou"], "site": v["best"]["site"]} for r, v in summary["scores"].items()}
         tmp = out / "segment.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(out / "segment.json")
@@ -144,10 +268,17 @@ def segment_generated(
 
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size)
-    masks: dict[str, list[torch.Tensor]] = defaultdict(list)
-    images = []
+    try:
+        size = image_size(pipe, config.generation)
+    except ValueError:
+        size = None  # square token grids only
+    by_foreground: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+    images, heat = [], []
     for seed in config.seeds:  # one observer pass per seed keeps rows = prompts
-        observer = MaskObserver(config.rules, config.k, config.statistic, config.random_seed, rows=len(config.prompts))
+        observer = MaskObserver(
+            config.rules, config.k, config.statistic, config.random_seed, rows=len(config.prompts),
+            foregrounds=config.foregrounds, image_size=size,
+        )
         with hooks(pipe, observers=[observer]) as run:
             maps = nullcontext()
             if attention_positions is not None:
@@ -156,18 +287,24 @@ def segment_generated(
                 maps = AttentionMaps(pipe, attention_positions, rows=len(config.prompts), step_fn=lambda: run.clock.step)
             with maps:
                 images.append(generate(pipe, config.prompts, [seed], config.generation, prompt_kwargs))
-        for rule, m in observer.result().items():
-            masks[rule].append(m)
+        for fg, masks in observer.result().items():
+            for rule, m in masks.items():
+                by_foreground[fg][rule].append(m)
+        heat.append(observer.heat())
         if attention_positions is not None:
             from .attention import attention_masks
 
-            masks["attention"].append(attention_masks(maps.result()))
-    stacked = {rule: torch.cat(parts, dim=2) for rule, parts in masks.items()}
+            for fg in config.foregrounds:  # attention's own polarity: high attention to the subject's words
+                by_foreground[fg]["attention"].append(attention_masks(maps.result()))
+    stacked = {fg: {rule: torch.cat(parts, dim=2) for rule, parts in masks.items()} for fg, masks in by_foreground.items()}
     all_images = torch.cat(images)
     return SegmentResult(
         sites=observer.sites,
-        masks=stacked,
+        masks=stacked.pop(config.foreground),
         image_size=(all_images.shape[-2], all_images.shape[-1]),
         images=all_images,
-        meta={"prompts": config.prompts, "seeds": config.seeds, "k": config.k, "statistic": config.statistic},
+        meta={"prompts": config.prompts, "seeds": config.seeds, "k": config.k, "statistic": config.statistic, "foreground": config.foreground},
+        foreground=config.foreground,
+        other_foregrounds=stacked,
+        heat=torch.cat(heat, dim=2),
     )

@@ -31,7 +31,7 @@ from .channels import TopK, check_k, check_statistic
 from .generation import GenerationSettings, image_size, to_pil
 from .hooks import HookContext, hooks
 from .intervene import ReplaceFromRows, Scope, source_rows
-from .masks import foreground_tokens, token_grid
+from .masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
 
 MASK_ORIGINS = ("source", "target", "union", "all", "user")
 #: how the reference reaches each step's noise level in image-conditioned transport
@@ -39,6 +39,17 @@ REFERENCE_PATHS = {
     "renoise": "the reference mixed with fixed noise at each step's sigma (no model call)",
     "invert": "the reference carried up the flow ODE by Euler steps (one extra generation's cost)",
 }
+#: which streams transport moves
+STREAMS = {
+    "img": "the image tokens' top-k channels, under the spatial mask (the paper's figures)",
+    "txt": "the text tokens' own top-k channels, every text token (blocks without a text stream: none)",
+    "both": "both of the above",
+}
+
+
+def check_streams(streams: str) -> None:
+    if streams not in STREAMS:
+        raise ValueError(f"Unknown streams {streams!r}. Allowed: {', '.join(STREAMS)}.")
 
 
 @dataclass
@@ -49,6 +60,8 @@ class TransportConfig:
     k: int = 64  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
     mask: str = "all"  # spatial mask origin: source / target / union foreground, all tokens, user
+    foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (masks.py)
+    streams: str = "img"  # which streams move (STREAMS); the image stream is the paper's edit
     statistic: str = "abs_mean"  # the paper's |mean over tokens|
     channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
     sites: tuple[str, ...] | None = None  # None: every image-stream site
@@ -62,6 +75,8 @@ class TransportConfig:
             raise ValueError(f"alpha must be within [0, 1]; got {self.alpha!r}.")
         if self.mask not in MASK_ORIGINS:
             raise ValueError(f"Unknown mask origin {self.mask!r}. Allowed: {', '.join(MASK_ORIGINS)}.")
+        check_foreground(self.foreground)
+        check_streams(self.streams)
         Scope(sites=self.sites, steps=self.steps).validate(site_names, num_steps)
         self.generation.validate()
 
@@ -80,10 +95,12 @@ class SpatialMask:
         source_of: dict[int, int],
         user_mask: torch.Tensor | None = None,
         image_size: tuple[int, int] | None = None,
+        foreground: str = DEFAULT_FOREGROUND,
     ):
         if origin == "user" and (user_mask is None or image_size is None):
             raise ValueError("mask='user' needs a mask image (--mask-image) and the image size.")
-        self.origin, self.selector = origin, TopK(k, statistic)
+        check_foreground(foreground)
+        self.origin, self.selector, self.foreground = origin, TopK(k, statistic), foreground
         self.group_size, self.source_of = group_size, source_of
         self.user_mask, self.image_size = user_mask, image_size
         self._plans: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -94,7 +111,7 @@ class SpatialMask:
         """What makes two masks equal, for sharing a captured edit (None for a user's mask)."""
         if self.origin == "user":
             return None
-        return (self.origin, self.selector, self.group_size, tuple(sorted(self.source_of.items())))
+        return (self.origin, self.foreground, self.image_size, self.selector, self.group_size, tuple(sorted(self.source_of.items())))
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         B, N, _ = img.shape
@@ -108,11 +125,12 @@ class SpatialMask:
         p = torch.zeros(B, N, device=img.device)
         if targets.numel() == 0:
             return p
+        grid = token_grid(N, *(self.image_size or (None, None)))
         src = img[sources]
-        fg = foreground_tokens(src, self.selector.channel_indices(src))[which]  # (targets, N)
+        fg = foreground_tokens(src, self.selector.channel_indices(src), self.foreground, grid)[which]  # (targets, N)
         if self.origin != "source":
             tgt = img[targets]
-            fg_tgt = foreground_tokens(tgt, self.selector.channel_indices(tgt))
+            fg_tgt = foreground_tokens(tgt, self.selector.channel_indices(tgt), self.foreground, grid)
             fg = fg_tgt if self.origin == "target" else fg | fg_tgt
         return p.index_copy(0, targets, fg.float())
 
@@ -164,34 +182,41 @@ class TransportResult:
         return paths
 
 
-def _edit(
+def _edits(
     config: TransportConfig,
     alphas: list[float],
     first_target: int,
     group_size: int,
     mask_image: torch.Tensor | None,
     image_size: tuple[int, int],
-) -> ReplaceFromRows:
+) -> list[ReplaceFromRows]:
+    """The edits of one transport: the image stream's (under the spatial mask), the text
+    stream's (its own top-k channels on every text token), or both (`config.streams`)."""
     if config.mask == "user" and mask_image is None:
         raise ValueError("mask='user' needs a mask image (--mask-image).")
     if mask_image is not None and tuple(mask_image.shape) != tuple(image_size):
         raise ValueError(f"Mask image is {tuple(mask_image.shape)} (H, W) but generated images are {tuple(image_size)}.")
     targets = list(range(first_target, first_target + len(alphas)))
     source_of = {t: 0 for t in targets}
-    # every token: no token mask at all (None), which spares the edit the mask's kernels
-    tokens = None
-    if config.mask != "all":
-        tokens = SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, mask_image, image_size)
-    return ReplaceFromRows(
+    common = dict(
         source_of=source_of,
         group_size=group_size,
         channels=TopK(config.k, config.statistic),
-        tokens=tokens,
         alpha=1.0,
         alphas=dict(zip(targets, alphas)),
         channels_from=config.channels_from,
         scope=Scope(sites=config.sites, steps=config.steps),
     )
+    edits = []
+    if config.streams in ("img", "both"):
+        # every token: no token mask at all (None), which spares the edit the mask's kernels
+        tokens = None
+        if config.mask != "all":
+            tokens = SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, mask_image, image_size, config.foreground)
+        edits.append(ReplaceFromRows(tokens=tokens, **common))
+    if config.streams in ("txt", "both"):
+        edits.append(ReplaceFromRows(tokens=None, stream="txt", **common))
+    return edits
 
 
 def _images(output: Any) -> torch.Tensor:
@@ -232,8 +257,8 @@ def transport_text(
     generators = [torch.Generator().manual_seed(source_seed)] + [
         torch.Generator().manual_seed(target_seed) for _ in prompts[1:]
     ]
-    edit = _edit(config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation))
-    with hooks(pipe, edits=[edit]):
+    edits = _edits(config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation))
+    with hooks(pipe, edits=edits):
         prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
         images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs()))
     settings = _settings(config, alphas) | {
@@ -302,8 +327,8 @@ def transport_image(
         return {"latents": current}
 
     # flow matching starts from pure noise (sigma = 1): the source row starts as its fixed noise
-    edit = _edit(config, alphas, 1 + int(include_target), 1 + n_targets, mask_image, size)
-    with hooks(pipe, edits=[edit]):
+    edits = _edits(config, alphas, 1 + int(include_target), 1 + n_targets, mask_image, size)
+    with hooks(pipe, edits=edits):
         output = pipe(
             **prompt_args,
             latents=latents,

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ditlens.masks import foreground_tokens, iou, kmeans2, miou, token_grid, upsample
+from ditlens.masks import (
+    FOREGROUND_RULES,
+    adjusted_rand_index,
+    border_tokens,
+    foreground_tokens,
+    iou,
+    kmeans2,
+    miou,
+    oracle_miou,
+    token_grid,
+    upsample,
+)
 
 
 def two_regions(B: int = 3, side: int = 8, D: int = 16, seed: int = 0):
@@ -28,14 +39,84 @@ def test_kmeans_recovers_planted_two_region_structure():
     assert torch.equal(fg.view(3, 8, 8), truth)
 
 
-def test_foreground_is_the_higher_cluster_even_when_the_subject_is_negative():
+def test_high_rule_picks_the_higher_cluster_even_when_the_subject_is_negative():
     x, truth = two_regions()
     x[..., [2, 15]] *= -1  # the subject now has the lower raw value on both channels
     channels = torch.zeros(3, 16, dtype=torch.bool)
     channels[:, [2, 15]] = True
-    fg = foreground_tokens(x, channels)
-    # min-max normalised, the background is now the high cluster: the rule picks it
-    assert torch.equal(fg.view(3, 8, 8), ~truth)
+    # min-max normalised, the background is now the high cluster: `high` picks it, the
+    # border prior still finds the subject
+    assert torch.equal(foreground_tokens(x, channels, rule="high").view(3, 8, 8), ~truth)
+    assert torch.equal(foreground_tokens(x, channels, rule="border").view(3, 8, 8), truth)
+
+
+def background_massive(B: int = 4, side: int = 12, D: int = 8, seed: int = 0):
+    """The built-in model's case: the massive channel is large on the background and small
+    on a central blob (a disc of radius 3)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.arange(side).float() - (side - 1) / 2
+    blob = (r.view(-1, 1) ** 2 + r.view(1, -1) ** 2 <= 9).expand(B, side, side)
+    x = torch.randn(B, side * side, D, generator=gen) * 0.1
+    x[..., 0] += 40.0 - 30.0 * blob.reshape(B, -1).float()  # high on the background
+    return x, blob
+
+
+@pytest.mark.parametrize("rule, names_blob", [("border", True), ("smaller", True), ("low", True), ("high", False)])
+def test_foreground_rules_on_a_background_massive_channel(rule, names_blob):
+    x, blob = background_massive()
+    fg = foreground_tokens(x, torch.zeros(4, 1, dtype=torch.long), rule=rule).view(blob.shape)
+    assert torch.equal(fg, blob if names_blob else ~blob)
+    pixels = upsample(fg.flatten(1), (12, 12), (24, 24))
+    truth = upsample(blob.flatten(1), (12, 12), (24, 24))
+    # the oracle (better labelling) bounds every rule; the split itself is perfect either way
+    assert (oracle_miou(pixels, truth) >= miou(pixels, truth)).all()
+    assert torch.allclose(oracle_miou(pixels, truth), torch.ones(4))
+    assert torch.allclose(adjusted_rand_index(pixels, truth), torch.ones(4))
+    assert torch.allclose(miou(pixels, truth), torch.ones(4) if names_blob else torch.zeros(4))
+
+
+def test_several_rules_name_one_split():
+    x, blob = background_massive()
+    index = torch.zeros(4, 1, dtype=torch.long)
+    both = foreground_tokens(x, index, rule=("border", "high"))
+    assert both.shape == (2, 4, 144)
+    assert torch.equal(both[0], foreground_tokens(x, index, rule="border"))
+    assert torch.equal(both[1], ~both[0])
+
+
+def test_border_rule_on_a_non_square_grid_and_its_tie_break():
+    assert border_tokens((2, 4)).all()  # two rows: every token is on the ring
+    ring = border_tokens((3, 4)).view(3, 4)
+    assert ring.sum() == 10 and not ring[1, 1] and not ring[1, 2]
+    # a 3 x 6 grid whose left 2 columns are one cluster: 6 tokens, 5 of them on the ring,
+    # against 12 tokens, 9 on the ring: border names the left block
+    x = torch.zeros(1, 18, 1)
+    x.view(1, 3, 6, 1)[:, :, :2] = 1.0
+    fg = foreground_tokens(x, rule="border", grid=(3, 6)).view(3, 6)
+    assert fg[:, :2].all() and not fg[:, 2:].any()
+    # two halves with equal border counts: the tie goes to the smaller cluster
+    x = torch.zeros(1, 16, 1)
+    x.view(1, 4, 4, 1)[:, :, :1] = 1.0  # left column (4 tokens, 4 on the ring) vs 12 (8 on the ring)
+    assert foreground_tokens(x, rule="border").view(4, 4)[:, 0].all()
+    with pytest.raises(ValueError, match="Unknown foreground rule 'biggest'. Allowed: border, smaller, high, low"):
+        foreground_tokens(x, rule="biggest")
+    assert set(FOREGROUND_RULES) == {"border", "smaller", "high", "low"}
+
+
+def test_adjusted_rand_index_against_a_hand_computation():
+    # 6 pixels; pred = [1 1 1 0 0 0], truth = [1 1 0 0 0 0]: contingency [[2, 1], [0, 3]]
+    pred = torch.tensor([[1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    truth = torch.tensor([[1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    index = 1 + 0 + 0 + 3  # sum C(n_ij, 2)
+    rows, cols = 3 + 3, 1 + 6  # sum C(a_i, 2), sum C(b_j, 2)
+    expected = rows * cols / 15
+    ari = (index - expected) / ((rows + cols) / 2 - expected)
+    assert adjusted_rand_index(pred, truth).item() == pytest.approx(ari)
+    assert adjusted_rand_index(~pred, truth).item() == pytest.approx(ari)  # labelling-free
+    assert adjusted_rand_index(pred, pred).item() == pytest.approx(1.0)
+    one_part = torch.zeros(1, 6, dtype=torch.bool)
+    assert adjusted_rand_index(one_part, one_part).item() == 1.0
+    assert adjusted_rand_index(one_part, truth).item() == 0.0
 
 
 def test_all_channels_and_kmeans_shapes():
@@ -124,3 +205,29 @@ def test_cuda_graph_replay_equals_eager_clustering(compiled, monkeypatch):
             assert (graphed == eager).float().mean() > 0.999
         else:
             assert torch.equal(graphed, eager)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("rule", sorted(FOREGROUND_RULES))
+def test_every_foreground_rule_runs_unchanged_inside_a_cuda_graph(rule, monkeypatch):
+    """Each rule is device ops only: captured and replayed, it equals the eager result."""
+    import ditlens.masks as masks
+
+    monkeypatch.setattr(masks, "COMPILE_ON_CUDA", False)
+    x, blob = background_massive(B=3, side=32, D=64)
+    x = x.cuda()
+    index = torch.zeros(3, 1, dtype=torch.long, device="cuda")
+    for _ in range(3):  # capture, then replays
+        graphed = foreground_tokens(x, index, rule=rule)
+    monkeypatch.setattr(masks, "CUDA_GRAPHS", False)
+    eager = foreground_tokens(x, index, rule=rule)
+    assert torch.equal(graphed, eager)
+    assert torch.equal(eager.view(blob.shape).cpu(), ~blob if rule == "high" else blob)
+    static = torch.zeros_like(x)
+    graph = torch.cuda.CUDAGraph()
+    static.copy_(x)
+    foreground_tokens(static, index, rule=rule)  # warm-up outside the capture
+    with torch.cuda.graph(graph):
+        captured = foreground_tokens(static, index, rule=rule)
+    graph.replay()
+    assert torch.equal(captured, eager)

@@ -50,11 +50,11 @@ def test_full_transport_makes_the_target_follow_the_source_hidden_states(pipe):
     still differs through the text stream and the pooled-text modulation)."""
     from ditlens.hooks import hooks
     from ditlens.record import RecordConfig
-    from ditlens.transport import _edit
+    from ditlens.transport import _edits
 
     D = pipe.transformer.inner_dim
     config = TransportConfig(k=D, mask="all", generation=SETTINGS)
-    edit = _edit(config, [1.0], first_target=2, group_size=3, mask_image=None, image_size=(32, 32))
+    (edit,) = _edits(config, [1.0], first_target=2, group_size=3, mask_image=None, image_size=(32, 32))
     sites = tuple(s for s in ("transformer_blocks.0", "transformer_blocks.1", "single_transformer_blocks.0", "single_transformer_blocks.1"))
     with hooks(pipe, edits=[edit], record=RecordConfig(keep_hidden=sites)) as run:
         pipe(**embeds(3), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt")
@@ -62,6 +62,39 @@ def test_full_transport_makes_the_target_follow_the_source_hidden_states(pipe):
         hidden = run.stats.hidden[site]  # (steps, rows, N, D)
         assert torch.equal(hidden[:, 2], hidden[:, 0])
         assert not torch.equal(hidden[:, 1], hidden[:, 0])  # the plain target row is its own
+
+
+@pytest.mark.parametrize("streams", ["txt", "both"])
+def test_text_stream_transport_moves_the_text_tokens(pipe, streams):
+    """streams='txt': every channel of the text stream, every site and step: the target row's
+    text tokens equal the source row's after each block, and its image tokens stay its own
+    at the first block; 'both' moves the image tokens too."""
+    from ditlens.hooks import hooks
+    from ditlens.transport import _edits
+
+    D = pipe.transformer.inner_dim
+    config = TransportConfig(k=D, mask="all", streams=streams, generation=SETTINGS)
+    edits = _edits(config, [1.0], first_target=2, group_size=3, mask_image=None, image_size=(32, 32))
+    assert [e.stream for e in edits] == (["txt"] if streams == "txt" else ["img", "txt"])
+    runs = []
+    for chosen in ([], edits):
+        seen: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def keep(img, txt, ctx):  # observers see the edited streams
+            seen[(ctx.step, ctx.site)] = (img.clone(), txt.clone())
+
+        with hooks(pipe, edits=chosen, observers=[keep]):
+            pipe(**embeds(3), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt")
+        runs.append(seen)
+    plain, edited = runs
+    for (step, site), (img, txt) in edited.items():
+        assert torch.equal(txt[2], txt[0]) and not torch.equal(txt[1], txt[0]), (step, site)
+        if streams == "both":
+            assert torch.equal(img[2], img[0]), (step, site)
+    # after the first block of the first step only the edited streams differ from a plain run
+    first = (0, "transformer_blocks.0")
+    assert torch.equal(edited[first][0], plain[first][0]) == (streams == "txt")
+    assert not torch.equal(edited[first][1], plain[first][1])
 
 
 def test_full_transport_lands_the_image_on_the_source_on_the_builtin_model():
@@ -83,12 +116,12 @@ def test_full_transport_lands_the_image_on_the_source_on_the_builtin_model():
 def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
     """With the left half as user mask, only left-half tokens change at the first step."""
     from ditlens.hooks import hooks
-    from ditlens.transport import _edit
+    from ditlens.transport import _edits
 
     mask = torch.zeros(32, 32)
     mask[:, :16] = 1
     config = TransportConfig(k=4, mask="user", generation=SETTINGS)
-    edit = _edit(config, [1.0], first_target=1, group_size=2, mask_image=mask, image_size=(32, 32))
+    (edit,) = _edits(config, [1.0], first_target=1, group_size=2, mask_image=mask, image_size=(32, 32))
     outputs = []
     for edits in ([], [edit]):
         first: list[torch.Tensor] = []
@@ -231,12 +264,12 @@ def test_equal_edits_share_one_graph_owner_and_only_the_last_few_are_kept(monkey
     that holds the graphs, other settings do not, a user's tensor mask is never shared, and
     only the last SHARED_GRAPH_EDITS owners are kept."""
     import ditlens.intervene as intervene
-    from ditlens.transport import _edit
+    from ditlens.transport import _edits
 
     monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())
 
     def edit(k=4, mask="source", mask_image=None):
-        return _edit(TransportConfig(k=k, mask=mask), [1.0], 1, 2, mask_image, (32, 32))
+        return _edits(TransportConfig(k=k, mask=mask), [1.0], 1, 2, mask_image, (32, 32))[0]
 
     first = edit()
     assert intervene._graph_owner(first) is first
