@@ -63,7 +63,10 @@ class Adapter(ABC):
         the text length of a joint sequence). Most families need nothing here."""
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
-        """(n, 3, H, W) images in [0, 1] -> the latents `pipe` denoises, in its own layout.
+        """(n, 3, H, W) images in [0, 1] -> the latents `pipe` denoises, in its own layout:
+        the shape of its `prepare_latents` output (what `callback_on_step_end` sees), scaled
+        so that its own decode at the end of `__call__` hands `vae.decode` the VAE mode of
+        the images. On the VAE's device and dtype.
 
         Needed by image-conditioned transport. Pipelines that define `image_to_latents`
         themselves (the built-in one) are used as they are."""

@@ -100,3 +100,28 @@ class Flux2Adapter(Adapter):
                 f"{self._joint_len} (text {self._num_txt} + image); the text length is stale."
             )
         return self._num_txt
+
+    def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """Flux2Pipeline / Flux2KleinPipeline: `_encode_vae_image` (VAE mode, 2x2
+        `_patchify_latents`, `(x - bn.running_mean) / sqrt(bn.running_var + eps)`), then
+        `_pack_latents`: the inverse of the decode at the end of `__call__`."""
+        vae = pipe.vae
+        with torch.no_grad():
+            latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent_dist.mode()
+        latents = pipe._patchify_latents(latents)  # (B, 4C, h/2, w/2)
+        bn_mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        bn_std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(
+            latents.device, latents.dtype
+        )
+        return pipe._pack_latents((latents - bn_mean) / bn_std)  # (B, h/2 * w/2, 4C)
+
+    def latents_argument(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Packed latents (B, h/2 * w/2, 4C), as the pipeline denoises them, -> what its
+        `latents=` argument takes: (B, 4C, h/2, w/2), which `prepare_latents` packs back
+        (the inverse of `_pack_latents`; rows in `_prepare_latent_ids`' order, h-major)."""
+        scale = 2 * pipe.vae_scale_factor
+        grid_h, grid_w = int(height) // scale, int(width) // scale
+        b, n, c = latents.shape
+        if n != grid_h * grid_w:
+            raise ValueError(f"{n} latent tokens do not make a {height}x{width} image ({grid_h}x{grid_w} tokens).")
+        return latents.permute(0, 2, 1).reshape(b, c, grid_h, grid_w)

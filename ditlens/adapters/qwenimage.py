@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .base import Adapter, Streams
 
 
@@ -24,3 +26,19 @@ class QwenImageAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """QwenImagePipeline: VAE mode of the one-frame video (B, 3, 1, H, W), normalised
+        `(x - latents_mean) / latents_std` as `QwenImageImg2ImgPipeline._encode_vae_image`
+        does, then packed 2x2 by `_pack_latents`: the inverse of the decode at the end of
+        `QwenImagePipeline.__call__` (`_unpack_latents`, `x * std + mean`, frame 0)."""
+        vae = pipe.vae
+        with torch.no_grad():
+            frames = images.to(vae.device, vae.dtype)[:, :, None] * 2 - 1
+            latents = vae.encode(frames).latent_dist.mode()  # (B, z_dim, 1, h, w)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+        latents = (latents - mean) * inv_std
+        b, c, _, h, w = latents.shape
+        return pipe._pack_latents(latents, b, c, h, w)  # (B, h/2 * w/2, 4 z_dim)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .base import Adapter, Streams
 
 
@@ -29,3 +31,13 @@ class SanaAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return streams.img
+
+    def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """SanaPipeline: AutoencoderDC's latents (deterministic: no distribution) times
+        `scaling_factor`, unpacked (B, C, h, w): the inverse of its decode
+        `vae.decode(latents / scaling_factor)`. (SANA-Sprint denoises these times
+        `scheduler.config.sigma_data`, in TrigFlow time.)"""
+        vae = pipe.vae
+        with torch.no_grad():
+            latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent
+        return latents * vae.config.scaling_factor

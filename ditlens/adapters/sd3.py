@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .base import Adapter, Streams
 
 
@@ -25,3 +27,12 @@ class SD3Adapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """StableDiffusion3Pipeline: VAE mode, `(x - shift_factor) * scaling_factor` as
+        `StableDiffusion3Img2ImgPipeline.prepare_latents` does, unpacked (B, C, h, w): the
+        inverse of its decode `vae.decode(x / scaling_factor + shift_factor)`."""
+        vae = pipe.vae
+        with torch.no_grad():
+            latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent_dist.mode()
+        return (latents - vae.config.shift_factor) * vae.config.scaling_factor

@@ -1,0 +1,262 @@
+"""`image_to_latents` per family, on tiny random instances of the real diffusers pipelines
+and VAEs (no text encoders: precomputed prompt embeddings; no download).
+
+A random VAE cannot reproduce the reference image, so the tests check the layout and the
+scaling instead: the latents have the shape of the pipeline's own `prepare_latents`, and
+the pipeline's own decode path (unpack, un-normalise, `vae.decode`), run on them, hands the
+VAE exactly the raw VAE latents `vae.encode(2x - 1)` (mode) and so gives the raw VAE round
+trip as its image. Every VAE has non-trivial statistics (shift, scale, means, stds or
+batch-norm running stats), so a wrong packing or scaling shows.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from diffusers import (
+    AutoencoderDC,
+    AutoencoderKL,
+    AutoencoderKLFlux2,
+    AutoencoderKLQwenImage,
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Pipeline,
+    QwenImagePipeline,
+    SanaPipeline,
+    StableDiffusion3Pipeline,
+)
+from torch import nn
+
+from ditlens.adapters import adapter_for
+from ditlens.adapters.flux2 import Flux2Adapter
+
+from .tiny_models import N_TXT, tiny_model
+
+TXT_DIM, POOLED_DIM = 24, 16  # the tiny transformers' joint / caption and pooled widths
+SIZES = [(32, 32), (32, 64), (64, 32)]  # (H, W): square and both non-square (SANA wants multiples of 32)
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+def _down_up(n: int) -> dict[str, Any]:
+    return dict(down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n)
+
+
+def _flux2_vae() -> AutoencoderKLFlux2:
+    vae = _seeded(lambda: AutoencoderKLFlux2(
+        block_out_channels=(8, 16), **_down_up(2), latent_channels=2, norm_num_groups=4, layers_per_block=1,
+    ))
+    g = torch.Generator().manual_seed(1)  # batch-norm statistics away from (0, 1)
+    vae.bn.running_mean.copy_(torch.randn(vae.bn.num_features, generator=g) * 0.5)
+    vae.bn.running_var.copy_(torch.rand(vae.bn.num_features, generator=g) * 2 + 0.3)
+    return vae
+
+
+def flux2_klein() -> Flux2KleinPipeline:
+    return Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(), text_encoder=None, tokenizer=None,
+        transformer=tiny_model("flux2").transformer,  # in_channels 8 = 2 latent channels patchified 2x2
+    )
+
+
+def flux2_dev() -> Flux2Pipeline:
+    return Flux2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(), text_encoder=None, tokenizer=None,
+        transformer=tiny_model("flux2").transformer,
+    )
+
+
+def qwenimage() -> QwenImagePipeline:
+    vae = _seeded(lambda: AutoencoderKLQwenImage(
+        base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[False],  # 2x down
+        latents_mean=[0.3, -0.2, 0.5, -0.7], latents_std=[1.7, 0.6, 2.5, 1.2],
+    ))
+    return QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+        transformer=tiny_model("qwenimage").transformer,  # in_channels 16 = 4 z_dim packed 2x2
+    )
+
+
+def sana() -> SanaPipeline:
+    vae = _seeded(lambda: AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=4,
+        encoder_block_types=("ResBlock", "EfficientViTBlock"), decoder_block_types=("ResBlock", "EfficientViTBlock"),
+        encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
+        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+        decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41,
+    ))
+    # SANA's own scheduler config: DPM-Solver++ in flow-matching sigmas
+    scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+    return SanaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=tiny_model("sana").transformer,
+                        scheduler=scheduler)
+
+
+def sd3() -> StableDiffusion3Pipeline:
+    vae = _seeded(lambda: AutoencoderKL(
+        block_out_channels=(8, 16, 16), **_down_up(3), latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        shift_factor=0.3, scaling_factor=1.7,  # 4x down: 64 px is 16 latents, 8 patches (pos_embed_max_size)
+    ))
+    return StableDiffusion3Pipeline(
+        transformer=tiny_model("sd3").transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+    )
+
+
+def _embeds(b: int) -> dict[str, torch.Tensor]:
+    return {"prompt_embeds": torch.randn(b, N_TXT, TXT_DIM, generator=torch.Generator().manual_seed(7))}
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[], Any]
+    #: the pipeline's own prepare_latents for (batch, H, W): the latents it denoises
+    prepare: Callable[[Any, int, int, int], torch.Tensor]
+    #: raw VAE latents (mode) of images in [-1, 1], in the shape vae.decode takes
+    raw: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    #: prompt arguments of one call with b rows, with guidance off
+    prompt: Callable[[int], dict[str, Any]]
+    #: the pipeline's decoded image from the raw VAE output, as output_type="pt" gives it
+    image: Callable[[torch.Tensor], torch.Tensor] = lambda decoded: (decoded / 2 + 0.5).clamp(0, 1)
+
+
+def _prepare(channels: Callable[[Any], int], first: bool = False) -> Callable[[Any, int, int, int], torch.Tensor]:
+    def prepare(pipe: Any, b: int, height: int, width: int) -> torch.Tensor:
+        out = pipe.prepare_latents(b, channels(pipe), height, width, torch.float32, torch.device("cpu"),
+                                   torch.Generator().manual_seed(0))
+        return out[0] if first else out  # FLUX.2 returns (latents, latent_ids)
+
+    return prepare
+
+
+def _mode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return vae.encode(x).latent_dist.mode()
+
+
+FAMILIES: dict[str, Family] = {
+    "flux2_klein": Family(flux2_klein, _prepare(lambda p: p.transformer.config.in_channels // 4, first=True), _mode,
+                          lambda b: _embeds(b) | {"guidance_scale": 1.0}),
+    "flux2_dev": Family(flux2_dev, _prepare(lambda p: p.transformer.config.in_channels // 4, first=True), _mode,
+                        lambda b: _embeds(b) | {"guidance_scale": 1.0}),
+    "qwenimage": Family(qwenimage, _prepare(lambda p: p.transformer.config.in_channels // 4),
+                        lambda vae, x: _mode(vae, x[:, :, None]),  # a one-frame video
+                        lambda b: _embeds(b) | {"prompt_embeds_mask": torch.ones(b, N_TXT, dtype=torch.long),
+                                             "true_cfg_scale": 1.0},
+                        image=lambda decoded: (decoded[:, :, 0] / 2 + 0.5).clamp(0, 1)),
+    "sana": Family(sana, _prepare(lambda p: p.transformer.config.in_channels), lambda vae, x: vae.encode(x).latent,
+                   lambda b: _embeds(b) | {"prompt_attention_mask": torch.ones(b, N_TXT), "guidance_scale": 1.0,
+                                           "use_resolution_binning": False}),
+    "sd3": Family(sd3, _prepare(lambda p: p.transformer.config.in_channels), _mode,
+                  lambda b: _embeds(b) | {"pooled_prompt_embeds": torch.randn(b, POOLED_DIM), "guidance_scale": 1.0}),
+}
+
+
+@functools.cache
+def _pipe(name: str) -> Any:
+    pipe = FAMILIES[name].build()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _images(n: int, height: int, width: int, seed: int = 3) -> torch.Tensor:
+    return torch.rand(n, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def _latents_argument(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    adapter = adapter_for(pipe)
+    if isinstance(adapter, Flux2Adapter):
+        return adapter.latents_argument(pipe, latents, height, width)
+    return latents
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_latents_have_the_layout_of_prepare_latents(name: str, size: tuple[int, int]):
+    pipe, family = _pipe(name), FAMILIES[name]
+    latents = adapter_for(pipe).image_to_latents(pipe, _images(2, *size))
+    assert latents.shape == family.prepare(pipe, 2, *size).shape
+    assert latents.dtype == pipe.vae.dtype and latents.device == pipe.vae.device
+    assert torch.isfinite(latents).all() and latents.std() > 1e-3
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_the_pipelines_decode_inverts_image_to_latents(name: str, size: tuple[int, int]):
+    """Run the pipeline itself (1 step) from `latents=` our latents, put them back as the
+    step's result, and catch what its decode hands to `vae.decode`: the raw VAE latents."""
+    pipe, family = _pipe(name), FAMILIES[name]
+    x = _images(2, *size)
+    latents = adapter_for(pipe).image_to_latents(pipe, x)
+    with torch.no_grad():
+        raw = family.raw(pipe.vae, x * 2 - 1)
+        expected = family.image(pipe.vae.decode(raw, return_dict=False)[0])
+    assert not torch.allclose(latents.flatten(), raw.flatten(), atol=1e-2)  # the pipeline's scaling is not identity
+
+    seen: list[torch.Tensor] = []
+    decode = pipe.vae.decode
+
+    def recording_decode(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.append(z.detach().clone())
+        return decode(z, *args, **kwargs)
+
+    def put_back(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        assert kwargs["latents"].shape == latents.shape  # the layout the loop denoises
+        return {"latents": latents.clone()}
+
+    pipe.vae.decode = recording_decode
+    try:
+        out = pipe(**family.prompt(2), latents=_latents_argument(pipe, latents, *size), height=size[0], width=size[1],
+                   num_inference_steps=1, output_type="pt", callback_on_step_end=put_back,
+                   callback_on_step_end_tensor_inputs=["latents"])
+    finally:
+        del pipe.vae.decode  # the class's method again
+    assert len(seen) == 1
+    assert seen[0].shape == raw.shape
+    torch.testing.assert_close(seen[0], raw, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.images, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_image_to_latents_follows_the_vae_dtype(name: str):
+    pipe = _pipe(name)
+    adapter = adapter_for(pipe)
+    x = _images(1, 32, 64)
+    latents = adapter.image_to_latents(pipe, x)
+    from_double = adapter.image_to_latents(pipe, x.double())  # images are cast to the VAE's dtype
+    assert from_double.dtype == torch.float32
+    torch.testing.assert_close(from_double, latents)
+    pipe.vae.to(torch.float64)
+    try:
+        in_double = adapter.image_to_latents(pipe, x)
+    finally:
+        pipe.vae.to(torch.float32)
+    assert in_double.dtype == torch.float64
+    torch.testing.assert_close(in_double.float(), latents, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["flux2_klein", "flux2_dev"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_flux2_latents_argument_is_what_prepare_latents_packs_back(name: str, size: tuple[int, int]):
+    pipe = _pipe(name)
+    adapter = adapter_for(pipe)
+    latents = adapter.image_to_latents(pipe, _images(2, *size))
+    argument = adapter.latents_argument(pipe, latents, *size)
+    assert argument.shape == (2, latents.shape[2], size[0] // 4, size[1] // 4)  # (B, 4C, h/2, w/2); VAE 2x down
+    packed, ids = pipe.prepare_latents(2, pipe.transformer.config.in_channels // 4, *size, torch.float32,
+                                       torch.device("cpu"), None, latents=argument)
+    assert torch.equal(packed, latents)
+    # token j sits at the (h, w) its position id says
+    h, w = ids[0, :, 1], ids[0, :, 2]
+    torch.testing.assert_close(latents[0], argument[0][:, h, w].T)
+    with pytest.raises(ValueError, match="latent tokens do not make a 32x32 image"):
+        adapter.latents_argument(pipe, latents[:, :-1], 32, 32)
