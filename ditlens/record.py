@@ -46,7 +46,15 @@ class ChannelStats:
     `img[statistic]` is a float tensor `(steps, sites, rows, D)`; `txt[statistic]` the same
     over `txt_sites` (the blocks that carry a text stream). Rows are batch rows in call
     order: with classifier-free guidance, conditional and unconditional rows stay apart
-    (`meta["rows_per_call"]` and `meta["calls_per_step"]` describe the layout).
+    (`meta["rows_per_call"]` and `meta["calls_per_step"]` describe the layout, that of the
+    step with the most calls). Calls are never averaged together: each call's rows hold
+    that call's statistics, per-token averages over that call's own tokens.
+
+    A site that did not run in a call (SD3's skip-layer guidance calls the transformer again
+    with some blocks skipped), and a call that a step did not make (that extra call runs in
+    some steps only), leave NaN in those rows: absent, not zero. `ran[stream]` is the
+    `(steps, sites, rows)` bool mask of the entries that were recorded; `nanmean` over rows
+    averages over the calls where a site ran.
     """
 
     sites: list[str]
@@ -55,6 +63,7 @@ class ChannelStats:
     txt: dict[str, torch.Tensor] = field(default_factory=dict)
     hidden: dict[str, torch.Tensor] = field(default_factory=dict)  # site -> (kept steps, rows, N, D)
     meta: dict[str, Any] = field(default_factory=dict)
+    ran: dict[str, torch.Tensor] = field(default_factory=dict)  # stream -> (steps, sites, rows) bool
 
     # ---- shape ---------------------------------------------------------------------------
     @property
@@ -119,6 +128,7 @@ class ChannelStats:
             txt={k: pick(v) for k, v in self.txt.items()},
             hidden={k: v[:, rows] for k, v in self.hidden.items()},
             meta=dict(self.meta),
+            ran={k: v[:, :, rows] for k, v in self.ran.items()},
         )
 
     # ---- persistence -------------------------------------------------------------------------
@@ -128,6 +138,7 @@ class ChannelStats:
         tensors = {f"img.{k}": v.contiguous() for k, v in self.img.items()}
         tensors |= {f"txt.{k}": v.contiguous() for k, v in self.txt.items()}
         tensors |= {f"hidden.{k}": v.contiguous() for k, v in self.hidden.items()}
+        tensors |= {f"ran.{k}": v.contiguous() for k, v in self.ran.items()}
         header = {"sites": json.dumps(self.sites), "txt_sites": json.dumps(self.txt_sites), "meta": json.dumps(self.meta)}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=header)
@@ -150,6 +161,9 @@ class ChannelStats:
         for key, value in tensors.items():
             group, name = key.split(".", 1)
             groups[group][name] = value
+        for stream in ("img", "txt"):  # files written before `ran` existed recorded every entry
+            if groups[stream] and stream not in groups["ran"]:
+                groups["ran"][stream] = torch.ones(next(iter(groups[stream].values())).shape[:-1], dtype=torch.bool)
         return cls(
             sites=json.loads(header["sites"]),
             img=groups["img"],
@@ -157,11 +171,31 @@ class ChannelStats:
             txt=groups["txt"],
             hidden=groups["hidden"],
             meta=json.loads(header["meta"]),
+            ran=groups["ran"],
         )
 
     def nbytes(self) -> int:
-        tables = [*self.img.values(), *self.txt.values(), *self.hidden.values()]
+        tables = [*self.img.values(), *self.txt.values(), *self.hidden.values(), *self.ran.values()]
         return sum(t.numel() * t.element_size() for t in tables)
+
+
+@dataclass
+class _Call:
+    """One filed transformer call: per site its reductions, its (rows, image tokens, text
+    tokens) and its kept image tokens; None where the site did not run in the call."""
+
+    step: int
+    values: list[tuple[torch.Tensor | None, ...] | None]
+    shapes: list[tuple[int, int, int | None] | None]
+    hidden: list[torch.Tensor | None]
+
+    @property
+    def rows(self) -> int:
+        return next(shape[0] for shape in self.shapes if shape is not None)
+
+    def value(self, site: int, position: int) -> torch.Tensor | None:
+        values = self.values[site]
+        return None if values is None else values[position]
 
 
 class Recorder:
@@ -180,10 +214,9 @@ class Recorder:
         self.sites = list(sites)
         self.slots: list[tuple[torch.Tensor | None, ...] | None] = [None] * len(sites)  # this call, per site
         self._hidden_slots: list[torch.Tensor | None] = [None] * len(sites)
-        self._tokens: list[tuple[int, int | None]] = [(0, None)] * len(sites)  # (image, text) tokens per site
+        self._shapes: list[tuple[int, int, int | None]] = [(0, 0, None)] * len(sites)  # (rows, image, text tokens)
         self._keeps_hidden = [site in config.keep_hidden for site in sites]
-        self._calls: list[tuple[int, list[tuple[torch.Tensor | None, ...]]]] = []  # (step, per-site values)
-        self._hidden: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
+        self._calls: list[_Call] = []
 
     @torch.no_grad()
     def reduce(self, index: int, img: torch.Tensor, txt: torch.Tensor | None) -> None:
@@ -195,64 +228,125 @@ class Recorder:
             for stream in self.config.streams
             for statistic in self.config.statistics
         )
-        self._tokens[index] = (img.shape[1], None if txt is None else txt.shape[1])
+        # shapes are Python ints (no sync); kept per call, since calls may differ in length
+        self._shapes[index] = (img.shape[0], img.shape[1], None if txt is None else txt.shape[1])
         if self._keeps_hidden[index]:
             self._hidden_slots[index] = img.detach()
 
     def file(self, step: int) -> None:
-        """Move the slots of the call that just ran under `step`; empty slots mean no call ran."""
+        """Move the slots of the call that just ran under `step`. An empty slot is a site
+        that did not run in this call (skip-layer guidance skips blocks): absent, not an
+        error. No slot at all means no call ran."""
         if all(values is None for values in self.slots):
             return
-        missing = [site for site, values in zip(self.sites, self.slots) if values is None]
-        if missing:
-            raise RuntimeError(f"Site {missing[0]!r} did not run in the last transformer call; every hooked site must.")
-        self._calls.append((step, list(self.slots)))  # type: ignore[arg-type]
         steps = self.config.keep_hidden_steps
-        for site, hidden in zip(self.sites, self._hidden_slots):
-            if hidden is not None and (steps is None or step in steps):
-                self._hidden[(step, site)].append(hidden.to(self.config.storage_dtype).cpu())
+        keep = steps is None or step in steps
+        hidden = [None if h is None or not keep else h.to(self.config.storage_dtype).cpu() for h in self._hidden_slots]
+        shapes = [None if values is None else shape for values, shape in zip(self.slots, self._shapes)]
+        self._calls.append(_Call(step, list(self.slots), shapes, hidden))
         self.slots[:] = [None] * len(self.sites)
         self._hidden_slots[:] = [None] * len(self.sites)
 
     def result(self, meta: dict[str, Any]) -> ChannelStats:
-        """Stack everything into (steps, sites, rows, D) tables on the CPU."""
+        """Stack everything into (steps, sites, rows, D) tables on the CPU; NaN where absent."""
         if not self._calls:
             raise RuntimeError("Nothing was recorded: the model ran no hooked block inside the context.")
-        steps = sorted({step for step, _ in self._calls})
-        by_step: dict[int, list[list[tuple[torch.Tensor | None, ...]]]] = defaultdict(list)
-        for step, values in self._calls:
-            by_step[step].append(values)
-        names = [(stream, statistic) for stream in self.config.streams for statistic in self.config.statistics]
+        by_step: dict[int, list[_Call]] = defaultdict(list)
+        for call in self._calls:
+            by_step[call.step].append(call)
+        steps = sorted(by_step)
+        layout = _layout([by_step[step] for step in steps])
         has_txt = [  # per site: did its block carry a text stream (SANA's and some last blocks do not)
-            any(value is not None for (stream, _), value in zip(names, values) if stream == "txt")
-            for values in self._calls[0][1]
+            any(call.shapes[i] is not None and call.shapes[i][2] is not None for call in self._calls)
+            for i in range(len(self.sites))
         ]
-        txt_sites = [site for site, has in zip(self.sites, has_txt) if has]
+        names = [(stream, statistic) for stream in self.config.streams for statistic in self.config.statistics]
         tables: dict[str, dict[str, torch.Tensor]] = {"img": {}, "txt": {}}
-        for position, (stream, statistic) in enumerate(names):
+        ran: dict[str, torch.Tensor] = {}
+        for stream in self.config.streams:
             sites = [i for i, has in enumerate(has_txt) if has or stream == "img"]
             if not sites:
                 continue
-            per_site_step = [_rows([call[i][position] for call in by_step[step]]) for step in steps for i in sites]
-            table = torch.stack(per_site_step).view(len(steps), len(sites), *per_site_step[0].shape)
-            n_tokens = self._tokens[sites[0]][0 if stream == "img" else 1]
-            finished = finish_statistic(table, statistic, n_tokens).to(self.config.storage_dtype)
-            tables[stream][statistic] = finished.cpu()
-        hidden = {}
-        for site in self.config.keep_hidden:
-            kept = [torch.cat(self._hidden[(step, site)]) for step in steps if (step, site) in self._hidden]
-            if kept:
-                hidden[site] = torch.stack(kept)  # (kept steps, rows, N, D)
+            which = 1 if stream == "img" else 2
+            cells = [(by_step[step], i) for step in steps for i in sites]  # (steps x sites): calls, site
+            # (steps, sites, rows): each row's own call's token count; 0 where the site did not run
+            counts = [_row_tokens([_tokens(call, i, which) for call in calls], layout) for calls, i in cells]
+            tokens = torch.tensor(counts).view(len(steps), len(sites), sum(layout))
+            ran[stream] = tokens > 0
+            divisor: torch.Tensor | None = None
+            for statistic in self.config.statistics:
+                position = names.index((stream, statistic))
+                per_call = [[call.value(i, position) for call in calls] for calls, i in cells]
+                like = next(v for values in per_call for v in values if v is not None)
+                if divisor is None:  # per-token averages divide by their own call's count, all in one go
+                    divisor = tokens.clamp(min=1).to(like.device, torch.float32).unsqueeze(-1)
+                absent = torch.full((max(layout), like.shape[-1]), float("nan"), dtype=like.dtype, device=like.device)
+                table = torch.stack([_step_rows(values, layout, absent) for values in per_call])
+                table = table.view(len(steps), len(sites), sum(layout), -1)
+                finished = finish_statistic(table, statistic, divisor)  # type: ignore[arg-type]  # a count per row
+                tables[stream][statistic] = finished.to(self.config.storage_dtype).cpu()
         return ChannelStats(
             sites=list(self.sites),
             img=tables["img"],
-            txt_sites=txt_sites if tables["txt"] else [],
+            txt_sites=[site for site, has in zip(self.sites, has_txt) if has] if tables["txt"] else [],
             txt=tables["txt"],
-            hidden=hidden,
-            meta=meta,
+            hidden=self._kept_hidden(by_step, steps, layout),
+            meta=meta | {"rows_per_call": layout, "calls_per_step": len(layout)},  # the layout the tables have
+            ran={stream: mask for stream, mask in ran.items() if tables[stream]},
         )
 
+    def _kept_hidden(
+        self, by_step: dict[int, list[_Call]], steps: list[int], layout: list[int]
+    ) -> dict[str, torch.Tensor]:
+        """keep_hidden site -> (kept steps, rows, N, D), rows as in the tables (NaN where absent)."""
+        kept_steps = [s for s in steps if self.config.keep_hidden_steps is None or s in self.config.keep_hidden_steps]
+        hidden = {}
+        for i, site in enumerate(self.sites):
+            present = [call.hidden[i] for call in self._calls if call.hidden[i] is not None]
+            if not present:
+                continue
+            shapes = sorted({tuple(h.shape[1:]) for h in present})
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"keep_hidden site {site!r} saw tokens of shapes {shapes} (N, D) in one recording; kept tokens "
+                    "stack into one tensor. Record runs of different sizes in separate ditlens.hooks(...) contexts."
+                )
+            absent = torch.full((max(layout), *shapes[0]), float("nan"), dtype=present[0].dtype)
+            per_step = [_step_rows([call.hidden[i] for call in by_step[step]], layout, absent) for step in kept_steps]
+            hidden[site] = torch.stack(per_step)
+        return hidden
 
-def _rows(parts: list[torch.Tensor]) -> torch.Tensor:
-    """One step's rows of a site: the calls of that step, in call order."""
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+def _layout(calls_by_step: list[list[_Call]]) -> list[int]:
+    """Rows per call of the step with the most calls (skip-layer guidance adds a call in
+    some steps only); every step's calls must match its first ones."""
+    per_step = [[call.rows for call in calls] for calls in calls_by_step]
+    layout = max(per_step, key=len)
+    for rows in per_step:
+        if rows != layout[: len(rows)]:
+            raise RuntimeError(
+                f"Steps made transformer calls of different batch sizes ({rows} and {layout} rows per call); one "
+                "recording lays out every step's calls alike. Record such runs in separate ditlens.hooks(...) contexts."
+            )
+    return layout
+
+
+def _tokens(call: _Call, site: int, which: int) -> int:
+    """The call's token count of one stream at a site (which: 1 image, 2 text); 0 if absent."""
+    shape = call.shapes[site]
+    return 0 if shape is None or shape[which] is None else shape[which]  # type: ignore[return-value]
+
+
+def _row_tokens(per_call: list[int], layout: list[int]) -> list[int]:
+    """One step's token counts at a site, one per row along `layout`: each row's own call's
+    (0 for calls the step did not make)."""
+    return [n for c, rows in enumerate(layout) for n in [per_call[c] if c < len(per_call) else 0] * rows]
+
+
+def _step_rows(per_call: list[torch.Tensor | None], layout: list[int], absent: torch.Tensor) -> torch.Tensor:
+    """One step's rows of a site along `layout`, in call order: each call's tensor, or
+    `absent` rows where it is None (the site did not run) or the step made no such call."""
+    parts = [
+        absent[:rows] if c >= len(per_call) or per_call[c] is None else per_call[c] for c, rows in enumerate(layout)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # type: ignore[arg-type]
