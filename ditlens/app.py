@@ -35,18 +35,20 @@ from .disrupt import DisruptConfig, disrupt
 from .find import FindConfig, find_channels
 from .generation import GenerationSettings, default_steps, image_size, to_pil
 from .images import load_image
+from .masks import DEFAULT_FOREGROUND, FOREGROUND_RULES
 from .plots import (
     image_grid,
-    overlay,
     plot_channel_atlas,
     plot_image_table,
     plot_magnitude_surface,
     plot_miou_curves,
+    plot_segment_overlays,
     plot_top_vs_median,
 )
 from .segment import RULES as SEGMENT_RULES
 from .segment import SegmentConfig, SegmentResult, segment_generated
-from .transport import TransportConfig, TransportResult, transport_image, transport_text
+from .transport import STREAMS, TransportConfig, TransportResult, transport_image, transport_text
+from .verdicts import segment_summary
 
 log = logging.getLogger("ditlens.app")
 
@@ -343,12 +345,14 @@ class Explorer:
         rules: list[str],
         statistic: str,
         settings: GenerationSettings,
+        foreground: str = DEFAULT_FOREGROUND,
     ) -> SegmentView:
         self.check_prompts(prompts)
         if not rules:
             raise ValueError(f"Tick at least one channel rule ({', '.join(SEGMENT_RULES)}).")
         config = SegmentConfig(
-            prompts=prompts, seeds=seeds, k=self.check_k(k), rules=list(rules), statistic=statistic, generation=settings
+            prompts=prompts, seeds=seeds, k=self.check_k(k), rules=list(rules), statistic=statistic,
+            foreground=foreground, generation=settings,
         )
         result = segment_generated(self.pipe, config)
         truth, miou_plot, note = None, None, ""
@@ -361,12 +365,16 @@ class Explorer:
             except CaptionError as err:
                 note = f"No ground truth (so no mIoU): {err}"
         if truth is not None:
-            table = result.miou_table(truth)
+            scores = result.scores(truth)
             miou_plot = _picture(
                 lambda p: plot_miou_curves(
-                    table, result.sites, p, f"K=2 masks vs ground truth (k={config.k}, mean over steps)"
+                    {r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, p,
+                    f"K=2 masks vs ground truth (k={config.k}, {foreground} rule; dotted: oracle labelling)",
+                    oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()},
                 )
             )
+            best = {rule: float(sc.per_site()["miou"].max()) for rule, sc in scores.items()}
+            note = segment_summary(best, config.k, f"these {len(result.images)} images")
         return SegmentView(result=result, truth=truth, miou_plot=miou_plot, note=note)
 
     def overlays(self, view: SegmentView, site: str, step: int) -> Image.Image:
@@ -376,21 +384,7 @@ class Explorer:
             raise ValueError(f"Unknown site {site!r}. Sites of this model: {', '.join(result.sites)}.")
         if not 0 <= step < view.steps:
             raise ValueError(f"Step {step} is outside the schedule: 0..{view.steps - 1}.")
-        k = result.meta["k"]
-        rules = list(result.masks)
-        rows = []
-        for i in range(min(result.images.shape[0], MAX_OVERLAY_ROWS)):
-            row = [result.images[i]] + ([overlay(result.images[i], view.truth[i])] if view.truth is not None else [])
-            row += [overlay(result.images[i], result.pixel_masks(rule, step, site)[i]) for rule in rules]
-            rows.append(row)
-        columns = (
-            ["image"] + (["truth"] if view.truth is not None else []) + [r if r == "all" else f"{r}-{k}" for r in rules]
-        )
-        return _picture(
-            lambda p: plot_image_table(
-                rows, p, [f"#{i}" for i in range(len(rows))], columns, title=f"K=2 masks at {site}, step {step}"
-            )
-        )
+        return _picture(lambda p: plot_segment_overlays(result, p, site, step, view.truth, max_rows=MAX_OVERLAY_ROWS))
 
     # ---- transport -------------------------------------------------------------------------
 
@@ -504,6 +498,12 @@ class _Page:
 
     def statistic(self):
         return self.gr.Dropdown(list(STATISTICS), value="abs_mean", label="statistic (abs_mean: the paper's)")
+
+    def foreground_picker(self, elem_id: str):
+        return self.gr.Dropdown(
+            list(FOREGROUND_RULES), value=DEFAULT_FOREGROUND, elem_id=elem_id,
+            label=f"which K=2 cluster is the subject ({DEFAULT_FOREGROUND}: {FOREGROUND_RULES[DEFAULT_FOREGROUND].split(' (')[0]})",
+        )
 
     def site_picker(self, label: str, elem_id: str | None = None):
         sites = self.explorer.sites
@@ -642,6 +642,7 @@ def _segment_tab(page: _Page) -> None:
             prompts, seeds = page.prompts_box("segment"), page.seeds_box("segment")
             k = page.k_slider("k (channels to cluster on)")
             rules = gr.CheckboxGroup(list(SEGMENT_RULES), value=list(SEGMENT_RULES), label="channel rules")
+            foreground = page.foreground_picker("segment-foreground")
             statistic = page.statistic()
             steps, guidance = page.settings_boxes("segment")
             run = gr.Button("segment", variant="primary", elem_id="segment-run")
@@ -664,6 +665,7 @@ def _segment_tab(page: _Page) -> None:
             v[rules],
             v[statistic],
             generation_settings(v[steps], v[guidance]),
+            v[foreground],
         )
         sites = view.result.sites
         chosen_site, chosen_step = (v[site] if v[site] in sites else sites[len(sites) // 2]), view.steps // 2
@@ -679,7 +681,7 @@ def _segment_tab(page: _Page) -> None:
 
     run.click(
         _guard(run_segment, (gr.skip(), None, None, gr.skip(), gr.skip())),
-        {prompts, seeds, k, rules, statistic, steps, guidance, site},
+        {prompts, seeds, k, rules, foreground, statistic, steps, guidance, site},
         [kept, overlays, miou, site, step, status],
         show_progress_on=[overlays],
         **page.busy,
@@ -717,6 +719,8 @@ def _transport_tab(page: _Page) -> None:
             with gr.Accordion("options", open=False, elem_id="transport-options"):
                 k = page.k_slider("k (channels moved per site and step)", TransportConfig.k)
                 mask = gr.Dropdown(list(APP_MASKS), value=TransportConfig.mask, label="spatial mask (whose K=2 foreground, or all tokens)")
+                foreground = page.foreground_picker("transport-foreground")
+                streams = gr.Dropdown(list(STREAMS), value=TransportConfig.streams, label="streams moved (img: image tokens, txt: text tokens)")
                 statistic = page.statistic()
                 start, stop = page.window_boxes()
                 with gr.Row():
@@ -742,6 +746,8 @@ def _transport_tab(page: _Page) -> None:
             k=explorer.check_k(v[k]),
             alpha=float(v[alpha]),
             mask=v[mask],
+            foreground=v[foreground],
+            streams=v[streams],
             statistic=v[statistic],
             steps=parse_window(v[start], v[stop], explorer.num_steps(settings)),
             generation=settings,
@@ -777,6 +783,8 @@ def _transport_tab(page: _Page) -> None:
             strip,
             k,
             mask,
+            foreground,
+            streams,
             statistic,
             start,
             stop,

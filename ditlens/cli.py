@@ -232,7 +232,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_disrupt(args: argparse.Namespace) -> None:
-    from .disrupt import Condition, DisruptConfig, disrupt
+    from .disrupt import DisruptConfig, disrupt
     from .plots import plot_image_table, plot_metric_over_k
 
     prompts = _prompts(args, args.model)
@@ -294,12 +294,13 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     from .images import load_mask_folder
-    from .plots import overlay, plot_image_table, plot_miou_curves
+    from .plots import plot_miou_curves, plot_segment_overlays
     from .segment import SegmentConfig, segment_generated
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts)
-    config = SegmentConfig(prompts=prompts, seeds=args.seeds, k=args.k, rules=args.rules, statistic=args.statistic, generation=_settings(args))
+    config = SegmentConfig(prompts=prompts, seeds=args.seeds, k=args.k, rules=args.rules, statistic=args.statistic,
+                           foreground=args.foreground, generation=_settings(args))
     pipe = _load(args)
     result = segment_generated(pipe, config, prompt_kwargs=_prompt_kwargs(args))
     n = result.images.shape[0]
@@ -313,28 +314,25 @@ def cmd_segment(args: argparse.Namespace) -> None:
     site = args.site or result.sites[len(result.sites) // 2]
     if site not in result.sites:
         raise ValueError(f"Unknown site {site!r}. Sites of this model: {', '.join(result.sites)}.")
-    steps = next(iter(result.masks.values())).shape[0]
-    step = steps // 2 if args.step is None else args.step
-    if not 0 <= step < steps:
-        raise ValueError(f"Step {step} is outside the schedule: 0..{steps - 1}.")
+    step = result.steps // 2 if args.step is None else args.step
+    if not 0 <= step < result.steps:
+        raise ValueError(f"Step {step} is outside the schedule: 0..{result.steps - 1}.")
     out = Path(args.out)
-    rows = []
-    for i in range(min(n, 8)):
-        row = [result.images[i]] + ([overlay(result.images[i], truth[i])] if truth is not None else [])
-        row += [overlay(result.images[i], result.pixel_masks(rule, step, site)[i]) for rule in config.rules]
-        rows.append(row)
-    columns = ["image"] + (["truth"] if truth is not None else []) + [f"{r}" + ("" if r == "all" else f"-{args.k}") for r in config.rules]
-    table = result.miou_table(truth) if truth is not None else None
+    scores = result.scores(truth) if truth is not None else None
     with output_folder(out) as tmp:
         result.save(tmp, truth)
-        plot_image_table(rows, tmp / "overlays.png", [f"#{i}" for i in range(len(rows))], columns, title=f"K=2 masks at {site}, step {step}")
-        if table is not None:
-            plot_miou_curves(table, result.sites, tmp / "miou_per_site.png", f"K=2 masks vs ground truth (k={args.k}, mean over steps)")
-    if table is not None:
-        _say(args, "mIoU, best site (mean over steps):")
-        for rule, t in table.items():
-            per_site = t.mean(0)
-            _say(args, f"  {rule:8s} {float(per_site.max()):.3f} at {result.sites[int(per_site.argmax())]}  (mean over sites {float(per_site.mean()):.3f})")
+        plot_segment_overlays(result, tmp / "overlays.png", site, step, truth)
+        if scores is not None:
+            plot_miou_curves({r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, tmp / "miou_per_site.png",
+                             f"K=2 masks vs ground truth (k={args.k}, {args.foreground} rule; dotted: oracle labelling)",
+                             oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()})
+    if scores is not None:
+        _say(args, f"mIoU at the best site (mean over steps), '{args.foreground}' rule | oracle labelling | rule picked the oracle's cluster:")
+        for rule, sc in scores.items():
+            curves = sc.per_site()
+            best = int(curves["miou"].argmax())
+            _say(args, f"  {rule:8s} {float(curves['miou'][best]):.3f} at {result.sites[best]} | {float(curves['oracle'][best]):.3f} | "
+                       f"{float(curves['agreement'][best]):.2f}  (mean over sites {float(curves['miou'].mean()):.3f})")
     _say(args, f"wrote {out}/: masks.safetensors, segment.json, overlays.png" + (", miou_per_site.png" if truth is not None else ""))
 
 
@@ -345,6 +343,8 @@ def _transport_config(args: argparse.Namespace):
         k=args.k,
         alpha=args.alpha if hasattr(args, "alpha") else 1.0,
         mask=args.mask,
+        foreground=args.foreground,
+        streams=args.streams,
         channels_from=args.channels_from,
         statistic=args.statistic,
         sites=tuple(args.sites) if args.sites else None,
@@ -587,8 +587,16 @@ def cmd_app(args: argparse.Namespace) -> None:
 # ---- parser and entry point --------------------------------------------------------------------
 
 
+def _add_foreground_option(p: argparse._ActionsContainer) -> None:
+    from .masks import DEFAULT_FOREGROUND, FOREGROUND_RULES
+
+    p.add_argument("--foreground", choices=list(FOREGROUND_RULES), default=DEFAULT_FOREGROUND,
+                   help="which K=2 cluster is the subject: " + "; ".join(f"{k}: {v}" for k, v in FOREGROUND_RULES.items())
+                        + f" (default: {DEFAULT_FOREGROUND}, measured: docs/segment.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .transport import TransportConfig  # its defaults are the CLI's
+    from .transport import STREAMS, TransportConfig  # its defaults are the CLI's
 
     parser = argparse.ArgumentParser(
         prog="ditlens",
@@ -639,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default=None, help="site for the overlays (default: middle block)")
     p.add_argument("--step", type=int, default=None, help="step for the overlays (default: middle step)")
     p.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
+    _add_foreground_option(p)
     p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
 
     for name, help_text, func in (
@@ -672,6 +681,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
                             f"user (--mask-image) (default: {TransportConfig.mask}, measured: docs/transport.md)")
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
+        _add_foreground_option(g)
+        g.add_argument("--streams", choices=list(STREAMS), default=TransportConfig.streams,
+                       help="which streams move: " + "; ".join(f"{k}: {v}" for k, v in STREAMS.items())
+                            + f" (default: {TransportConfig.streams})")
         g.add_argument("--channels-from", choices=["source", "union", "target"], default=TransportConfig.channels_from,
                        help=f"whose top-k channels are moved: the source's, those of both rows, or the target's "
                             f"(default: {TransportConfig.channels_from})")

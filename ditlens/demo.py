@@ -21,18 +21,20 @@ from .builtin.examples import EXAMPLE_PROMPTS, EXAMPLE_TRANSPORT_PAIRS
 from .disrupt import DisruptConfig, disrupt
 from .find import FindConfig, find_channels
 from .generation import GenerationSettings
-from .metrics.fidelity import builtin_scores, objects_fully_correct, off_background_masks, renders
+from .metrics.classifier import AttributeClassifier
+from .metrics.fidelity import builtin_scores, off_background_masks, renders, transport_scores
 from .plots import (
-    overlay,
     plot_channel_atlas,
     plot_image_table,
     plot_magnitude_surface,
     plot_miou_curves,
+    plot_segment_overlays,
     plot_top_vs_median,
 )
 from .report import Section, write_html
 from .segment import SegmentConfig, segment_generated
 from .transport import TransportConfig, transport_image, transport_text
+from .verdicts import disruption_verdict, segmentation_verdict
 
 
 @dataclass
@@ -79,10 +81,11 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     for s, (site, info) in enumerate(summary["sites"].items()):
         table.append([site, str(info["top_channels"]), f"{float(top1[:, s].mean()):.1f}", f"{info['jaccard_across_prompts']:.2f}", f"{info['jaccard_across_steps']:.2f}"])
     numbers["find"] = {"top1_over_median_mean": float(top1.mean()), "sites": summary["sites"]}
+    per_site = top1.mean((0, 2))  # (sites,)
     sections.append(Section(
-        "1. Find: a few channels dwarf the rest",
+        f"1. Find: the top-1 channel is {float(per_site.min()):.0f}x to {float(per_site.max()):.0f}x the median channel",
         f"Per site, the k={config.k} largest |mean over tokens| channels against the median channel, over "
-        f"{len(prompts)} prompts and every denoising step.",
+        f"{len(prompts)} prompts and every denoising step (the title's range: the per-site mean over steps and prompts).",
         [("find/top_vs_median.png", "top-1/2/3 vs median"), ("find/channel_atlas.png", "top-1 channel per site and step"),
          ("find/surface.png", "|x| over tokens x channels")],
         table,
@@ -98,15 +101,21 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
                      ["none"] + [f"k={k}" for k in ks], title=prompts[0])
     table = [["condition", "objects fully correct", "Frechet distance to renders", "PSNR to unedited (dB)"]]
     numbers["disrupt"] = {}
+    by_rule: dict[str, dict[int, dict[str, float]]] = {}
     for condition, images in result.images.items():
         scores = builtin_scores(images, prompts)
         psnr = result.distances()[condition.label]["psnr_db"]
         numbers["disrupt"][condition.label] = {"full_object_accuracy": scores["full_object_accuracy"], "frechet_distance": scores["frechet_distance"], "psnr_db": psnr}
         table.append([condition.label, f"{scores['full_object_accuracy']:.2f}", f"{scores['frechet_distance']:.1f}", "inf" if psnr > 99 else f"{psnr:.1f}"])
+        if condition.label != "none":
+            by_rule.setdefault(condition.rule, {})[condition.k] = {"accuracy": scores["full_object_accuracy"], "frechet": scores["frechet_distance"]}
+    base = numbers["disrupt"]["none"]
+    verdict1 = disruption_verdict({"accuracy": base["full_object_accuracy"], "frechet": base["frechet_distance"]}, by_rule)
+    numbers["disrupt"]["verdict"] = verdict1.as_dict()
     sections.append(Section(
-        "2. Disrupt: zeroing the massive channels collapses generation",
-        "Same noise for every condition; channels re-selected per site, step and sample. "
-        f"Scores over {len(prompts)} prompts (few images: see `ditlens bench findings` for the full measurement).",
+        f"2. Disrupt: on these {len(prompts)} prompts, {verdict1.headline.lower()}",
+        verdict1.sentence() + " Same noise for every condition; channels re-selected per site, step and sample; one random "
+        "draw. Few images: `ditlens bench findings` is the measurement.",
         [("disrupt/grid.png", "rows: rule, columns: k")],
         table,
     ))
@@ -116,18 +125,29 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     seg = segment_generated(pipe, SegmentConfig(prompts=prompts, seeds=[config.seed], k=config.k, generation=settings))
     truth = off_background_masks(seg.images, prompts)
     seg.save(out / "segment", truth)
-    miou = seg.miou_table(truth)
-    best_site = seg.sites[int(miou["top"].mean(0).argmax())]
-    step = next(iter(seg.masks.values())).shape[0] // 2
-    rows = [[seg.images[i], overlay(seg.images[i], truth[i])] + [overlay(seg.images[i], seg.pixel_masks(r, step, best_site)[i]) for r in seg.masks] for i in range(len(prompts))]
-    plot_image_table(rows, out / "segment" / "overlays.png", [f"#{i}" for i in range(len(prompts))], ["image", "truth", *seg.masks], title=f"{best_site}, step {step}")
-    plot_miou_curves(miou, seg.sites, out / "segment" / "miou_per_site.png")
-    numbers["segment"] = {r: {"best_site_miou": float(t.mean(0).max()), "mean_over_sites": float(t.mean())} for r, t in miou.items()}
-    table = [["channels", "mIoU at best site", "mIoU mean over sites"]] + [[r, f"{v['best_site_miou']:.3f}", f"{v['mean_over_sites']:.3f}"] for r, v in numbers["segment"].items()]
+    scores = seg.scores(truth)
+    curves = {r: sc.per_site() for r, sc in scores.items()}
+    best_site = seg.sites[int(curves["top"]["miou"].argmax())]
+    plot_segment_overlays(seg, out / "segment" / "overlays.png", best_site, seg.steps // 2, truth)
+    plot_miou_curves({r: sc.miou.mean(-1) for r, sc in scores.items()}, seg.sites, out / "segment" / "miou_per_site.png",
+                     f"{seg.foreground} rule (solid), oracle labelling (dotted)", oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()})
+    numbers["segment"] = {
+        r: {"best_site_miou": float(c["miou"].max()), "oracle_at_best_site": float(c["oracle"][int(c["miou"].argmax())]),
+            "mean_over_sites": float(c["miou"].mean())}
+        for r, c in curves.items()
+    }
+    verdict2 = segmentation_verdict({f"these {len(prompts)} images": {r: v["best_site_miou"] for r, v in numbers["segment"].items()}}, config.k)
+    numbers["segment"]["verdict"] = verdict2.as_dict()
+    table = [["channels", "mIoU at best site", "oracle labelling there", "mIoU mean over sites"]] + [
+        [r, f"{v['best_site_miou']:.3f}", f"{v['oracle_at_best_site']:.3f}", f"{v['mean_over_sites']:.3f}"]
+        for r, v in numbers["segment"].items() if r != "verdict"
+    ]
     sections.append(Section(
-        "3. Segment: the massive channels draw the subject",
-        "K=2 k-means on image tokens restricted to the channels; ground truth = pixels off the prompt's background colour.",
-        [("segment/overlays.png", "masks over the generated images"), ("segment/miou_per_site.png", "mIoU per site")],
+        f"3. Segment: on these {len(prompts)} images, {verdict2.headline.lower()}",
+        verdict2.sentence() + f" K=2 k-means on image tokens restricted to the channels; the '{seg.foreground}' rule names the "
+        "subject; the oracle takes the better labelling of each image (an upper bound). Ground truth = pixels off the prompt's "
+        "background colour (split backgrounds included here).",
+        [("segment/overlays.png", "images, truth, the top-1 channel's heat map and the masks' outlines"), ("segment/miou_per_site.png", "mIoU per site")],
         table,
     ))
 
@@ -139,13 +159,20 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     strip.save(out / "transport_text")
     plot_image_table([[strip.source, strip.target] + list(strip.transported)], out / "transport_text" / "strip.png", [""],
                      ["source", "target", *[f"a={a:g}" for a in strip.alphas]])
-    numbers["transport_text"] = {"source": source, "target": target, "alphas": strip.alphas}
+    moved = transport_scores(strip.transported, source, target, strip.target, AttributeClassifier.from_pretrained())
+    numbers["transport_text"] = {"source": source, "target": target, "alphas": strip.alphas, "scores": moved}
+    full = moved[-1]
     sections.append(Section(
-        "4. Transport (text): the source's meaning, the target's composition",
+        "4. Transport (text): the source's massive channels into the target's generation",
         f"Source: '{source}'. Target: '{target}' (another seed). Top-{config.transport_k} channels of the source, spatial mask "
-        f"'{tconfig.mask}' (the measured default, docs/transport.md), at every site and step, with strength alpha.",
+        f"'{tconfig.mask}' (the measured default, docs/transport.md), at every site and step, with strength alpha. At alpha = "
+        f"{strip.alphas[-1]:g} the classifier finds the source's colour {'' if full['colour_from_source'] else 'not '}and its shape "
+        f"{'' if full['shape_from_source'] else 'not '}at the target's position (foreground IoU with the target alone "
+        f"{full['mask_iou_with_target']:.2f}). One pair: `ditlens bench transport` is the measurement.",
         [("transport_text/strip.png", "interpolation strip")],
-        [["alpha", "image shows the SOURCE prompt fully right"]] + [[f"{a:g}", "yes" if c else "no"] for a, c in zip(strip.alphas, objects_fully_correct(strip.transported, [source] * len(strip.alphas)))],
+        [["alpha", "source's colour", "source's shape", "foreground IoU with the target alone"]]
+        + [[f"{a:g}", "yes" if m["colour_from_source"] else "no", "yes" if m["shape_from_source"] else "no", f"{m['mask_iou_with_target']:.2f}"]
+           for a, m in zip(strip.alphas, moved)],
     ))
 
     # 5. transport, image ---------------------------------------------------------------------
@@ -156,10 +183,16 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     ires.save(out / "transport_image")
     plot_image_table([[ires.source, ires.target] + list(ires.transported)], out / "transport_image" / "strip.png", [""],
                      ["reference", "target alone", *[f"a={a:g}" for a in ires.alphas]])
-    numbers["transport_image"] = {"reference_prompt": ref_prompt, "target_prompt": new_prompt}
+    took = transport_scores(ires.transported, ref_prompt, new_prompt, ires.target, AttributeClassifier.from_pretrained())
+    numbers["transport_image"] = {"reference_prompt": ref_prompt, "target_prompt": new_prompt, "alphas": ires.alphas, "scores": took}
     sections.append(Section(
-        "5. Transport (image): subject-driven generation without training",
-        f"Reference: a render of '{ref_prompt}', re-noised to each step's level. Target: '{new_prompt}'.",
+        "5. Transport (image): a reference's massive channels into a new prompt's generation",
+        f"Reference: a render of '{ref_prompt}', re-noised to each step's level. Target: '{new_prompt}'. "
+        + " ".join(
+            f"At alpha = {a:g} the classifier finds the reference's colour {'' if m['colour_from_source'] else 'not '}and its "
+            f"shape {'' if m['shape_from_source'] else 'not '}at the target's position."
+            for a, m in zip(ires.alphas, took)
+        ),
         [("transport_image/strip.png", "reference, target alone, transported")],
     ))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .record import ChannelStats  # noqa: E402
+from .segment import SegmentResult  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -154,22 +156,96 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, colour: tuple[float, float,
     return out
 
 
-def plot_miou_curves(table: dict[str, torch.Tensor], sites: list[str], path: str | Path, title: str = "") -> Path:
-    """Per-site mIoU (mean over steps) for each rule: the segmentation finding at a glance."""
-    styles = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--"), "all": ("#27ae60", "d:"), "attention": ("#8e44ad", "x-.")}
+MASK_STYLES = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--"), "all": ("#27ae60", "d:"), "attention": ("#8e44ad", "x-.")}
+
+
+def plot_miou_curves(
+    table: dict[str, torch.Tensor],
+    sites: list[str],
+    path: str | Path,
+    title: str = "",
+    oracle: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Per-site mIoU (mean over steps) for each rule: the segmentation finding at a glance.
+    oracle: the same curves for the better labelling of each image, drawn thin and dotted
+    beside their rule (an upper bound: a gap is a labelling error, not a bad split)."""
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(sites) + 2), 3.4))
     x = np.arange(len(sites))
+
+    def curve(values: torch.Tensor) -> np.ndarray:
+        return values.mean(0).numpy() if values.dim() == 2 else values.numpy()
+
     for rule, values in table.items():
-        colour, style = styles.get(rule, ("black", "-"))
-        ax.plot(x, values.mean(0).numpy() if values.dim() == 2 else values.numpy(), style, color=colour, ms=3, label=rule)
+        colour, style = MASK_STYLES.get(rule, ("black", "-"))
+        ax.plot(x, curve(values), style, color=colour, ms=3, label=rule)
+        if oracle is not None and rule in oracle:
+            ax.plot(x, curve(oracle[rule]), ":", color=colour, lw=1, alpha=0.8)
+    if oracle is not None:
+        ax.plot([], [], ":", color="black", lw=1, label="oracle labelling (upper bound)")
     ax.set_xticks(x, [_short(s) for s in sites], rotation=90, fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("mIoU (fg/bg)")
     ax.set_xlabel("site")
     ax.set_title(title or "K = 2 masks against ground truth")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=5)
+    ax.legend(fontsize=7, ncol=3)
     return _save(fig, path)
+
+
+def plot_segment_overlays(
+    result: SegmentResult,
+    path: str | Path,
+    site: str,
+    step: int,
+    truth: torch.Tensor | None = None,
+    max_rows: int = 8,
+    rules: list[str] | None = None,
+) -> Path:
+    """Per image: the image, the ground truth (if any), the top-1 massive channel over the
+    token grid as a heat map with its colour bar, and each rule's K = 2 mask as an outline
+    (black and white, so it shows on an object of any colour) with the background dimmed."""
+    rules = rules or list(result.masks)
+    n = min(max_rows, len(result.images))
+    heat = result.heat_map(step, site) if result.heat is not None else None
+    columns = ["image"] + (["truth"] if truth is not None else []) + (["top-1 channel"] if heat is not None else []) + rules
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.45 * len(columns) + 1, 1.45 * n + 0.7), squeeze=False)
+    for i in range(n):
+        image = result.images[i]
+        panels: list[tuple[str, Any]] = [("image", None)]
+        if truth is not None:
+            panels.append(("mask", truth[i]))
+        if heat is not None:
+            panels.append(("heat", heat[i]))
+        panels += [("mask", result.pixel_masks(rule, step, site)[i]) for rule in rules]
+        for c, (kind, value) in enumerate(panels):
+            ax = axes[i][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if kind == "heat":
+                shown = ax.imshow(value.float().numpy(), cmap="magma", interpolation="nearest")
+                bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+                bar.ax.tick_params(labelsize=5)
+            elif kind == "mask":
+                _outlined(ax, image, value)
+            else:
+                ax.imshow(_as_array(image), interpolation="nearest")
+            if i == 0:
+                ax.set_title(columns[c], fontsize=8)
+        axes[i][0].set_ylabel(f"#{i}", fontsize=8)
+    fig.suptitle(f"K = 2 masks ({result.foreground} names the subject) at {site}, step {step}", fontsize=9)
+    return _save(fig, path)
+
+
+def _outlined(ax: plt.Axes, image: torch.Tensor, mask: torch.Tensor) -> None:
+    """The image with the mask's outside dimmed and its edge drawn twice (black under white)."""
+    m = mask.bool()
+    shown = image.clone()
+    shown[:, ~m] *= 0.35
+    ax.imshow(_as_array(shown), interpolation="nearest")
+    if m.any() and not m.all():
+        edge = m.float().numpy()
+        ax.contour(edge, levels=[0.5], colors="black", linewidths=2.2)
+        ax.contour(edge, levels=[0.5], colors="white", linewidths=0.9)
 
 
 def plot_metric_over_k(curves: dict[str, tuple[list[int], list[float], list[float] | None]], path: str | Path, ylabel: str, title: str = "") -> Path:

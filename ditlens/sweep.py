@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from .masks import DEFAULT_FOREGROUND
 from .transport import TransportConfig
 
 COMMANDS = ("find", "disrupt", "segment", "transport")
@@ -88,6 +89,7 @@ JOB_SETTINGS: dict[str, dict[str, Setting]] = {
         "k": Setting("int", 4),
         "rules": Setting("names", ["top", "bottom", "random", "all"]),  # one pass computes them all
         "statistic": STATISTIC,
+        "foreground": Setting("str", DEFAULT_FOREGROUND),  # which K=2 cluster is the subject (masks.py)
     },
     "transport": {
         "target": Setting("target", None),  # required: the target prompt (an embeddings row with `embeds`)
@@ -95,6 +97,8 @@ JOB_SETTINGS: dict[str, dict[str, Setting]] = {
         "k": Setting("int", TransportConfig.k),
         "mask": Setting("str", TransportConfig.mask),
         "mask_image": Setting("path", None),  # for mask = "user"
+        "foreground": Setting("str", TransportConfig.foreground),
+        "streams": Setting("str", TransportConfig.streams),
         "statistic": STATISTIC,
         "sites": SITES,
         "window": WINDOW,
@@ -237,7 +241,8 @@ def _check_domains(command: str, job: dict[str, Any], where: str, path: Path) ->
     from .channels import STATISTICS
     from .disrupt import RULES as DISRUPT_RULES
     from .segment import RULES as SEGMENT_RULES
-    from .transport import MASK_ORIGINS
+    from .masks import FOREGROUND_RULES
+    from .transport import MASK_ORIGINS, STREAMS
 
     def allowed(key: str, values: list[Any], options: tuple[str, ...] | list[str]) -> None:
         for v in values:
@@ -249,11 +254,14 @@ def _check_domains(command: str, job: dict[str, Any], where: str, path: Path) ->
         allowed("rule", job["rule"], DISRUPT_RULES)
         if job["draws"][0] < 1:
             raise _error(path, f"{where} setting 'draws' must be >= 1; got {job['draws'][0]}.")
+    if command in ("segment", "transport"):
+        allowed("foreground", job["foreground"], list(FOREGROUND_RULES))
     if command == "segment":
         for rules in job["rules"]:
             allowed("rules", rules, SEGMENT_RULES)
     if command == "transport":
         allowed("mask", job["mask"], MASK_ORIGINS)
+        allowed("streams", job["streams"], list(STREAMS))
         for a in job["alpha"]:
             if not 0.0 <= a <= 1.0:
                 raise _error(path, f"{where} setting 'alpha' must be within [0, 1]; got {a!r}.")
@@ -656,6 +664,7 @@ class Runner:
         from .transport import TransportConfig
 
         return TransportConfig(k=s["k"], alpha=s["alpha"], mask=s["mask"], statistic=s["statistic"],
+                               foreground=s["foreground"], streams=s["streams"],
                                sites=tuple(s["sites"]) if s["sites"] else None, steps=_window(s["window"]), generation=self.generation)
 
     # ---- one item per command: write its files into `out`, return its scalar metrics ----------
@@ -709,7 +718,7 @@ class Runner:
 
         s = item.settings
         config = SegmentConfig(prompts=[item.prompt], seeds=[item.seed], k=s["k"], rules=s["rules"], statistic=s["statistic"],
-                               generation=self.generation)
+                               foreground=s["foreground"], generation=self.generation)
         result = segment_generated(self.pipe, config, prompt_kwargs=self.rows([item.row]))
         check_finite(result.images, f"the image of item {item.id}")
         truth = None
@@ -721,8 +730,12 @@ class Runner:
         _png(result.images[0], out / "image.png")
         if truth is None:
             return {f"foreground_{rule}": float(m.float().mean()) for rule, m in result.masks.items()}
-        table = result.miou_table(truth)
-        return {f"miou_best_{rule}": float(t.mean(0).max()) for rule, t in table.items()}
+        metrics = {}
+        for rule, scores in result.scores(truth).items():
+            curves = scores.per_site()
+            best = int(curves["miou"].argmax())
+            metrics |= {f"miou_best_{rule}": float(curves["miou"][best]), f"oracle_at_best_{rule}": float(curves["oracle"][best])}
+        return metrics
 
     def transport(self, item: Item, out: Path) -> dict[str, Any]:
         from .checks import check_finite
@@ -746,11 +759,11 @@ class Runner:
             "psnr_to_source": pixel_distances(result.transported, result.source[None])["psnr_db"],
         }
         if self.config.model.is_builtin:
-            from .bench import _transport_scores
+            from .metrics.fidelity import transport_scores
             from .builtin.scenes import parse_caption
 
             if len(parse_caption(item.prompt).objects) == 1 and len(parse_caption(target).objects) == 1:
-                metrics |= _transport_scores(result.transported, item.prompt, target, result.target, self.classifier)[0]
+                metrics |= transport_scores(result.transported, item.prompt, target, result.target, self.classifier)[0]
         return metrics
 
     def run(self, item: Item, items_dir: Path, identity: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..builtin.scenes import COLOUR_RGB, parse_caption, render
-from .classifier import AttributeClassifier, features, frechet_distance, score_fidelity
+from .classifier import AttributeClassifier, features, frechet_distance, predict_scenes, score_fidelity
 
 
 def renders(prompts: list[str]) -> torch.Tensor:
@@ -63,3 +63,39 @@ def objects_fully_correct(images: torch.Tensor, prompts: list[str], classifier: 
         scores = score_fidelity(classifier, image[None] * 2 - 1, [prompt])
         out.append(scores.correct["full_object"] == scores.n_objects)
     return out
+
+
+def transport_scores(images: torch.Tensor, source: str, target: str, target_alone: torch.Tensor, classifier: AttributeClassifier) -> list[dict[str, float]]:
+    """Per image: transfer (colour / shape of the source at the target's slot), preservation
+    (object-mask IoU with the target alone, background kept, for two-object targets the other
+    object's shape and colour kept) and ghosting."""
+    s, t = parse_caption(source).objects[0], parse_caption(target)
+    slot = t.objects[0].position
+    predicted = predict_scenes(classifier, images * 2 - 1)
+    target_mask = off_background_masks(target_alone[None], [target])[0]
+    masks = off_background_masks(images, [target] * len(images))
+    palette = torch.tensor([COLOUR_RGB[c] for c in (s.colour, *(o.colour for o in t.objects), *t.background)], dtype=torch.float32) / 255
+    others = t.objects[1:]  # the target's other objects: transport should leave them alone
+    out = []
+    for img, pred, mask in zip(images, predicted, masks):
+        found = {o.position: o for o in pred.objects}
+        here = found.get(slot)
+        region = mask | target_mask
+        dist = (img.permute(1, 2, 0)[region][:, None, :] - palette[None]).norm(dim=-1)  # (pixels, colours)
+        ghost = float((dist.min(-1).values > 0.25).float().mean()) if region.any() else 0.0
+        out.append({
+            "colour_from_source": float(here is not None and here.colour == s.colour),
+            "shape_from_source": float(here is not None and here.shape == s.shape),
+            "both_from_source": float(here is not None and here.colour == s.colour and here.shape == s.shape),
+            "mask_iou_with_target": _fg_iou(mask, target_mask),
+            "background_kept": float(pred.background == t.background),
+            "ghosting": ghost,
+        } | ({"others_kept": float(all(
+            (o.position in found and found[o.position].shape == o.shape and found[o.position].colour == o.colour) for o in others
+        ))} if others else {}))
+    return out
+
+
+def _fg_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

@@ -1,0 +1,136 @@
+"""Verdicts on the paper's three findings, worded from the numbers they stand over.
+
+Every headline that says whether a finding holds (bench reports, the demo, the app, the
+README) comes from these functions, so a table and the sentence above it cannot disagree.
+Each verdict names its criterion and the figures it was decided on. The thresholds are
+fixed here, before any run: a finding *holds* when the effect is large against its
+controls of the same size, *partly* when it is there but small or only on some of the
+measures, and *does not hold* otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOLDS, PARTLY, FAILS = "holds", "partly holds", "does not hold"
+
+# Finding 1: zeroing the top-k channels must hurt far more than zeroing bottom-k or random-k
+FIDELITY_DROP = 0.30  # share of fully correct objects lost by top-k ...
+CONTROL_DROP = 0.10  # ... while no control loses more than this
+FRECHET_FACTOR = 5.0  # or (partly): top-k's Frechet distance at least this multiple of every control's
+# Finding 2: top-k masks must beat the same-size controls
+MASK_MARGIN = 0.10  # mIoU margin over bottom-k and random-k for "holds", on every image set
+# Finding 3: the object takes the source's attributes while the target's layout stays
+TRANSFER = 0.50  # share of pairs whose object takes the source's colour and shape (holds) ...
+TRANSFER_PARTLY = 0.25  # ... or one of the two (partly)
+LAYOUT_KEPT = 0.50  # foreground IoU with the target alone
+
+
+@dataclass(frozen=True)
+class Verdict:
+    finding: str  # e.g. "Finding 2 (spatially organised)"
+    status: str  # HOLDS, PARTLY or FAILS
+    evidence: str  # the figures it was decided on
+    criterion: str  # the rule, in words
+
+    @property
+    def headline(self) -> str:
+        return f"{self.finding}: {self.status}"
+
+    def sentence(self) -> str:
+        return f"{self.headline}. {self.evidence} (Criterion: {self.criterion}.)"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"finding": self.finding, "status": self.status, "evidence": self.evidence, "criterion": self.criterion, "text": self.sentence()}
+
+
+def disruption_verdict(base: dict[str, float], by_rule: dict[str, dict[int, dict[str, float]]]) -> Verdict:
+    """base: {"accuracy", "frechet"} of the unedited images; by_rule["top"|"bottom"|"random"][k]:
+    the same after zeroing k channels. Decided at the smallest k, where the claim is sharpest
+    (a few channels matter, as many others do not)."""
+    k = min(by_rule["top"])
+    top = by_rule["top"][k]
+    controls = {rule: by_rule[rule][k] for rule in ("bottom", "random") if rule in by_rule}
+    drop = base["accuracy"] - top["accuracy"]
+    control_drop = max(base["accuracy"] - c["accuracy"] for c in controls.values())
+    control_fd = max(c["frechet"] for c in controls.values())
+    fd_factor = top["frechet"] / max(control_fd, 1e-9)
+    if drop >= FIDELITY_DROP and control_drop <= CONTROL_DROP:
+        status = HOLDS
+    elif fd_factor >= FRECHET_FACTOR or drop - control_drop >= FIDELITY_DROP:
+        status = PARTLY
+    else:
+        status = FAILS
+    evidence = (
+        f"At k = {k}, zeroing the top-k channels moves the share of fully correct objects from {base['accuracy']:.3f} "
+        f"to {top['accuracy']:.3f} (largest control drop {control_drop:.3f}) and the Frechet distance from "
+        f"{base['frechet']:.1f} to {top['frechet']:.1f} (largest control {control_fd:.1f}, x{fd_factor:.1f})."
+    )
+    criterion = (
+        f"holds if top-k costs >= {FIDELITY_DROP:.2f} of fidelity while bottom-k and random-k cost <= {CONTROL_DROP:.2f}; "
+        f"partly if top-k's Frechet distance is >= {FRECHET_FACTOR:g}x every control's, or top-k costs >= "
+        f"{FIDELITY_DROP:.2f} more fidelity than any control"
+    )
+    return Verdict("Finding 1 (functionally critical)", status, evidence, criterion)
+
+
+def segmentation_verdict(best: dict[str, dict[str, float]], k: int) -> Verdict:
+    """best[image set][rule]: the best-site mIoU of the foreground rule's labelling, per image
+    set (e.g. "generated, one-colour backgrounds", "renders"), for rules top, bottom, random
+    (and, for reference, all and attention)."""
+    margins = {name: rules["top"] - max(rules["bottom"], rules["random"]) for name, rules in best.items()}
+    if all(m >= MASK_MARGIN for m in margins.values()):
+        status = HOLDS
+    elif all(m > 0 for m in margins.values()) or any(m >= MASK_MARGIN for m in margins.values()):
+        status = PARTLY
+    else:
+        status = FAILS
+    parts = []
+    for name, rules in best.items():
+        refs = ", ".join(f"{r} {rules[r]:.3f}" for r in ("all", "attention") if r in rules)
+        parts.append(
+            f"{name}: top-{k} {rules['top']:.3f} vs bottom-{k} {rules['bottom']:.3f} and random-{k} {rules['random']:.3f} "
+            f"(margin {margins[name]:+.3f}" + (f"; {refs}" if refs else "") + ")"
+        )
+    evidence = "Best-site mIoU, " + "; ".join(parts) + "."
+    criterion = (
+        f"holds if top-k masks beat bottom-k and random-k by >= {MASK_MARGIN:.2f} mIoU on every image set; partly if they "
+        "beat both on every set by less, or by that much on some"
+    )
+    return Verdict("Finding 2 (spatially organised)", status, evidence, criterion)
+
+
+def transport_verdict(transport: dict[str, float], baselines: dict[str, dict[str, float]], setting: str) -> Verdict:
+    """transport: scores at alpha = 1 with the chosen settings (colour_from_source,
+    shape_from_source, both_from_source, mask_iou_with_target); baselines: name -> the same
+    at the same alpha, for comparison in the wording."""
+    both, iou = transport["both_from_source"], transport["mask_iou_with_target"]
+    one = max(transport["colour_from_source"], transport["shape_from_source"])
+    if both >= TRANSFER and iou >= LAYOUT_KEPT:
+        status = HOLDS
+    elif one >= TRANSFER_PARTLY and iou >= LAYOUT_KEPT:
+        status = PARTLY
+    else:
+        status = FAILS
+    base = "; ".join(
+        f"{name}: colour {b['colour_from_source']:.2f}, shape {b['shape_from_source']:.2f}, layout IoU {b['mask_iou_with_target']:.2f}"
+        for name, b in baselines.items()
+    )
+    evidence = (
+        f"With {setting} at alpha = 1 the object takes the source's colour in {transport['colour_from_source']:.2f} of pairs, "
+        f"its shape in {transport['shape_from_source']:.2f}, both in {both:.2f}, with foreground IoU {iou:.2f} to the target "
+        f"alone" + (f" (at the same alpha, {base})" if base else "") + "."
+    )
+    criterion = (
+        f"holds if colour and shape both move in >= {TRANSFER:.2f} of pairs with layout IoU >= {LAYOUT_KEPT:.2f}; partly if "
+        f"one of them moves in >= {TRANSFER_PARTLY:.2f} with the layout kept"
+    )
+    return Verdict("Finding 3 (transferable)", status, evidence, criterion)
+
+
+def segment_summary(best: dict[str, float], k: int, label: str) -> str:
+    """One line over a segment run's best-site mIoU per rule (`best`): the verdict where top,
+    bottom and random were all run, else the figures alone."""
+    if all(rule in best for rule in ("top", "bottom", "random")):
+        return segmentation_verdict({label: best}, k).sentence()
+    return f"Best-site mIoU on {label}: " + ", ".join(f"{rule} {value:.3f}" for rule, value in best.items()) + "."

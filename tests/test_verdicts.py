@@ -1,0 +1,52 @@
+"""Verdicts follow the numbers: each finding worded as holding, partly or failing from
+figures built to land in each case."""
+
+from __future__ import annotations
+
+from ditlens.verdicts import FAILS, HOLDS, PARTLY, disruption_verdict, segment_summary, segmentation_verdict, transport_verdict
+
+
+def disruption(top_acc: float, control_acc: float, top_fd: float, control_fd: float):
+    by_rule = {
+        "top": {1: {"accuracy": top_acc, "frechet": top_fd}, 8: {"accuracy": 0.0, "frechet": 999.0}},
+        "bottom": {1: {"accuracy": control_acc, "frechet": control_fd}, 8: {"accuracy": 0.9, "frechet": 2.0}},
+        "random": {1: {"accuracy": 1.0, "frechet": 1.0}, 8: {"accuracy": 1.0, "frechet": 1.0}},
+    }
+    return disruption_verdict({"accuracy": 1.0, "frechet": 0.5}, by_rule)
+
+
+def test_finding_1_is_decided_at_the_smallest_k():
+    assert disruption(0.2, 0.95, 200.0, 3.0).status == HOLDS
+    # fidelity kept, but the Frechet distance explodes against the controls: partly
+    partly = disruption(1.0, 1.0, 187.5, 9.5)
+    assert partly.status == PARTLY and "187.5" in partly.evidence and "x19.7" in partly.evidence
+    # a control hurts as much as the top channels: the finding fails, and says so
+    fails = disruption(0.9, 0.9, 4.0, 3.0)
+    assert fails.status == FAILS
+    assert fails.headline == "Finding 1 (functionally critical): does not hold"
+    assert "does not hold" in fails.sentence() and "k = 1" in fails.evidence
+
+
+def test_finding_2_needs_the_margin_on_every_image_set():
+    strong = {"top": 0.9, "bottom": 0.4, "random": 0.7, "all": 0.8}
+    weak = {"top": 0.85, "bottom": 0.45, "random": 0.80}
+    lost = {"top": 0.26, "bottom": 0.33, "random": 0.53}
+    assert segmentation_verdict({"generated": strong, "renders": strong}, 2).status == HOLDS
+    assert segmentation_verdict({"generated": strong, "renders": weak}, 2).status == PARTLY
+    assert segmentation_verdict({"generated": weak}, 2).status == PARTLY
+    fails = segmentation_verdict({"generated": lost, "renders": lost}, 2)
+    assert fails.status == FAILS and "does not hold" in fails.sentence()
+    assert "top-2 0.260 vs bottom-2 0.330 and random-2 0.530 (margin -0.270" in fails.evidence
+    assert "does not hold" in segment_summary(lost, 2, "these 3 images")
+    assert segment_summary({"top": 0.5, "all": 0.6}, 2, "x") == "Best-site mIoU on x: top 0.500, all 0.600."
+
+
+def test_finding_3_needs_transfer_with_the_layout_kept():
+    def scores(colour, shape, both, iou):
+        return {"colour_from_source": colour, "shape_from_source": shape, "both_from_source": both, "mask_iou_with_target": iou}
+
+    assert transport_verdict(scores(0.8, 0.7, 0.6, 0.7), {}, "k = 8").status == HOLDS
+    assert transport_verdict(scores(0.0, 0.72, 0.0, 0.6), {}, "k = 8").status == PARTLY
+    broken = transport_verdict(scores(0.0, 0.72, 0.0, 0.14), {"pixel blending": scores(1, 1, 1, 0.3)}, "k = 64")
+    assert broken.status == FAILS and "does not hold" in broken.sentence()
+    assert "pixel blending: colour 1.00, shape 1.00, layout IoU 0.30" in broken.evidence
