@@ -11,6 +11,7 @@ run that wrote it; the report names the command, seed and commit.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -40,6 +41,10 @@ BENCH_SEED = 1234  # held-out prompts and generation seeds start here (the demo 
 
 
 def _commit() -> str:
+    """The checkout's commit; DITLENS_COMMIT overrides it where the tree's .git is a stale copy
+    (the GPU machine's)."""
+    if os.environ.get("DITLENS_COMMIT"):
+        return os.environ["DITLENS_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=Path(__file__).parent)
