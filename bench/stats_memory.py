@@ -50,7 +50,9 @@ def record(config: RecordConfig, full_steps: set[int], seed: int) -> tuple[Chann
         for index in range(len(SITES)):
             recorder.reduce(index, img, txt)  # what each site's hook does
         recorder.file(step)  # what the transformer's pre-hook does before the next call
-    held = sum(t.numel() * t.element_size() for _, values in recorder._calls for v in values for t in v if t is not None)
+    held = sum(
+        t.numel() * t.element_size() for call in recorder._calls for v in call.values if v is not None for t in v if t is not None
+    )
     t0 = time.perf_counter()
     stats = recorder.result({"num_steps": STEPS})
     return stats, time.perf_counter() - t0, held
