@@ -35,7 +35,7 @@ from .plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_
 from .report import Section, write_markdown
 from .segment import MaskObserver, SegmentConfig, SegmentResult, segment_generated
 from .transport import TransportConfig, transport_image, transport_text
-from .verdicts import disruption_verdict, segmentation_verdict, transport_verdict
+from .verdicts import disruption_verdict, segmentation_verdict, transfer_score, transport_verdict
 
 BENCH_SEED = 1234  # held-out prompts and generation seeds start here (the demo uses 0..)
 
@@ -347,7 +347,7 @@ class TransportBenchConfig:
     sweep_streams: list[str] = field(default_factory=lambda: ["img", "txt", "both"])  # which streams move
     # where the one-factor-at-a-time sweep starts: the paper's source mask, fixed here so that the
     # procedure does not move with the defaults it chooses
-    base: TransportConfig = field(default_factory=lambda: TransportConfig(k=2, mask="source"))
+    base: TransportConfig = field(default_factory=lambda: TransportConfig(k=2, mask="source", streams="img", channels="top"))
 
     @classmethod
     def quick(cls) -> TransportBenchConfig:
@@ -421,11 +421,10 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
     sweep_rows = [["setting", "colour from source", "shape from source", "colour+shape", "mask IoU with target", "background kept", "ghosting", "score"]]
     sweep: dict[str, dict[str, float]] = {}
 
-    def score(m: dict[str, float]) -> float:
-        # transfer that keeps the composition: both matter, so their product. Transfer counts
-        # colour and shape separately: requiring both at once scored every setting 0 on the
-        # built-in model (docs/transport.md), leaving the choice to the candidates' order.
-        return (m["colour_from_source"] + m["shape_from_source"]) / 2 * m["mask_iou_with_target"]
+    # transfer that keeps the composition: both matter, so their product. Transfer counts
+    # colour and shape separately: requiring both at once scored every setting 0 on the
+    # built-in model (docs/transport.md), leaving the choice to the candidates' order.
+    score = transfer_score
 
     base = config.base
     candidates: list[tuple[str, TransportConfig]] = []
@@ -439,6 +438,14 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
     best_k = max(results_k.values(), key=lambda v: score(v[1]))[0].k
     for name, (tc, m) in results_k.items():
         sweep[name] = m
+    # the control of the same size: k random channels, for every k short of all of them (not a candidate)
+    hidden = adapter_for(pipe).hidden_size
+    random_k = {}
+    for k in config.sweep_k:
+        if k < hidden:
+            say(f"  random k={k}")
+            random_k[k] = evaluate(replace(base, k=k, channels="random"), [1.0])[0][1.0]
+            sweep[f"random k={k} (control)"] = random_k[k]
     results_w = {}
     for w in config.sweep_windows:
         name = f"window={'all' if w is None else f'[{w[0]},{w[1]})'}"
@@ -555,12 +562,14 @@ def bench_transport(pipe: Any, out_dir: str | Path, config: TransportBenchConfig
     plot_image_table(img_strips, out / "transport_image_strips.png", labels, ["reference (render)", "target alone", "transported"])
 
     window = "all steps" if chosen.steps is None else f"steps [{chosen.steps[0]}, {chosen.steps[1]})"
-    hidden = adapter_for(pipe).hidden_size
     edge = (f"The k sweep runs past its winner (k = {', '.join(map(str, past))} scored lower)." if past else
             f"The winner k = {best_k} is the largest value tried" + (" (every channel)." if best_k == hidden else "; the sweep does not show what lies beyond it."))
-    setting = f"k = {chosen.k}, {window}, sites = {'all' if chosen.sites is None else 'a subset'}, mask = {chosen.mask}, streams = {chosen.streams}"
-    verdict3 = transport_verdict(curve[1.0] if 1.0 in curve else curve[max(curve)],
-                                 {name: table[1.0] for name, table in baselines.items() if 1.0 in table}, setting)
+    blocks = next(kind for kind, names in site_sets.items() if names == chosen.sites)
+    setting = f"k = {chosen.k}, {window}, {blocks} blocks, mask = {chosen.mask}, streams = {chosen.streams}"
+    numbers["chosen"]["blocks"] = blocks
+    top_k = {tc.k: m for tc, m in results_k.values()}
+    verdict3 = transport_verdict(top_k, random_k, hidden, curve[1.0] if 1.0 in curve else curve[max(curve)], setting,
+                                 {name: table[1.0] for name, table in baselines.items() if 1.0 in table})
     numbers["verdict"] = verdict3.as_dict()
     (out / "transport.json").write_text(json.dumps(numbers, indent=1, default=str))
     sections = [

@@ -467,7 +467,7 @@ def _item_settings(command: str, combo: dict[str, Any]) -> list[dict[str, Any]]:
         draws = range(combo["draws"]) if combo["rule"] == "random" else [0]
         return [{"rule": combo["rule"], **common, "draw": d} for d in draws]
     if command == "segment":
-        return [{"k": combo["k"], "rules": combo["rules"], "statistic": combo["statistic"]}]
+        return [{"k": combo["k"], "rules": combo["rules"], "statistic": combo["statistic"], "foreground": combo["foreground"]}]
     settings = {key: combo[key] for key in JOB_SETTINGS["transport"]}
     return [settings]
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .adapters import adapter_for
-from .channels import TopK, check_k, check_statistic
+from .channels import RandomK, TopK, check_k, check_statistic
 from .generation import GenerationSettings, image_size, to_pil
 from .hooks import HookContext, hooks
 from .intervene import ReplaceFromRows, Scope, source_rows
@@ -47,6 +47,11 @@ STREAMS = {
 }
 
 
+#: which k channels transport moves
+CHANNEL_RULES = ("top", "random")
+RANDOM_CHANNELS_SEED = 0  # the random-k control's channels: one fixed draw, the same at every site and step
+
+
 def check_streams(streams: str) -> None:
     if streams not in STREAMS:
         raise ValueError(f"Unknown streams {streams!r}. Allowed: {', '.join(STREAMS)}.")
@@ -64,6 +69,7 @@ class TransportConfig:
     streams: str = "img"  # which streams move (STREAMS); the image stream is the paper's edit
     statistic: str = "abs_mean"  # the paper's |mean over tokens|
     channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
+    channels: str = "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)
     sites: tuple[str, ...] | None = None  # None: every image-stream site
     steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -77,6 +83,8 @@ class TransportConfig:
             raise ValueError(f"Unknown mask origin {self.mask!r}. Allowed: {', '.join(MASK_ORIGINS)}.")
         check_foreground(self.foreground)
         check_streams(self.streams)
+        if self.channels not in CHANNEL_RULES:
+            raise ValueError(f"Unknown channel rule {self.channels!r}. Allowed: {', '.join(CHANNEL_RULES)}.")
         Scope(sites=self.sites, steps=self.steps).validate(site_names, num_steps)
         self.generation.validate()
 
@@ -201,7 +209,7 @@ def _edits(
     common = dict(
         source_of=source_of,
         group_size=group_size,
-        channels=TopK(config.k, config.statistic),
+        channels=TopK(config.k, config.statistic) if config.channels == "top" else RandomK(config.k, RANDOM_CHANNELS_SEED),
         alpha=1.0,
         alphas=dict(zip(targets, alphas)),
         channels_from=config.channels_from,

@@ -24,6 +24,7 @@ MASK_MARGIN = 0.10  # mIoU margin over bottom-k and random-k for "holds", on eve
 TRANSFER = 0.50  # share of pairs whose object takes the source's colour and shape (holds) ...
 TRANSFER_PARTLY = 0.25  # ... or one of the two (partly)
 LAYOUT_KEPT = 0.50  # foreground IoU with the target alone
+FEW_CHANNELS = 1 / 8  # "a few channels": at most this share of the hidden size (32 of the built-in 256)
 
 
 @dataclass(frozen=True)
@@ -100,30 +101,54 @@ def segmentation_verdict(best: dict[str, dict[str, float]], k: int) -> Verdict:
     return Verdict("Finding 2 (spatially organised)", status, evidence, criterion)
 
 
-def transport_verdict(transport: dict[str, float], baselines: dict[str, dict[str, float]], setting: str) -> Verdict:
-    """transport: scores at alpha = 1 with the chosen settings (colour_from_source,
-    shape_from_source, both_from_source, mask_iou_with_target); baselines: name -> the same
-    at the same alpha, for comparison in the wording."""
-    both, iou = transport["both_from_source"], transport["mask_iou_with_target"]
-    one = max(transport["colour_from_source"], transport["shape_from_source"])
-    if both >= TRANSFER and iou >= LAYOUT_KEPT:
+def transfer_score(m: dict[str, float]) -> float:
+    """Transfer that keeps the composition, as the transport bench ranks settings: the mean of
+    the colour and shape transfer shares times the foreground IoU with the target alone."""
+    return (m["colour_from_source"] + m["shape_from_source"]) / 2 * m["mask_iou_with_target"]
+
+
+def transport_verdict(
+    per_k: dict[int, dict[str, float]],
+    random_per_k: dict[int, dict[str, float]],
+    hidden_size: int,
+    chosen: dict[str, float],
+    setting: str,
+    baselines: dict[str, dict[str, float]],
+) -> Verdict:
+    """per_k / random_per_k: scores at alpha = 1 of the top-k channels and of k random ones
+    (colour_from_source, shape_from_source, both_from_source, mask_iou_with_target), per k.
+    The finding is about a FEW channels, so it is decided on the best k <= FEW_CHANNELS of
+    the hidden size; `chosen` (the bench's pick with every setting open, `setting` in words)
+    and `baselines` (at the same alpha) are reported beside it."""
+    few = {k: m for k, m in per_k.items() if k <= hidden_size * FEW_CHANNELS}
+    k = max(few, key=lambda q: transfer_score(few[q]))
+    m = few[k]
+    both, iou = m["both_from_source"], m["mask_iou_with_target"]
+    one = max(m["colour_from_source"], m["shape_from_source"])
+    control = random_per_k.get(k)
+    beats_control = control is None or transfer_score(m) > transfer_score(control)
+    if both >= TRANSFER and iou >= LAYOUT_KEPT and beats_control:
         status = HOLDS
-    elif one >= TRANSFER_PARTLY and iou >= LAYOUT_KEPT:
+    elif one >= TRANSFER_PARTLY and iou >= LAYOUT_KEPT and beats_control:
         status = PARTLY
     else:
         status = FAILS
-    base = "; ".join(
-        f"{name}: colour {b['colour_from_source']:.2f}, shape {b['shape_from_source']:.2f}, layout IoU {b['mask_iou_with_target']:.2f}"
-        for name, b in baselines.items()
-    )
+
+    def figures(x: dict[str, float]) -> str:
+        return (f"colour {x['colour_from_source']:.2f}, shape {x['shape_from_source']:.2f}, both {x['both_from_source']:.2f}, "
+                f"layout IoU {x['mask_iou_with_target']:.2f}")
+
     evidence = (
-        f"With {setting} at alpha = 1 the object takes the source's colour in {transport['colour_from_source']:.2f} of pairs, "
-        f"its shape in {transport['shape_from_source']:.2f}, both in {both:.2f}, with foreground IoU {iou:.2f} to the target "
-        f"alone" + (f" (at the same alpha, {base})" if base else "") + "."
+        f"At alpha = 1, the best few-channel setting (k = {k} of {hidden_size}) moves the source's {figures(m)}"
+        + (f"; {k} random channels: {figures(control)}" if control is not None else "")
+        + f". With every setting open ({setting}): {figures(chosen)}"
+        + "".join(f"; {name}: {figures(b)}" for name, b in baselines.items())
+        + "."
     )
     criterion = (
-        f"holds if colour and shape both move in >= {TRANSFER:.2f} of pairs with layout IoU >= {LAYOUT_KEPT:.2f}; partly if "
-        f"one of them moves in >= {TRANSFER_PARTLY:.2f} with the layout kept"
+        f"decided at k <= {FEW_CHANNELS:g} of the hidden size; holds if colour and shape both move in >= {TRANSFER:.2f} of pairs "
+        f"with layout IoU >= {LAYOUT_KEPT:.2f}, partly if one of them moves in >= {TRANSFER_PARTLY:.2f} with the layout kept; "
+        "either way ahead of as many random channels"
     )
     return Verdict("Finding 3 (transferable)", status, evidence, criterion)
 

@@ -210,6 +210,23 @@ def test_cli_argument_of_the_wrong_type(capsys):
     assert "invalid int value: 'four'" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["segment", "--foreground", "biggest"], ["--foreground", "'biggest'", "'border', 'smaller', 'high', 'low'"]),
+    (["transport", "--target", "y", "--foreground", "up"], ["--foreground", "'up'", "'border', 'smaller', 'high', 'low'"]),
+    (["interpolate", "--target", "y", "--streams", "all"], ["--streams", "'all'", "'img', 'txt', 'both'"]),
+])
+def test_cli_unknown_choice_lists_the_allowed_values(argv, says, capsys, tmp_path):
+    """Checked by the parser, before any model loads: exit 2, one line naming the value."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    message = error_line(err, argv[0])
+    for text in says:
+        assert text in message, message
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: chmod cannot make a folder unwritable")
 def test_cli_out_folder_not_writable(assets, tmp_path, capsys):
     locked = tmp_path / "locked"
@@ -275,6 +292,8 @@ SWEEP_CASES = [
     ("setting-wrong-type", '[[jobs]]\ncommand = "find"\nk = "four"\n', ["'k' must be an integer", "'four'"]),
     ("alpha-out-of-range", '[[jobs]]\ncommand = "transport"\ntarget = 1\nalpha = [0.5, 2]\n', ["'alpha' must be within [0, 1]", "2.0"]),
     ("unknown-rule", '[[jobs]]\ncommand = "disrupt"\nrule = ["top", "best"]\n', ["'best'", "top, bottom, random"]),
+    ("unknown-foreground", '[[jobs]]\ncommand = "segment"\nforeground = "big"\n', ["'foreground'", "'big'", "border, smaller, high, low"]),
+    ("unknown-streams", '[[jobs]]\ncommand = "transport"\ntarget = "y"\nstreams = "all"\n', ["'streams'", "'all'", "img, txt, both"]),
     ("k-above-hidden-size", '[[jobs]]\ncommand = "find"\nk = 64\n', ["jobs[0] (find)", "1..32", "64"]),
     ("unknown-site", '[[jobs]]\ncommand = "disrupt"\nk = 1\nrule = "top"\nsites = ["blocks.9"]\n', ["jobs[0] (disrupt)", "'blocks.9'", SITES]),
     ("window-beyond-schedule", '[[jobs]]\ncommand = "disrupt"\nk = 1\nrule = "top"\nwindow = [0, 5]\n', ["[0, 5]", "stop <= 2"]),

@@ -58,8 +58,10 @@ def test_transport_report_headline_is_the_verdict_of_its_numbers(pipe, tmp_path)
     verdict = numbers["verdict"]
     assert headings(report)[0] == f"{verdict['finding']}: {verdict['status']}"
     curve = numbers["strength_curve"]["transport"]["1.0"]
-    assert f"colour in {curve['colour_from_source']:.2f} of pairs" in verdict["evidence"]
-    assert {"streams=img", "streams=txt", "k=2", "k=256", "mask=source", "mask=all"} <= set(numbers["defaults_sweep"])
+    assert f"colour {curve['colour_from_source']:.2f}, shape {curve['shape_from_source']:.2f}" in verdict["evidence"]
+    few = numbers["defaults_sweep"]["k=2"]  # the only few-channel k here (k <= 256 / 8)
+    assert f"(k = 2 of 256) moves the source's colour {few['colour_from_source']:.2f}" in verdict["evidence"]
+    assert {"streams=img", "streams=txt", "k=2", "k=256", "random k=2 (control)", "mask=source", "mask=all"} <= set(numbers["defaults_sweep"])
     two = numbers["two_object_targets"]
     assert "massive-channel transport (mask = source)" in two and "massive-channel transport (mask = all)" in two
     edge = numbers["k_sweep_edge"]

@@ -41,12 +41,20 @@ def test_finding_2_needs_the_margin_on_every_image_set():
     assert segment_summary({"top": 0.5, "all": 0.6}, 2, "x") == "Best-site mIoU on x: top 0.500, all 0.600."
 
 
-def test_finding_3_needs_transfer_with_the_layout_kept():
+def test_finding_3_is_decided_on_a_few_channels_against_random_ones():
     def scores(colour, shape, both, iou):
         return {"colour_from_source": colour, "shape_from_source": shape, "both_from_source": both, "mask_iou_with_target": iou}
 
-    assert transport_verdict(scores(0.8, 0.7, 0.6, 0.7), {}, "k = 8").status == HOLDS
-    assert transport_verdict(scores(0.0, 0.72, 0.0, 0.6), {}, "k = 8").status == PARTLY
-    broken = transport_verdict(scores(0.0, 0.72, 0.0, 0.14), {"pixel blending": scores(1, 1, 1, 0.3)}, "k = 64")
-    assert broken.status == FAILS and "does not hold" in broken.sentence()
-    assert "pixel blending: colour 1.00, shape 1.00, layout IoU 0.30" in broken.evidence
+    nothing = scores(0.0, 0.0, 0.0, 0.99)
+    strong = scores(0.8, 0.7, 0.6, 0.7)
+    every_channel = scores(0.56, 0.41, 0.22, 0.36)
+    assert transport_verdict({2: strong, 256: every_channel}, {2: nothing}, 256, every_channel, "k = 256", {}).status == HOLDS
+    # as many random channels move as much: no finding
+    assert transport_verdict({2: strong}, {2: strong}, 256, strong, "k = 2", {}).status == FAILS
+    assert transport_verdict({8: scores(0.0, 0.72, 0.0, 0.6)}, {8: nothing}, 256, strong, "k = 8", {}).status == PARTLY
+    # only a copy of every channel moves anything: decided on the few, so it does not hold
+    fails = transport_verdict({2: nothing, 32: scores(0.0, 0.06, 0.0, 0.89), 256: every_channel}, {}, 256, every_channel,
+                              "k = 256, mask = source", {"pixel blending": scores(1, 1, 1, 0.18)})
+    assert fails.status == FAILS and "does not hold" in fails.sentence()
+    assert "k = 32 of 256" in fails.evidence and "(k = 256, mask = source): colour 0.56" in fails.evidence
+    assert "pixel blending: colour 1.00, shape 1.00, both 1.00, layout IoU 0.18" in fails.evidence
