@@ -176,7 +176,7 @@ def _graphed_cluster_foreground(x: torch.Tensor, rule: str | tuple[str, ...], gr
     COMPILE_ON_CUDA, inductor fuses them first (compiled once per shape, in seconds). Inside
     a larger capture (a graphed transport edit) it joins that graph."""
     key = (tuple(x.shape), x.dtype, x.device, COMPILE_ON_CUDA, rule, grid)
-    return _CLUSTER_GRAPHS.run(key, functools.partial(_cluster_on_cuda, rule=rule, grid=grid), x)
+    return _CLUSTER_GRAPHS.run(key, lambda y: _cluster_on_cuda(y, rule, grid), x)
 
 
 def _cluster_on_cuda(x: torch.Tensor, rule: str | tuple[str, ...], grid: tuple[int, int]) -> torch.Tensor:
