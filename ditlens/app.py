@@ -492,8 +492,10 @@ class _Page:
     def seeds_box(self, tab: str):
         return self.gr.Textbox("0", label="seeds (separated by spaces)", elem_id=f"{tab}-seeds")
 
-    def k_slider(self, label: str, value: int | None = None):
-        k_max = min(self.explorer.hidden_size, 64)  # more would not be "a few channels"; the CLI takes any k
+    def k_slider(self, label: str, value: int | None = None, every_channel: bool = False):
+        # more would not be "a few channels" (the CLI takes any k); transport's measured default
+        # on the built-in model is every channel (TransportConfig), so its slider reaches that far
+        k_max = self.explorer.hidden_size if every_channel else min(self.explorer.hidden_size, 64)
         return self.gr.Slider(1, k_max, min(value or self.explorer.default_k, k_max), step=1, label=label)
 
     def statistic(self):
@@ -717,7 +719,7 @@ def _transport_tab(page: _Page) -> None:
                 False, label=f"interpolation strip (alpha = {', '.join(f'{a:g}' for a in STRIP_ALPHAS)})"
             )
             with gr.Accordion("options", open=False, elem_id="transport-options"):
-                k = page.k_slider("k (channels moved per site and step)", TransportConfig.k)
+                k = page.k_slider("k (channels moved per site and step)", TransportConfig.k, every_channel=True)
                 mask = gr.Dropdown(list(APP_MASKS), value=TransportConfig.mask, label="spatial mask (whose K=2 foreground, or all tokens)")
                 foreground = page.foreground_picker("transport-foreground")
                 streams = gr.Dropdown(list(STREAMS), value=TransportConfig.streams, label="streams moved (img: image tokens, txt: text tokens)")

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from ditlens.cli import main
+from ditlens.transport import TransportConfig
 
 from .pipelines import flux_call_kwargs, tiny_flux_pipeline
 
@@ -67,7 +68,8 @@ def test_transport_text_and_image_write_images_and_settings(flux_dir, tmp_path):
     text = tmp_path / "text"
     assert main(["transport", *common(flux_dir, text), "--k", "4", "--alpha", "0.5", "--source", "A", "--target", "B"]) == 0
     settings = json.loads((text / "settings.json").read_text())
-    assert settings["k"] == 4 and settings["alphas"] == [0.5] and settings["mask"] == "all"
+    assert settings["k"] == 4 and settings["alphas"] == [0.5] and settings["mask"] == TransportConfig.mask
+    assert settings["streams"] == TransportConfig.streams and settings["foreground"] == TransportConfig.foreground
     for name in ("source.png", "target.png", "transported_alpha0.50.png", "strip.png"):
         assert (text / name).is_file(), name
     reference = tmp_path / "reference.png"

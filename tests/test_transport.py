@@ -53,7 +53,7 @@ def test_full_transport_makes_the_target_follow_the_source_hidden_states(pipe):
     from ditlens.transport import _edits
 
     D = pipe.transformer.inner_dim
-    config = TransportConfig(k=D, mask="all", generation=SETTINGS)
+    config = TransportConfig(k=D, mask="all", streams="img", generation=SETTINGS)
     (edit,) = _edits(config, [1.0], first_target=2, group_size=3, mask_image=None, image_size=(32, 32))
     sites = tuple(s for s in ("transformer_blocks.0", "transformer_blocks.1", "single_transformer_blocks.0", "single_transformer_blocks.1"))
     with hooks(pipe, edits=[edit], record=RecordConfig(keep_hidden=sites)) as run:
@@ -106,7 +106,7 @@ def test_full_transport_lands_the_image_on_the_source_on_the_builtin_model():
     pipe = load_builtin()
     pipe.set_progress_bar_config(disable=True)
     source, target = "a large red circle in the center on a gray background", "a small blue square on the left on a white background"
-    result = transport_text(pipe, source, target, TransportConfig(k=256, mask="all"), alphas=[1.0], source_seed=0, target_seed=0)
+    result = transport_text(pipe, source, target, TransportConfig(k=256, mask="all", streams="img"), alphas=[1.0], source_seed=0, target_seed=0)
     to_source = float(((result.transported[0] - result.source) ** 2).mean())
     apart = float(((result.target - result.source) ** 2).mean())
     assert apart > 0.1  # the two prompts draw different images
@@ -120,7 +120,7 @@ def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
 
     mask = torch.zeros(32, 32)
     mask[:, :16] = 1
-    config = TransportConfig(k=4, mask="user", generation=SETTINGS)
+    config = TransportConfig(k=4, mask="user", streams="img", generation=SETTINGS)
     (edit,) = _edits(config, [1.0], first_target=1, group_size=2, mask_image=mask, image_size=(32, 32))
     outputs = []
     for edits in ([], [edit]):
