@@ -3,9 +3,10 @@
     .venv/bin/python bench/transport_cost.py [--quick] [--pipeline builtin|tiny-flux]
 
 `ditlens.transport.transport_text(..., include_target=False)` with one alpha runs ONE batch
-of two prompts (source, transported target), with its edit at every site and step: top-k
-channels under the default mask (TransportConfig's), and under the K = 2 spatial mask of
-the source (the paper's mask and the costlier one, so the worst case); a verdict for each.
+of two prompts (source, transported target), with its edit at every site and step: the
+defaults (TransportConfig's: top-k channels under the source's K = 2 mask, image and text
+streams), the image stream alone under that mask (the paper's edit), and the image stream
+on every token (no mask: the cheapest); a verdict for each.
 The baseline is the same pipeline called on the same two prompts, same seeds and steps,
 without ditlens. With the built-in pipeline's classifier-free guidance, both are 4 rows per
 transformer call. On a GPU two more rows time the edit with its CUDA graph switched the
@@ -98,9 +99,9 @@ def main() -> None:
         generators = [torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)]
         pipe(**prompts, generator=generators, output_type="pt", **settings.kwargs())
 
-    def transported(mask: str, graph_max_bytes: int | None = None) -> Any:
+    def transported(mask: str, streams: str = "img", graph_max_bytes: int | None = None) -> Any:
         """graph_max_bytes: override intervene.GRAPH_MAX_BYTES (0: never a CUDA graph of the edit)."""
-        config = TransportConfig(k=args.k, mask=mask, generation=settings)
+        config = TransportConfig(k=args.k, mask=mask, streams=streams, generation=settings)
 
         def run() -> None:
             default = intervene.GRAPH_MAX_BYTES
@@ -124,16 +125,25 @@ def main() -> None:
 
     # the default mask (all tokens since the bench's measured choice), and the paper's source
     # mask: the worst case, one K = 2 clustering per site and step
-    default = f"ditlens transport_text (mask='{TransportConfig.mask}', the default)"
-    worst = "ditlens transport_text (mask='source': K=2 masks)"
-    cases = {"plain diffusers, batch 2": plain, default: transported(TransportConfig.mask), worst: transported("source")}
+    # the defaults (the bench's measured choice: the source's K=2 masks, both streams), the
+    # paper's image-stream edit under the same masks (one K = 2 clustering per site and step),
+    # and the cheapest edit: the image stream on every token (no mask at all)
+    default = f"ditlens transport_text (mask='{TransportConfig.mask}', streams='{TransportConfig.streams}': the defaults)"
+    worst = "ditlens transport_text (mask='source': K=2 masks, streams='img')"
+    cheapest = "ditlens transport_text (mask='all', streams='img': no mask)"
+    cases = {
+        "plain diffusers, batch 2": plain,
+        default: transported(TransportConfig.mask, TransportConfig.streams),
+        worst: transported("source"),
+        cheapest: transported("all"),
+    }
     if device.type == "cuda":  # the edit's CUDA graph against none, where the size rule would pick one (or not)
         graphed = edit_is_graphed(pipe, prompt_args_for(embeds, source, target), settings)
         for mask in ("source", "all"):
             if graphed:
-                cases[f"ditlens transport_text (mask='{mask}', edit graph off: eager kernels)"] = transported(mask, 0)
+                cases[f"ditlens transport_text (mask='{mask}', edit graph off: eager kernels)"] = transported(mask, "img", 0)
             else:
-                cases[f"ditlens transport_text (mask='{mask}', edit graph forced)"] = transported(mask, 2**62)
+                cases[f"ditlens transport_text (mask='{mask}', edit graph forced)"] = transported(mask, "img", 2**62)
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)
         peaks = {name: common.peak_memory(fn, device) for name, fn in cases.items()}
@@ -189,7 +199,11 @@ def main() -> None:
         for n, t in parts["timings"].items()
     ]
     common.print_table(["work", "ms per site-step", "+/- ms", "% of a plain generation"], rows)
-    for label, name in ((f"default mask {TransportConfig.mask!r}", default), ("mask 'source', the worst case", worst)):
+    for label, name in (
+        (f"defaults: mask {TransportConfig.mask!r}, streams {TransportConfig.streams!r}", default),
+        ("mask 'source', image stream", worst),
+        ("every token, image stream", cheapest),
+    ):
         ratio, error = common.paired_ratio(timings[name], base), common.ratio_error(timings[name], base)
         verdict = common.verdict(ratio, TARGET, error)
         print(f"RESULT transport ({label}) vs plain batch 2: x{ratio:.3f} +/- {error:.3f} -> {verdict}")
