@@ -229,8 +229,8 @@ def test_bad_inputs(pipe):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize("mask", ["all", "source", "union", "user"])
-def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, monkeypatch):
+@pytest.mark.parametrize("mask, streams", [("all", "img"), ("source", "img"), ("union", "img"), ("user", "img"), ("source", "both")])
+def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, streams, monkeypatch):
     """On CUDA a small block output's edit is captured once per shape and replayed at every
     site and step (ditlens.cuda_graphs): the same kernels, so the same images bit for bit."""
     import ditlens.cuda_graphs as cuda_graphs
@@ -243,15 +243,16 @@ def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, monkeypatch):
     monkeypatch.setattr(cuda_graphs, "_capture", lambda fn, *rest: captured.append(fn.__qualname__) or capture(fn, *rest))
     user_mask = torch.zeros(32, 32)
     user_mask[:, :16] = 1
-    config = TransportConfig(k=4, mask=mask, generation=SETTINGS)
+    config = TransportConfig(k=4, mask=mask, streams=streams, generation=SETTINGS)
+    edits = 2 if streams == "both" else 1  # the text stream's edit is captured on its own shape
 
     def edit_captures() -> int:
         return sum(name.startswith("ReplaceFromRows") for name in captured)
 
     graphed = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
-    assert edit_captures() == 1  # one shape: one capture, replayed at 4 sites x 3 steps
+    assert edit_captures() == edits  # one shape: one capture per edit, replayed at 4 sites x 3 steps
     again = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
-    assert edit_captures() == (2 if mask == "user" else 1)  # an equal edit replays the first one's graph
+    assert edit_captures() == (2 if mask == "user" else edits)  # an equal edit replays the first one's graph
     monkeypatch.setattr(intervene, "CUDA_GRAPHS", False)
     eager = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
     assert torch.equal(graphed.transported, eager.transported)
