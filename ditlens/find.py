@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .channels import check_k, check_statistic, mean_pairwise_jaccard
+from .channels import check_k, check_statistic, jaccard
 from .generation import GenerationSettings, check_prompts_and_seeds
 from .hooks import hooks
 from .outputs import output_folder
@@ -59,37 +59,51 @@ class FindResult:
 
     @property
     def surface(self) -> torch.Tensor | None:
-        """(N, D) image tokens of the surface site at the surface step, first row."""
+        """(N, D) image tokens of the surface site at the surface step, from the last row
+        that holds them (with CFG batches [uncond, cond], a conditional sample; rows of a
+        call the step did not make, or in which the site was skipped, are NaN)."""
         if not self.stats.hidden:
             return None
-        hidden = next(iter(self.stats.hidden.values()))  # (1, rows, N, D): only the surface step is kept
-        return hidden[0, -1]  # last row: with CFG batches [uncond, cond], a conditional sample
+        hidden = next(iter(self.stats.hidden.values()))[0]  # (rows, N, D): only the surface step is kept
+        present = (~hidden.isnan().flatten(1).all(dim=1)).nonzero().flatten()
+        return hidden[int(present[-1]) if present.numel() else -1]
 
     def summary(self) -> dict[str, Any]:
-        """Per site: consensus top-k channels, their ratio to the median, stability (Jaccard)."""
+        """Per site: consensus top-k channels, their ratio to the median, stability (Jaccard).
+
+        Only the entries where the site ran count (`stats.ran`): a block skipped in a call
+        (SD3's skip-layer guidance) or a call a step did not make leaves NaN rows, which
+        `topk` would rank first. Averages and frequencies are over the present rows;
+        Jaccard over the pairs whose both entries are present."""
         k, stat = self.config.k, self.config.statistic
         table = self.stats.img[stat]  # (steps, sites, rows, D)
+        present = self.stats.ran.get("img", torch.ones(table.shape[:-1], dtype=torch.bool))  # (steps, sites, rows)
         ratio = self.stats.ratio_to_median(stat)
-        masks = self.stats.top_k_mask(k, stat)  # (steps, sites, rows, D)
+        top = self.stats.top_k(k, stat)  # (steps, sites, rows, k); garbage where absent
+        masks = self.stats.top_k_mask(k, stat)  # (steps, sites, rows, D); garbage where absent
         n_seeds = len(self.config.seeds)
         rows_per_seed = table.shape[2] // n_seeds
         per_site = {}
         for s, site in enumerate(self.stats.sites):
-            counts = Counter(self.stats.top_k(k, stat)[:, s].flatten().tolist())
+            ran = present[:, s]  # (steps, rows)
+            counts = Counter(top[:, s][ran].flatten().tolist())
             consensus = [c for c, _ in counts.most_common(k)]
-            total = table.shape[0] * table.shape[2]
+            total = max(1, int(ran.sum()))
             site_masks = masks[:, s]  # (steps, rows, D)
             seed_blocks = site_masks.reshape(site_masks.shape[0], n_seeds, rows_per_seed, -1)
+            seed_ran = ran.reshape(ran.shape[0], n_seeds, rows_per_seed)
             per_site[site] = {
                 "top_channels": consensus,
                 "frequency_in_top_k": [round(counts[c] / total, 4) for c in consensus],
-                "ratio_to_median": [round(float(ratio[:, s, :, c].mean()), 3) for c in consensus],
-                "top_value_mean": [round(float(table[:, s, :, c].mean()), 5) for c in consensus],
-                "median_mean": round(float(table[:, s].median(dim=-1).values.mean()), 6),
-                "jaccard_across_prompts": round(float(mean_pairwise_jaccard(seed_blocks.permute(2, 0, 1, 3)).mean()), 4),
-                "jaccard_across_seeds": round(float(mean_pairwise_jaccard(seed_blocks.permute(1, 0, 2, 3)).mean()), 4),
-                "jaccard_across_steps": round(float(mean_pairwise_jaccard(site_masks).mean()), 4),
-                "top_k_per_step_first_row": self.stats.top_k(k, stat)[:, s, 0].tolist(),
+                "ratio_to_median": [round(float(ratio[:, s, :, c][ran].mean()), 3) for c in consensus],
+                "top_value_mean": [round(float(table[:, s, :, c][ran].mean()), 5) for c in consensus],
+                "median_mean": round(float(table[:, s].median(dim=-1).values[ran].mean()), 6) if bool(ran.any()) else None,
+                "jaccard_across_prompts": _jaccard(seed_blocks.permute(2, 0, 1, 3), seed_ran.permute(2, 0, 1)),
+                "jaccard_across_seeds": _jaccard(seed_blocks.permute(1, 0, 2, 3), seed_ran.permute(1, 0, 2)),
+                "jaccard_across_steps": _jaccard(site_masks, ran),
+                "top_k_per_step_first_row": [
+                    channels.tolist() if bool(row_ran) else None for channels, row_ran in zip(top[:, s, 0], ran[:, 0])
+                ],
             }
         return {
             "k": k,
@@ -111,6 +125,24 @@ class FindResult:
             for i, image in enumerate(self.images):
                 image.save(tmp / names[f"image_{i}"])
         return {key: out / name for key, name in names.items()}
+
+
+def _jaccard(masks: torch.Tensor, present: torch.Tensor) -> float:
+    """(M, ..., D) bool masks of M items, (M, ...) which are present -> the mean over cells
+    of each cell's mean pairwise Jaccard, over the pairs of present items only (cells with
+    fewer than two present items left out; 1.0 where no cell has two, as for M < 2)."""
+    M = masks.shape[0]
+    total = torch.zeros(masks.shape[1:-1])
+    pairs = torch.zeros(masks.shape[1:-1])
+    for i in range(M):
+        for j in range(i + 1, M):
+            both = present[i] & present[j]
+            total += torch.where(both, jaccard(masks[i], masks[j]), 0.0)
+            pairs += both
+    cells = pairs > 0
+    if not bool(cells.any()):
+        return 1.0
+    return round(float((total[cells] / pairs[cells]).mean()), 4)
 
 
 def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any] | None = None) -> FindResult:
@@ -135,7 +167,10 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
     stats = run.stats
     from .checks import HINT, NonFiniteError
 
-    bad = ~torch.isfinite(stats.img["abs_mean"]).all(dim=-1).all(dim=-1)  # (steps, sites); checked once, no per-step sync
+    table = stats.img["abs_mean"]  # NaN where a site did not run in a call (stats.ran): absent, not an error
+    ran = stats.ran.get("img", torch.ones(table.shape[:-1], dtype=torch.bool))
+    ok = torch.isfinite(table) | ~ran.unsqueeze(-1)
+    bad = ~ok.all(dim=-1).all(dim=-1)  # (steps, sites); checked once, no per-step sync
     if bool(bad.any()):
         step, site = (int(i) for i in bad.nonzero()[0])
         raise NonFiniteError(f"The image stream holds NaN or infinite values at site {stats.sites[site]}, step {step}. {HINT}")

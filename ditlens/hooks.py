@@ -104,6 +104,7 @@ class HookedRun:
         self._call_open = False  # a transformer call began and its recording is not filed yet
         self._call_step = -1
         self._site_ran = False
+        self._skips_layers = False  # the call in progress skips blocks (SD3's `skip_layers`)
 
     @property
     def stats(self) -> ChannelStats:
@@ -136,13 +137,15 @@ class HookedRun:
         self.clock.on_transformer_call(self._batch_size)
         self.adapter.on_transformer_call(args, kwargs)
         self._call_open, self._call_step, self._site_ran = True, self.clock.step, False
+        skip_layers = kwargs.get("skip_layers")  # skip-layer guidance: the hooked blocks may all be skipped
+        self._skips_layers = skip_layers is not None and len(skip_layers) > 0
 
     def _close_call(self) -> None:
         """File the last call's recording; notice a call in which no site hook ran."""
         if not self._call_open:
             return
         self._call_open = False
-        if self.sites and not self._site_ran:
+        if self.sites and not self._site_ran and not self._skips_layers:
             raise RuntimeError(
                 f"ditlens' hooks on {type(self.adapter.transformer).__name__} did not run in its last call. "
                 "Was it compiled (torch.compile) before ditlens.hooks(...) was entered? A compiled graph keeps "

@@ -343,7 +343,7 @@ def transport_image(
     with hooks(pipe, edits=edits):
         output = pipe(
             **prompt_args,
-            latents=latents,
+            latents=adapter.latents_argument(pipe, latents, *size),
             output_type="pt",
             callback_on_step_end=renoise,
             callback_on_step_end_tensor_inputs=["latents"],
@@ -386,8 +386,9 @@ def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: G
         path.append(kwargs["latents"].detach().cpu())
         return {}
 
+    start = adapter_for(pipe).latents_argument(pipe, x0, *image_size(pipe, settings))  # FLUX.2 takes them unpacked
     with _reversed_schedule(scheduler):
-        pipe(**prompt_args, latents=x0, output_type="latent", callback_on_step_end=keep,
+        pipe(**prompt_args, latents=start, output_type="latent", callback_on_step_end=keep,
              callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs())
     return path[::-1]
 

@@ -11,6 +11,7 @@ batch-norm running stats), so a wrong packing or scaling shows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,3 +261,118 @@ def test_flux2_latents_argument_is_what_prepare_latents_packs_back(name: str, si
     torch.testing.assert_close(latents[0], argument[0][:, h, w].T)
     with pytest.raises(ValueError, match="latent tokens do not make a 32x32 image"):
         adapter.latents_argument(pipe, latents[:, :-1], 32, 32)
+
+
+# ---- image-conditioned transport on every family ------------------------------------------
+def _transport_prompts(name: str, rows: int, cfg: bool) -> dict[str, Any]:
+    """Pipeline arguments for transport_image's batch of `rows`: row 0 the reference's prompt,
+    every other row the target's (one embedding), the negative (with CFG) one for all rows."""
+    g = torch.Generator().manual_seed(11)
+
+    def per_row(*shape: int) -> torch.Tensor:  # (rows, *shape): row 0 its own, the rest alike
+        a, b = torch.randn(2, 1, *shape, generator=g)
+        return torch.cat([a] + [b] * (rows - 1))
+
+    def negative(*shape: int) -> torch.Tensor:
+        return torch.randn(1, *shape, generator=g).expand(rows, *shape).clone()
+
+    args: dict[str, Any] = {"prompt_embeds": per_row(N_TXT, TXT_DIM)}
+    ones = {"prompt_embeds_mask": torch.ones(rows, N_TXT, dtype=torch.long)}
+    scale = 4.0 if cfg else 1.0
+    if name == "flux2_dev":  # guidance-distilled: the scale is embedded, there is no CFG call
+        return args | {"guidance_scale": scale}
+    if name == "flux2_klein":
+        args["guidance_scale"] = scale
+    elif name == "qwenimage":
+        args |= ones | {"true_cfg_scale": scale}
+    elif name == "sana":
+        args |= {"prompt_attention_mask": torch.ones(rows, N_TXT), "guidance_scale": scale, "use_resolution_binning": False}
+    elif name == "sd3":
+        args |= {"pooled_prompt_embeds": per_row(POOLED_DIM), "guidance_scale": scale}
+    if cfg:
+        args["negative_prompt_embeds"] = negative(N_TXT, TXT_DIM)
+        if name == "qwenimage":
+            args["negative_prompt_embeds_mask"] = ones["prompt_embeds_mask"].clone()
+        elif name == "sana":
+            args |= {"negative_prompt": None, "negative_prompt_attention_mask": torch.ones(rows, N_TXT)}
+        elif name == "sd3":
+            args["negative_pooled_prompt_embeds"] = negative(POOLED_DIM)
+    return args
+
+
+#: family -> rows per transformer call of a batch of 3 prompts with CFG (None: no CFG call):
+#: FLUX.2 klein and Qwen-Image call the transformer once per half, SANA and SD3 once on both
+CFG_LAYOUT = {"flux2_klein": [3, 3], "flux2_dev": None, "qwenimage": [3, 3], "sana": [6], "sd3": [6]}
+TRANSPORT_CASES = [
+    (name, path, cfg)
+    for name in FAMILIES
+    for path in ("renoise", "invert")
+    for cfg in ((False, True) if CFG_LAYOUT[name] else (False,))
+    if path == "renoise" or name != "sana"  # SANA's DPM-Solver++ cannot be run backwards (invert refuses it)
+]
+
+
+@pytest.mark.parametrize(("name", "path", "cfg"), TRANSPORT_CASES,
+                         ids=[f"{n}-{p}-{'cfg' if c else 'nocfg'}" for n, p, c in TRANSPORT_CASES])
+def test_image_conditioned_transport(name: str, path: str, cfg: bool, monkeypatch: pytest.MonkeyPatch):
+    """transport_image on the real pipeline (FLUX.2 takes `latents=` unpacked, its loop and
+    callbacks see them packed): alpha 0 is the target bit for bit; every channel, every
+    token, every site and step at alpha 1 makes the transported row's image stream that of
+    the reference row. Rows come in groups of the 3 prompts [reference, target, transported]:
+    one group per CFG half, whether the halves are separate calls or one batch."""
+    import ditlens.transport
+    from ditlens.generation import GenerationSettings
+    from ditlens.hooks import hooks
+    from ditlens.record import RecordConfig
+    from ditlens.transport import TransportConfig, transport_image
+
+    pipe = _pipe(name)
+    if path == "invert":
+        assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
+    settings = GenerationSettings(num_inference_steps=3, height=32, width=64)
+    reference = torch.rand(3, 32, 64, generator=torch.Generator().manual_seed(5))
+
+    result = transport_image(pipe, reference, "B", TransportConfig(k=4, generation=settings), alphas=[0.0, 1.0],
+                             seed=4, prompt_embeds=_transport_prompts(name, 4, cfg), reference_path=path)
+    assert result.transported.shape == (2, 3, 32, 64)
+    assert torch.equal(result.transported[0], result.target)
+    assert not torch.equal(result.transported[1], result.target)
+
+    adapter = adapter_for(pipe)
+    sites = tuple(site.name for site in adapter.sites())
+    runs = []
+
+    @contextlib.contextmanager
+    def recording(model: Any, **kwargs: Any):  # transport's own hooks, recording the kept tokens too
+        with hooks(model, record=RecordConfig(keep_hidden=sites), **kwargs) as run:
+            runs.append(run)
+            yield run
+
+    monkeypatch.setattr(ditlens.transport, "hooks", recording)
+    config = TransportConfig(k=adapter.hidden_size, mask="all", streams="img", generation=settings)
+    transport_image(pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=_transport_prompts(name, 3, cfg),
+                    reference_path=path)
+    (run,) = runs  # the inversion runs unhooked
+    stats = run.stats
+    layout = CFG_LAYOUT[name] if cfg else [3]
+    assert stats.meta["rows_per_call"] == layout
+    assert set(stats.hidden) == set(sites)
+    for site in sites:
+        hidden = stats.hidden[site]  # (steps, rows, N, D)
+        assert hidden.shape[:2] == (3, sum(layout)), site
+        for first in range(0, sum(layout), 3):  # [reference, target alone, transported] per group
+            assert torch.equal(hidden[:, first + 2], hidden[:, first]), (site, first)
+            assert not torch.equal(hidden[:, first + 1], hidden[:, first]), (site, first)
+
+
+def test_sana_cannot_invert_the_reference():
+    """SANA samples with DPM-Solver++ (multistep): no Euler steps to run backwards, so only
+    the re-noised reference path is open to it."""
+    from ditlens.generation import GenerationSettings
+    from ditlens.transport import TransportConfig, transport_image
+
+    pipe = _pipe("sana")
+    config = TransportConfig(k=4, generation=GenerationSettings(num_inference_steps=3, height=32, width=32))
+    with pytest.raises(ValueError, match="needs a FlowMatchEulerDiscreteScheduler; SanaPipeline uses DPMSolverMultistepScheduler"):
+        transport_image(pipe, torch.rand(3, 32, 32), "B", config, prompt_embeds=_transport_prompts("sana", 3, False),
+                        reference_path="invert")

@@ -77,6 +77,12 @@ class Adapter(ABC):
             "(its adapter has no image_to_latents)."
         )
 
+    def latents_argument(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The layout the pipeline's `latents=` argument takes, from the layout its callbacks
+        (`callback_on_step_end`) see, for a (height, width) image. Most pipelines take what
+        they denoise as it is: the identity."""
+        return latents
+
     @abstractmethod
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         """Read the image and text streams out of one block's forward output.

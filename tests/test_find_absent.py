@@ -1,0 +1,170 @@
+"""`find_channels` on a run where a block does not run in every call: the real (tiny)
+StableDiffusion3Pipeline with skip-layer guidance, whose extra transformer call skips a
+block in some steps. Those entries are NaN in the recording (`ChannelStats.ran` False):
+find must neither take them for non-finite activations nor count them as top channels
+(`torch.topk` ranks NaN first)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    StableDiffusion3Pipeline,
+)
+
+from ditlens.adapters import adapter_for
+from ditlens.find import FindConfig, FindResult, find_channels
+from ditlens.hooks import hooks
+
+from .tiny_models import tiny_sd3
+
+K = 4
+SKIPPED = "transformer_blocks.1"
+
+
+def _sd3_pipeline(transformer: torch.nn.Module | None = None) -> StableDiffusion3Pipeline:
+    """As tests/test_record_calls.py builds it: no text encoders (precomputed embeddings)."""
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        shift_factor=0.0, scaling_factor=1.0,
+    ).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer if transformer is not None else tiny_sd3().transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _prompt_kwargs(rows: int) -> dict:
+    gen = torch.Generator().manual_seed(9)
+    return {  # precomputed prompt embeddings stand in for the text encoders
+        "prompt_embeds": torch.randn(rows, 5, 24, generator=gen),
+        "pooled_prompt_embeds": torch.randn(rows, 16, generator=gen),
+        "negative_prompt_embeds": torch.randn(rows, 5, 24, generator=gen),
+        "negative_pooled_prompt_embeds": torch.randn(rows, 16, generator=gen),
+        "skip_guidance_layers": [1],
+        "skip_layer_guidance_start": 0.0,
+        "skip_layer_guidance_stop": 0.6,  # the skip-layer call in steps 1 and 2 of 4 (0 < i < 2.4)
+    }
+
+
+@pytest.fixture(scope="module")
+def found():
+    """find_channels with plain forward hooks beside ditlens': per transformer call, each
+    block that ran -> its image tokens (as the recording reduces them)."""
+    pipe = _sd3_pipeline()
+    adapter = adapter_for(pipe)
+    calls: list[dict[str, torch.Tensor]] = []
+    handles = [pipe.transformer.register_forward_pre_hook(lambda m, a: calls.append({}))]
+    for site in adapter.sites():
+
+        def keep(m, a, k, o, name=site.name):
+            calls[-1][name] = adapter.split(o, a, k).img.detach().clone()
+
+        handles.append(site.module.register_forward_hook(keep, with_kwargs=True))
+    config = FindConfig(prompts=["a", "b"], seeds=[0], k=K, num_inference_steps=4, guidance_scale=3.0,
+                        height=16, width=16, surface_step=1)
+    try:
+        result = find_channels(pipe, config, prompt_kwargs=_prompt_kwargs(2))
+    finally:
+        for h in handles:
+            h.remove()
+    return result, calls
+
+
+def test_find_runs_with_a_block_skipped_in_some_calls(found):
+    result, calls = found
+    assert len(calls) == 6  # 4 CFG calls and 2 skip-layer calls
+    assert [SKIPPED in call for call in calls] == [True, True, False, True, False, True]
+    ran = result.stats.ran["img"][:, result.stats.site_index(SKIPPED)]  # (steps, rows)
+    assert result.stats.meta["rows_per_call"] == [4, 2]
+    assert not bool(ran[:, 4:].any())  # never in the skip-layer call (and no such call in steps 0 and 3)
+    assert bool(ran[:, :4].all())
+    assert bool(result.stats.img["abs_mean"].isnan().any())  # absent entries are there
+    summary = result.summary()
+    json.dumps(summary, allow_nan=False)  # no NaN anywhere in what find reports
+    assert result.surface is not None and bool(torch.isfinite(result.surface).all())
+
+
+def _expected_counts(calls: list[dict[str, torch.Tensor]], site: str) -> tuple[Counter, int]:
+    """Top-k channels of `site` counted over the rows of the calls where it ran, from the
+    block's own outputs (|mean over tokens|, as the recording computes it)."""
+    counts: Counter = Counter()
+    rows = 0
+    for call in calls:
+        if site in call:
+            stat = call[site].mean(dim=1, dtype=torch.float32).abs()  # (B, D)
+            counts.update(stat.topk(K, dim=-1).indices.flatten().tolist())
+            rows += stat.shape[0]
+    return counts, rows
+
+
+@pytest.mark.parametrize("site", ["transformer_blocks.0", SKIPPED, "transformer_blocks.2"])
+def test_top_channels_come_from_the_calls_where_the_block_ran(found, site):
+    result, calls = found
+    info = result.summary()["sites"][site]
+    counts, rows = _expected_counts(calls, site)
+    consensus = info["top_channels"]
+    assert len(consensus) == K
+    assert [round(counts[c] / rows, 4) for c in consensus] == info["frequency_in_top_k"]
+    # the k most frequent (ties at the k-th place may be taken in any order)
+    others = [n for c, n in counts.items() if c not in consensus]
+    assert min(counts[c] for c in consensus) >= max(others, default=0)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in info["ratio_to_median"] + info["top_value_mean"])
+    for name in ("jaccard_across_prompts", "jaccard_across_seeds", "jaccard_across_steps", "median_mean"):
+        assert isinstance(info[name], float) and math.isfinite(info[name]), name
+    first_row = info["top_k_per_step_first_row"]
+    assert len(first_row) == 4 and all(channels is not None and len(channels) == K for channels in first_row)
+
+
+def test_absent_rows_do_not_change_the_summary_of_the_calls_that_ran(found):
+    """The skipped block's summary equals that of the same recording cut to the rows where
+    it ran in every step (the CFG call's rows)."""
+    result, _ = found
+    cut = FindResult(stats=result.stats.rows(slice(0, 4)), config=result.config, images=result.images)
+    assert bool(cut.stats.ran["img"].all())
+    want, got = cut.summary()["sites"][SKIPPED], result.summary()["sites"][SKIPPED]
+    for name in ("top_channels", "frequency_in_top_k", "ratio_to_median", "top_value_mean", "median_mean",
+                 "jaccard_across_prompts", "jaccard_across_seeds", "jaccard_across_steps", "top_k_per_step_first_row"):
+        assert got[name] == want[name], name
+
+
+def test_non_finite_activations_where_a_block_ran_still_raise():
+    """Absent entries are ignored; a NaN where the block ran is still an error."""
+    from ditlens.checks import NonFiniteError
+
+    pipe = _sd3_pipeline()
+    block = pipe.transformer.transformer_blocks[2]
+    handle = block.register_forward_hook(lambda m, a, o: (o[0], o[1] * float("nan")) if isinstance(o, tuple) else o * float("nan"))
+    try:
+        with pytest.raises(NonFiniteError, match="transformer_blocks.2"):
+            find_channels(pipe, FindConfig(prompts=["a"], k=K, num_inference_steps=2, guidance_scale=3.0, height=16, width=16),
+                          prompt_kwargs={k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in _prompt_kwargs(2).items()})
+    finally:
+        handle.remove()
+
+
+def test_a_call_that_skips_every_hooked_site_is_no_hook_failure():
+    """Hooking only the block that skip-layer calls skip: in those calls no site hook runs,
+    which without `skip_layers` would mean a model compiled before hooking (an error)."""
+    tiny = tiny_sd3()
+    pipe = _sd3_pipeline(tiny.transformer)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad(), hooks(pipe.transformer, record=True, sites=[SKIPPED]) as run:
+        pipe.transformer(**tiny.make_inputs(2, gen), skip_layers=[1])  # filed when the next call starts
+        pipe.transformer(**tiny.make_inputs(2, gen))
+        pipe.transformer(**tiny.make_inputs(2, gen), skip_layers=[1])  # filed when the context closes
+    stats = run.stats
+    assert stats.sites == [SKIPPED]
+    assert stats.num_steps == 1 and bool(stats.ran["img"].all())  # only the call that ran the block
+    with torch.no_grad(), hooks(pipe.transformer, record=True, sites=[SKIPPED]):
+        pipe.transformer(**tiny.make_inputs(2, gen), skip_layers=[])  # an empty list skips nothing: the block ran
