@@ -50,7 +50,7 @@ def main() -> None:
     pipe, note = common.builtin_pipeline(args.seed)
     pipe.to(device)
     settings = GenerationSettings(num_inference_steps=steps)
-    config = TransportConfig(generation=settings)
+    config = TransportConfig(streams="img", generation=settings)  # the image stream's edit: the costly one
     source, target = EXAMPLE_TRANSPORT_PAIRS[0]
     common.print_header(
         "transport cost by part (builtin)",

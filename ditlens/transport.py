@@ -59,18 +59,18 @@ def check_streams(streams: str) -> None:
 
 @dataclass
 class TransportConfig:
-    # k, mask, steps and streams: the choice of `ditlens bench transport --device cuda --n 32` on the
-    # built-in model (commit 02363df, docs/transport.md), scored by transfer x layout kept. Only
-    # k = 256 (all of its channels) moves both colour and shape (0.56 and 0.41 of pairs, layout
-    # IoU 0.36); k <= 32 moves nothing (shape 0.06 at k = 32), so on that model transport works
-    # as a masked copy of the hidden state, not through a few channels. The bench preferred the
-    # single-stream blocks (score 0.215 against 0.176 for every block), but block names are the
-    # model's own, so the default stays every block: pass `sites` to restrict.
-    k: int = 256  # channels moved per site and step
+    # k, mask and streams: the choice of `ditlens bench transport --device cuda --n 32` on the
+    # built-in model (commit 953c2e1, docs/transport.md), scored by clean transfer x layout kept
+    # (x (1 - ghosting)). Every setting scores low there: the best, the text stream's top-64
+    # channels in steps [4, 8) of 8, moved the source's colour in 5 of 32 pairs (score 0.061,
+    # ghosting 0.20); copying more of the image stream moved more but drew noise (k = 256:
+    # ghosting 0.93). The window is not a default: step indices belong to one schedule (a
+    # 4-step FLUX.1 [schnell] has no step 4); pass `steps` to restrict.
+    k: int = 64  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
-    mask: str = "source"  # spatial mask origin: source / target / union foreground, all tokens, user (source: 0.215, all: 0.036)
+    mask: str = "source"  # spatial mask origin for the image stream: source / target / union foreground, all tokens, user
     foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (masks.py)
-    streams: str = "both"  # which streams move (STREAMS): both 0.227, img 0.215, txt 0.078
+    streams: str = "txt"  # which streams move (STREAMS): txt 0.061, both 0.042, img 0.026
     statistic: str = "abs_mean"  # the paper's |mean over tokens|
     channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
     channels: str = "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)

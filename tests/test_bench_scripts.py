@@ -20,7 +20,7 @@ SCRIPTS = {  # script and arguments -> what its output must contain
     ("recording_overhead.py", "--quick"): ["RESULT recording overhead", "RESULT recording work alone"],
     ("stats_memory.py", "--quick"): ["RESULT default RecordConfig", "independent of the token count"],
     ("mask_cost.py", "--quick"): ["RESULT K=2 mask"],
-    ("transport_cost.py", "--quick"): ["RESULT transport (default mask", "RESULT transport (mask 'source'"],
+    ("transport_cost.py", "--quick"): ["RESULT transport (defaults: mask", "RESULT transport (mask 'source', image stream)", "RESULT transport (every token"],
     ("transport_parts.py", "--quick"): ["RESULT + hooks, nothing done", "RESULT transport_text (a new edit per call)"],
     ("nnsight_compare.py", "--quick"): ["RESULT naive hooks / ditlens"],
     ("inversion.py", "--quick"): ["MSE from the inverted start"],

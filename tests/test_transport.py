@@ -270,7 +270,7 @@ def test_equal_edits_share_one_graph_owner_and_only_the_last_few_are_kept(monkey
     monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())
 
     def edit(k=4, mask="source", mask_image=None):
-        return _edits(TransportConfig(k=k, mask=mask), [1.0], 1, 2, mask_image, (32, 32))[0]
+        return _edits(TransportConfig(k=k, mask=mask, streams="img"), [1.0], 1, 2, mask_image, (32, 32))[0]
 
     first = edit()
     assert intervene._graph_owner(first) is first
