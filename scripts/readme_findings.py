@@ -59,7 +59,9 @@ def section() -> str:
         f"'high' (the rule ditlens used before) in {rules['high']['generated']['agreement']:.3f}"
         + (": the higher-valued cluster is mostly the background." if rules["high"]["generated"]["agreement"] < 0.5 else "."),
         f"- **{v3['finding']}: {v3['status']}.** {v3['evidence']} Two-object targets at alpha = 1, shape moved / "
-        f"other object kept: {locality}. Image-conditioned (k = {transport['chosen']['k']}): the reference's colour "
+        f"other object kept: {locality}"
+        + (" (the chosen streams = txt edit no image token, so every mask origin acts alike)" if transport["chosen"]["streams"] == "txt" else "")
+        + f". Image-conditioned (k = {transport['chosen']['k']}): the reference's colour "
         f"{image['renoise']['colour_from_source']:.2f} and shape {image['renoise']['shape_from_source']:.2f} "
         f"re-noised, {image['invert']['colour_from_source']:.2f} and {image['invert']['shape_from_source']:.2f} "
         "ODE-inverted.",
