@@ -147,15 +147,6 @@ def plot_image_table(
     return _save(fig, path)
 
 
-def overlay(image: torch.Tensor, mask: torch.Tensor, colour: tuple[float, float, float] = (1.0, 0.1, 0.6)) -> torch.Tensor:
-    """(3, H, W) image with a (H, W) bool mask tinted over it and the rest dimmed."""
-    tint = torch.tensor(colour).view(3, 1, 1)
-    out = image.clone() * 0.45
-    m = mask.bool()
-    out[:, m] = 0.5 * image[:, m] + 0.5 * tint.expand_as(image)[:, m]
-    return out
-
-
 MASK_STYLES = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--"), "all": ("#27ae60", "d:"), "attention": ("#8e44ad", "x-.")}
 
 
