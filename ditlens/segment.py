@@ -236,7 +236,9 @@ class SegmentResult:
         if self.heat is not None:
             tensors["heat_top1"] = self.heat.contiguous()
         tmp = out / "masks.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata={"sites": json.dumps(self.sites), "foreground": self.foreground})
+        # one metadata entry: safetensors writes several in an order that varies by process, and the
+        # file must be the same bytes for the same result (a resumed sweep is compared byte for byte)
+        save_file(tensors, str(tmp), metadata={"segment": json.dumps({"sites": self.sites, "foreground": self.foreground})})
         tmp.replace(out / "masks.safetensors")
         summary: dict[str, Any] = {
             "sites": self.sites, "image_size": self.image_size, "grid": self.grid, "foreground": self.foreground, "meta": self.meta,

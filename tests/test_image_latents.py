@@ -332,7 +332,7 @@ def test_image_conditioned_transport(name: str, path: str, cfg: bool, monkeypatc
     settings = GenerationSettings(num_inference_steps=3, height=32, width=64)
     reference = torch.rand(3, 32, 64, generator=torch.Generator().manual_seed(5))
 
-    result = transport_image(pipe, reference, "B", TransportConfig(k=4, generation=settings), alphas=[0.0, 1.0],
+    result = transport_image(pipe, reference, "B", TransportConfig(k=4, streams="img", generation=settings), alphas=[0.0, 1.0],
                              seed=4, prompt_embeds=_transport_prompts(name, 4, cfg), reference_path=path)
     assert result.transported.shape == (2, 3, 32, 64)
     assert torch.equal(result.transported[0], result.target)
