@@ -1,9 +1,9 @@
-"""A tiny real FluxPipeline (random weights, no text encoders) for end-to-end tests."""
+"""Tiny real pipelines (random weights, no text encoders) for end-to-end tests."""
 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel, StableDiffusion3Pipeline
 
 TXT_DIM = 32
 
@@ -29,9 +29,9 @@ def tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
     return transformer.eval()
 
 
-def tiny_flux_pipeline(seed: int = 0) -> FluxPipeline:
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
+def tiny_vae() -> AutoencoderKL:
+    """A 2x-down AutoencoderKL with 4 latent channels, identity scaling."""
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -43,6 +43,21 @@ def tiny_flux_pipeline(seed: int = 0) -> FluxPipeline:
         shift_factor=0.0,
         scaling_factor=1.0,
     ).eval()
+
+
+def tiny_sd3_pipeline(transformer: torch.nn.Module) -> StableDiffusion3Pipeline:
+    """The real StableDiffusion3Pipeline around `transformer`, no text encoders (precomputed embeddings)."""
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_flux_pipeline(seed: int = 0) -> FluxPipeline:
+    torch.manual_seed(seed)
+    vae = tiny_vae()
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

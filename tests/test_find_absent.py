@@ -12,16 +12,13 @@ from collections import Counter
 
 import pytest
 import torch
-from diffusers import (
-    AutoencoderKL,
-    FlowMatchEulerDiscreteScheduler,
-    StableDiffusion3Pipeline,
-)
+from diffusers import StableDiffusion3Pipeline
 
 from ditlens.adapters import adapter_for
 from ditlens.find import FindConfig, FindResult, find_channels
 from ditlens.hooks import hooks
 
+from .pipelines import tiny_sd3_pipeline
 from .tiny_models import tiny_sd3
 
 K = 4
@@ -29,19 +26,7 @@ SKIPPED = "transformer_blocks.1"
 
 
 def _sd3_pipeline(transformer: torch.nn.Module | None = None) -> StableDiffusion3Pipeline:
-    """As tests/test_record_calls.py builds it: no text encoders (precomputed embeddings)."""
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1,
-        shift_factor=0.0, scaling_factor=1.0,
-    ).eval()
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer if transformer is not None else tiny_sd3().transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
-        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_sd3_pipeline(transformer if transformer is not None else tiny_sd3().transformer)
 
 
 def _prompt_kwargs(rows: int) -> dict:

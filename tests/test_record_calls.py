@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
 import ditlens
 from ditlens import RecordConfig
 from ditlens.adapters import adapter_for
 
+from .pipelines import tiny_sd3_pipeline
 from .tiny_models import tiny_flux, tiny_sd3
 
 STREAMS = RecordConfig(streams=("img", "txt"))
@@ -189,29 +189,7 @@ def test_skipped_block_is_absent_from_the_calls_it_skipped(sd3, tmp_path):
 def test_sd3_pipeline_with_skip_layer_guidance_records():
     """The real StableDiffusion3Pipeline: the skip-layer call runs in some steps only."""
     tiny = tiny_sd3()
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        layers_per_block=1,
-        shift_factor=0.0,
-        scaling_factor=1.0,
-    ).eval()
-    pipe = StableDiffusion3Pipeline(
-        transformer=tiny.transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
+    pipe = tiny_sd3_pipeline(tiny.transformer)
     gen = torch.Generator().manual_seed(9)
     embeds = dict(  # precomputed prompt embeddings stand in for the text encoders
         prompt_embeds=torch.randn(1, 5, 24, generator=gen),
