@@ -33,7 +33,7 @@ from .metrics.classifier import AttributeClassifier
 from .metrics.fidelity import builtin_scores, off_background_masks, render_masks, renders, transport_scores
 from .plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
 from .report import Section, write_markdown
-from .segment import MaskObserver, SegmentConfig, SegmentResult, segment_generated
+from .segment import MaskObserver, MaskScores, SegmentConfig, SegmentResult, segment_generated
 from .transport import TransportConfig, transport_image, transport_text
 from .verdicts import disruption_verdict, segmentation_verdict, transfer_score, transport_verdict
 
@@ -151,14 +151,16 @@ def background_groups(prompts: list[str]) -> dict[str, list[int]]:
     return {"all images": list(range(len(prompts))), "one-colour backgrounds": single, "split backgrounds": split}
 
 
-def mask_scores_table(result: SegmentResult, truth: torch.Tensor, groups: dict[str, list[int]], label: str, k: int) -> tuple[dict[str, Any], list[list[str]]]:
+def mask_scores_table(
+    result: SegmentResult, truth: torch.Tensor, groups: dict[str, list[int]], label: str, k: int, scores: dict[str, MaskScores] | None = None
+) -> tuple[dict[str, Any], list[list[str]]]:
     """Per image group and channel rule: the foreground rule's best-site mIoU, and at that
     site the oracle labelling's mIoU, the share of images where the rule picked the oracle's
     cluster and the adjusted Rand index; plus the oracle's own best site. Returns the
-    numbers and the table rows."""
+    numbers and the table rows. scores: `result.scores(truth)`, if already computed."""
     numbers: dict[str, Any] = {}
     rows = []
-    scores = result.scores(truth)
+    scores = scores if scores is not None else result.scores(truth)
     for group, index in groups.items():
         if not index:
             continue
@@ -276,13 +278,14 @@ def bench_findings(pipe: Any, out_dir: str | Path, config: FindingsConfig, comma
     numbers["finding2"] = {"foreground": generated.foreground, "k": config.k_segment, "image_sets": {}}
     figures = []
     for label, (result, truth) in sets.items():
-        found, rows = mask_scores_table(result, truth, groups, label, config.k_segment)
+        all_scores = result.scores(truth)  # every image, once; the groups select from it
+        found, rows = mask_scores_table(result, truth, groups, label, config.k_segment, all_scores)
         numbers["finding2"]["image_sets"][label] = found
         table2 += rows
         for group, index in groups.items():
             if not index:
                 continue
-            scores = {r: sc.samples(index) for r, sc in result.scores(truth).items()}
+            scores = {r: sc.samples(index) for r, sc in all_scores.items()}
             name = f"finding2_miou_{label}_{group.split()[0].replace('-', '_')}.png"
             plot_miou_curves({r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, out / name,
                              f"{label}, {group}: k={config.k_segment}, {result.foreground} rule (solid), oracle (dotted)",

@@ -199,6 +199,7 @@ def _compiled_cluster_foreground() -> TensorFunction:
     return torch.compile(cluster_foreground, dynamic=False, fullgraph=True)
 
 
+@functools.lru_cache(maxsize=64)  # asked at every site and step by the hooks: a few distinct sizes per session
 def token_grid(n_tokens: int, height: int | None = None, width: int | None = None) -> tuple[int, int]:
     """(h, w) of the token grid: square unless the image aspect says otherwise."""
     if height and width:
