@@ -159,7 +159,8 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     strip.save(out / "transport_text")
     plot_image_table([[strip.source, strip.target] + list(strip.transported)], out / "transport_text" / "strip.png", [""],
                      ["source", "target", *[f"a={a:g}" for a in strip.alphas]])
-    moved = transport_scores(strip.transported, source, target, strip.target, AttributeClassifier.from_pretrained())
+    classifier = AttributeClassifier.from_pretrained()  # loaded once for both transport sections
+    moved = transport_scores(strip.transported, source, target, strip.target, classifier)
     numbers["transport_text"] = {"source": source, "target": target, "alphas": strip.alphas, "scores": moved}
     full = moved[-1]
     sections.append(Section(
@@ -183,7 +184,7 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     ires.save(out / "transport_image")
     plot_image_table([[ires.source, ires.target] + list(ires.transported)], out / "transport_image" / "strip.png", [""],
                      ["reference", "target alone", *[f"a={a:g}" for a in ires.alphas]])
-    took = transport_scores(ires.transported, ref_prompt, new_prompt, ires.target, AttributeClassifier.from_pretrained())
+    took = transport_scores(ires.transported, ref_prompt, new_prompt, ires.target, classifier)
     numbers["transport_image"] = {"reference_prompt": ref_prompt, "target_prompt": new_prompt, "alphas": ires.alphas, "scores": took}
     sections.append(Section(
         "5. Transport (image): a reference's massive channels into a new prompt's generation",
