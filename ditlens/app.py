@@ -265,8 +265,8 @@ class Explorer:
         scale = max(1, DISPLAY_PIXELS // 2 // max(result.images[0].size))  # small images: upscaled, crisp
         return FindView(
             images=_picture(lambda p: image_grid(result.images, p, columns=len(prompts), scale=scale)),
-            top_vs_median=_picture(lambda p: plot_top_vs_median(result.stats, p, statistic)),
-            atlas=_picture(lambda p: plot_channel_atlas(result.stats, p, statistic)),
+            top_vs_median=_picture(lambda p: plot_top_vs_median(result.samples, p, statistic)),
+            atlas=_picture(lambda p: plot_channel_atlas(result.samples, p, statistic)),
             surface=surface,
             table=table,
         )

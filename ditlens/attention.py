@@ -1,124 +1,76 @@
 """The attention-map baseline of Finding 2: where the image looks at the subject's words.
 
 For each image token (query), the softmax attention weight it puts on chosen text tokens
-(keys) of the joint [txt, img] attention, summed over those tokens and averaged over heads,
-per site and step. K = 2 masks come from clustering that 1-D map, so it sits in the same
-mIoU tables as the channel rules (`SegmentResult.masks["attention"] = attention_masks(maps)`).
+(keys), summed over those tokens and averaged over heads, per site and step. K = 2 masks come
+from clustering that 1-D map, so it sits in the same mIoU tables as the channel rules
+(`SegmentResult.masks["attention"] = attention_masks(maps)`).
 
-    with ditlens.hooks(pipe) as run, AttentionMaps(pipe, [2, 3], rows=1, step_fn=lambda: run.clock.step) as maps:
+    with ditlens.hooks(pipe) as run, AttentionMaps(pipe, [2, 3], prompts=1, step_fn=lambda: run.clock.step) as maps:
         pipe("a red cube on the left", generator=torch.Generator().manual_seed(0))
     fg = attention_masks(maps.result())  # (steps, sites, samples, N_img) bool
 
-How: every chosen block's attention processor is wrapped. The wrapper calls the original
-processor unchanged (so outputs stay bit-identical) and, beside it, rebuilds the image
-queries and all keys from the attention module's own sub-modules exactly as diffusers'
-`FluxAttnProcessor` forms them (projections, per-head RMS norms, RoPE over [txt, img]).
-Only image-query rows are scored, in chunks: logits against ALL keys give the softmax
-denominator (log-sum-exp), then only the text columns are exponentiated. The scores are
-computed in float32 whatever the model's dtype: they are the exact softmax of the model's
-q and k, not of its low-precision attention kernel.
+How: in every chosen block, the attention module that holds image queries and text keys
+(a joint attention over text and image, or a cross-attention from image to text) has its
+processor wrapped. The wrapper calls the original processor unchanged (so outputs stay
+bit-identical) and, beside it, hands the call's arguments to the family's locator
+(`ditlens.adapters.attention`), which rebuilds the image queries and all keys from the
+module's own sub-modules as that family's processor forms them. Only image-query rows are
+scored, in chunks: logits against ALL keys give the softmax denominator (log-sum-exp), then
+only the text columns are exponentiated. The scores are computed in float32 whatever the
+model's dtype: they are the exact softmax of the model's q and k, not of its low-precision
+attention kernel.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
-from .adapters import adapter_for
+from .adapters import ADAPTERS, adapter_for
+from .adapters.attention import AttentionLocator, ImageQueries
 from .adapters.base import Site, UnsupportedModelError
 from .masks import foreground_tokens
+from .rows import conditional_slice
 
-#: diffusers transformer classes whose attention this module knows how to read
-SUPPORTED_CLASSES = ("FluxTransformer2DModel",)
-#: the arguments FluxAttention passes to its processor; a processor that takes more (e.g. the
-#: IP-Adapter one) would lose them behind a wrapper, so it is refused rather than altered
-_PROCESSOR_ARGS = ("attn", "hidden_states", "encoder_hidden_states", "attention_mask", "image_rotary_emb")
+
+def _supported() -> list[str]:
+    return sorted(name for a in ADAPTERS if a.attention_locator is not None for name in a.transformer_classes)
+
+
+#: diffusers transformer classes whose attention this module knows how to read (their adapter has a locator)
+SUPPORTED_CLASSES = tuple(_supported())
 #: logits held at once per chunk of image queries (float32): 2^24 = 64 MiB, small next to
 #: a FLUX.1 step at 1024 px and enough that small models need a single chunk
 CHUNK_ELEMENTS = 2**24
 
 
 # ---- the scores ---------------------------------------------------------------------------
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return x.unflatten(-1, (-1, head_dim))  # (B, S, H*hd) -> (B, S, H, hd), as FluxAttnProcessor
-
-
-def _image_queries_and_keys(
-    attn: nn.Module,
-    hidden_states: torch.Tensor,
-    encoder_hidden_states: torch.Tensor | None,
-    image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
-    n_txt: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image queries (B, N_img, H, hd) and joint [txt, img] keys (B, N_txt + N_img, H, hd),
-    formed as diffusers 0.42's `FluxAttnProcessor` forms them.
-
-    Dual-stream block: `hidden_states` is the image, `encoder_hidden_states` the text (its own
-    projections add_*_proj and norms norm_added_*). Single-stream block: `hidden_states` is
-    the joint sequence, text first; `n_txt` says where the image starts."""
-    hd = attn.head_dim
-    fused = getattr(attn, "fused_projections", False)
-    if encoder_hidden_states is not None:  # dual stream: separate img/txt projections
-        img, txt = hidden_states, encoder_hidden_states
-        if fused:
-            q_img, k_img, _ = attn.to_qkv(img).chunk(3, dim=-1)
-            _, k_txt, _ = attn.to_added_qkv(txt).chunk(3, dim=-1)
-        else:
-            q_img, k_img, k_txt = attn.to_q(img), attn.to_k(img), attn.add_k_proj(txt)
-        q_img = attn.norm_q(_heads(q_img, hd))
-        key = torch.cat([attn.norm_added_k(_heads(k_txt, hd)), attn.norm_k(_heads(k_img, hd))], dim=1)
-    else:  # single stream: one joint sequence [txt, img]
-        if fused:
-            q, key, _ = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-            q_img = q[:, n_txt:]
-        else:
-            q_img, key = attn.to_q(hidden_states[:, n_txt:]), attn.to_k(hidden_states)
-        q_img, key = attn.norm_q(_heads(q_img, hd)), attn.norm_k(_heads(key, hd))
-    if image_rotary_emb is not None:  # RoPE is per position: the image rows take the image slice
-        cos, sin = image_rotary_emb  # (N_txt + N_img, hd) each
-        key = apply_rotary_emb(key, (cos, sin), sequence_dim=1)
-        q_img = apply_rotary_emb(q_img, (cos[n_txt:], sin[n_txt:]), sequence_dim=1)
-    return q_img, key
-
-
-def _as_4d_mask(mask: torch.Tensor) -> torch.Tensor:
-    while mask.ndim < 4:  # SDPA broadcasts masks against (B, H, L, S) from the right
-        mask = mask.unsqueeze(0)
-    return mask
-
-
 def image_to_text_attention(
-    attn: nn.Module,
-    hidden_states: torch.Tensor,
-    encoder_hidden_states: torch.Tensor | None,
-    image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
-    text_weights: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    queries: ImageQueries, text_weights: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
 ) -> torch.Tensor:
     """(B, N_img) float32: per image query, the attention on the weighted text keys, mean over heads.
 
-    text_weights: (B, N_txt), 1 at the chosen text tokens (0 elsewhere). The softmax runs over
-    all N_txt + N_img keys, as in the model; `attention_mask` follows SDPA's rules (bool: True
-    = attend; float: added to the logits)."""
-    n_txt = text_weights.shape[1]
-    q_img, key = _image_queries_and_keys(attn, hidden_states, encoder_hidden_states, image_rotary_emb, n_txt)
-    q_img = q_img.float().transpose(1, 2)  # (B, H, N_img, hd)
-    key = key.float().transpose(1, 2)  # (B, H, S, hd)
+    text_weights: (B, N_txt), 1 at the chosen text tokens (0 elsewhere), N_txt the keys in
+    `queries.txt`. The softmax runs over all keys of `queries.key`, as in the model;
+    `queries.mask` follows SDPA's rules (bool: True = attend; float: added to the logits)."""
+    q_img = queries.q.float()  # (B, H, N_img, hd)
+    key = queries.key.float()  # (B, H, S, hd)
     B, H, n_img, hd = q_img.shape
     S = key.shape[2]
-    if S != n_txt + n_img:
-        raise ValueError(f"Joint sequence has {S} tokens but text ({n_txt}) + image ({n_img}) make {n_txt + n_img}.")
-    mask = None if attention_mask is None else _as_4d_mask(attention_mask)
-    scale = 1.0 / math.sqrt(hd)  # dispatch_attention_fn's default (scale=None), as FluxAttnProcessor calls it
+    txt = queries.txt
+    n_txt = queries.n_txt
+    if tuple(text_weights.shape) != (B, n_txt):
+        raise ValueError(f"text_weights has shape {tuple(text_weights.shape)}; the keys hold {B} rows of {n_txt} text tokens.")
+    mask = queries.mask
+    scale = 1.0 / math.sqrt(hd)  # SDPA's default (scale=None), as every wired processor calls it
     weights = text_weights.float()[:, None, None, :]  # (B, 1, 1, N_txt)
     chunk = max(1, chunk_elements // max(1, B * H * S))
     maps = []
@@ -126,10 +78,10 @@ def image_to_text_attention(
         stop = min(start + chunk, n_img)
         logits = (q_img[:, :, start:stop] @ key.transpose(-1, -2)) * scale  # (B, H, c, S)
         if mask is not None:
-            m = mask if mask.shape[-2] == 1 else mask[..., n_txt + start : n_txt + stop, :]
+            m = mask if mask.shape[-2] == 1 else mask[..., start:stop, :]
             logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
         lse = logits.logsumexp(-1, keepdim=True)  # (B, H, c, 1): the full softmax denominator
-        probs_txt = (logits[..., :n_txt] - lse).exp()  # (B, H, c, N_txt): only the text columns
+        probs_txt = (logits[..., txt] - lse).exp()  # (B, H, c, N_txt): only the text columns
         maps.append((probs_txt * weights).sum(-1).mean(1))  # (B, c)
     return torch.cat(maps, dim=1)
 
@@ -137,48 +89,71 @@ def image_to_text_attention(
 # ---- the processor wrapper ----------------------------------------------------------------
 class AttentionMapProcessor:
     """Wraps one attention module's processor: returns the original's output unchanged and
-    hands the inputs to an `AttentionMaps` to score. Not an `nn.Module`; owns no weights."""
+    hands the call's arguments, by name, to an `AttentionMaps` to score. Not an `nn.Module`;
+    owns no weights. Built by `_wrap`, as a subclass that shows the original's signature."""
 
     def __init__(self, original: Any, site: str, maps: AttentionMaps):
         self.original = original
         self.site = site
         self.maps = maps
+        self._signature = inspect.signature(original.__call__)
 
-    # FluxAttention reads this signature to filter kwargs: it must match the original's (checked on wrap)
-    def __call__(
-        self,
-        attn: nn.Module,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> Any:
-        out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        self.maps._observe(self.site, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+    def __call__(self, attn: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = self.original(attn, *args, **kwargs)
+        call = self._signature.bind(attn, *args, **kwargs)
+        call.apply_defaults()
+        self.maps._observe(self.site, attn, call.arguments)
         return out
 
 
-def _check_wrappable(processor: Any, site: str) -> None:
+@functools.cache
+def _wrapper_class(processor_cls: type) -> type[AttentionMapProcessor]:
+    """An `AttentionMapProcessor` whose `__call__` shows `processor_cls.__call__`'s signature:
+    attention modules read it to choose which keyword arguments to pass (diffusers' `Attention`
+    drops the others), so the original must keep receiving exactly what it received."""
+
+    def __call__(self: AttentionMapProcessor, attn: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return AttentionMapProcessor.__call__(self, attn, *args, **kwargs)
+
+    __call__.__signature__ = inspect.signature(processor_cls.__call__)
+    return type("AttentionMapProcessor", (AttentionMapProcessor,), {"__call__": __call__, "__module__": __name__})
+
+
+def _wrap(original: Any, site: str, maps: AttentionMaps) -> AttentionMapProcessor:
+    return _wrapper_class(type(original))(original, site, maps)
+
+
+def _params(cls: type) -> tuple[str, ...]:
+    return tuple(inspect.signature(cls.__call__).parameters)[1:]  # without self
+
+
+def _check_wrappable(processor: Any, site: str, locator: AttentionLocator) -> None:
     if isinstance(processor, AttentionMapProcessor):
         raise RuntimeError(
-            f"Already hooked: {site}.attn is inside another AttentionMaps context. Close that one first; "
+            f"Already hooked: {site}'s attention is inside another AttentionMaps context. Close that one first; "
             "nested maps would score twice."
         )
-    params = tuple(inspect.signature(processor.__call__).parameters)
-    if params != _PROCESSOR_ARGS:
+    known = [c for c in type(processor).__mro__ if c.__name__ in locator.processors]
+    if not known:
         raise ValueError(
-            f"{site}.attn uses {type(processor).__name__} with arguments {params}; AttentionMaps wraps "
-            f"processors with FluxAttnProcessor's arguments {_PROCESSOR_ARGS} only (extra arguments, "
-            "e.g. IP-Adapter images, would not reach it through the wrapper)."
+            f"{site}'s attention uses {type(processor).__name__}; AttentionMaps reproduces the softmax of "
+            f"{', '.join(locator.processors)} only (another processor may attend to other keys)."
+        )
+    if _params(type(processor)) != _params(known[0]):
+        raise ValueError(
+            f"{site}'s attention uses {type(processor).__name__} with arguments {_params(type(processor))}; "
+            f"AttentionMaps reads {known[0].__name__}'s {_params(known[0])} only (extra arguments, e.g. IP-Adapter "
+            "images, change what the attention attends to)."
         )
 
 
-def _check_supported(transformer: nn.Module) -> None:
-    names = {cls.__name__ for cls in type(transformer).__mro__}
-    if not names & set(SUPPORTED_CLASSES):
+def _locator_for(model: Any) -> AttentionLocator:
+    adapter = adapter_for(model)  # refuses classes (and pipelines) that have no adapter at all
+    if adapter.attention_locator is None:
         raise UnsupportedModelError(
-            f"Attention maps are not wired for {type(transformer).__name__}. Supported: {', '.join(SUPPORTED_CLASSES)}."
+            f"Attention maps are not wired for {type(adapter.transformer).__name__}. Supported: {', '.join(_supported())}."
         )
+    return adapter.attention_locator
 
 
 def _check_positions(token_positions: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]] | list[int]:
@@ -198,19 +173,23 @@ def _check_positions(token_positions: Sequence[int] | Sequence[Sequence[int]]) -
 class AttentionMaps:
     """Context manager: image-to-text attention maps per site and step during normal runs.
 
-    model: a pipeline (anything with `.transformer`) or a `FluxTransformer2DModel`.
+    model: a pipeline (anything with `.transformer`) or its transformer, of a class in
+        `SUPPORTED_CLASSES`.
     token_positions: text-sequence positions of the subject's words (see `word_positions`),
         one list for every sample, or one list per sample (as many as the rows kept).
-    rows: keep only the last `rows` rows of every call (the conditional half when guidance
-        is batched as [uncond..., cond...], as in the built-in pipeline); None = all rows.
-    sites: block names (`transformer_blocks.0`, `single_transformer_blocks.3`); None = all.
+    prompts: prompts per pipeline call. Only each sample's conditional rows are scored
+        (`ditlens.rows`: the second half of a concatenated [uncond, cond] call, or the first
+        of two calls per step); unconditional and guidance calls are skipped. None = every
+        row of every call is a sample.
+    sites: block names (`transformer_blocks.0`, `single_transformer_blocks.3`); None = every
+        block with image-to-text attention (all blocks of the five wired families).
     step_fn: returns the current denoising step, e.g. `lambda: run.clock.step` inside
         `ditlens.hooks(pipe) as run`, which counts scheduler steps. Without it, each
         transformer call is one step (right for pipelines that call the transformer once per
         step; a second context over the same object keeps counting).
 
-    Every call made within one step appends its rows to the samples axis, in call order
-    (FluxPipeline with true_cfg_scale > 1: [cond rows, negative rows]).
+    With `prompts=None`, every call made within one step appends its rows to the samples
+    axis, in call order (FluxPipeline with true_cfg_scale > 1: [cond rows, negative rows]).
     """
 
     def __init__(
@@ -218,43 +197,50 @@ class AttentionMaps:
         model: Any,
         token_positions: Sequence[int] | Sequence[Sequence[int]],
         *,
-        rows: int | None = None,
+        prompts: int | None = None,
         sites: Sequence[str] | None = None,
         step_fn: Callable[[], int] | None = None,
     ):
         self.transformer = getattr(model, "transformer", model)
-        _check_supported(self.transformer)
-        if rows is not None and (not isinstance(rows, int) or rows < 1):
-            raise ValueError(f"rows must be a positive int or None, got {rows!r}.")
+        self.locator = _locator_for(model)
+        if prompts is not None and (not isinstance(prompts, int) or prompts < 1):
+            raise ValueError(f"prompts must be a positive int or None, got {prompts!r}.")
         self.token_positions = _check_positions(token_positions)
-        self.rows = rows
+        self.prompts = prompts
         self.step_fn = step_fn
         self._sites = self._pick_sites(sites)
         self._parts: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
         self._calls = 0  # transformer forward calls seen: the step when there is no step_fn
-        self._n_txt: int | None = None  # text length of the current call (single-stream blocks need it)
+        self._step_calls: list[int] = []  # rows of this step's calls so far
+        self._call_step: int | None = None
+        self._keep: slice | None = slice(None)  # the rows of the call in progress to score; None: none
+        self._n_txt: int | None = None  # text length of the current call (joint single-stream blocks need it)
         self._wrapped: list[tuple[nn.Module, Any]] = []  # (attention module, original processor)
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def _pick_sites(self, names: Sequence[str] | None) -> list[Site]:
+    def _pick_sites(self, names: Sequence[str] | None) -> list[tuple[Site, nn.Module]]:
+        """(site, its attention module holding image queries and text keys), in forward order."""
         all_sites = adapter_for(self.transformer).sites()
+        with_text = [(s, self.locator.attention(s.module)) for s in all_sites]
         if names is None:
-            return all_sites
-        known = {s.name: s for s in all_sites}
+            return [(s, attn) for s, attn in with_text if attn is not None]
+        known = {s.name: attn for s, attn in with_text}
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"Unknown site {unknown[0]!r}. Sites of this model: {', '.join(known)}.")
-        return [s for s in all_sites if s.name in set(names)]  # forward order
+        without = [n for n in names if known[n] is None]
+        if without:
+            raise ValueError(f"Site {without[0]!r} has no attention from image to text tokens.")
+        return [(s, attn) for s, attn in with_text if s.name in set(names)]
 
     # ---- attach / detach ----
     def __enter__(self) -> AttentionMaps:
         try:
-            for site in self._sites:
-                _check_wrappable(site.module.attn.processor, site.name)
-            for site in self._sites:
-                attn = site.module.attn
+            for site, attn in self._sites:
+                _check_wrappable(attn.processor, site.name, self.locator)
+            for site, attn in self._sites:
                 self._wrapped.append((attn, attn.processor))
-                attn.set_processor(AttentionMapProcessor(attn.processor, site.name, self))
+                attn.set_processor(_wrap(attn.processor, site.name, self))
             self._handle = self.transformer.register_forward_pre_hook(self._on_transformer_call, with_kwargs=True)
         except BaseException:
             self._detach()
@@ -278,6 +264,12 @@ class AttentionMaps:
             raise ValueError("AttentionMaps needs the transformer's encoder_hidden_states (the text) to find the image tokens.")
         self._n_txt = int(txt.shape[1])
         self._calls += 1
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        step = self.step_fn() if self.step_fn is not None else self._calls - 1
+        if step != self._call_step:
+            self._call_step, self._step_calls = step, []
+        self._step_calls.append(int(hidden.shape[0]))
+        self._keep = slice(None) if self.prompts is None else conditional_slice(self._step_calls, self.prompts)
 
     # ---- scoring ----
     def _text_weights(self, batch: int, n_txt: int, device: torch.device) -> torch.Tensor:
@@ -291,31 +283,21 @@ class AttentionMaps:
             weights[b, positions] = 1.0  # a position named twice still counts once
         return weights
 
+    def _kept_rows(self, call: Mapping[str, Any], keep: slice) -> dict[str, Any]:
+        """The processor's arguments cut to the rows `keep` (those the locator names batched)."""
+        batch = call["hidden_states"].shape[0]
+        if keep == slice(None) or keep == slice(0, batch):
+            return dict(call)
+        cut = lambda v: isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch  # noqa: E731  (1 = broadcast)
+        return {k: v[keep] if k in self.locator.batched and cut(v) else v for k, v in call.items()}
+
     @torch.no_grad()
-    def _observe(
-        self,
-        site: str,
-        attn: nn.Module,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> None:
-        n_txt = encoder_hidden_states.shape[1] if encoder_hidden_states is not None else self._n_txt
-        if n_txt is None:
-            raise RuntimeError("Text length unknown: the attention ran outside a transformer call.")
-        if self.rows and self.rows > hidden_states.shape[0]:
-            raise ValueError(f"rows={self.rows} but the transformer was called with {hidden_states.shape[0]} rows.")
-        keep = slice(-self.rows, None) if self.rows else slice(None)
-        hidden_states = hidden_states[keep]
-        if encoder_hidden_states is not None:
-            encoder_hidden_states = encoder_hidden_states[keep]
-        if attention_mask is not None:
-            attention_mask = _as_4d_mask(attention_mask)
-            if attention_mask.shape[0] > 1:
-                attention_mask = attention_mask[keep]
-        weights = self._text_weights(hidden_states.shape[0], n_txt, hidden_states.device)
-        maps = image_to_text_attention(attn, hidden_states, encoder_hidden_states, image_rotary_emb, weights, attention_mask)
+    def _observe(self, site: str, attn: nn.Module, call: Mapping[str, Any]) -> None:
+        if self._keep is None:  # an unconditional or guidance call: no sample of its own
+            return
+        queries = self.locator.locate(attn, self._kept_rows(call, self._keep), self._n_txt)
+        weights = self._text_weights(queries.q.shape[0], queries.n_txt, queries.q.device)
+        maps = image_to_text_attention(queries, weights)
         step = self.step_fn() if self.step_fn is not None else self._calls - 1
         self._parts[(int(step), site)].append(maps.cpu())
 
@@ -324,7 +306,7 @@ class AttentionMaps:
     def sites(self) -> list[str]:
         """Names of the sites scored, in forward order."""
         seen = {site for _, site in self._parts}
-        return [s.name for s in self._sites if s.name in seen]
+        return [s.name for s, _ in self._sites if s.name in seen]
 
     @property
     def steps(self) -> list[int]:

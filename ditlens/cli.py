@@ -106,6 +106,13 @@ def _add_prompt_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
     g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
+    _add_cfg_options(g)
+
+
+def _add_cfg_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--true-cfg", type=float, default=None, metavar="SCALE",
+                   help="FLUX.1 / Qwen-Image true CFG: > 1 adds a separate unconditional call per step (needs --negative-prompt)")
+    g.add_argument("--negative-prompt", default=None, help="negative prompt (default: the pipeline's)")
 
 
 def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
@@ -186,6 +193,8 @@ def _settings(args: argparse.Namespace):
         guidance_scale=args.guidance,
         height=getattr(args, "height", None),
         width=getattr(args, "width", None),
+        true_cfg_scale=getattr(args, "true_cfg", None),
+        negative_prompt=getattr(args, "negative_prompt", None),
     )
 
 
@@ -516,14 +525,16 @@ def cmd_find(args: argparse.Namespace) -> None:
         surface_step=args.step,
         height=args.height,
         width=args.width,
+        true_cfg_scale=args.true_cfg,
+        negative_prompt=args.negative_prompt,
     )
     pipe = _load(args)
     result = find_channels(pipe, config, prompt_kwargs=_prompt_kwargs(args))
     summary = result.summary()
     with output_folder(out) as tmp:
         result.save(tmp)
-        plot_top_vs_median(result.stats, tmp / "top_vs_median.png", args.statistic)
-        plot_channel_atlas(result.stats, tmp / "channel_atlas.png", args.statistic)
+        plot_top_vs_median(result.samples, tmp / "top_vs_median.png", args.statistic)
+        plot_channel_atlas(result.samples, tmp / "channel_atlas.png", args.statistic)
         if result.surface is not None:
             site = result.stats.meta["surface_site"]
             plot_magnitude_surface(result.surface, tmp / "surface.png", f"|x| at {site}, step {args.step}")
@@ -697,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
         g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
         g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
+        _add_cfg_options(g)
         p.add_argument("--out", default=f"runs/{name}", help=f"output folder (default: runs/{name})")
 
     p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model", cmd_bench)

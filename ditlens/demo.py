@@ -69,14 +69,13 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     say("1/5 find: recording channel statistics")
     found = find_channels(pipe, FindConfig(prompts=prompts, seeds=[config.seed], k=config.k))
     found.save(out / "find")
-    plot_top_vs_median(found.stats, out / "find" / "top_vs_median.png")
-    plot_channel_atlas(found.stats, out / "find" / "channel_atlas.png")
+    plot_top_vs_median(found.samples, out / "find" / "top_vs_median.png")
+    plot_channel_atlas(found.samples, out / "find" / "channel_atlas.png")
     if found.surface is not None:
         plot_magnitude_surface(found.surface, out / "find" / "surface.png", f"|x| at {found.stats.meta['surface_site']}, step 0")
     summary = found.summary()
-    cond_rows = slice(found.stats.num_rows // 2, None)  # the pipeline's CFG batch is [uncond, cond]
-    ratio = found.stats.rows(cond_rows).ratio_to_median()
-    top1 = ratio.amax(-1)  # (steps, sites, rows)
+    ratio = found.samples.ratio_to_median()  # each prompt's conditional row (ditlens.rows)
+    top1 = ratio.amax(-1)  # (steps, sites, samples)
     table = [["site", "top channels", "top-1 / median (mean)", "Jaccard prompts", "Jaccard steps"]]
     for s, (site, info) in enumerate(summary["sites"].items()):
         table.append([site, str(info["top_channels"]), f"{float(top1[:, s].mean()):.1f}", f"{info['jaccard_across_prompts']:.2f}", f"{info['jaccard_across_steps']:.2f}"])

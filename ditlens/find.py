@@ -32,11 +32,15 @@ class FindConfig:
     guidance_scale: float | None = None  # None: the pipeline's own default
     height: int | None = None
     width: int | None = None
+    true_cfg_scale: float | None = None  # FLUX.1, Qwen-Image: a separate unconditional call per step (GenerationSettings)
+    negative_prompt: str | None = None
     surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
     surface_step: int = 0  # which step of it to plot
 
     def generation(self) -> GenerationSettings:
-        return GenerationSettings(self.num_inference_steps, self.guidance_scale, self.height, self.width)
+        return GenerationSettings(
+            self.num_inference_steps, self.guidance_scale, self.height, self.width, self.true_cfg_scale, self.negative_prompt
+        )
 
     def validate(self, hidden_size: int, site_names: list[str]) -> None:
         check_prompts_and_seeds(self.prompts, self.seeds)
@@ -58,15 +62,19 @@ class FindResult:
     images: list[Any]  # PIL images, seed-major then prompt order
 
     @property
+    def samples(self) -> ChannelStats:
+        """The statistics of each sample's conditional row, seed-major then prompt order
+        (`ditlens.rows`): what the summary, the plots and the surface read."""
+        return self.stats.samples(len(self.config.prompts))
+
+    @property
     def surface(self) -> torch.Tensor | None:
-        """(N, D) image tokens of the surface site at the surface step, from the last row
-        that holds them (with CFG batches [uncond, cond], a conditional sample; rows of a
-        call the step did not make, or in which the site was skipped, are NaN)."""
-        if not self.stats.hidden:
+        """(N, D) image tokens of the surface site at the surface step, of the first
+        sample's conditional row."""
+        samples = self.samples
+        if not samples.hidden:
             return None
-        hidden = next(iter(self.stats.hidden.values()))[0]  # (rows, N, D): only the surface step is kept
-        present = (~hidden.isnan().flatten(1).all(dim=1)).nonzero().flatten()
-        return hidden[int(present[-1]) if present.numel() else -1]
+        return next(iter(samples.hidden.values()))[0, 0]  # (kept steps, samples, N, D): the surface step only
 
     def summary(self) -> dict[str, Any]:
         """Per site: consensus top-k channels, their ratio to the median, stability (Jaccard).
@@ -76,13 +84,13 @@ class FindResult:
         `topk` would rank first. Averages and frequencies are over the present rows;
         Jaccard over the pairs whose both entries are present."""
         k, stat = self.config.k, self.config.statistic
-        table = self.stats.img[stat]  # (steps, sites, rows, D)
-        present = self.stats.ran.get("img", torch.ones(table.shape[:-1], dtype=torch.bool))  # (steps, sites, rows)
-        ratio = self.stats.ratio_to_median(stat)
-        top = self.stats.top_k(k, stat)  # (steps, sites, rows, k); garbage where absent
-        masks = self.stats.top_k_mask(k, stat)  # (steps, sites, rows, D); garbage where absent
-        n_seeds = len(self.config.seeds)
-        rows_per_seed = table.shape[2] // n_seeds
+        samples = self.samples  # rows: samples, seed-major
+        table = samples.img[stat]  # (steps, sites, samples, D)
+        present = samples.ran.get("img", torch.ones(table.shape[:-1], dtype=torch.bool))  # (steps, sites, samples)
+        ratio = samples.ratio_to_median(stat)
+        top = samples.top_k(k, stat)  # (steps, sites, samples, k); garbage where absent
+        masks = samples.top_k_mask(k, stat)  # (steps, sites, samples, D); garbage where absent
+        n_seeds, rows_per_seed = len(self.config.seeds), len(self.config.prompts)
         per_site = {}
         for s, site in enumerate(self.stats.sites):
             ran = present[:, s]  # (steps, rows)
@@ -101,7 +109,7 @@ class FindResult:
                 "jaccard_across_prompts": _jaccard(seed_blocks.permute(2, 0, 1, 3), seed_ran.permute(2, 0, 1)),
                 "jaccard_across_seeds": _jaccard(seed_blocks.permute(1, 0, 2, 3), seed_ran.permute(1, 0, 2)),
                 "jaccard_across_steps": _jaccard(site_masks, ran),
-                "top_k_per_step_first_row": [
+                "top_k_per_step_first_sample": [
                     channels.tolist() if bool(row_ran) else None for channels, row_ran in zip(top[:, s, 0], ran[:, 0])
                 ],
             }
@@ -110,8 +118,20 @@ class FindResult:
             "statistic": stat,
             "prompts": self.config.prompts,
             "seeds": self.config.seeds,
-            "layout": self.stats.meta,
+            "layout": self.layout(),
             "sites": per_site,
+        }
+
+    def layout(self) -> dict[str, Any]:
+        """What the recording holds and what the summary measured: the recorded rows of a
+        step (run, call, role, prompt each) and the sample rows the summary reads."""
+        from .rows import RowLayout
+
+        rows = RowLayout.of(self.stats.meta, len(self.config.prompts))
+        return self.stats.meta | {
+            "row_labels": rows.labels(),
+            "summary_rows": rows.sample_rows(),
+            "summary_reads": "each sample's conditional row (samples = seeds x prompts, seed-major)",
         }
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
@@ -162,7 +182,7 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
         for seed in config.seeds:
             generator = torch.Generator().manual_seed(seed)
             call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": config.prompts}
-            output = pipe(**call, **config.generation().kwargs(), generator=generator, output_type="pil")
+            output = pipe(**call, **config.generation().kwargs(pipe, len(config.prompts)), generator=generator, output_type="pil")
             images.extend(output.images)
     stats = run.stats
     from .checks import HINT, NonFiniteError

@@ -20,16 +20,41 @@ class GenerationSettings:
     guidance_scale: float | None = None  # None: the pipeline's own default
     height: int | None = None
     width: int | None = None
+    # FLUX.1 and Qwen-Image: > 1 (with a negative prompt) adds a separate unconditional call
+    # per step ("true" CFG); None: the pipeline's own default. Pipelines without it refuse it.
+    true_cfg_scale: float | None = None
+    negative_prompt: str | None = None  # None: the pipeline's own (mostly empty, or none)
 
-    def kwargs(self) -> dict[str, Any]:
-        names = ("num_inference_steps", "guidance_scale", "height", "width")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+    def kwargs(self, pipe: Any = None, batch: int | None = None) -> dict[str, Any]:
+        """The pipeline arguments these settings make, for a call of `batch` prompts; with
+        `pipe`, also those its family's adapter always passes (`Adapter.generation_kwargs`:
+        SANA's binning off)."""
+        names = ("num_inference_steps", "guidance_scale", "height", "width", "true_cfg_scale")
+        own = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        if self.negative_prompt is not None:  # one per prompt: FLUX.1 and Qwen-Image want as many as prompts
+            own["negative_prompt"] = [self.negative_prompt] * batch if batch else self.negative_prompt
+        if pipe is None or not hasattr(pipe, "transformer"):
+            return own
+        import inspect
+
+        parameters = inspect.signature(pipe.__call__).parameters
+        refused = [n for n in own if n not in parameters and n in ("true_cfg_scale", "negative_prompt")]
+        if refused:
+            raise ValueError(
+                f"{type(pipe).__name__} takes no {refused[0]!r} (--{refused[0].replace('_scale', '').replace('_', '-')}); "
+                "its --guidance sets its classifier-free guidance."
+            )
+        from .adapters import adapter_for
+
+        return adapter_for(pipe).generation_kwargs(pipe) | own
 
     def validate(self) -> None:
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
         if self.guidance_scale is not None and not self.guidance_scale >= 0:  # NaN fails too
             raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
+        if self.true_cfg_scale is not None and not self.true_cfg_scale >= 1:
+            raise ValueError(f"true_cfg_scale must be >= 1 (1 = off); got {self.true_cfg_scale}.")
 
 
 def check_prompts_and_seeds(prompts: list[str], seeds: list[int]) -> None:
@@ -49,6 +74,12 @@ def image_size(pipe: Any, settings: GenerationSettings) -> tuple[int, int]:
     sample, scale = getattr(pipe, "default_sample_size", None), getattr(pipe, "vae_scale_factor", None)
     if sample and scale:  # diffusers' latent pipelines (FLUX, SD3, ...)
         return (settings.height or sample * scale, settings.width or sample * scale)
+    import inspect
+
+    parameters = inspect.signature(pipe.__call__).parameters  # SANA: height=1024, width=1024 in its signature
+    defaults = [getattr(parameters.get(n), "default", None) for n in ("height", "width")]
+    if all(isinstance(d, int) for d in defaults):
+        return (settings.height or defaults[0], settings.width or defaults[1])
     raise ValueError(f"Cannot tell the image size {type(pipe).__name__} generates; give height and width.")
 
 
@@ -63,7 +94,7 @@ def generate(
     out = []
     for seed in seeds:
         call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": prompts}
-        result = pipe(**call, **settings.kwargs(), generator=torch.Generator().manual_seed(seed), output_type="pt")
+        result = pipe(**call, **settings.kwargs(pipe, len(prompts)), generator=torch.Generator().manual_seed(seed), output_type="pt")
         images = result.images
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(images).permute(0, 3, 1, 2)

@@ -39,6 +39,8 @@ class HookContext:
     step: int  # denoising step, 0-based
     call: int  # transformer call within this step (0, or 1 for a separate CFG call)
     batch_size: int
+    step_calls: tuple[int, ...] = ()  # rows of this step's calls so far, this one last (`ditlens.rows` reads them)
+    grid: tuple[int, int] | None = None  # (rows, cols) of this call's image tokens, from its inputs (adapter)
 
 
 class Edit(Protocol):
@@ -62,23 +64,30 @@ class StepClock:
 
     step: int = -1
     call: int = -1
+    run: int = -1  # pipeline run within the context: a new one at each `set_timesteps`
     num_steps: int | None = None  # known once the pipeline set its timesteps
     counts_scheduler_steps: bool = False
-    rows_per_call: list[int] = field(default_factory=list)
+    rows_per_call: list[int] = field(default_factory=list)  # the first step of the first run
+    step_calls: list[int] = field(default_factory=list)  # rows of each call of the current step so far
 
     def on_set_timesteps(self, num_steps: int) -> None:
         self.step, self.call, self.num_steps = 0, -1, num_steps
+        self.run += 1
+        self.step_calls = []
 
     def on_scheduler_step(self) -> None:
         self.step += 1
         self.call = -1
+        self.step_calls = []
 
     def on_transformer_call(self, batch_size: int) -> None:
         if self.counts_scheduler_steps:
             self.call += 1
         else:
             self.step, self.call = self.step + 1, 0
-        if self.step == 0:
+            self.run, self.step_calls = 0, []
+        self.step_calls.append(batch_size)
+        if self.step == 0 and self.run <= 0:
             self.rows_per_call.append(batch_size)
 
 
@@ -105,6 +114,9 @@ class HookedRun:
         self._call_step = -1
         self._site_ran = False
         self._skips_layers = False  # the call in progress skips blocks (SD3's `skip_layers`)
+        self._call_run = 0
+        self._grid: tuple[int, int] | None = None  # the call in progress's token grid
+        self._step_calls: tuple[int, ...] = ()
 
     @property
     def stats(self) -> ChannelStats:
@@ -137,6 +149,9 @@ class HookedRun:
         self.clock.on_transformer_call(self._batch_size)
         self.adapter.on_transformer_call(args, kwargs)
         self._call_open, self._call_step, self._site_ran = True, self.clock.step, False
+        self._call_run, self._step_calls = max(self.clock.run, 0), tuple(self.clock.step_calls)
+        # only edits and observers use the grid; reading it may sync once per call, never per site
+        self._grid = self.adapter.token_grid(args, kwargs) if self.edits or self.observers else None
         skip_layers = kwargs.get("skip_layers")  # skip-layer guidance: the hooked blocks may all be skipped
         self._skips_layers = skip_layers is not None and len(skip_layers) > 0
 
@@ -153,7 +168,7 @@ class HookedRun:
                 "torch._dynamo.reset() before hooking)."
             )
         if self.recorder is not None:
-            self.recorder.file(self._call_step)  # the step it ran in (the scheduler may have stepped since)
+            self.recorder.file(self._call_step, self._call_run)  # the step it ran in (the scheduler may have stepped since)
 
     def _site_hook(self, index: int, site: Site):
         adapter, recorder = self.adapter, self.recorder
@@ -164,7 +179,9 @@ class HookedRun:
             streams = adapter.split(output, args, kwargs)
             img, txt, edited = streams.img, streams.txt, False
             if edits or observers:
-                ctx = HookContext(site.name, self.clock.step, self.clock.call, img.shape[0])
+                ctx = HookContext(
+                    site.name, self.clock.step, self.clock.call, img.shape[0], self._step_calls, self._grid
+                )
                 for edit in edits:
                     if not edit.applies(ctx):
                         continue

@@ -183,7 +183,7 @@ class ReplaceFromRows:
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         if self._graphable(img):  # the same edit at every site and step: one graph per shape
             owner = _graph_owner(self)  # an equal edit that already holds the graph, or self
-            key = (tuple(img.shape), img.dtype, img.device)
+            key = (tuple(img.shape), img.dtype, img.device, getattr(ctx, "grid", None))  # a captured mask bakes its grid in
             return owner._graphs.run(key, lambda x: owner._edit(x, ctx, in_place=True), img)
         return self._edit(img, ctx)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .adapters import adapter_for
+from .adapters import Adapter, UnsupportedModelError, adapter_class, adapter_for
 
 BUILTIN = "builtin"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,6 +70,64 @@ def _check_safetensors(folder: Path, model_index: Path, skipped: dict[str, None]
             raise ValueError(f"Model folder {str(folder)!r}: component {name!r} has only pickle weights ({', '.join(pickles)}). {SAFETENSORS_ONLY}")
 
 
+def model_adapter(model: str | None) -> type[Adapter] | None:
+    """The adapter class `model` will get, read from its model_index.json before any weight
+    loads (in well under a second): unsupported pipelines and transformers are refused
+    here, not after minutes of loading. None where that cannot be told without loading (a
+    hub id not in the local cache: `load_pipeline` checks it once loaded)."""
+    import json
+
+    if model in (None, BUILTIN):  # its transformer is a FluxTransformer2DModel
+        return adapter_class(["FluxTransformer2DModel"], "BuiltinPipeline")
+    index_path = Path(model) / "model_index.json"
+    if not index_path.is_file():
+        index_path = _cached_model_index(model)
+        if index_path is None:
+            return None
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read {str(index_path)!r} ({err}); is {model!r} a diffusers pipeline folder?") from None
+    pipeline_class = index.get("_class_name")
+    component = index.get("transformer")
+    if not isinstance(component, list) or len(component) != 2 or component[1] is None:
+        denoiser = "a UNet" if isinstance(index.get("unet"), list) else "no transformer"
+        raise UnsupportedModelError(
+            f"Model {model!r} ({pipeline_class}) has {denoiser}: ditlens reads diffusion transformers. "
+            f"Supported transformer classes: {', '.join(_supported())}."
+        )
+    return adapter_class(_class_and_bases(component), pipeline_class)
+
+
+def _supported() -> list[str]:
+    from .adapters import supported_classes
+
+    return supported_classes()
+
+
+def _class_and_bases(component: list) -> list[str]:
+    """Names of a model_index component's class and its bases, where its library defines it."""
+    library, name = component
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(library), name)
+    except (ImportError, AttributeError):  # a class of a custom library: known by its own name only
+        return [name]
+    return [c.__name__ for c in cls.__mro__]
+
+
+def _cached_model_index(model: str) -> Path | None:
+    """model_index.json of a hub id, where it is in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "model_index.json")
+    except Exception:  # not a repo id at all, or no cache
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def load_pipeline(
     model: str | None = None,
     *,
@@ -86,6 +144,12 @@ def load_pipeline(
     precomputed prompt embeddings), which saves their memory and load time."""
     torch_dtype = parse_dtype(dtype)
     check_device(device)
+    if model not in (None, BUILTIN) and Path(model).exists() and not (Path(model) / "model_index.json").is_file():
+        raise ValueError(
+            f"{model!r} is not a diffusers pipeline folder (no model_index.json in it). "
+            "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
+        )
+    model_adapter(model)  # refuse an unsupported model before any weight loads
     if model in (None, BUILTIN):
         from .builtin import load_builtin
 

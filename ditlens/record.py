@@ -45,10 +45,12 @@ class ChannelStats:
 
     `img[statistic]` is a float tensor `(steps, sites, rows, D)`; `txt[statistic]` the same
     over `txt_sites` (the blocks that carry a text stream). Rows are batch rows in call
-    order: with classifier-free guidance, conditional and unconditional rows stay apart
-    (`meta["rows_per_call"]` and `meta["calls_per_step"]` describe the layout, that of the
-    step with the most calls). Calls are never averaged together: each call's rows hold
-    that call's statistics, per-token averages over that call's own tokens.
+    order, run after run (one pipeline run per seed): with classifier-free guidance,
+    conditional and unconditional rows stay apart (`meta["rows_per_call"]`,
+    `meta["calls_per_step"]` and `meta["runs"]` describe the layout, that of the step with
+    the most calls; `ditlens.rows` says which row is which, and `samples(prompts)` keeps
+    each sample's conditional row). Calls are never averaged together: each call's rows
+    hold that call's statistics, per-token averages over that call's own tokens.
 
     A site that did not run in a call (SD3's skip-layer guidance calls the transformer again
     with some blocks skipped), and a call that a step did not make (that extra call runs in
@@ -114,6 +116,16 @@ class ChannelStats:
         """Each channel over the site's median channel, (steps, sites, rows, D)."""
         table = self._table(stream, statistic)
         return table / table.median(dim=-1, keepdim=True).values.clamp(min=1e-12)
+
+    def samples(self, prompts: int) -> ChannelStats:
+        """A view with one row per sample (seed-major, then prompt order): each sample's
+        conditional row. Unconditional and guidance rows are left out."""
+        from .rows import RowLayout
+
+        layout = RowLayout.of(self.meta, prompts)
+        view = self.rows(layout.sample_rows())
+        view.meta |= {"rows": "samples", "samples": layout.runs * prompts}
+        return view
 
     def rows(self, rows: list[int] | slice) -> ChannelStats:
         """A view on some batch rows (e.g. only the conditional half of a CFG batch)."""
@@ -184,6 +196,7 @@ class _Call:
     """One filed transformer call: per site its reductions, its (rows, image tokens, text
     tokens) and its kept image tokens; None where the site did not run in the call."""
 
+    run: int  # which pipeline run of the recording (a new one at each `set_timesteps`)
     step: int
     values: list[tuple[torch.Tensor | None, ...] | None]
     shapes: list[tuple[int, int, int | None] | None]
@@ -233,8 +246,8 @@ class Recorder:
         if self._keeps_hidden[index]:
             self._hidden_slots[index] = img.detach()
 
-    def file(self, step: int) -> None:
-        """Move the slots of the call that just ran under `step`. An empty slot is a site
+    def file(self, step: int, run: int = 0) -> None:
+        """Move the slots of the call that just ran under `step` of pipeline run `run`. An empty slot is a site
         that did not run in this call (skip-layer guidance skips blocks): absent, not an
         error. No slot at all means no call ran."""
         if all(values is None for values in self.slots):
@@ -243,7 +256,7 @@ class Recorder:
         keep = steps is None or step in steps
         hidden = [None if h is None or not keep else h.to(self.config.storage_dtype).cpu() for h in self._hidden_slots]
         shapes = [None if values is None else shape for values, shape in zip(self.slots, self._shapes)]
-        self._calls.append(_Call(step, list(self.slots), shapes, hidden))
+        self._calls.append(_Call(run, step, list(self.slots), shapes, hidden))
         self.slots[:] = [None] * len(self.sites)
         self._hidden_slots[:] = [None] * len(self.sites)
 
@@ -251,11 +264,23 @@ class Recorder:
         """Stack everything into (steps, sites, rows, D) tables on the CPU; NaN where absent."""
         if not self._calls:
             raise RuntimeError("Nothing was recorded: the model ran no hooked block inside the context.")
-        by_step: dict[int, list[_Call]] = defaultdict(list)
+        by_run_step: dict[tuple[int, int], list[_Call]] = defaultdict(list)
         for call in self._calls:
-            by_step[call.step].append(call)
-        steps = sorted(by_step)
-        layout = _layout([by_step[step] for step in steps])
+            by_run_step[(call.run, call.step)].append(call)
+        steps = sorted({step for _, step in by_run_step})
+        runs = sorted({run for run, _ in by_run_step})
+        per_run = _layout(list(by_run_step.values()))
+        layout = per_run * len(runs)  # one step's calls, run after run
+        # per step, the calls along `layout`: None for a call that run did not make in that step
+        by_step = {
+            step: [
+                calls[c] if c < len(calls) else None
+                for run in runs
+                for calls in [by_run_step.get((run, step), [])]
+                for c in range(len(per_run))
+            ]
+            for step in steps
+        }
         has_txt = [  # per site: did its block carry a text stream (SANA's and some last blocks do not)
             any(call.shapes[i] is not None and call.shapes[i][2] is not None for call in self._calls)
             for i in range(len(self.sites))
@@ -276,7 +301,7 @@ class Recorder:
             divisor: torch.Tensor | None = None
             for statistic in self.config.statistics:
                 position = names.index((stream, statistic))
-                per_call = [[call.value(i, position) for call in calls] for calls, i in cells]
+                per_call = [[None if call is None else call.value(i, position) for call in calls] for calls, i in cells]
                 like = next(v for values in per_call for v in values if v is not None)
                 if divisor is None:  # per-token averages divide by their own call's count, all in one go
                     divisor = tokens.clamp(min=1).to(like.device, torch.float32).unsqueeze(-1)
@@ -291,12 +316,13 @@ class Recorder:
             txt_sites=[site for site, has in zip(self.sites, has_txt) if has] if tables["txt"] else [],
             txt=tables["txt"],
             hidden=self._kept_hidden(by_step, steps, layout),
-            meta=meta | {"rows_per_call": layout, "calls_per_step": len(layout)},  # the layout the tables have
+            # the layout the tables have: per step, `runs` runs of calls of `rows_per_call` rows
+            meta=meta | {"rows_per_call": per_run, "calls_per_step": len(per_run), "runs": len(runs)},
             ran={stream: mask for stream, mask in ran.items() if tables[stream]},
         )
 
     def _kept_hidden(
-        self, by_step: dict[int, list[_Call]], steps: list[int], layout: list[int]
+        self, by_step: dict[int, list[_Call | None]], steps: list[int], layout: list[int]
     ) -> dict[str, torch.Tensor]:
         """keep_hidden site -> (kept steps, rows, N, D), rows as in the tables (NaN where absent)."""
         kept_steps = [s for s in steps if self.config.keep_hidden_steps is None or s in self.config.keep_hidden_steps]
@@ -312,14 +338,17 @@ class Recorder:
                     "stack into one tensor. Record runs of different sizes in separate ditlens.hooks(...) contexts."
                 )
             absent = torch.full((max(layout), *shapes[0]), float("nan"), dtype=present[0].dtype)
-            per_step = [_step_rows([call.hidden[i] for call in by_step[step]], layout, absent) for step in kept_steps]
+            per_step = [
+                _step_rows([None if call is None else call.hidden[i] for call in by_step[step]], layout, absent)
+                for step in kept_steps
+            ]
             hidden[site] = torch.stack(per_step)
         return hidden
 
 
 def _layout(calls_by_step: list[list[_Call]]) -> list[int]:
     """Rows per call of the step with the most calls (skip-layer guidance adds a call in
-    some steps only); every step's calls must match its first ones."""
+    some steps only); every step's calls (of every run) must match its first ones."""
     per_step = [[call.rows for call in calls] for calls in calls_by_step]
     layout = max(per_step, key=len)
     for rows in per_step:
@@ -331,9 +360,9 @@ def _layout(calls_by_step: list[list[_Call]]) -> list[int]:
     return layout
 
 
-def _tokens(call: _Call, site: int, which: int) -> int:
+def _tokens(call: _Call | None, site: int, which: int) -> int:
     """The call's token count of one stream at a site (which: 1 image, 2 text); 0 if absent."""
-    shape = call.shapes[site]
+    shape = None if call is None else call.shapes[site]
     return 0 if shape is None or shape[which] is None else shape[which]  # type: ignore[return-value]
 
 

@@ -19,6 +19,7 @@ from .adapters import adapter_for
 from .channels import TopK, check_k, check_statistic, selector_from_name
 from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
 from .hooks import HookContext, hooks
+from .rows import conditional_slice
 from .masks import (
     DEFAULT_FOREGROUND,
     FOREGROUND_RULES,
@@ -64,13 +65,16 @@ class SegmentConfig:
 
 
 class MaskObserver:
-    """K = 2 foreground masks for the last `rows` rows of every call, per rule, site and step,
+    """K = 2 foreground masks of the samples' conditional rows, per rule, site and step,
     each split named by every rule in `foregrounds`; and the top-1 channel's value per token
     (`heat`), the continuous map behind the masks.
 
-    With classifier-free guidance concatenated as [uncond..., cond...] (diffusers' SD3, SANA
-    and the built-in pipeline), the last rows are the conditional samples.
-    image_size: (H, W) of the images, to lay the tokens on their grid (default: square)."""
+    prompts: prompts per pipeline call. `ditlens.rows` says which rows of which call are the
+    conditional ones, for both guidance layouts; unconditional and guidance calls are not
+    looked at, so there is one mask per prompt and run. With `prompts=None` every row of
+    every call is a sample (a bare transformer called by hand).
+    The token grid is the call's own (`HookContext.grid`, read from the latents the pipeline
+    made); image_size (H, W) lays it out only where the inputs do not tell (default: square)."""
 
     def __init__(
         self,
@@ -78,26 +82,30 @@ class MaskObserver:
         k: int,
         statistic: str = "abs_mean",
         random_seed: int = 0,
-        rows: int | None = None,
+        prompts: int | None = None,
         foregrounds: tuple[str, ...] = (DEFAULT_FOREGROUND,),
         image_size: tuple[int, int] | None = None,
     ):
         self.rules = rules
         self.selectors = {r: None if r == "all" else selector_from_name(r, k, statistic, random_seed) for r in rules}
         self.top1 = TopK(1, statistic)
-        self.rows = rows
+        self.prompts = prompts
         self.foregrounds = tuple(foregrounds)
         self.image_size = image_size
         self._parts: dict[tuple[str, int, str], list[torch.Tensor]] = defaultdict(list)  # (R, B, N) per call
         self._heat: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)  # (B, N) per call
         self.sites: list[str] = []
+        self.grid: tuple[int, int] | None = None  # the token grid of the calls seen (rows, cols)
 
     @torch.no_grad()
     def __call__(self, img: torch.Tensor, txt: torch.Tensor | None, ctx: HookContext) -> None:
         if ctx.site not in self.sites:
             self.sites.append(ctx.site)
-        x = img[-self.rows :] if self.rows else img
-        grid = token_grid(x.shape[1], *(self.image_size or (None, None)))
+        rows = slice(None) if self.prompts is None else conditional_slice(ctx.step_calls or (img.shape[0],), self.prompts)
+        if rows is None:  # an unconditional or guidance call
+            return
+        x = img[rows]
+        grid = self.grid = ctx.grid or token_grid(x.shape[1], *(self.image_size or (None, None)))
         for rule, selector in self.selectors.items():
             channels = None if selector is None else selector.mask(x)
             self._parts[(rule, ctx.step, ctx.site)].append(foreground_tokens(x, channels, self.foregrounds, grid))
@@ -174,9 +182,12 @@ class SegmentResult:
     foreground: str = DEFAULT_FOREGROUND  # the naming rule of `masks`
     other_foregrounds: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # other naming -> rule -> masks
     heat: torch.Tensor | None = None  # (steps, sites, samples, N) float: the top-1 channel per token
+    token_rows_cols: tuple[int, int] | None = None  # the grid the masks were made on; None: from image_size
 
     @property
     def grid(self) -> tuple[int, int]:
+        if self.token_rows_cols is not None:
+            return self.token_rows_cols
         n_tokens = next(iter(self.masks.values())).shape[-1]
         return token_grid(n_tokens, *self.image_size)
 
@@ -278,7 +289,7 @@ def segment_generated(
     images, heat = [], []
     for seed in config.seeds:  # one observer pass per seed keeps rows = prompts
         observer = MaskObserver(
-            config.rules, config.k, config.statistic, config.random_seed, rows=len(config.prompts),
+            config.rules, config.k, config.statistic, config.random_seed, prompts=len(config.prompts),
             foregrounds=config.foregrounds, image_size=size,
         )
         with hooks(pipe, observers=[observer]) as run:
@@ -286,7 +297,7 @@ def segment_generated(
             if attention_positions is not None:
                 from .attention import AttentionMaps
 
-                maps = AttentionMaps(pipe, attention_positions, rows=len(config.prompts), step_fn=lambda: run.clock.step)
+                maps = AttentionMaps(pipe, attention_positions, prompts=len(config.prompts), step_fn=lambda: run.clock.step)
             with maps:
                 images.append(generate(pipe, config.prompts, [seed], config.generation, prompt_kwargs))
         for fg, masks in observer.result().items():
@@ -309,4 +320,5 @@ def segment_generated(
         foreground=config.foreground,
         other_foregrounds=stacked,
         heat=torch.cat(heat, dim=2),
+        token_rows_cols=observer.grid,
     )

@@ -676,7 +676,7 @@ class Runner:
         config = FindConfig(prompts=[item.prompt], seeds=[item.seed], k=s["k"], statistic=s["statistic"],
                             num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale, height=g.height, width=g.width)
         result = find_channels(self.pipe, config, prompt_kwargs=self.rows([item.row]))
-        for stat, table in result.stats.img.items():
+        for stat, table in result.samples.img.items():  # the sample's conditional row: no absent (NaN) entries
             check_finite(table, f"the recorded {stat} statistics of item {item.id}")
         summary = result.summary()
         (out / "channels.json").write_text(json.dumps(summary, indent=1) + "\n")

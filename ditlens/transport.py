@@ -96,7 +96,7 @@ class TransportConfig:
 class SpatialMask:
     """The token mask `p` of transport, computed at each site and step on the current tokens."""
 
-    graph_safe = True  # a function of img alone (ctx unused), no host sync: may be captured
+    graph_safe = True  # a function of img and ctx.grid (in the graph key), no host sync: may be captured
 
     def __init__(
         self,
@@ -137,7 +137,7 @@ class SpatialMask:
         p = torch.zeros(B, N, device=img.device)
         if targets.numel() == 0:
             return p
-        grid = token_grid(N, *(self.image_size or (None, None)))
+        grid = getattr(ctx, "grid", None) or token_grid(N, *(self.image_size or (None, None)))  # the call's own grid first
         src = img[sources]
         fg = foreground_tokens(src, self.selector.channel_indices(src), self.foreground, grid)[which]  # (targets, N)
         if self.origin != "source":
@@ -272,7 +272,7 @@ def transport_text(
     edits = _edits(config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation))
     with hooks(pipe, edits=edits):
         prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
-        images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs()))
+        images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs(pipe, len(prompts))))
     settings = _settings(config, alphas) | {
         "source_prompt": source_prompt,
         "target_prompt": target_prompt,
@@ -347,7 +347,7 @@ def transport_image(
             output_type="pt",
             callback_on_step_end=renoise,
             callback_on_step_end_tensor_inputs=["latents"],
-            **config.generation.kwargs(),
+            **config.generation.kwargs(pipe, 1 + n_targets),
         )
     images = _images(output)
     settings = _settings(config, alphas) | {
@@ -389,7 +389,7 @@ def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: G
     start = adapter_for(pipe).latents_argument(pipe, x0, *image_size(pipe, settings))  # FLUX.2 takes them unpacked
     with _reversed_schedule(scheduler):
         pipe(**prompt_args, latents=start, output_type="latent", callback_on_step_end=keep,
-             callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs())
+             callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs(pipe, 1))
     return path[::-1]
 
 

@@ -9,6 +9,7 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
 from ditlens import hooks
+from ditlens.adapters.attention import FluxLocator
 from ditlens.attention import (
     AttentionMapProcessor,
     AttentionMaps,
@@ -17,7 +18,7 @@ from ditlens.attention import (
     word_positions,
 )
 from tests.pipelines import flux_call_kwargs, tiny_flux_pipeline
-from tests.tiny_models import tiny_flux, tiny_sd3
+from tests.tiny_models import tiny_flux
 
 SITES = ("transformer_blocks.1", "single_transformer_blocks.0")  # one block of each kind
 
@@ -86,7 +87,7 @@ def test_map_equals_brute_force_softmax(site):
     with torch.no_grad():
         ref_out, probs = reference_attention(attn, **kw)
         real_out = FluxAttnProcessor()(attn, **kw)
-        got = image_to_text_attention(attn, kw["hidden_states"], kw.get("encoder_hidden_states"), kw["image_rotary_emb"], weights)
+        got = image_to_text_attention(FluxLocator().locate(attn, kw, n_txt), weights)
     # the copy really is the processor's math
     as_tuple = lambda x: x if isinstance(x, tuple) else (x,)  # noqa: E731
     for a, b in zip(as_tuple(ref_out), as_tuple(real_out), strict=True):
@@ -108,17 +109,17 @@ def test_chunks_and_masks_follow_sdpa_rules():
     tiny = peaky(tiny_flux())
     inputs = tiny.make_inputs(1, torch.Generator().manual_seed(2))
     attn, kw = capture_attention_inputs(tiny.transformer, inputs, "single_transformer_blocks.1")
-    args = (attn, kw["hidden_states"], None, kw["image_rotary_emb"])
+    locate = lambda mask=None: FluxLocator().locate(attn, kw | {"attention_mask": mask}, tiny.n_txt_tokens)  # noqa: E731
     weights = torch.zeros(1, tiny.n_txt_tokens)
     weights[0, [0, 2]] = 1
     with torch.no_grad():
-        whole = image_to_text_attention(*args, weights)
-        chunked = image_to_text_attention(*args, weights, chunk_elements=1)  # one query row at a time
+        whole = image_to_text_attention(locate(), weights)
+        chunked = image_to_text_attention(locate(), weights, chunk_elements=1)  # one query row at a time
         S = tiny.n_txt_tokens + tiny.n_img_tokens
-        allowed = torch.ones(S, S, dtype=torch.bool)
-        same = image_to_text_attention(*args, weights, attention_mask=allowed)
+        allowed = torch.ones(S, S, dtype=torch.bool)  # (L, S): per joint query row, as SDPA broadcasts it
+        same = image_to_text_attention(locate(allowed), weights)
         allowed[:, 2] = False  # nobody may look at text token 2
-        masked = image_to_text_attention(*args, weights, attention_mask=allowed)
+        masked = image_to_text_attention(locate(allowed), weights)
         only_0 = weights.clone()
         only_0[0, 2] = 0
         probs = reference_attention(attn, kw["hidden_states"], None, kw["image_rotary_emb"])[1]
@@ -136,10 +137,10 @@ def test_pipeline_outputs_bit_identical_and_processors_restored():
     before = processors(pipe.transformer)
     plain = pipe(**flux_call_kwargs(batch=2, steps=3)).images
     with hooks(pipe) as run, AttentionMaps(pipe, [1, 4], step_fn=lambda: run.clock.step) as maps:
-        inside = {k: type(v) for k, v in processors(pipe.transformer).items()}
+        inside = processors(pipe.transformer)
         seen = pipe(**flux_call_kwargs(batch=2, steps=3)).images
     assert torch.equal(plain, seen)
-    assert set(inside.values()) == {AttentionMapProcessor}
+    assert all(isinstance(p, AttentionMapProcessor) for p in inside.values())
     after = processors(pipe.transformer)
     assert all(after[k] is before[k] for k in before)
     assert not pipe.transformer._forward_pre_hooks
@@ -155,8 +156,8 @@ def test_rows_and_per_sample_positions():
     tiny = peaky(tiny_flux())
     inputs = tiny.make_inputs(2, torch.Generator().manual_seed(3))
     results = {}
-    for key, positions, rows in (("both", [[1], [2, 3]], None), ("a", [1], None), ("b", [2, 3], None), ("last", [2, 3], 1)):
-        with AttentionMaps(tiny.transformer, positions, rows=rows) as maps, torch.no_grad():
+    for key, positions, rows in (("both", [[1], [2, 3]], None), ("a", [1], None), ("b", [2, 3], None), ("last", [2, 3], 1)):  # prompts=1 on 2 rows: [uncond, cond], the last row
+        with AttentionMaps(tiny.transformer, positions, prompts=rows) as maps, torch.no_grad():
             tiny.transformer(**inputs)
             tiny.transformer(**inputs)  # a bare transformer: every call is one step
         results[key] = maps.result()
@@ -188,14 +189,14 @@ def test_processors_restored_after_an_exception():
 
 def test_refusals_are_clear():
     tiny = tiny_flux()
-    with pytest.raises(ValueError, match="Supported: FluxTransformer2DModel"):
-        AttentionMaps(tiny_sd3().transformer, [0])
+    with pytest.raises(ValueError, match="Unsupported transformer class 'Linear'. Supported: .*FluxTransformer2DModel"):
+        AttentionMaps(torch.nn.Linear(2, 2), [0])
     with pytest.raises(ValueError, match="Unknown site 'blocks.9'"):
         AttentionMaps(tiny.transformer, [0], sites=["blocks.9"])
     with pytest.raises(ValueError, match="token_positions is empty"):
         AttentionMaps(tiny.transformer, [])
-    with pytest.raises(ValueError, match="rows must be a positive int"):
-        AttentionMaps(tiny.transformer, [0], rows=0)
+    with pytest.raises(ValueError, match="prompts must be a positive int"):
+        AttentionMaps(tiny.transformer, [0], prompts=0)
     with AttentionMaps(tiny.transformer, [0]):
         with pytest.raises(RuntimeError, match="Already hooked"):
             AttentionMaps(tiny.transformer, [0]).__enter__()
@@ -246,3 +247,17 @@ def test_word_positions():
     assert word_positions("A photo of red Cube", ["cube", "photo"], fast) == [1, 4]
     with pytest.raises(ValueError, match="does not occur"):
         word_positions("a photo of red cubes", ["cube"], fast)  # whole words only
+
+
+def test_two_calls_in_one_step_score_only_the_conditional_one():
+    """With `prompts`, the second call of a step (true CFG's unconditional one) is no sample."""
+    tiny = peaky(tiny_flux())
+    gen = torch.Generator().manual_seed(4)
+    cond, uncond = tiny.make_inputs(2, gen), tiny.make_inputs(2, gen)
+    with AttentionMaps(tiny.transformer, [1], prompts=2, step_fn=lambda: 0) as maps, torch.no_grad():
+        tiny.transformer(**cond)
+        tiny.transformer(**uncond)
+    with AttentionMaps(tiny.transformer, [1], prompts=2) as alone, torch.no_grad():
+        tiny.transformer(**cond)
+    assert maps.result().shape == (1, 4, 2, tiny.n_img_tokens)
+    assert torch.equal(maps.result(), alone.result())

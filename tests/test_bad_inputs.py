@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -42,7 +43,7 @@ FILES = {
     "pipe": "pipe", "nan_pipe": "nan_pipe", "unet_pipe": "unet_pipe", "not_a_pipe": "not_a_pipe",
     "embeds": "embeds.safetensors", "embeds_wrong_key": "wrong_key.safetensors", "junk": "junk.png",
     "small_mask": "small_mask.png", "one_mask": "one_mask", "small_masks": "small_masks", "a_file": "a_file",
-    "missing": "missing/none.txt",
+    "missing": "missing/none.txt", "chroma_index": "chroma_index", "kontext_index": "kontext_index",
 }
 
 
@@ -60,6 +61,13 @@ def assets(tmp_path_factory) -> Assets:
                        norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(root / "unet_pipe")
     (root / "not_a_pipe").mkdir()
+    # folders with a model_index.json and no weights at all: refused from the index alone, before loading
+    for name, pipeline, transformer in [("chroma_index", "ChromaPipeline", "ChromaTransformer2DModel"),
+                                        ("kontext_index", "FluxKontextPipeline", "FluxTransformer2DModel")]:
+        (root / name).mkdir()
+        index = {"_class_name": pipeline, "_diffusers_version": "0.42.1", "transformer": ["diffusers", transformer],
+                 "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+        (root / name / "model_index.json").write_text(json.dumps(index))
     kwargs = flux_call_kwargs(batch=2)
     save_file({k: kwargs[k] for k in ("prompt_embeds", "pooled_prompt_embeds")}, str(root / "embeds.safetensors"))
     save_file({"foo": torch.zeros(2, 3)}, str(root / "wrong_key.safetensors"))
@@ -117,8 +125,12 @@ CLI_CASES = [
      ["no such local folder", "no_such_model"]),
     ("model-folder-not-a-pipeline", lambda a, o: ["find", "--model", a.not_a_pipe, "--prompt", "x", "--out", o],
      ["not a diffusers pipeline folder", "model_index.json"]),
-    ("unsupported-architecture", lambda a, o: ["find", "--model", a.unet_pipe, "--prompt", "x", "--out", o],
-     ["Unsupported transformer class", "Supported: ", "FluxTransformer2DModel"]),
+    ("unet-pipeline", lambda a, o: ["find", "--model", a.unet_pipe, "--prompt", "x", "--out", o],
+     ["(DDPMPipeline) has a UNet", "Supported transformer classes: ", "FluxTransformer2DModel"]),
+    ("unsupported-transformer-from-its-index", lambda a, o: ["find", "--model", a.chroma_index, "--prompt", "x", "--out", o],
+     ["Unsupported transformer class 'ChromaTransformer2DModel'", "Supported: ", "SanaTransformer2DModel"]),
+    ("edit-pipeline-with-reference-tokens", lambda a, o: ["segment", "--model", a.kontext_index, "--prompt", "x", "--out", o],
+     ["Unsupported pipeline 'FluxKontextPipeline'", "reference image's tokens", "text-to-image pipeline"]),
     ("hub-id-not-in-cache-offline", lambda a, o: ["find", "--model", "ditlens-tests/no-such-model", "--prompt", "x", "--out", o],
      ["'ditlens-tests/no-such-model'", "not in the local Hugging Face cache", "--allow-download"]),
     ("unknown-dtype", lambda a, o: ["find", *tiny(a), "--dtype", "float8", "--out", o], ["'float8'", "float32, bfloat16, float16"]),
@@ -483,3 +495,14 @@ def test_pickle_only_weights_are_refused(tmp_path):
     tiny_flux_pipeline().save_pretrained(tmp_path / "pipe", safe_serialization=False)
     with pytest.raises(ValueError, match="safetensors"):
         load_pipeline(str(tmp_path / "pipe"), without_text_encoders=True)
+
+
+def test_an_unsupported_model_is_refused_from_its_index_in_under_a_second(assets, capsys):
+    """The folders hold a model_index.json and no weights: had anything loaded, the error would be another."""
+    import time
+
+    for folder in (assets.chroma_index, assets.kontext_index):
+        start = time.perf_counter()
+        message = run_cli(capsys, ["find", "--model", folder, "--prompt", "x", "--out", str(Path(folder) / "out")])
+        assert time.perf_counter() - start < 1.0
+        assert "Unsupported" in message

@@ -81,20 +81,21 @@ def test_find_runs_with_a_block_skipped_in_some_calls(found):
 
 
 def _expected_counts(calls: list[dict[str, torch.Tensor]], site: str) -> tuple[Counter, int]:
-    """Top-k channels of `site` counted over the rows of the calls where it ran, from the
-    block's own outputs (|mean over tokens|, as the recording computes it)."""
+    """Top-k channels of `site` counted over the samples' conditional rows (the second half
+    of each [uncond, cond] CFG call; skip-layer calls are no samples), from the block's own
+    outputs (|mean over tokens|, as the recording computes it)."""
     counts: Counter = Counter()
     rows = 0
     for call in calls:
-        if site in call:
-            stat = call[site].mean(dim=1, dtype=torch.float32).abs()  # (B, D)
+        if site in call and call[site].shape[0] == 4:
+            stat = call[site][2:].mean(dim=1, dtype=torch.float32).abs()  # (B, D)
             counts.update(stat.topk(K, dim=-1).indices.flatten().tolist())
             rows += stat.shape[0]
     return counts, rows
 
 
 @pytest.mark.parametrize("site", ["transformer_blocks.0", SKIPPED, "transformer_blocks.2"])
-def test_top_channels_come_from_the_calls_where_the_block_ran(found, site):
+def test_top_channels_come_from_the_samples_conditional_rows(found, site):
     result, calls = found
     info = result.summary()["sites"][site]
     counts, rows = _expected_counts(calls, site)
@@ -107,20 +108,23 @@ def test_top_channels_come_from_the_calls_where_the_block_ran(found, site):
     assert all(isinstance(v, float) and math.isfinite(v) for v in info["ratio_to_median"] + info["top_value_mean"])
     for name in ("jaccard_across_prompts", "jaccard_across_seeds", "jaccard_across_steps", "median_mean"):
         assert isinstance(info[name], float) and math.isfinite(info[name]), name
-    first_row = info["top_k_per_step_first_row"]
+    first_row = info["top_k_per_step_first_sample"]
     assert len(first_row) == 4 and all(channels is not None and len(channels) == K for channels in first_row)
 
 
-def test_absent_rows_do_not_change_the_summary_of_the_calls_that_ran(found):
-    """The skipped block's summary equals that of the same recording cut to the rows where
-    it ran in every step (the CFG call's rows)."""
+def test_unconditional_and_guidance_rows_do_not_change_the_summary(found):
+    """Every site's summary equals that of a recording of the samples' conditional rows
+    alone (rows 2 and 3 of the [uncond, cond] call), laid out as a run without guidance."""
     result, _ = found
-    cut = FindResult(stats=result.stats.rows(slice(0, 4)), config=result.config, images=result.images)
+    cond = result.stats.rows([2, 3])
+    cond.meta |= {"rows_per_call": [2], "calls_per_step": 1}
+    cut = FindResult(stats=cond, config=result.config, images=result.images)
     assert bool(cut.stats.ran["img"].all())
-    want, got = cut.summary()["sites"][SKIPPED], result.summary()["sites"][SKIPPED]
-    for name in ("top_channels", "frequency_in_top_k", "ratio_to_median", "top_value_mean", "median_mean",
-                 "jaccard_across_prompts", "jaccard_across_seeds", "jaccard_across_steps", "top_k_per_step_first_row"):
-        assert got[name] == want[name], name
+    for site in result.stats.sites:
+        want, got = cut.summary()["sites"][site], result.summary()["sites"][site]
+        for name in ("top_channels", "frequency_in_top_k", "ratio_to_median", "top_value_mean", "median_mean",
+                     "jaccard_across_prompts", "jaccard_across_seeds", "jaccard_across_steps", "top_k_per_step_first_sample"):
+            assert got[name] == want[name], (site, name)
 
 
 def test_non_finite_activations_where_a_block_ran_still_raise():

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .attention import AttentionLocator
+
 
 @dataclass(frozen=True)
 class Streams:
@@ -40,6 +42,11 @@ class Adapter(ABC):
     transformer_classes: ClassVar[tuple[str, ...]] = ()
     #: attribute names of the transformer's block lists, in forward order
     block_lists: ClassVar[tuple[str, ...]] = ("transformer_blocks",)
+    #: where and how its blocks attend from image to text (`ditlens.attention`); None = not wired
+    attention_locator: ClassVar[AttentionLocator | None] = None
+    #: pipelines around this transformer that ditlens refuses, each with its reason (e.g.
+    #: edit pipelines that append reference-image tokens to the image stream)
+    refused_pipelines: ClassVar[dict[str, str]] = {}
 
     def __init__(self, transformer: nn.Module):
         self.transformer = transformer
@@ -62,6 +69,22 @@ class Adapter(ABC):
         """Called with the transformer's forward inputs before its blocks run (e.g. to learn
         the text length of a joint sequence). Most families need nothing here."""
 
+    def generation_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """Pipeline arguments ditlens always passes to this family's pipelines, so that it
+        generates at the size asked (see SANA's). Most families need none."""
+        return {}
+
+    def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """(rows, cols) of the generated image's tokens in this call, read from the
+        transformer's forward inputs (`args`/`kwargs`): the latent the pipeline actually
+        made, whatever size was asked for. None where the inputs do not tell (the caller
+        then lays the tokens out from the image size).
+
+        Raises `ExtraImageTokensError` where the image stream holds more tokens than that
+        grid (an edit pipeline's reference-image tokens): they would be mixed with the
+        generated ones."""
+        return None
+
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) images in [0, 1] -> the latents `pipe` denoises, in its own layout:
         the shape of its `prepare_latents` output (what `callback_on_step_end` sees), scaled
@@ -72,9 +95,9 @@ class Adapter(ABC):
         themselves (the built-in one) are used as they are."""
         if hasattr(pipe, "image_to_latents"):
             return pipe.image_to_latents(images)
-        raise NotImplementedError(
-            f"Image-conditioned transport is not wired for {type(pipe).__name__} yet "
-            "(its adapter has no image_to_latents)."
+        raise UnsupportedModelError(
+            f"Image-conditioned transport is not wired for {type(pipe).__name__} "
+            "(its adapter has no image_to_latents); text-conditioned transport works."
         )
 
     def latents_argument(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -95,5 +118,35 @@ class Adapter(ABC):
         """Return `output` rebuilt with the given streams, in the block's own format."""
 
 
+def check_image_tokens(n_tokens: int, grid: tuple[int, int], transformer: nn.Module) -> tuple[int, int]:
+    """`grid`, once the image stream's `n_tokens` are checked to be exactly its tokens."""
+    if n_tokens != grid[0] * grid[1]:
+        raise ExtraImageTokensError(_extra_tokens_message(transformer, n_tokens, grid[0] * grid[1]))
+    return grid
+
+
+def _extra_tokens_message(transformer: nn.Module, n_tokens: int, generated: int) -> str:
+    return (
+        f"{type(transformer).__name__}'s image stream holds {n_tokens} tokens, of which the generated image is "
+        f"{generated}: the pipeline appended other tokens (an edit pipeline's reference image?). ditlens does "
+        "not mix them with the generated ones; use the family's text-to-image pipeline."
+    )
+
+
+def grid_from_ids(ids: torch.Tensor, n_tokens: int, transformer: nn.Module) -> tuple[int, int] | None:
+    """(rows, cols) from FLUX-style position ids (N, A): axis 0 is 0 for the generated
+    image's tokens (other values mark reference images), axes 1 and 2 are row and column.
+    None where the generated tokens do not fill such a grid."""
+    extra, rows, cols = (int(v) for v in torch.stack([(ids[:, 0] != 0).sum(), ids[:, 1].amax(), ids[:, 2].amax()]).tolist())
+    if extra:
+        raise ExtraImageTokensError(_extra_tokens_message(transformer, n_tokens, n_tokens - extra))
+    grid = (rows + 1, cols + 1)
+    return grid if grid[0] * grid[1] == n_tokens else None
+
+
 class UnsupportedModelError(ValueError):
-    """The transformer's class has no adapter."""
+    """The transformer's class (or the pipeline's) has no adapter."""
+
+
+class ExtraImageTokensError(UnsupportedModelError):
+    """The image stream carries tokens besides the generated image's (reference images)."""

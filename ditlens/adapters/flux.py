@@ -11,12 +11,18 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, Streams
+from .attention import FluxLocator
+from .base import Adapter, Streams, grid_from_ids
 
 
 class FluxAdapter(Adapter):
     transformer_classes = ("FluxTransformer2DModel",)
     block_lists = ("transformer_blocks", "single_transformer_blocks")
+    attention_locator = FluxLocator()
+    refused_pipelines = {
+        name: "it appends the reference image's tokens to the image stream, which ditlens would mix with the generated ones"
+        for name in ("FluxKontextPipeline", "FluxKontextInpaintPipeline")
+    }
 
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         txt, img = output
@@ -24,6 +30,14 @@ class FluxAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """From `img_ids` of (0, row, col) per packed token (reference images have a non-zero axis 0); one host
+        sync per call. None where the ids lay no grid out (a caller's own ids)."""
+        ids, hidden = kwargs.get("img_ids"), kwargs.get("hidden_states", args[0] if args else None)
+        if ids is None or hidden is None:
+            return None
+        return grid_from_ids(ids[0] if ids.ndim == 3 else ids, int(hidden.shape[1]), self.transformer)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """FluxPipeline: VAE mode, shifted and scaled as the pipeline decodes, packed 2x2."""

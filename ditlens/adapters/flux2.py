@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Adapter, Streams
+from .attention import Flux2Locator
+from .base import Adapter, Streams, grid_from_ids
 
 # positions of the inputs in `Flux2SingleTransformerBlock.forward`, for positional calls
 # (diffusers' gradient-checkpointing path passes them positionally)
@@ -46,6 +47,10 @@ def _arg(name: str, args: tuple, kwargs: dict) -> Any:
 class Flux2Adapter(Adapter):
     transformer_classes = ("Flux2Transformer2DModel",)
     block_lists = ("transformer_blocks", "single_transformer_blocks")
+    attention_locator = Flux2Locator()
+    refused_pipelines = {
+        "Flux2KleinKVPipeline": "it caches reference-image tokens in the attention, which ditlens would mix with the generated ones",
+    }
 
     def __init__(self, transformer: nn.Module):
         super().__init__(transformer)
@@ -77,6 +82,14 @@ class Flux2Adapter(Adapter):
         if streams.txt is None:
             raise ValueError("A FLUX.2 single block returns one joint sequence: merge needs the txt stream too.")
         return torch.cat([streams.txt, streams.img], dim=1)
+
+    def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """From `img_ids` of (t, row, col, l) per packed token (reference images have t > 0); one host
+        sync per call. None where the ids lay no grid out (a caller's own ids)."""
+        ids, hidden = kwargs.get("img_ids"), kwargs.get("hidden_states", args[0] if args else None)
+        if ids is None or hidden is None:
+            return None
+        return grid_from_ids(ids[0] if ids.ndim == 3 else ids, int(hidden.shape[1]), self.transformer)
 
     def _text_len(self, joint: torch.Tensor, args: tuple, kwargs: dict) -> int:
         txt_in = _arg("encoder_hidden_states", args, kwargs)

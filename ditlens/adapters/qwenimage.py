@@ -13,12 +13,18 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, Streams
+from .attention import QwenImageLocator
+from .base import Adapter, Streams, check_image_tokens
 
 
 class QwenImageAdapter(Adapter):
     transformer_classes = ("QwenImageTransformer2DModel",)
     block_lists = ("transformer_blocks",)
+    attention_locator = QwenImageLocator()
+    refused_pipelines = {
+        name: "it appends the condition image's tokens to the image stream, which ditlens would mix with the generated ones"
+        for name in ("QwenImageEditPipeline", "QwenImageEditPlusPipeline", "QwenImageEditInpaintPipeline")
+    } | {"QwenImageLayeredPipeline": "its image stream holds several layers, not one image"}
 
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         txt, img = output
@@ -26,6 +32,16 @@ class QwenImageAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """From `img_shapes`: per sample, (frames, rows, cols) of each latent image in the
+        stream, the generated one first (Python ints: no sync)."""
+        shapes, hidden = kwargs.get("img_shapes"), kwargs.get("hidden_states", args[0] if args else None)
+        if not shapes or hidden is None:
+            return None
+        first = shapes[0] if isinstance(shapes[0], list) else shapes  # per sample a list, or one list for all
+        _, rows, cols = first[0]  # one frame: text-to-image; more tokens than that are refused
+        return check_image_tokens(int(hidden.shape[1]), (int(rows), int(cols)), self.transformer)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """QwenImagePipeline: VAE mode of the one-frame video (B, 3, 1, H, W), normalised

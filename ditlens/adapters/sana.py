@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 
+from .attention import SanaLocator
 from .base import Adapter, Streams
 
 
 class SanaAdapter(Adapter):
     transformer_classes = ("SanaTransformer2DModel",)
     block_lists = ("transformer_blocks",)
+    attention_locator = SanaLocator()
 
     @property
     def hidden_size(self) -> int:
@@ -26,11 +28,29 @@ class SanaAdapter(Adapter):
         config = self.transformer.config
         return int(config.num_attention_heads * config.attention_head_dim)
 
+    def generation_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """Resolution binning off. SanaPipeline by default generates at the nearest size of
+        its aspect-ratio table (512 px and up) and resizes the image to the size asked, so
+        a 64 px request was a 512 px generation whose masks did not match the picture.
+        ditlens generates at the size asked (any multiple of the VAE's 32 px)."""
+        import inspect
+
+        takes = "use_resolution_binning" in inspect.signature(pipe.__call__).parameters
+        return {"use_resolution_binning": False} if takes else {}
+
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         return Streams(img=output, txt=None)
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return streams.img
+
+    def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """From the unpacked latents (B, C, H, W) it is called with, patchified p x p."""
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if hidden is None or hidden.ndim != 4:
+            return None
+        p = int(self.transformer.config.patch_size)
+        return (int(hidden.shape[2]) // p, int(hidden.shape[3]) // p)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """SanaPipeline: AutoencoderDC's latents (deterministic: no distribution) times

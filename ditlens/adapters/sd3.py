@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
+from .attention import SD3Locator
 from .base import Adapter, Streams
 
 
 class SD3Adapter(Adapter):
     transformer_classes = ("SD3Transformer2DModel",)
     block_lists = ("transformer_blocks",)
+    attention_locator = SD3Locator()
 
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         txt, img = output  # txt is None for the context_pre_only last block
@@ -27,6 +29,14 @@ class SD3Adapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """From the unpacked latents (B, C, H, W) it is called with, patchified p x p."""
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if hidden is None or hidden.ndim != 4:
+            return None
+        p = int(self.transformer.config.patch_size)
+        return (int(hidden.shape[2]) // p, int(hidden.shape[3]) // p)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """StableDiffusion3Pipeline: VAE mode, `(x - shift_factor) * scaling_factor` as
