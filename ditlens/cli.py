@@ -388,6 +388,13 @@ def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list 
             raise UsageError("Give --source PROMPT (text-conditioned) or --reference IMAGE (image-conditioned).")
         texts = [args.source, args.target]
     _check_builtin_words(args, texts)
+    if args.reference and args.reference_path == "invert":  # before loading: the index names the scheduler
+        from .models import model_index, scheduler_class
+        from .transport import check_invertible
+
+        scheduler = scheduler_class(args.model)
+        if scheduler is not None:
+            check_invertible(scheduler, (model_index(args.model) or {}).get("_class_name", "the built-in pipeline"))
     pipe = _load(args)
     adapter = adapter_for(pipe)
     for c in configs:

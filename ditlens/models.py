@@ -75,19 +75,11 @@ def model_adapter(model: str | None) -> type[Adapter] | None:
     loads (in well under a second): unsupported pipelines and transformers are refused
     here, not after minutes of loading. None where that cannot be told without loading (a
     hub id not in the local cache: `load_pipeline` checks it once loaded)."""
-    import json
-
     if model in (None, BUILTIN):  # its transformer is a FluxTransformer2DModel
         return adapter_class(["FluxTransformer2DModel"], "BuiltinPipeline")
-    index_path = Path(model) / "model_index.json"
-    if not index_path.is_file():
-        index_path = _cached_model_index(model)
-        if index_path is None:
-            return None
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot read {str(index_path)!r} ({err}); is {model!r} a diffusers pipeline folder?") from None
+    index = model_index(model)
+    if index is None:
+        return None
     pipeline_class = index.get("_class_name")
     component = index.get("transformer")
     if not isinstance(component, list) or len(component) != 2 or component[1] is None:
@@ -97,6 +89,35 @@ def model_adapter(model: str | None) -> type[Adapter] | None:
             f"Supported transformer classes: {', '.join(_supported())}."
         )
     return adapter_class(_class_and_bases(component), pipeline_class)
+
+
+def model_index(model: str | None) -> dict | None:
+    """`model`'s model_index.json (pipeline class and component classes), read without
+    loading anything; None for the built-in model and for a hub id not in the local cache."""
+    import json
+
+    if model in (None, BUILTIN):
+        return None
+    index_path = Path(model) / "model_index.json"
+    if not index_path.is_file():
+        index_path = _cached_model_index(model)
+        if index_path is None:
+            return None
+    try:
+        return json.loads(index_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read {str(index_path)!r} ({err}); is {model!r} a diffusers pipeline folder?") from None
+
+
+def scheduler_class(model: str | None) -> list[str] | None:
+    """Names of `model`'s scheduler class and its bases, from its index (None: unknown)."""
+    if model in (None, BUILTIN):
+        return ["FlowMatchEulerDiscreteScheduler"]
+    index = model_index(model)
+    component = None if index is None else index.get("scheduler")
+    if not isinstance(component, list) or len(component) != 2 or component[1] is None:
+        return None
+    return _class_and_bases(component)
 
 
 def _supported() -> list[str]:

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .adapters import adapter_for
 from .channels import RandomK, TopK, check_k, check_statistic
@@ -365,6 +364,16 @@ def transport_image(
     )
 
 
+def check_invertible(scheduler_mro: list[str], pipeline: str) -> None:
+    """Refuse `reference_path="invert"` for a scheduler that is no flow-matching Euler one
+    (by class names: the CLI asks before the model loads)."""
+    if "FlowMatchEulerDiscreteScheduler" not in scheduler_mro:
+        raise ValueError(
+            f"ODE inversion needs a FlowMatchEulerDiscreteScheduler; {pipeline} uses {scheduler_mro[0]}. "
+            "Use reference_path='renoise' (--reference-path renoise)."
+        )
+
+
 def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: GenerationSettings) -> list[torch.Tensor]:
     """Carry clean latents `x0` (1, ...) up the flow ODE: Euler steps over the generation's
     own sigmas in reverse order, the velocity taken at the start of each interval (the
@@ -375,11 +384,7 @@ def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: G
     x0. Runs the pipeline itself with its schedule flipped, so it needs a flow-matching Euler
     scheduler (`FlowMatchEulerDiscreteScheduler`)."""
     scheduler = pipe.scheduler
-    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-        raise ValueError(
-            f"ODE inversion needs a FlowMatchEulerDiscreteScheduler; {type(pipe).__name__} uses "
-            f"{type(scheduler).__name__}. Use reference_path='renoise' (--reference-path renoise)."
-        )
+    check_invertible([c.__name__ for c in type(scheduler).__mro__], type(pipe).__name__)
     path = [x0.detach().cpu()]
 
     def keep(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,8 @@ GUIDANCE = {
     "sana": [],  # default guidance 4.5: one call on [uncond, cond]
     "sd3": [],  # default guidance 7: one call on [uncond, cond]
 }
+#: families whose scheduler is no flow-matching Euler one: no ODE inversion (--reference-path renoise only)
+NOT_INVERTIBLE = {"sana": "DPMSolverMultistepScheduler"}
 #: rows per transformer call of one step, with 2 prompts, under GUIDANCE
 ROWS_PER_CALL = {"flux": [2, 2], "qwenimage": [2, 2], "flux2": [2, 2], "sana": [4], "sd3": [4]}
 
@@ -135,7 +137,8 @@ def test_transport_text_and_reference(folder, tmp_path, request):
     assert (out / "transported_alpha1.00.png").is_file() and (out / "source.png").is_file()
     reference = tmp_path / "reference.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(reference)
-    for path in ("renoise", "invert"):
+    paths = ["renoise"] if family in NOT_INVERTIBLE else ["renoise", "invert"]
+    for path in paths:
         out = tmp_path / f"reference-{path}"
         _run(["transport", *_transport_common(family, folder), "--reference", str(reference),
               "--reference-path", path, "--out", str(out)])
@@ -143,6 +146,15 @@ def test_transport_text_and_reference(folder, tmp_path, request):
         assert settings["reference_path"] == path
         image = Image.open(out / "transported_alpha1.00.png")
         assert image.size == (32, 32)
+    if family in NOT_INVERTIBLE:  # refused from the folder's model_index.json, before loading, with the way out
+        import time
+
+        start = time.perf_counter()
+        argv = ["transport", *_transport_common(family, folder), "--reference", str(reference), "--reference-path", "invert",
+                "--out", str(tmp_path / "refused"), "--quiet"]
+        assert main(argv) == 2
+        assert time.perf_counter() - start < 1.0
+        assert not (tmp_path / "refused").exists()
 
 
 @families
