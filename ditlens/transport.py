@@ -59,7 +59,7 @@ def check_streams(streams: str) -> None:
 @dataclass
 class TransportConfig:
     # k, mask and streams: the choice of `ditlens bench transport --device cuda --n 32` on the
-    # built-in model (commit 953c2e1, docs/transport.md), scored by clean transfer x layout kept
+    # built-in model (commits 953c2e1 and 5f57d7a, docs/transport.md), scored by clean transfer x layout kept
     # (x (1 - ghosting)). Every setting scores low there: the best, the text stream's top-64
     # channels in steps [4, 8) of 8, moved the source's colour in 5 of 32 pairs (score 0.061,
     # ghosting 0.20); copying more of the image stream moved more but drew noise (k = 256:
