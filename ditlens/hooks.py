@@ -146,12 +146,13 @@ class HookedRun:
         self._close_call()
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         self._batch_size = int(hidden.shape[0]) if hidden is not None else 0
+        # only edits and observers use the grid; reading it may sync once per call, never per
+        # site. First: a call it refuses (reference tokens in the image stream) never opens
+        self._grid = self.adapter.token_grid(args, kwargs) if self.edits or self.observers else None
         self.clock.on_transformer_call(self._batch_size)
         self.adapter.on_transformer_call(args, kwargs)
         self._call_open, self._call_step, self._site_ran = True, self.clock.step, False
         self._call_run, self._step_calls = max(self.clock.run, 0), tuple(self.clock.step_calls)
-        # only edits and observers use the grid; reading it may sync once per call, never per site
-        self._grid = self.adapter.token_grid(args, kwargs) if self.edits or self.observers else None
         skip_layers = kwargs.get("skip_layers")  # skip-layer guidance: the hooked blocks may all be skipped
         self._skips_layers = skip_layers is not None and len(skip_layers) > 0
 

@@ -316,7 +316,13 @@ def segment_generated(
         masks=stacked.pop(config.foreground),
         image_size=(all_images.shape[-2], all_images.shape[-1]),
         images=all_images,
-        meta={"prompts": config.prompts, "seeds": config.seeds, "k": config.k, "statistic": config.statistic, "foreground": config.foreground},
+        meta={
+            "prompts": config.prompts, "seeds": config.seeds, "k": config.k, "statistic": config.statistic,
+            "foreground": config.foreground,
+            # what the samples axis holds: one mask per seed x prompt, from its conditional rows
+            "samples": [{"seed": seed, "prompt": prompt} for seed in config.seeds for prompt in config.prompts],
+            "rows": "each sample's conditional rows (ditlens.rows); unconditional and guidance calls are not masked",
+        },
         foreground=config.foreground,
         other_foregrounds=stacked,
         heat=torch.cat(heat, dim=2),

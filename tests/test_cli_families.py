@@ -123,6 +123,7 @@ def test_segment_with_a_truth_folder(folder, size, tmp_path, request):
     rows, cols = summary["grid"]  # the latent's own grid: its aspect is the image's
     assert rows * size[1] == cols * size[0] and rows >= 1
     assert set(summary["scores"]) >= {"top", "bottom", "random", "all"}
+    assert [(s["seed"], s["prompt"]) for s in summary["meta"]["samples"]] == [(int(seed), p) for seed in SEEDS for p in PROMPTS]
     with safe_open(str(out / "masks.safetensors"), "pt") as f:
         top = f.get_tensor("top")
     assert top.shape[2] == SAMPLES  # (steps, sites, samples, N): no unconditional masks among the samples
