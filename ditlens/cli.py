@@ -180,6 +180,11 @@ def _check_builtin_words(args: argparse.Namespace, prompts: list[str]) -> None:
             check_words(prompt)
 
 
+def _two(value: float | None) -> str:
+    """Two decimals, or "n/a" where a score has nothing to compare (a single prompt or seed)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _say(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message)
@@ -552,7 +557,7 @@ def cmd_find(args: argparse.Namespace) -> None:
         _say(
             args,
             f"  {site:32s} top channels {info['top_channels']}  x median {info['ratio_to_median']}  "
-            f"Jaccard prompts {info['jaccard_across_prompts']:.2f} steps {info['jaccard_across_steps']:.2f}",
+            f"Jaccard prompts {_two(info['jaccard_across_prompts'])} steps {_two(info['jaccard_across_steps'])}",
         )
 
 

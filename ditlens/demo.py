@@ -78,7 +78,7 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     top1 = ratio.amax(-1)  # (steps, sites, samples)
     table = [["site", "top channels", "top-1 / median (mean)", "Jaccard prompts", "Jaccard steps"]]
     for s, (site, info) in enumerate(summary["sites"].items()):
-        table.append([site, str(info["top_channels"]), f"{float(top1[:, s].mean()):.1f}", f"{info['jaccard_across_prompts']:.2f}", f"{info['jaccard_across_steps']:.2f}"])
+        table.append([site, str(info["top_channels"]), f"{float(top1[:, s].mean()):.1f}", _two(info["jaccard_across_prompts"]), _two(info["jaccard_across_steps"])])
     numbers["find"] = {"top1_over_median_mean": float(top1.mean()), "sites": summary["sites"]}
     per_site = top1.mean((0, 2))  # (sites,)
     sections.append(Section(
@@ -202,3 +202,7 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     intro = (f"Built-in model, seed {config.seed}, commit {numbers['meta']['commit']}, {elapsed:.0f} s on {platform.machine()} "
              f"({torch.get_num_threads()} threads). Reproduce: ditlens demo --out {out}")
     return write_html(out / "index.html", "ditlens demo", intro, sections)
+
+
+def _two(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"  # None: a single prompt or step, nothing to compare

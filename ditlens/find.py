@@ -147,10 +147,11 @@ class FindResult:
         return {key: out / name for key, name in names.items()}
 
 
-def _jaccard(masks: torch.Tensor, present: torch.Tensor) -> float:
+def _jaccard(masks: torch.Tensor, present: torch.Tensor) -> float | None:
     """(M, ..., D) bool masks of M items, (M, ...) which are present -> the mean over cells
     of each cell's mean pairwise Jaccard, over the pairs of present items only (cells with
-    fewer than two present items left out; 1.0 where no cell has two, as for M < 2)."""
+    fewer than two present items left out). None where no cell has two (one prompt, one
+    seed or one step): there is nothing to compare, which is not perfect agreement."""
     M = masks.shape[0]
     total = torch.zeros(masks.shape[1:-1])
     pairs = torch.zeros(masks.shape[1:-1])
@@ -161,7 +162,7 @@ def _jaccard(masks: torch.Tensor, present: torch.Tensor) -> float:
             pairs += both
     cells = pairs > 0
     if not bool(cells.any()):
-        return 1.0
+        return None
     return round(float((total[cells] / pairs[cells]).mean()), 4)
 
 

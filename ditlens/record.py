@@ -124,7 +124,8 @@ class ChannelStats:
 
         layout = RowLayout.of(self.meta, prompts)
         view = self.rows(layout.sample_rows())
-        view.meta |= {"rows": "samples", "samples": layout.runs * prompts}
+        # laid out as one call of the conditional rows per run: samples() of the view is the view
+        view.meta |= {"rows_per_call": [prompts], "calls_per_step": 1, "runs": layout.runs, "rows": "samples"}
         return view
 
     def rows(self, rows: list[int] | slice) -> ChannelStats:

@@ -686,7 +686,7 @@ class Runner:
         sites = summary["sites"].values()
         return {
             "top_ratio_to_median": _mean([info["ratio_to_median"][0] for info in sites]),
-            "jaccard_across_steps": _mean([info["jaccard_across_steps"] for info in sites]),
+            "jaccard_across_steps": _mean([info["jaccard_across_steps"] for info in sites if info["jaccard_across_steps"] is not None]),
         }
 
     def disrupt(self, item: Item, out: Path) -> dict[str, Any]:

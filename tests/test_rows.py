@@ -77,3 +77,13 @@ def test_find_over_two_seeds_with_skip_layer_guidance_reads_each_samples_conditi
     summary = both.summary()
     assert summary["layout"]["summary_rows"] == [2, 3, 8, 9]
     assert [label["role"] for label in summary["layout"]["row_labels"][:6]] == [UNCOND, UNCOND, COND, COND, GUIDANCE, GUIDANCE]
+
+
+def test_the_samples_of_a_samples_view_are_the_view():
+    from ditlens.record import ChannelStats
+
+    table = torch.arange(2 * 1 * 12 * 3, dtype=torch.float32).view(2, 1, 12, 3)
+    stats = ChannelStats(sites=["s"], img={"abs_mean": table}, meta={"rows_per_call": [4, 2], "runs": 2})
+    samples = stats.samples(2)
+    assert torch.equal(samples.img["abs_mean"], table[:, :, [2, 3, 8, 9]])
+    assert torch.equal(samples.samples(2).img["abs_mean"], samples.img["abs_mean"])
