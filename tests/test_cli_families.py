@@ -106,9 +106,10 @@ def test_disrupt(folder, tmp_path, request):
     _run(["disrupt", *_common(family, folder), "--ks", "1", "--rules", "top", "random", "--draws", "1", "--out", str(out)])
     report = json.loads((out / "disrupt.json").read_text())
     assert (out / "grid.png").is_file() and (out / "metrics.json").is_file()
-    conditions = [c for c in report["conditions"]] if "conditions" in report else None
-    pngs = [p for p in out.rglob("*.png") if p.name != "grid.png"]
-    assert len(pngs) % SAMPLES == 0 and len(pngs) >= 3 * SAMPLES, (conditions, sorted(p.name for p in pngs))
+    labels = [c["label"].replace("#", "_draw") for c in report["conditions"]]
+    assert labels == ["none", "top-1", "random-1_draw0"]
+    for label in labels:  # one image per prompt x seed and condition
+        assert sorted(p.name for p in out.glob(f"{label}_*.png")) == [f"{label}_{i:03d}.png" for i in range(SAMPLES)]
 
 
 @pytest.mark.parametrize("folder, size", [(f, s) for f in FAMILIES for s in (SIZE, NON_SQUARE[f])], indirect=["folder"],
