@@ -183,7 +183,7 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
         for seed in config.seeds:
             generator = torch.Generator().manual_seed(seed)
             call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": config.prompts}
-            output = pipe(**call, **config.generation().kwargs(pipe, len(config.prompts)), generator=generator, output_type="pil")
+            output = pipe(**call, **config.generation().kwargs(pipe, len(config.prompts), call), generator=generator, output_type="pil")
             images.extend(output.images)
     stats = run.stats
     from .checks import HINT, NonFiniteError

@@ -25,10 +25,10 @@ class GenerationSettings:
     true_cfg_scale: float | None = None
     negative_prompt: str | None = None  # None: the pipeline's own (mostly empty, or none)
 
-    def kwargs(self, pipe: Any = None, batch: int | None = None) -> dict[str, Any]:
+    def kwargs(self, pipe: Any = None, batch: int | None = None, given: dict[str, Any] | None = None) -> dict[str, Any]:
         """The pipeline arguments these settings make, for a call of `batch` prompts; with
         `pipe`, also those its family's adapter always passes (`Adapter.generation_kwargs`:
-        SANA's binning off)."""
+        SANA's binning off) unless the caller's own arguments `given` set them."""
         names = ("num_inference_steps", "guidance_scale", "height", "width", "true_cfg_scale")
         own = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         if self.negative_prompt is not None:  # one per prompt: FLUX.1 and Qwen-Image want as many as prompts
@@ -46,7 +46,8 @@ class GenerationSettings:
             )
         from .adapters import adapter_for
 
-        return adapter_for(pipe).generation_kwargs(pipe) | own
+        defaults = {k: v for k, v in adapter_for(pipe).generation_kwargs(pipe).items() if k not in (given or {})}
+        return defaults | own
 
     def validate(self) -> None:
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
@@ -94,7 +95,7 @@ def generate(
     out = []
     for seed in seeds:
         call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": prompts}
-        result = pipe(**call, **settings.kwargs(pipe, len(prompts)), generator=torch.Generator().manual_seed(seed), output_type="pt")
+        result = pipe(**call, **settings.kwargs(pipe, len(prompts), call), generator=torch.Generator().manual_seed(seed), output_type="pt")
         images = result.images
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(images).permute(0, 3, 1, 2)

@@ -271,7 +271,7 @@ def transport_text(
     edits = _edits(config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation))
     with hooks(pipe, edits=edits):
         prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
-        images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs(pipe, len(prompts))))
+        images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs(pipe, len(prompts), prompt_args)))
     settings = _settings(config, alphas) | {
         "source_prompt": source_prompt,
         "target_prompt": target_prompt,
@@ -346,7 +346,7 @@ def transport_image(
             output_type="pt",
             callback_on_step_end=renoise,
             callback_on_step_end_tensor_inputs=["latents"],
-            **config.generation.kwargs(pipe, 1 + n_targets),
+            **config.generation.kwargs(pipe, 1 + n_targets, prompt_args),
         )
     images = _images(output)
     settings = _settings(config, alphas) | {
@@ -394,7 +394,7 @@ def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: G
     start = adapter_for(pipe).latents_argument(pipe, x0, *image_size(pipe, settings))  # FLUX.2 takes them unpacked
     with _reversed_schedule(scheduler):
         pipe(**prompt_args, latents=start, output_type="latent", callback_on_step_end=keep,
-             callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs(pipe, 1))
+             callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs(pipe, 1, prompt_args))
     return path[::-1]
 
 
