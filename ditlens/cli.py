@@ -115,14 +115,83 @@ def _add_cfg_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--negative-prompt", default=None, help="negative prompt (default: the pipeline's)")
 
 
+def shorten(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters with the full length named (a 10,000-word
+    prompt is not echoed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}... ({len(str(value)):,} characters)"
+
+
+#: bounds of the generation options, checked before anything loads: wide enough for every
+#: supported model (FLUX.1 at 2048 px, 50-step schedules), narrow enough that a typo such
+#: as --height 100000 is an error, not an hour of allocation
+MAX_STEPS = 1000
+MAX_SIDE = 8192
+MAX_SEED = 2**63 - 1  # torch.Generator takes 64 bits; JSON and numpy keep 63 exactly
+
+
+def _check_generation_args(args: argparse.Namespace) -> None:
+    """The options every generating command shares, checked before any model loads."""
+    import math
+
+    steps = getattr(args, "steps", None)
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be a whole number from 1 to {MAX_STEPS}; got {steps}.")
+    for name in ("height", "width"):
+        value = getattr(args, name, None)
+        if value is not None and not 1 <= value <= MAX_SIDE:
+            raise UsageError(f"--{name} must be from 1 to {MAX_SIDE} pixels (leave it out for the pipeline's default); got {value}.")
+    guidance = getattr(args, "guidance", None)
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise UsageError(f"--guidance must be a finite number >= 0; got {guidance}.")
+    true_cfg = getattr(args, "true_cfg", None)
+    if true_cfg is not None and not (math.isfinite(true_cfg) and true_cfg >= 1):
+        raise UsageError(f"--true-cfg must be a finite number >= 1 (1 = off); got {true_cfg}.")
+    seeds = getattr(args, "seeds", None)
+    if seeds is not None:
+        _check_seeds("--seeds", seeds)
+    for name in ("seed", "source_seed", "target_seed"):
+        if getattr(args, name, None) is not None:
+            _check_seeds(f"--{name.replace('_', '-')}", [getattr(args, name)])
+    if getattr(args, "mask_image", None) and getattr(args, "mask", "user") != "user":
+        raise UsageError(f"--mask-image is used with --mask user only; got --mask {args.mask}. Add --mask user, or leave --mask-image out.")
+    for name in ("prompt", "negative_prompt", "source", "target", "reference_prompt"):
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and not value.strip() and name not in ("negative_prompt", "reference_prompt"):
+                raise UsageError(f"--{name.replace('_', '-')} is empty; give a prompt with at least one word.")
+
+
+def _check_seeds(option: str, seeds: list[int]) -> None:
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UsageError(f"{option}: seeds are whole numbers from 0 to 2**63 - 1; got {shorten(bad[0])}.")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise UsageError(f"{option}: seed {twice[0]} is given twice; each seed is one sample.")
+
+
+def _read_prompts_file(name: str) -> list[str]:
+    path = Path(name)
+    if path.is_dir():
+        raise UsageError(f"--prompts-file {name!r} is a folder; give a text file with one prompt per line.")
+    if not path.is_file():
+        raise FileNotFoundError(f"Prompts file {name!r} does not exist.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first prompt
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--prompts-file {name!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8.") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError(f"--prompts-file {name!r} holds no prompts (one per line).")
+    return prompts
+
+
 def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"Prompts file {args.prompts_file!r} does not exist.")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not prompts and model in (None, "builtin"):
+        prompts += _read_prompts_file(args.prompts_file)
+    if not prompts and model in (None, "builtin"):  # the shipped model's example prompts (not a trained folder's)
         from .builtin.examples import EXAMPLE_PROMPTS
 
         prompts = list(EXAMPLE_PROMPTS)
@@ -172,12 +241,19 @@ def _prompt_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     return tensors
 
 
-def _check_builtin_words(args: argparse.Namespace, prompts: list[str]) -> None:
-    if args.model in (None, "builtin"):
-        from .builtin.scenes import check_words
+def _check_builtin_words(args: argparse.Namespace, prompts: list[str], captions: bool = False) -> None:
+    """On the built-in model: every word known, and with `captions`, every prompt a caption
+    its grammar parses (the commands that score against the caption: disrupt, segment)."""
+    if _is_builtin(args):
+        from .builtin.scenes import CaptionError, UnknownWordError, check_words, parse_caption
 
         for prompt in prompts:
-            check_words(prompt)
+            try:
+                parse_caption(prompt) if captions else check_words(prompt)
+            except (UnknownWordError, CaptionError) as err:
+                if len(prompt) > 80:  # the message echoes the prompt: name it shortened
+                    raise UsageError(str(err).replace(repr(prompt), shorten(prompt))) from None
+                raise
 
 
 def _two(value: float | None) -> str:
@@ -208,7 +284,10 @@ def _window(args: argparse.Namespace) -> tuple[int, int] | None:
 
 
 def _is_builtin(args: argparse.Namespace) -> bool:
-    return args.model in (None, "builtin")
+    """The built-in model, or a folder of its family (written by `python -m ditlens.builtin.train`)."""
+    from .models import is_builtin_family
+
+    return is_builtin_family(args.model)
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -250,7 +329,13 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
     from .plots import plot_image_table, plot_metric_over_k
 
     prompts = _prompts(args, args.model)
-    _check_builtin_words(args, prompts)
+    _check_builtin_words(args, prompts, captions=True)
+    if _is_builtin(args) and len(prompts) * len(args.seeds) < 2:
+        raise UsageError(
+            "disrupt on the built-in model scores each condition by a Frechet distance over its images, which "
+            f"needs at least 2 (prompts x seeds); got 1 (--prompt {shorten(prompts[0])}, --seeds {args.seeds[0]}). "
+            "Add a prompt or a seed."
+        )
     config = DisruptConfig(
         prompts=prompts,
         seeds=args.seeds,
@@ -312,7 +397,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from .segment import SegmentConfig, segment_generated
 
     prompts = _prompts(args, args.model)
-    _check_builtin_words(args, prompts)
+    _check_builtin_words(args, prompts, captions=True)
     config = SegmentConfig(prompts=prompts, seeds=args.seeds, k=args.k, rules=args.rules, statistic=args.statistic,
                            foreground=args.foreground, generation=_settings(args))
     pipe = _load(args)
@@ -510,13 +595,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             merge(config, args.out, say=lambda message: _say(args, message))
         else:
             run_sweep(config, args.out, allow_download=args.allow_download, quiet=args.quiet, say=print)
-    except (SweepConfigError, FileNotFoundError) as err:
+    except (SweepConfigError, ValueError, OSError) as err:
         # under torchrun every rank reads the same config: let rank 0 alone say what is wrong
         if int(os.environ.get("RANK", "0")) > 0 and not os.environ.get("DITLENS_DEBUG"):
             raise SystemExit(2) from err
         raise
-
-
 
 
 def cmd_find(args: argparse.Namespace) -> None:
@@ -563,10 +646,12 @@ def cmd_find(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DemoConfig, run_demo
+    from .outputs import output_lock
 
-    pipe = _load(args)
-    say = (lambda message: None) if args.quiet else print
-    index = run_demo(pipe, args.out, DemoConfig(seed=args.seed), say=say)
+    with output_lock(args.out):  # a refused or busy folder is said now, not after the model loads and the demo runs
+        pipe = _load(args)
+        say = (lambda message: None) if args.quiet else print
+        index = run_demo(pipe, args.out, DemoConfig(seed=args.seed), say=say)
     _say(args, f"wrote {index} (open it in a browser)")
 
 
@@ -624,7 +709,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ditlens",
         description="Reveal and use massive activations inside diffusion transformers.",
-        epilog="Run 'ditlens COMMAND --help' for each command's options and examples.",
+        epilog="Run 'ditlens COMMAND --help' for each command's options and examples.\n\n"
+        "output folders (--out of demo, generate, find, disrupt, segment, transport, interpolate):\n"
+        "  A run writes into a temporary sibling, .tmp-NAME-PID, and replaces the folder as a whole\n"
+        "  when it is done: a rerun never mixes old and new files, and a run that fails or is\n"
+        "  interrupted leaves the previous results as they were. While a run holds NAME.lock beside\n"
+        "  the folder, a second run on it stops at once (exit 2). What a killed run left (.tmp-NAME-*)\n"
+        "  the next run on the same folder removes. Only a folder that is empty or that ditlens wrote\n"
+        "  (its .ditlens-output lists every file in it) is replaced; any other folder, '', '.', a\n"
+        "  folder above the current one and the home folder are refused (exit 2), nothing deleted.\n"
+        "  More in docs/outputs.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -642,12 +737,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "run all five capabilities on the built-in model and write an HTML report", cmd_demo)
     _add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--out", default="runs/demo", help="output folder, replaced as a whole (default: runs/demo)")
 
     p = add("generate", "generate images (built-in model by default)", cmd_generate)
     _add_model_options(p)
     _add_prompt_options(p)
-    p.add_argument("--out", default="runs/generate", help="output folder (default: runs/generate)")
+    p.add_argument("--out", default="runs/generate", help="output folder, replaced as a whole (default: runs/generate)")
 
     p = add("disrupt", "zero (or scale) top-k vs bottom-k vs random-k channels and compare the images", cmd_disrupt)
     _add_model_options(p)
@@ -659,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
     p.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
     p.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP) (default: all)")
-    p.add_argument("--out", default="runs/disrupt", help="output folder (default: runs/disrupt)")
+    p.add_argument("--out", default="runs/disrupt", help="output folder, replaced as a whole (default: runs/disrupt)")
 
     p = add("segment", "K=2 masks from the massive channels per site and step, with baselines and mIoU", cmd_segment)
     _add_model_options(p)
@@ -671,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="step for the overlays (default: middle step)")
     p.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
     _add_foreground_option(p)
-    p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
+    p.add_argument("--out", default="runs/segment", help="output folder, replaced as a whole (default: runs/segment)")
 
     for name, help_text, func in (
         ("transport", "move a source's massive activations into a target prompt's generation", cmd_transport),
@@ -721,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
         g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
         _add_cfg_options(g)
-        p.add_argument("--out", default=f"runs/{name}", help=f"output folder (default: runs/{name})")
+        p.add_argument("--out", default=f"runs/{name}", help=f"output folder, replaced as a whole (default: runs/{name})")
 
     p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model", cmd_bench)
     p.add_argument("suite", choices=["findings", "transport"], help="which benchmark")
@@ -744,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", default="abs_mean", help="abs_mean (default, the paper's), mean_abs or max_abs")
     p.add_argument("--site", default=None, help="site for the token x channel surface (default: middle block)")
     p.add_argument("--step", type=int, default=0, help="step for the surface plot (default: 0)")
-    p.add_argument("--out", default="runs/find", help="output folder (default: runs/find)")
+    p.add_argument("--out", default="runs/find", help="output folder, replaced as a whole (default: runs/find)")
 
     p = add("app", "a local web app: find, disrupt, segment and transport in the browser", cmd_app)
     _add_model_options(p)
@@ -753,16 +848,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands whose --out folder is replaced as a whole under a lock (docs/outputs.md); sweep
+#: resumes into its folder and bench writes its report folder itself
+REPLACED_OUTPUTS = ("demo", "generate", "find", "disrupt", "segment", "transport", "interpolate")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        _check_generation_args(args)
+        from contextlib import nullcontext
+
+        from .outputs import output_lock
+
+        # the output folder is checked and locked before any work: a refused or busy --out is
+        # said at once, and a second run on it cannot start while this one works
+        with output_lock(args.out) if args.command in REPLACED_OUTPUTS else nullcontext():
+            args.func(args)
     except (ValueError, OSError) as err:  # OSError: missing file, disk full, unwritable folder, ...
         if os.environ.get("DITLENS_DEBUG"):
             raise
         print(f"ditlens {args.command}: error: {_error_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("DITLENS_DEBUG"):
+            raise
+        kept = ("finished items are kept; run it again to resume" if args.command == "sweep"
+                else "nothing of this run was written; an earlier result in its output folder is kept")
+        print(f"ditlens {args.command}: interrupted (Ctrl+C): {kept}.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,7 +1,8 @@
 """`ditlens demo`: all five capabilities on the built-in model, on a CPU, with a report.
 
 find -> disrupt -> segment -> text transport (an interpolation strip) -> image transport,
-each writing its pictures and numbers under one folder with an index.html.
+each writing its pictures and numbers under one folder with an index.html. The folder is
+written like every command's: whole at the end, or not at all (ditlens.outputs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .find import FindConfig, find_channels
 from .generation import GenerationSettings
 from .metrics.classifier import AttributeClassifier
 from .metrics.fidelity import builtin_scores, off_background_masks, renders, transport_scores
+from .outputs import output_folder
 from .plots import (
     plot_channel_atlas,
     plot_image_table,
@@ -56,9 +58,17 @@ def _commit() -> str:
 
 
 def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, say: Callable[[str], None] = print) -> Path:
-    config = config or DemoConfig()
+    """Run the five sections and write the report; the path of its index.html. The folder
+    appears whole when the demo is done, or not at all (ditlens.outputs): an interrupted
+    demo leaves the previous one as it was."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_folder(out) as tmp:
+        _write_demo(pipe, tmp, out, config or DemoConfig(), say)
+    return out / "index.html"
+
+
+def _write_demo(pipe: Any, out: Path, shown: Path, config: DemoConfig, say: Callable[[str], None]) -> None:
+    """Everything into `out` (a temporary folder); `shown` is the folder the user asked for."""
     settings = GenerationSettings()
     sections: list[Section] = []
     numbers: dict[str, Any] = {}
@@ -200,8 +210,8 @@ def run_demo(pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, s
     numbers["meta"] = {"seconds": round(elapsed, 1), "commit": _commit(), "machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "report.json").write_text(json.dumps(numbers, indent=1, default=str))
     intro = (f"Built-in model, seed {config.seed}, commit {numbers['meta']['commit']}, {elapsed:.0f} s on {platform.machine()} "
-             f"({torch.get_num_threads()} threads). Reproduce: ditlens demo --out {out}")
-    return write_html(out / "index.html", "ditlens demo", intro, sections)
+             f"({torch.get_num_threads()} threads). Reproduce: ditlens demo --out {shown}")
+    write_html(out / "index.html", "ditlens demo", intro, sections)
 
 
 def _two(value: float | None) -> str:

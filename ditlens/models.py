@@ -6,6 +6,7 @@ must be in the local Hugging Face cache.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,6 @@ def check_device(device: str) -> str:
 
 def _skipped_components(model_index: Path, without_text_encoders: bool) -> dict[str, None]:
     """Components to pass as None: those saved as null, and text encoders when asked."""
-    import json
 
     index = json.loads(model_index.read_text())
     skipped = {}
@@ -58,7 +58,6 @@ def _check_safetensors(folder: Path, model_index: Path, skipped: dict[str, None]
 
     diffusers, asked for use_safetensors=True, would stop only at that component, with an
     OSError about a missing file name."""
-    import json
 
     for name, value in json.loads(model_index.read_text()).items():
         component = folder / name
@@ -91,11 +90,18 @@ def model_adapter(model: str | None) -> type[Adapter] | None:
     return adapter_class(_class_and_bases(component), pipeline_class)
 
 
+def is_builtin_family(model: str | None) -> bool:
+    """The shipped built-in model, or a folder of a model of its family (what
+    `python -m ditlens.builtin.train` writes): same vocabulary, scenes and scores."""
+    if model in (None, BUILTIN):
+        return True
+    folder = Path(model)
+    return (folder / "model_index.json").is_file() and (model_index(model) or {}).get("_class_name") == "BuiltinPipeline"
+
+
 def model_index(model: str | None) -> dict | None:
     """`model`'s model_index.json (pipeline class and component classes), read without
     loading anything; None for the built-in model and for a hub id not in the local cache."""
-    import json
-
     if model in (None, BUILTIN):
         return None
     index_path = Path(model) / "model_index.json"
@@ -104,9 +110,20 @@ def model_index(model: str | None) -> dict | None:
         if index_path is None:
             return None
     try:
-        return json.loads(index_path.read_text())
+        index = json.loads(index_path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"Cannot read {str(index_path)!r} ({err}); is {model!r} a diffusers pipeline folder?") from None
+    if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
+        raise ValueError(
+            f"{str(index_path)!r} is no diffusers pipeline index: it must be a JSON object naming the pipeline "
+            f"(\"_class_name\") and its components; it holds {shorten_json(index)}."
+        )
+    return index
+
+
+def shorten_json(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def scheduler_class(model: str | None) -> list[str] | None:
@@ -171,10 +188,10 @@ def load_pipeline(
             "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
         )
     model_adapter(model)  # refuse an unsupported model before any weight loads
-    if model in (None, BUILTIN):
+    if is_builtin_family(model):
         from .builtin import load_builtin
 
-        return load_builtin(device=device, dtype=torch_dtype)
+        return load_builtin(device=device, dtype=torch_dtype, weights=None if model in (None, BUILTIN) else model)
 
     from diffusers import DiffusionPipeline
 

@@ -8,6 +8,7 @@ and are moved to the CPU once, when the run ends (no synchronisation per step).
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,24 @@ from safetensors.torch import load_file, save_file
 from .channels import STATISTICS, channel_reduction, check_statistic, finish_statistic, top_k_mask
 
 STREAMS = ("img", "txt")
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """`save_file`, with the disk's own errors as OSError (safetensors raises its own
+    SafetensorError for a full disk, which would reach the user as a traceback)."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        if "os error" not in str(err):
+            raise
+        import errno
+        import re
+
+        code = re.search(r"os error (\d+)", str(err))
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from None
 
 
 @dataclass
@@ -152,9 +171,11 @@ class ChannelStats:
         tensors |= {f"txt.{k}": v.contiguous() for k, v in self.txt.items()}
         tensors |= {f"hidden.{k}": v.contiguous() for k, v in self.hidden.items()}
         tensors |= {f"ran.{k}": v.contiguous() for k, v in self.ran.items()}
-        header = {"sites": json.dumps(self.sites), "txt_sites": json.dumps(self.txt_sites), "meta": json.dumps(self.meta)}
+        # one metadata entry: safetensors writes several in an order that varies by process,
+        # and the same recording must be the same bytes
+        header = {"ditlens": json.dumps({"sites": self.sites, "txt_sites": self.txt_sites, "meta": self.meta}, sort_keys=True)}
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=header)
+        write_safetensors(tensors, tmp, header)
         tmp.replace(path)  # never leave a half-written file under the real name
         return path
 
@@ -167,6 +188,8 @@ class ChannelStats:
             raise FileNotFoundError(f"No statistics file at {str(path)!r}.")
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
+        if "ditlens" in header:  # files written since one entry holds everything
+            header = {key: json.dumps(value) for key, value in json.loads(header["ditlens"]).items()}
         if "sites" not in header:
             raise ValueError(f"{str(path)!r} is not a ditlens statistics file (no 'sites' in its header).")
         tensors = load_file(str(path))

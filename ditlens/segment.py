@@ -240,7 +240,7 @@ class SegmentResult:
     def save(self, out_dir: str | Path, truth: torch.Tensor | None = None) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save_file
+        from .record import write_safetensors
 
         tensors = {r: m.to(torch.uint8).contiguous() for r, m in self.masks.items()}
         tensors |= {f"{r}@{fg}": m.to(torch.uint8).contiguous() for fg, masks in self.other_foregrounds.items() for r, m in masks.items()}
@@ -249,7 +249,7 @@ class SegmentResult:
         tmp = out / "masks.safetensors.tmp"
         # one metadata entry: safetensors writes several in an order that varies by process, and the
         # file must be the same bytes for the same result (a resumed sweep is compared byte for byte)
-        save_file(tensors, str(tmp), metadata={"segment": json.dumps({"sites": self.sites, "foreground": self.foreground})})
+        write_safetensors(tensors, tmp, {"segment": json.dumps({"sites": self.sites, "foreground": self.foreground})})
         tmp.replace(out / "masks.safetensors")
         summary: dict[str, Any] = {
             "sites": self.sites, "image_size": self.image_size, "grid": self.grid, "foreground": self.foreground, "meta": self.meta,

@@ -7,12 +7,16 @@
 A config (TOML, or YAML when PyYAML is installed) names the model, the prompts, the seeds
 and a list of jobs (find / disrupt / segment / transport with their settings); see
 docs/scale.md for the format. Every prompt x seed x job setting is one *item*, named by a
-stable hash of everything that determines its result. Rank r of a torchrun world of size W
+stable hash of everything that determines its result: its prompt, seed and settings, the
+content of the model's files (`model_fingerprint`), the ditlens version and the generation
+settings. The whole config is checked before the model loads, and every job setting against
+the model before any item runs. Rank r of a torchrun world of size W
 runs the items i with i % W == r, each into `OUT/items/.tmp-ID-PID/`, then renames the
 finished folder to `OUT/items/ID/`: a result folder exists complete or not at all, and its
 `result.json` (written last, `"done": true`, the size and SHA-256 of every file) says so.
 A rerun of the same command skips the items whose result checks out and runs the rest,
-so after a crash or `kill -9` nothing is lost or done twice.
+so after a crash or `kill -9` nothing is lost or done twice, and after the model's weights
+change in place the items are computed again (and the run says why).
 """
 
 from __future__ import annotations
@@ -37,13 +41,29 @@ from typing import Any
 
 import torch
 
+from . import __version__
 from .masks import DEFAULT_FOREGROUND
 from .transport import TransportConfig
 
 COMMANDS = ("find", "disrupt", "segment", "transport")
-FORMAT_VERSION = 1  # part of every item's hash: bump when an item's outputs change meaning
+# Part of every item's hash: bump when an item's outputs change meaning. 2: the hash covers
+# the model's weights and the ditlens version (format 1 hashed the model's name only).
+FORMAT_VERSION = 2
 TMP_PREFIX = ".tmp-"
 RESULT = "result.json"
+MANIFEST = "manifest.json"
+HASHES = ".file-hashes.json"  # in OUT: SHA-256 of the model's files, so a large model is read once
+# The files of a model folder that make its results: weights, configs (model_index, each
+# component's, the scheduler's) and tokenizer vocabularies (merges.txt, spiece.model). Not
+# pickle weights (ditlens loads .safetensors only), docs or images.
+MODEL_FILES = (".safetensors", ".json", ".txt", ".model")
+# Largest height / width in pixels: 4x the largest size released DiTs are trained at (FLUX.1,
+# SD3: up to 2048); it stops a typo (100000) that would ask for terabytes of activations.
+MAX_SIDE = 8192
+SHOWN = 60  # characters of a value quoted in a message; longer ones are cut
+# The built-in model's shipped files: model/ (builtin.pipeline.DEFAULT_WEIGHTS) and classifier/
+# (metrics.classifier.DEFAULT_WEIGHTS), named here so that a plan does not import diffusers.
+BUILTIN_WEIGHTS = Path(__file__).parent / "builtin" / "weights"
 # Ranks finish their shards at different times and wait for each other at the end; a
 # collective's default timeout (10-30 min) would abort long sweeps, so wait this long.
 BARRIER_TIMEOUT = timedelta(hours=48)
@@ -149,10 +169,31 @@ def _error(path: Path, message: str) -> SweepConfigError:
     return SweepConfigError(f"Sweep config {str(path)!r}: {message}")
 
 
+def _show(value: Any) -> str:
+    """repr(value) for a message, cut to SHOWN characters: a message quotes a value, not a file."""
+    text = repr(value)
+    if len(text) <= SHOWN:
+        return text
+    return f"{text[:SHOWN]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
+
+
+def _decode(data: bytes, where: str) -> str:
+    """UTF-8 text, without the byte-order mark some editors write first (Windows Notepad):
+    TOML forbids it, but it is invisible in the editor, so a refusal would puzzle."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        utf16 = " (it starts with a UTF-16 byte-order mark)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise SweepConfigError(f"{where}: not UTF-8 text{utf16}: byte {data[err.start]:#04x} at offset {err.start} "
+                               "is not valid UTF-8. Save the file as UTF-8.") from None
+
+
 def _read_raw(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Sweep config {str(path)!r} does not exist.")
-    text = path.read_bytes()
+    if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
+        raise _error(path, f"unknown file type {path.suffix or '(none)'!r}; allowed: .toml, .yaml, .yml.")
+    text = _decode(path.read_bytes(), f"Sweep config {str(path)!r}")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
@@ -162,13 +203,11 @@ def _read_raw(path: Path) -> dict[str, Any]:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise _error(path, f"not valid YAML ({' '.join(str(err).split())}).") from None
-    elif path.suffix.lower() == ".toml":
-        try:
-            raw = tomllib.loads(text.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise _error(path, f"not valid TOML ({err}).") from None
     else:
-        raise _error(path, f"unknown file type {path.suffix or '(none)'!r}; allowed: .toml, .yaml, .yml.")
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise _error(path, f"not valid TOML ({err}).") from None
     if not isinstance(raw, dict):
         raise _error(path, f"the top level must be a table of keys ({', '.join(TOP_KEYS)}); got {type(raw).__name__}.")
     return raw
@@ -192,11 +231,13 @@ def _check_value(kind: str, value: Any, where: str, path: Path) -> Any:
             "target": "a prompt (or an embeddings row number)", "names": "a non-empty list of names",
             "window": "two integers [start, stop)",
         }[kind]
-        raise _error(path, f"{where} must be {wanted} (or a list of them to sweep); got {value!r}.")
+        raise _error(path, f"{where} must be {wanted} (or a list of them to sweep); got {_show(value)}.")
     if kind == "float":
         value = float(value)
         if not math.isfinite(value):
             raise _error(path, f"{where} must be a finite number; got {value!r}.")
+    if kind == "target" and isinstance(value, str) and not value.strip():
+        raise _error(path, f"{where} is an empty prompt ({value!r}); a target prompt needs at least one word.")
     return value
 
 
@@ -326,49 +367,45 @@ def load_config(path: str | Path) -> SweepConfig:
         raise _error(path, f"'seeds' lists a seed twice: {seeds!r}.")
 
     # prompts: a list, or a table with `list` and/or `file` (one prompt per line)
-    prompts_raw = raw.get("prompts")
-    prompts: list[str] = []
-    if isinstance(prompts_raw, list):
-        prompts_raw = {"list": prompts_raw}
-    if prompts_raw is not None:
-        if not isinstance(prompts_raw, dict):
-            raise _error(path, f"'prompts' must be a list of strings or a table with 'list' and/or 'file'; got {prompts_raw!r}.")
-        extra = [k for k in prompts_raw if k not in ("list", "file")]
-        if extra:
-            raise _error(path, f"unknown key 'prompts.{extra[0]}'; allowed: list, file.")
-        inline = prompts_raw.get("list", [])
-        if not isinstance(inline, list) or not all(isinstance(p, str) and p.strip() for p in inline):
-            raise _error(path, f"'prompts.list' must be a list of non-empty strings; got {inline!r}.")
-        prompts += [p.strip() for p in inline]
-        if "file" in prompts_raw:
-            if not isinstance(prompts_raw["file"], str):
-                raise _error(path, f"'prompts.file' must be a file path; got {prompts_raw['file']!r}.")
-            file = _relative(path, prompts_raw["file"])
-            if not file.is_file():
-                raise FileNotFoundError(f"Prompts file {str(file)!r} (prompts.file in {path.name}) does not exist.")
-            prompts += [line.strip() for line in file.read_text().splitlines() if line.strip()]
-    if not prompts and model.is_builtin:
-        from .builtin.examples import EXAMPLE_PROMPTS
+    given = _read_prompts(raw, path)
+    if given is None:  # left out: the built-in model's examples, or one item per embeddings row
+        if model.is_builtin:
+            from .builtin.examples import EXAMPLE_PROMPTS
 
-        prompts = list(EXAMPLE_PROMPTS)
-    if not prompts and embeds is not None:
-        prompts = [f"<embeds row {i}>" for i in range(_embeds_rows(embeds))]
-    if not prompts:
-        raise _error(path, "no prompts: give 'prompts' (a list, or a table with 'list' and/or 'file'), or model.embeds.")
-    if len(set(prompts)) != len(prompts):
-        raise _error(path, "a prompt is listed twice; each prompt x seed x setting must be one item.")
+            given = [(f"the built-in example prompt {i}", p) for i, p in enumerate(EXAMPLE_PROMPTS)]
+        elif embeds is not None:
+            given = [(f"model.embeds row {i}", f"<embeds row {i}>") for i in range(_embeds_rows(embeds))]
+        else:
+            raise _error(path, "no prompts: give 'prompts' (a list, or a table with 'list' and/or 'file'), or model.embeds.")
+    elif not given:
+        default = ("the built-in model's example prompts" if model.is_builtin else
+                   "one item per embeddings row" if embeds is not None else None)
+        raise _error(path, f"'prompts' gives no prompt ({_show(raw['prompts'])}); give at least one"
+                     + (f", or leave 'prompts' out for {default}." if default else "."))
+    first: dict[str, str] = {}
+    for where, prompt in given:
+        if prompt in first:
+            raise _error(path, f"prompt {_show(prompt)} is listed twice ({first[prompt]} and {where}); "
+                         "each prompt x seed x setting must be one item.")
+        first[prompt] = where
+    prompts = [prompt for _, prompt in given]
     if embeds is not None and len(prompts) != _embeds_rows(embeds):
         raise _error(path, f"{len(prompts)} prompts but the embeddings file has {_embeds_rows(embeds)} rows; they must match (one row per prompt).")
 
-    # generation
+    # generation: each key optional (the pipeline's own default otherwise)
     generation = _table(raw, "generation", path)
     for key, value in generation.items():
         if key not in GENERATION_KEYS:
             raise _error(path, f"unknown key 'generation.{key}'; allowed: {', '.join(GENERATION_KEYS)}.")
-        kind = "float" if key == "guidance" else "int"
-        value = _check_value(kind, value, f"'generation.{key}'", path)
-        if (kind == "int" and value < 1) or (kind == "float" and value < 0):
-            raise _error(path, f"'generation.{key}' must be {'>= 1' if kind == 'int' else '>= 0'}; got {value!r}.")
+        value = _check_value("float" if key == "guidance" else "int", value, f"'generation.{key}'", path)
+        if key == "guidance":
+            ok, allowed = value >= 0, "a finite number >= 0"
+        elif key == "steps":
+            ok, allowed = value >= 1, "an integer >= 1"
+        else:
+            ok, allowed = 1 <= value <= MAX_SIDE, f"a whole number of pixels in 1..{MAX_SIDE}"
+        if not ok:
+            raise _error(path, f"'generation.{key}' must be {allowed}; got {_show(value)}.")
         generation[key] = value
 
     # jobs
@@ -392,11 +429,64 @@ def load_config(path: str | Path) -> SweepConfig:
         raise _error(path, f"'out' must be a folder path; got {out!r}.")
     config = SweepConfig(path, model, prompts, seeds, parsed_jobs, generation, _relative(path, out) if out else None)
     if model.is_builtin:
-        from .builtin.scenes import check_words
-
-        for text in prompts + [t for job in parsed_jobs if job["command"] == "transport" for t in job["target"]]:
-            check_words(text)
+        targets = [(f"jobs[{j}] (transport) setting 'target'", t) for j, job in enumerate(parsed_jobs)
+                   if job["command"] == "transport" for t in job["target"]]
+        _check_builtin_prompts(given + targets, parsed_jobs, path)
     return config
+
+
+def _read_prompts(raw: dict[str, Any], path: Path) -> list[tuple[str, str]] | None:
+    """(where, prompt) for each prompt the config gives, stripped; None where it has no 'prompts'.
+    `where` names the prompt's place for messages: prompts[2], prompts.file 'p.txt' line 7."""
+    value = raw.get("prompts")
+    if value is None:
+        return None
+    if isinstance(value, list):
+        table, key = {"list": value}, "prompts"
+    elif isinstance(value, dict):
+        table, key = value, "prompts.list"
+        extra = [k for k in table if k not in ("list", "file")]
+        if extra:
+            raise _error(path, f"unknown key 'prompts.{extra[0]}'; allowed: list, file.")
+    else:
+        raise _error(path, f"'prompts' must be a list of strings or a table with 'list' and/or 'file'; got {_show(value)}.")
+    given = []
+    inline = table.get("list", [])
+    if not isinstance(inline, list):
+        raise _error(path, f"'{key}' must be a list of prompts (strings); got {_show(inline)}.")
+    for i, prompt in enumerate(inline):
+        if not isinstance(prompt, str):
+            raise _error(path, f"'{key}[{i}]' must be a prompt (a string); got {_show(prompt)}.")
+        if not prompt.strip():
+            raise _error(path, f"'{key}[{i}]' is an empty prompt ({prompt!r}); every prompt needs at least one word.")
+        given.append((f"{key}[{i}]", prompt.strip()))
+    if "file" in table:
+        if not isinstance(table["file"], str):
+            raise _error(path, f"'prompts.file' must be a file path; got {_show(table['file'])}.")
+        file = _relative(path, table["file"])
+        if not file.is_file():
+            raise FileNotFoundError(f"Prompts file {str(file)!r} (prompts.file in {path.name}) does not exist.")
+        text = _decode(file.read_bytes(), f"Prompts file {str(file)!r} (prompts.file in {path.name})")
+        # blank lines are skipped: they separate groups of prompts, not empty prompts
+        given += [(f"prompts.file {file.name!r} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return given
+
+
+def _check_builtin_prompts(prompts: list[tuple[str, str]], jobs: list[dict[str, Any]], path: Path) -> None:
+    """The built-in model knows a small vocabulary. Its disrupt, segment and transport items
+    also score each image against the exact scene its prompt describes, so with those jobs
+    every prompt must follow the caption grammar too (else the first such item would fail
+    mid-sweep)."""
+    from .builtin.scenes import UnknownWordError, check_words, parse_caption
+
+    grammar = any(job["command"] != "find" for job in jobs)
+    for where, prompt in prompts:
+        try:
+            parse_caption(prompt) if grammar else check_words(prompt)
+        except ValueError as err:  # UnknownWordError or CaptionError; both quote the whole prompt
+            why = "" if isinstance(err, UnknownWordError) else (
+                " (disrupt, segment and transport score the built-in model's images against the scene the prompt describes)")
+            raise _error(path, f"{where}: {str(err).replace(repr(prompt), _show(prompt))}{why}") from None
 
 
 def _embeds_rows(path: Path) -> int:
@@ -442,16 +532,108 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _identity(config: SweepConfig) -> dict[str, Any]:
+class FileHashes:
+    """SHA-256 of files, remembered in a JSON file (`cache`, e.g. OUT/.file-hashes.json) by
+    path, size, mtime and ctime: a model of many GB is read once, and again only when its
+    files change. ctime as well as mtime because a copy that keeps times (cp -p, rsync -t)
+    sets mtime back but cannot set ctime. Without `cache`, every file is read each time."""
+
+    def __init__(self, cache: Path | None = None):
+        self.cache = cache
+        self.known: dict[str, dict[str, Any]] = {}
+        self.used: dict[str, dict[str, Any]] = {}  # what this run hashed or looked up: saved
+        if cache is not None:
+            try:
+                data = json.loads(cache.read_text())
+                if isinstance(data, dict) and data.get("version") == 1 and isinstance(data.get("files"), dict):
+                    self.known = data["files"]
+            except (OSError, ValueError):
+                pass  # none yet, or damaged: hash again
+
+    def __call__(self, path: Path) -> str:
+        real = path.resolve()  # a hub snapshot's files are links into its blobs/
+        st = real.stat()  # before reading: a file that changes while it is hashed is hashed again next time
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        entry = self.known.get(str(real))
+        if not (isinstance(entry, dict) and entry.get("stat") == stamp and isinstance(entry.get("sha256"), str)):
+            entry = {"stat": stamp, "sha256": _file_sha256(real)}
+        self.used[str(real)] = entry
+        return entry["sha256"]
+
+    def save(self) -> None:
+        if self.cache is not None and self.used != self.known:
+            write_atomic(self.cache, (json.dumps({"version": 1, "files": self.used}, indent=1) + "\n").encode())
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The content of a model's files, as a sweep read them."""
+
+    sha256: str  # over the sorted (name, SHA-256) pairs of `files`: part of every item's id
+    files: dict[str, str]  # name (relative to its folder; `model/`, `classifier/` for the built-in) -> SHA-256
+
+
+def _model_folders(model: ModelOptions) -> dict[str, Path]:
+    """Where the files that make `model`'s results are, by the prefix their names get."""
+    if model.is_builtin:
+        return {"model/": BUILTIN_WEIGHTS / "model", "classifier/": BUILTIN_WEIGHTS / "classifier"}
+    if model.folder is not None:
+        return {"": model.folder}
+    from huggingface_hub import snapshot_download
+
+    try:  # the snapshot load_pipeline loaded: the cached revision of the default branch
+        return {"": Path(snapshot_download(model.name, local_files_only=True))}
+    except Exception:  # not a repo id, or not in the cache (several types)
+        raise ValueError(f"Model {model.name!r} is neither a local folder nor in the local Hugging Face cache, so its "
+                         "weights cannot be fingerprinted for the items' ids; run the sweep with --allow-download "
+                         "(or allow_download = true) to fetch it.") from None
+
+
+def model_fingerprint(model: ModelOptions, hashes: FileHashes | None = None) -> Fingerprint:
+    """A content hash of the files that make `model`'s results, part of every item's id: an
+    item changes when the weights change in place (retrained into the same folder, a new hub
+    revision), not only when the model's name does, so a resume never keeps a result of
+    other weights.
+
+    Covers, in the model's folder (the built-in model's shipped folder, a local diffusers
+    folder, or a hub id's snapshot in the local Hugging Face cache), every file ending in
+    MODEL_FILES: the .safetensors weights, the configs, the tokenizer files. Leaves out hidden
+    files (download metadata that changes by itself) and, with model.embeds, the text encoders
+    and tokenizers, which are not loaded (the embeddings file's own hash stands in for them).
+    For the built-in model it also covers the attribute classifier, whose scores are part of
+    its disrupt and transport results. Files are read through `hashes` (once per change)."""
+    hashes = hashes or FileHashes()
+    folders = _model_folders(model)
+    files = {}
+    for prefix, folder in folders.items():
+        for file in sorted(folder.rglob("*")):
+            name = file.relative_to(folder).as_posix()
+            if not file.is_file() or not name.endswith(MODEL_FILES) or any(part.startswith(".") for part in name.split("/")):
+                continue
+            if model.embeds is not None and name.startswith(("text_encoder", "tokenizer")):
+                continue
+            files[prefix + name] = hashes(file)
+    if not files:
+        raise ValueError(f"Model {model.name!r}: no model files ({', '.join(MODEL_FILES)}) in "
+                         f"{', '.join(str(f) for f in folders.values())}.")
+    lines = "".join(f"{name}\0{sha}\n" for name, sha in sorted(files.items()))
+    return Fingerprint(hashlib.sha256(lines.encode()).hexdigest(), files)
+
+
+def _identity(config: SweepConfig, fingerprint: Fingerprint, hashes: FileHashes | None = None) -> dict[str, Any]:
     """What every item's result depends on besides its own prompt, seed and settings.
-    The device *type* only: cuda:0 and cuda:1 give the same images, so shards may move."""
+    The device *type* only: cuda:0 and cuda:1 give the same images, so shards may move.
+    The torch and diffusers versions are not in it (an upgrade would redo every item of a long
+    study); the manifest records them."""
     m = config.model
     return {
-        "version": FORMAT_VERSION,
+        "format": FORMAT_VERSION,
+        "ditlens": __version__,
         "model": m.name,
+        "weights": fingerprint.sha256,
         "dtype": m.dtype,
         "device": torch.device(m.device).type if m.device else "cpu",
-        "embeds_sha256": _file_sha256(m.embeds) if m.embeds else None,
+        "embeds_sha256": (hashes or FileHashes())(m.embeds) if m.embeds else None,
         "generation": {k: config.generation[k] for k in sorted(config.generation)},
     }
 
@@ -481,16 +663,21 @@ def job_settings(job: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def plan(config: SweepConfig) -> list[Item]:
-    """Every item of the sweep, in a fixed order; identical settings collapse into one item."""
-    identity = _identity(config)
+def plan(config: SweepConfig, identity: dict[str, Any] | None = None, hashes: FileHashes | None = None) -> list[Item]:
+    """Every item of the sweep, in a fixed order; identical settings collapse into one item.
+    identity: `_identity` of the config (by default computed here, reading the model's files)."""
+    hashes = hashes or FileHashes()
+    if identity is None:
+        identity = _identity(config, model_fingerprint(config.model, hashes), hashes)
     items: list[Item] = []
     seen: set[str] = set()
     for j, job in enumerate(config.jobs):
         for settings in job_settings(job):
+            # a mask image is named by its path in the settings: its content goes into the id too
+            files = {"mask_image_sha256": _mask_sha256(settings["mask_image"], config, j, hashes)} if settings.get("mask_image") else {}
             for row, prompt in enumerate(config.prompts):
                 for seed in config.seeds:
-                    key = identity | {"command": job["command"], "prompt": prompt, "seed": seed, "settings": settings}
+                    key = identity | files | {"command": job["command"], "prompt": prompt, "seed": seed, "settings": settings}
                     digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
                     item_id = f"{job['command']}-{digest[:16]}"
                     if item_id in seen:
@@ -498,6 +685,13 @@ def plan(config: SweepConfig) -> list[Item]:
                     seen.add(item_id)
                     items.append(Item(len(items), item_id, job["command"], j, prompt, row, seed, settings))
     return items
+
+
+def _mask_sha256(mask: str, config: SweepConfig, job: int, hashes: FileHashes) -> str:
+    if not Path(mask).is_file():
+        raise FileNotFoundError(f"Mask image {mask!r} ({config.where(job)} setting 'mask_image') does not exist; "
+                                "its content is part of the items' ids.")
+    return hashes(Path(mask))
 
 
 # ---- results on disk ------------------------------------------------------------------------
@@ -624,8 +818,8 @@ class Runner:
             self._classifier = AttributeClassifier.from_pretrained()
         return self._classifier
 
-    def validate(self, items: list[Item]) -> None:
-        """Check every distinct job setting against the model, before anything is written."""
+    def validate(self) -> None:
+        """Check every distinct job setting against the model, before any item runs or anything is written."""
         from .disrupt import DisruptConfig
         from .find import FindConfig
         from .images import load_mask
@@ -636,29 +830,30 @@ class Runner:
         num_steps = self.generation.num_inference_steps
         self.generation.validate()
         checked: set[str] = set()
-        for item in items:
-            key = json.dumps([item.job, item.settings], sort_keys=True)
-            if key in checked:
-                continue
-            checked.add(key)
-            s = item.settings
-            try:
-                if item.command == "find":
-                    FindConfig(prompts=["-"], k=s["k"], statistic=s["statistic"]).validate(hidden, sites)
-                elif item.command == "disrupt" and s["rule"] != "none":
-                    DisruptConfig(prompts=["-"], ks=[s["k"]], rules=[s["rule"]], factor=s["factor"], statistic=s["statistic"],
-                                  sites=s["sites"], steps=_window(s["window"]), generation=self.generation).validate(hidden, sites)
-                    Scope(steps=_window(s["window"])).validate(sites, num_steps)
-                elif item.command == "segment":
-                    SegmentConfig(prompts=["-"], k=s["k"], rules=s["rules"], statistic=s["statistic"]).validate(hidden)
-                elif item.command == "transport":
-                    self.transport_config(s).validate(hidden, sites, num_steps)
-                    if s["mask_image"]:
-                        from .generation import image_size
+        for j, job in enumerate(self.config.jobs):
+            command = job["command"]
+            for s in job_settings(job):
+                key = json.dumps([j, s], sort_keys=True)
+                if key in checked:
+                    continue
+                checked.add(key)
+                try:
+                    if command == "find":
+                        FindConfig(prompts=["-"], k=s["k"], statistic=s["statistic"]).validate(hidden, sites)
+                    elif command == "disrupt" and s["rule"] != "none":
+                        DisruptConfig(prompts=["-"], ks=[s["k"]], rules=[s["rule"]], factor=s["factor"], statistic=s["statistic"],
+                                      sites=s["sites"], steps=_window(s["window"]), generation=self.generation).validate(hidden, sites)
+                        Scope(steps=_window(s["window"])).validate(sites, num_steps)
+                    elif command == "segment":
+                        SegmentConfig(prompts=["-"], k=s["k"], rules=s["rules"], statistic=s["statistic"]).validate(hidden)
+                    elif command == "transport":
+                        self.transport_config(s).validate(hidden, sites, num_steps)
+                        if s["mask_image"]:
+                            from .generation import image_size
 
-                        load_mask(s["mask_image"], image_size(self.pipe, self.generation))
-            except ValueError as err:
-                raise SweepConfigError(f"{self.config.where(item.job)}: {err}") from None
+                            load_mask(s["mask_image"], image_size(self.pipe, self.generation))
+                except ValueError as err:
+                    raise SweepConfigError(f"{self.config.where(j)}: {err}") from None
 
     def transport_config(self, s: dict[str, Any]):
         from .transport import TransportConfig
@@ -885,17 +1080,32 @@ def _lock(out: Path) -> Iterator[None]:
 
 @contextmanager
 def _quiet_loading(quiet: bool) -> Iterator[None]:
-    """No diffusers 'Loading pipeline components' bar per process when --quiet."""
+    """--quiet: no diffusers 'Loading pipeline components' bar per process, and no library
+    warnings while loading (diffusers warns about a missing `accelerate` on every load; the
+    text encoders' library, transformers, has its own). Errors still show."""
+    if not quiet:
+        yield
+        return
+    import importlib.util
+
     from diffusers.utils import logging
 
-    was_enabled = logging.is_progress_bar_enabled()
-    if quiet:
-        logging.disable_progress_bar()
+    libraries = [logging]
+    if importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as transformers_logging
+
+        libraries.append(transformers_logging)
+    was = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
+    for lib in libraries:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
     try:
         yield
     finally:
-        if quiet and was_enabled:
-            logging.enable_progress_bar()
+        for lib, verbosity, bar in was:
+            lib.set_verbosity(verbosity)
+            if bar:
+                lib.enable_progress_bar()
 
 
 def check_writable(out: Path) -> None:
@@ -927,6 +1137,71 @@ class SweepReport:
     out: Path
 
 
+def _previous_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest a former run left in `out` (None if none). A folder of another sweep
+    format is refused: its item ids mean other things, so its results cannot be checked."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        identity = manifest["identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none (or unreadable: rank 0 writes it again before any item runs)
+    if not isinstance(identity, dict):
+        return None
+    found = identity.get("format", identity.get("version"))  # format 1 called it "version"
+    if found == FORMAT_VERSION:
+        return manifest
+    if isinstance(found, int) and found < FORMAT_VERSION:
+        why = ("whose item ids do not cover the content of the model's weights, so its results cannot be checked "
+               "against the model" if found == 1 else "whose item ids mean other things")
+        hint = "merge them with the ditlens version that wrote them"
+    else:
+        why, hint = "which this ditlens cannot read", "update ditlens"
+    raise ValueError(f"Output folder {str(out)!r} holds a sweep of format {found!r} (this ditlens writes format "
+                     f"{FORMAT_VERSION}), {why}. To compute its items again give another --out, or delete "
+                     f"{str(out / 'items')!r} and {str(out / MANIFEST)!r}; to keep its results, {hint}.")
+
+
+def _why_changed(before: dict[str, Any], now: dict[str, Any], files_before: dict[str, str], files_now: dict[str, str]) -> str:
+    """What changed between two identities, in words: 'the model's weights changed (vae/...)'."""
+    parts = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if key == "weights":
+            changed = sorted(n for n in set(files_before) | set(files_now) if files_before.get(n) != files_now.get(n))
+            named = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            parts.append("the model's weights changed" + (f" ({named})" if named else ""))
+        elif key == "embeds_sha256":
+            parts.append("the embeddings file (model.embeds) changed")
+        elif key == "ditlens":
+            parts.append(f"ditlens changed ({old} -> {new})")
+        elif key == "generation":
+            parts.append(f"the generation settings changed ({old} -> {new})")
+        else:
+            parts.append(f"model.{key} changed ({old!r} -> {new!r})")
+    return ", ".join(parts)
+
+
+def _rerun_note(config: SweepConfig, previous: dict[str, Any] | None, identity: dict[str, Any], fingerprint: Fingerprint,
+                items: list[Item], items_dir: Path, hashes: FileHashes) -> str | None:
+    """One line saying why items that a former run finished are computed again (None if none
+    are): the same items under the former identity that are done, while their new ones are not."""
+    if previous is None or previous["identity"] == identity:
+        return None
+    former = plan(config, previous["identity"], hashes)
+    assert len(former) == len(items)  # the same config: the same items, other ids
+    def done(item: Item) -> bool:
+        return read_result(items_dir / item.id, item.id, verify=False) is not None
+
+    redo = sum(done(old) and not done(new) for old, new in zip(former, items))
+    if not redo:
+        return None
+    why = _why_changed(previous["identity"], identity, previous.get("weights", {}).get("files", {}), fingerprint.files)
+    return (f"sweep {config.path.name}: {why} since the items in {items_dir}/ were written: rerunning {redo} "
+            f"(the former results stay in items/, unused)")
+
+
 def run_sweep(
     config: SweepConfig,
     out: str | Path | None = None,
@@ -942,7 +1217,7 @@ def run_sweep(
 
     out = Path(out) if out is not None else default_out(config)
     check_writable(out)
-    items = plan(config)
+    previous = _previous_manifest(out)  # refuses a folder of another format, before the model loads
     with distributed(config.model.device) as d:
         device = d.device(config.model.device)
         m = config.model
@@ -952,19 +1227,32 @@ def run_sweep(
                                  without_text_encoders=m.embeds is not None)
         pipe.set_progress_bar_config(disable=True)
         runner = Runner(config, pipe, device)
-        runner.validate(items)
+        runner.validate()
 
-        # nothing was written before here: only now the folder, the manifest and stale temps
+        # nothing was written before here: only now the folder, the hashes, the manifest and stale temps
         items_dir = out / "items"
-        identity = _identity(config)
         with _lock(out) if d.rank == 0 else nullcontext():
-            if d.rank == 0:
+            if d.rank == 0:  # reads the model's files (once per change: the hashes stay in OUT) ...
+                hashes = FileHashes(out / HASHES)
+                fingerprint, identity, items = _fingerprinted_plan(config, hashes)
+                hashes.save()
                 for stale in items_dir.glob(f"{TMP_PREFIX}*"):  # left by a killed run: never complete
                     shutil.rmtree(stale, ignore_errors=True)
+                note = _rerun_note(config, previous, identity, fingerprint, items, items_dir, hashes)
+                if note and not quiet:
+                    say(note)
                 manifest = {"config": str(config.path), "identity": identity, "prompts": config.prompts,
-                            "seeds": config.seeds, "n_items": len(items), "items": [item.record() for item in items]}
-                write_atomic(out / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+                            "seeds": config.seeds, "n_items": len(items),
+                            "weights": {"sha256": fingerprint.sha256, "files": fingerprint.files},
+                            "versions": _versions(), "items": [item.record() for item in items]}
+                write_atomic(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
             d.barrier()  # no rank starts before the stale temps are gone
+            if d.rank > 0:  # ... the others then find the hashes rank 0 saved
+                fingerprint, identity, items = _fingerprinted_plan(config, FileHashes(out / HASHES))
+                written = json.loads((out / MANIFEST).read_text())["identity"]
+                if written != identity:
+                    raise ValueError(f"Process {d.rank} sees another model or other settings than process 0: "
+                                     f"{_why_changed(written, identity, {}, {})}; every process must read the same files.")
 
             mine = [item for item in items if item.index % d.world == d.rank]
             todo = [item for item in mine if read_result(items_dir / item.id, item.id) is None]
@@ -981,6 +1269,20 @@ def run_sweep(
             say(f"sweep {config.path.name}: {ran} items run, {skipped} already done, {len(items)} in all "
                 f"({d.world} process{'es' if d.world > 1 else ''}); results in {items_dir}/")
         return report
+
+
+def _fingerprinted_plan(config: SweepConfig, hashes: FileHashes) -> tuple[Fingerprint, dict[str, Any], list[Item]]:
+    """The model's fingerprint, the identity it makes and the items it names."""
+    fingerprint = model_fingerprint(config.model, hashes)
+    identity = _identity(config, fingerprint, hashes)
+    return fingerprint, identity, plan(config, identity, hashes)
+
+
+def _versions() -> dict[str, str]:
+    """Recorded in the manifest, not part of the items' ids (see `_identity`)."""
+    import diffusers
+
+    return {"ditlens": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__}
 
 
 # ---- merge: tables and a figure ---------------------------------------------------------------
@@ -1000,7 +1302,9 @@ def _setting_label(command: str, settings: dict[str, Any]) -> str:
 def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[str], None] = print) -> dict[str, Path]:
     """Summary tables (CSV + JSON) and one figure from the finished items, in OUT/summary/."""
     out = Path(out) if out is not None else default_out(config)
-    items = plan(config)
+    previous = _previous_manifest(out)
+    # the sweep's hashes: a large model is not read again (merge only reads them)
+    fingerprint, identity, items = _fingerprinted_plan(config, FileHashes(out / HASHES))
     records: dict[str, dict[str, Any]] = {}
     missing = []
     for item in items:
@@ -1010,8 +1314,11 @@ def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[
         else:
             records[item.id] = record
     if not records:
-        raise ValueError(f"No finished items of {config.path.name} in {str(out / 'items')!r}; run `ditlens sweep {config.path}` first"
-                         + (" (with the same --out)." if out != default_out(config) else "."))
+        changed = previous is not None and previous["identity"] != identity
+        why = _why_changed(previous["identity"], identity, previous.get("weights", {}).get("files", {}), fingerprint.files) if changed else ""
+        raise ValueError(f"No finished items of {config.path.name} in {str(out / 'items')!r}"
+                         + (f" ({why} since its items were written)" if why else "")
+                         + f"; run `ditlens sweep {config.path}` first" + (" (with the same --out)." if out != default_out(config) else "."))
 
     # disrupt: pixel distance of each edited image to its unedited baseline (same prompt and seed)
     baselines = {(i.prompt, i.seed): i.id for i in items if i.command == "disrupt" and i.settings["rule"] == "none"}

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -44,7 +45,12 @@ FILES = {
     "embeds": "embeds.safetensors", "embeds_wrong_key": "wrong_key.safetensors", "junk": "junk.png",
     "small_mask": "small_mask.png", "one_mask": "one_mask", "small_masks": "small_masks", "a_file": "a_file",
     "missing": "missing/none.txt", "chroma_index": "chroma_index", "kontext_index": "kontext_index",
+    "index_list": "index_list", "index_empty": "index_empty", "index_broken": "index_broken",
+    "empty_prompts": "empty_prompts.txt", "latin1_prompts": "latin1_prompts.txt", "big_image": "big.png",
+    "grey16": "grey16.png",
 }
+SCENE = "a large red square on the left on a gray background"
+SCENE_2 = "a small blue circle on the right on a white background"
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +85,13 @@ def assets(tmp_path_factory) -> Assets:
     for i in range(2):
         Image.new("L", (16, 16), 255).save(root / "small_masks" / f"m{i}.png")
     (root / "a_file").write_text("a file, not a folder")
+    for name, text in [("index_list", "[]"), ("index_empty", "{}"), ("index_broken", '{"_class_name": "FluxPipeline",')]:
+        (root / name).mkdir()
+        (root / name / "model_index.json").write_text(text)
+    (root / "empty_prompts.txt").write_text("\n  \n")
+    (root / "latin1_prompts.txt").write_bytes("a large red square on the left on a gray background caf\xe9\n".encode("latin-1"))
+    Image.new("1", (15000, 15000)).save(root / "big.png")  # 225 million pixels, 27 kB on disk
+    Image.fromarray(np.full((32, 32), 20000, dtype=np.uint16)).save(root / "grey16.png")  # a 16-bit grey, 31% bright
     return Assets(root)
 
 
@@ -160,10 +173,38 @@ CLI_CASES = [
     ("disrupt-factor-nan", lambda a, o: ["disrupt", *tiny(a), "--ks", "1", "--rules", "top", "--factor", "nan", "--out", o],
                  ["factor", "nan"]),
     ("unknown-statistic", lambda a, o: ["find", *tiny(a), "--statistic", "median", "--out", o], ["'median'", "abs_mean, mean_abs, max_abs"]),
-    ("zero-steps", lambda a, o: ["find", *tiny(a), "--steps", "0", "--out", o], ["num_inference_steps must be >= 1", "got 0"]),
+    ("zero-steps", lambda a, o: ["find", *tiny(a), "--steps", "0", "--out", o], ["--steps", "from 1 to 1000", "got 0"]),
+    ("generate-zero-steps", lambda a, o: ["generate", "--steps", "0", "--out", o], ["--steps", "from 1 to 1000", "got 0"]),
+    ("negative-steps", lambda a, o: ["find", "--steps", "-4", "--out", o], ["--steps", "got -4"]),
+    ("negative-height", lambda a, o: ["generate", "--height", "-32", "--out", o], ["--height", "from 1 to 8192", "got -32"]),
+    ("zero-height", lambda a, o: ["generate", "--height", "0", "--out", o], ["--height", "got 0", "leave it out"]),
+    ("huge-size", lambda a, o: ["generate", "--height", "100000", "--width", "100000", "--out", o], ["--height", "8192", "100000"]),
     ("disrupt-negative-guidance", lambda a, o: ["disrupt", *tiny(a), "--guidance", "-1", "--ks", "1", "--out", o],
-     ["guidance_scale must be >= 0", "-1"]),
-    ("find-negative-guidance", lambda a, o: ["find", *tiny(a), "--guidance", "-1", "--out", o], ["guidance_scale must be >= 0"]),
+     ["--guidance", "finite number >= 0", "-1"]),
+    ("find-negative-guidance", lambda a, o: ["find", *tiny(a), "--guidance", "-1", "--out", o], ["--guidance", ">= 0"]),
+    ("guidance-infinite", lambda a, o: ["generate", "--guidance", "inf", "--out", o], ["--guidance", "finite", "inf"]),
+    ("guidance-nan", lambda a, o: ["generate", "--guidance", "nan", "--out", o], ["--guidance", "nan"]),
+    ("true-cfg-below-one", lambda a, o: ["find", *tiny(a), "--true-cfg", "0.5", "--out", o], ["--true-cfg", ">= 1", "0.5"]),
+    ("seed-beyond-64-bits", lambda a, o: ["generate", "--seeds", str(2**64), "--out", o], ["--seeds", "2**63 - 1", str(2**64)]),
+    ("negative-seed", lambda a, o: ["generate", "--seeds", "-1", "--out", o], ["--seeds", "from 0", "-1"]),
+    ("duplicate-seeds", lambda a, o: ["generate", "--seeds", "0", "3", "0", "--out", o], ["--seeds", "seed 0 is given twice"]),
+    ("transport-negative-source-seed", lambda a, o: ["transport", "--source", SCENE, "--target", SCENE_2, "--source-seed", "-1", "--out", o],
+     ["--source-seed", "-1"]),
+    ("mask-image-without-user-mask", lambda a, o: ["transport", "--source", SCENE, "--target", SCENE_2, "--mask-image", a.small_mask, "--out", o],
+     ["--mask-image", "--mask user", "--mask source"]),
+    ("empty-prompt", lambda a, o: ["segment", "--prompt", "   ", "--out", o], ["--prompt is empty"]),
+    ("segment-prompt-out-of-grammar", lambda a, o: ["segment", "--prompt", "red a square", "--out", o], ["'red a square'", "Grammar"]),
+    ("disrupt-prompt-out-of-grammar", lambda a, o: ["disrupt", "--prompt", "red a square", "--seeds", "0", "1", "--out", o], ["Grammar"]),
+    ("disrupt-builtin-one-image", lambda a, o: ["disrupt", "--prompt", SCENE, "--out", o], ["at least 2", "Add a prompt or a seed"]),
+    ("long-prompt-shortened", lambda a, o: ["generate", "--prompt", "dog " * 10000, "--out", o], ["Unknown word 'dog'", "(40,000 characters)"]),
+    ("prompts-file-empty", lambda a, o: ["find", "--prompts-file", a.empty_prompts, "--out", o], ["--prompts-file", "empty_prompts.txt", "holds no prompts"]),
+    ("prompts-file-not-utf8", lambda a, o: ["find", "--prompts-file", a.latin1_prompts, "--out", o], ["--prompts-file", "not UTF-8"]),
+    ("prompts-file-is-a-folder", lambda a, o: ["find", "--prompts-file", a.one_mask, "--out", o], ["--prompts-file", "is a folder"]),
+    ("model-index-a-list", lambda a, o: ["find", "--model", a.index_list, "--prompt", "x", "--out", o], ["no diffusers pipeline index", "[]"]),
+    ("model-index-empty", lambda a, o: ["find", "--model", a.index_empty, "--prompt", "x", "--out", o], ["no diffusers pipeline index", "{}"]),
+    ("model-index-broken", lambda a, o: ["find", "--model", a.index_broken, "--prompt", "x", "--out", o], ["Cannot read", "model_index.json"]),
+    ("reference-too-large", lambda a, o: ["transport", "--reference", a.big_image, "--target", SCENE_2, "--out", o],
+     ["big.png", "15000x15000", "at most 67,108,864 pixels"]),
     # transport: alpha, masks, images
     ("transport-alpha-above-1", lambda a, o: ["transport", *tiny(a, size=False), "--k", "4", "--source", "x", "--target", "y", "--alpha", "1.5", "--out", o],
      ["alpha must be within [0, 1]", "1.5"]),
@@ -506,3 +547,116 @@ def test_an_unsupported_model_is_refused_from_its_index_in_under_a_second(assets
         message = run_cli(capsys, ["find", "--model", folder, "--prompt", "x", "--out", str(Path(folder) / "out")])
         assert time.perf_counter() - start < 1.0
         assert "Unsupported" in message
+
+
+# ---- beyond the catalogue: interrupts, full disks, images of any depth, the trainer's folders ------
+
+
+def test_ctrl_c_exits_130_with_one_line(capsys, monkeypatch, tmp_path):
+    import ditlens.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ditlens.cli, "_load", interrupted)
+    assert main(["find", "--prompt", SCENE, "--steps", "1", "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert "interrupted (Ctrl+C)" in err and "nothing of this run was written" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_while_saving_statistics_is_an_os_error(assets, tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError: it must read as the disk's error."""
+    from safetensors import SafetensorError
+
+    import ditlens.record
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ditlens.record, "save_file", full)
+    out = tmp_path / "out"
+    message = run_cli(capsys, ["find", *tiny(assets), "--out", str(out)])
+    assert "No space left on device" in message and str(out) in message
+    no_half_written(tmp_path, out)
+
+
+def test_a_16_bit_reference_is_read_at_its_brightness(assets):
+    """PIL's own convert("RGB") clips 16-bit values to 255: the image turned white."""
+    from ditlens.images import load_image, load_mask
+
+    image, _ = load_image(assets.grey16)
+    assert torch.allclose(image, torch.full_like(image, round(20000 / 65535 * 255) / 255), atol=1 / 255)
+    assert not load_mask(assets.grey16, (32, 32)).any()  # 31% bright: below the mask's half
+
+
+@pytest.mark.parametrize("mode", ["P", "CMYK", "RGBA", "LA", "I;16"])
+def test_images_of_every_mode_are_read_as_a_viewer_shows_them(mode, tmp_path):
+    from ditlens.images import load_image
+
+    red = {"P": None, "CMYK": (0, 255, 255, 0), "RGBA": (255, 0, 0, 255), "LA": (76, 255), "I;16": None}[mode]
+    if mode == "P":
+        image = Image.new("P", (8, 8))
+        image.putpalette([255, 0, 0] * 256)
+        want = (1.0, 0.0, 0.0)
+    elif mode == "I;16":
+        image = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
+        want = (1.0, 1.0, 1.0)
+    else:
+        image = Image.new(mode, (8, 8), red)
+        want = (76 / 255,) * 3 if mode == "LA" else (1.0, 0.0, 0.0)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    image.save(path)
+    loaded, _ = load_image(path)
+    assert torch.allclose(loaded[:, 0, 0], torch.tensor(want), atol=2 / 255), (mode, loaded[:, 0, 0])
+    transparent = tmp_path / "clear.png"
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(transparent)
+    assert torch.equal(load_image(transparent)[0][:, 0, 0], torch.ones(3))  # over white, as a viewer shows it
+
+
+def test_a_folder_the_trainer_wrote_loads_as_the_builtin_family(tmp_path):
+    """`python -m ditlens.builtin.train --out DIR` writes DIR/model: a BuiltinPipeline folder."""
+    from ditlens.builtin.pipeline import DEFAULT_WEIGHTS
+
+    out = tmp_path / "out"
+    assert main(["find", "--model", str(DEFAULT_WEIGHTS), "--prompt", SCENE, "--steps", "1", "--quiet", "--out", str(out)]) == 0
+    assert (out / "channels.json").is_file()
+
+
+def test_statistics_files_are_the_same_bytes_in_another_process(tmp_path):
+    """safetensors writes several metadata entries in an order that varies by process."""
+    import hashlib
+
+    code = (
+        "import torch, sys\n"
+        "from ditlens.record import ChannelStats\n"
+        "ChannelStats(sites=['a', 'b'], img={'abs_mean': torch.ones(1, 2, 1, 3)}, txt_sites=['a'],\n"
+        "             meta={'x': 1, 'y': [1, 2], 'z': 'q'}).save(sys.argv[1])\n"
+    )
+    digests = set()
+    for i in range(2):
+        path = tmp_path / f"s{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    from ditlens.record import ChannelStats
+
+    loaded = ChannelStats.load(tmp_path / "s0.safetensors")
+    assert loaded.sites == ["a", "b"] and loaded.txt_sites == ["a"] and loaded.meta == {"x": 1, "y": [1, 2], "z": "q"}
+
+
+def test_a_real_full_disk_during_find(tmp_path, capsys):
+    """find on the built-in model into a 1 MB tmpfs: its statistics do not fit."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        out = disk / "out"
+        message = run_cli(capsys, ["find", "--prompt", SCENE, "--prompt", SCENE_2, "--seeds", "0", "1", "2", "3", "--steps", "8",
+                                   "--quiet", "--out", str(out)])
+        assert "No space left on device" in message and str(out) in message
+        no_half_written(disk, out)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

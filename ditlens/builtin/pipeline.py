@@ -286,13 +286,17 @@ class BuiltinPipeline(DiffusionPipeline):
         return BuiltinPipelineOutput(images=images)
 
 
-def load_builtin(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> BuiltinPipeline:
-    """The shipped built-in model (`DEFAULT_WEIGHTS`), on `device` in `dtype`."""
-    if not (DEFAULT_WEIGHTS / "model_index.json").is_file():
+def load_builtin(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, weights: str | Path | None = None
+) -> BuiltinPipeline:
+    """The built-in model on `device` in `dtype`: the shipped one (`DEFAULT_WEIGHTS`), or a
+    folder of its family that `python -m ditlens.builtin.train` wrote (`weights`)."""
+    folder = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(
-            f"No built-in weights at {DEFAULT_WEIGHTS}; train them with "
+            f"No built-in weights at {folder}; train them with "
             "`python -m ditlens.builtin.train --out DIR` and copy DIR/model there"
         )
-    pipe = BuiltinPipeline.from_pretrained(DEFAULT_WEIGHTS, dtype=dtype, use_safetensors=True)
+    pipe = BuiltinPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
