@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .outputs import output_folder
 
@@ -134,6 +133,12 @@ def _check_generation_args(args: argparse.Namespace) -> None:
     """The options every generating command shares, checked before any model loads."""
     import math
 
+    k = getattr(args, "k", None)  # its upper bound, the model's hidden size, is checked once the model is known
+    if k is not None and k < 1:
+        raise UsageError(f"--k must be a whole number from 1 to the model's hidden size; got {k}.")
+    ks = getattr(args, "ks", None)
+    if ks is not None and any(value < 0 for value in ks):
+        raise UsageError(f"--ks must be whole numbers from 0 (the unedited run) to the model's hidden size; got {min(ks)}.")
     steps = getattr(args, "steps", None)
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise UsageError(f"--steps must be a whole number from 1 to {MAX_STEPS}; got {steps}.")
@@ -369,7 +374,7 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
         for rule in config.rules:
             ks = sorted({c.k for c in result.images if c.rule == rule})
             per_k = [[metrics["builtin"][c.label]["full_object_accuracy"] for c in result.images if c.rule == rule and c.k == k] for k in ks]
-            spreads = [float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for v in per_k] if rule == "random" else None
+            spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_k] if rule == "random" else None
             curves[rule] = (ks, [sum(v) / len(v) for v in per_k], spreads)
     rules, ks, cells = result.grid_rows(0)
     baseline = result.baseline[0]
@@ -522,6 +527,8 @@ def _transport_embeds(args: argparse.Namespace, rows: int) -> dict[str, Any] | N
             f"For transport, --embeds must hold 2 rows (source, target); {args.embeds!r} holds "
             f"{tensors['prompt_embeds'].shape[0]}."
         )
+    import torch
+
     index = torch.tensor([0] + [1] * (rows - 1), device=tensors["prompt_embeds"].device)
     return {name: t.index_select(0, index) for name, t in tensors.items()}
 
@@ -696,7 +703,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 
 def _add_foreground_option(p: argparse._ActionsContainer) -> None:
-    from .masks import DEFAULT_FOREGROUND, FOREGROUND_RULES
+    from .choices import DEFAULT_FOREGROUND, FOREGROUND_RULES
 
     p.add_argument("--foreground", choices=list(FOREGROUND_RULES), default=DEFAULT_FOREGROUND,
                    help="which K=2 cluster is the subject: " + "; ".join(f"{k}: {v}" for k, v in FOREGROUND_RULES.items())
@@ -704,7 +711,7 @@ def _add_foreground_option(p: argparse._ActionsContainer) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .transport import STREAMS, TransportConfig  # its defaults are the CLI's
+    from .choices import CHANNELS_FROM, STREAMS, TRANSPORT_CHANNELS_FROM, TRANSPORT_K, TRANSPORT_MASK, TRANSPORT_STREAMS
 
     parser = argparse.ArgumentParser(
         prog="ditlens",
@@ -793,19 +800,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="channel counts for --over k (default: 2 8 32 64; one generation each)")
             g.add_argument("--windows", nargs="+", default=["0:2", "0:4", "4:8"], metavar="START:STOP",
                            help="step windows for --over window (default: 0:2 0:4 4:8; one generation each)")
-        g.add_argument("--k", type=int, default=TransportConfig.k,
-                       help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)")
-        g.add_argument("--mask", default=TransportConfig.mask,
+        g.add_argument("--k", type=int, default=TRANSPORT_K,
+                       help=f"channels moved per site and step (default: {TRANSPORT_K}, measured: docs/transport.md)")
+        g.add_argument("--mask", default=TRANSPORT_MASK,
                        help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
-                            f"user (--mask-image) (default: {TransportConfig.mask}, measured: docs/transport.md)")
+                            f"user (--mask-image) (default: {TRANSPORT_MASK}, measured: docs/transport.md)")
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
         _add_foreground_option(g)
-        g.add_argument("--streams", choices=list(STREAMS), default=TransportConfig.streams,
+        g.add_argument("--streams", choices=list(STREAMS), default=TRANSPORT_STREAMS,
                        help="which streams move: " + "; ".join(f"{k}: {v}" for k, v in STREAMS.items())
-                            + f" (default: {TransportConfig.streams})")
-        g.add_argument("--channels-from", choices=["source", "union", "target"], default=TransportConfig.channels_from,
+                            + f" (default: {TRANSPORT_STREAMS})")
+        g.add_argument("--channels-from", choices=list(CHANNELS_FROM), default=TRANSPORT_CHANNELS_FROM,
                        help=f"whose top-k channels are moved: the source's, those of both rows, or the target's "
-                            f"(default: {TransportConfig.channels_from})")
+                            f"(default: {TRANSPORT_CHANNELS_FROM})")
         g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
         g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
         g.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP)")

@@ -21,28 +21,13 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+# which K = 2 cluster is named the subject, and the default chosen by measurement: choices.py
+from .choices import DEFAULT_FOREGROUND, FOREGROUND_RULES, check_foreground  # noqa: F401  (used and re-exported)
 from .cuda_graphs import GraphCache, TensorFunction
 
 KMEANS_ITERATIONS = 10  # two well-separated clusters converge in a few steps; fixed: no host sync
 CUDA_GRAPHS = True  # on CUDA, replay the clustering as one captured graph (launch-bound work)
 COMPILE_ON_CUDA = True  # and fuse its ~220 small kernels with torch.compile first (falls back if it fails)
-
-#: which K = 2 cluster is named the subject
-FOREGROUND_RULES = {
-    "border": "the cluster holding fewer of the image-border tokens (the usual background prior; ties: the smaller)",
-    "smaller": "the smaller cluster",
-    "high": "the cluster with the higher mean summed normalised value",
-    "low": "the cluster with the lower mean summed normalised value",
-}
-# Chosen by `ditlens bench findings --device cuda` (commit a045246, docs/segment.md): on top-2
-# masks of 33 held-out one-colour-background images, over every step and block, `border` named
-# the better labelling (the oracle's) in 0.994 of images, `smaller` 0.991, `low` 0.667, `high` 0.333.
-DEFAULT_FOREGROUND = "border"
-
-
-def check_foreground(rule: str) -> None:
-    if rule not in FOREGROUND_RULES:
-        raise ValueError(f"Unknown foreground rule {rule!r}. Allowed: {', '.join(FOREGROUND_RULES)}.")
 
 
 def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS, stop_when_stable: bool | None = None) -> torch.Tensor:

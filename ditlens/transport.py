@@ -32,18 +32,16 @@ from .hooks import HookContext, hooks
 from .intervene import ReplaceFromRows, Scope, source_rows
 from .masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
 
-MASK_ORIGINS = ("source", "target", "union", "all", "user")
-#: how the reference reaches each step's noise level in image-conditioned transport
-REFERENCE_PATHS = {
-    "renoise": "the reference mixed with fixed noise at each step's sigma (no model call)",
-    "invert": "the reference carried up the flow ODE by Euler steps (one extra generation's cost)",
-}
-#: which streams transport moves
-STREAMS = {
-    "img": "the image tokens' top-k channels, under the spatial mask (the paper's figures)",
-    "txt": "the text tokens' own top-k channels, every text token (blocks without a text stream: none)",
-    "both": "both of the above",
-}
+from .choices import (  # the named choices and measured defaults, shared with the CLI's parser
+    MASK_ORIGINS,
+    REFERENCE_PATHS,
+    STREAMS,
+    TRANSPORT_CHANNELS_FROM,
+    TRANSPORT_K,
+    TRANSPORT_MASK,
+    TRANSPORT_STREAMS,
+    check_streams,
+)
 
 
 #: which k channels transport moves
@@ -51,27 +49,17 @@ CHANNEL_RULES = ("top", "random")
 RANDOM_CHANNELS_SEED = 0  # the random-k control's channels: one fixed draw, the same at every site and step
 
 
-def check_streams(streams: str) -> None:
-    if streams not in STREAMS:
-        raise ValueError(f"Unknown streams {streams!r}. Allowed: {', '.join(STREAMS)}.")
-
 
 @dataclass
 class TransportConfig:
-    # k, mask and streams: the choice of `ditlens bench transport --device cuda --n 32` on the
-    # built-in model (commits 953c2e1 and 5f57d7a, docs/transport.md), scored by clean transfer x layout kept
-    # (x (1 - ghosting)). Every setting scores low there: the best, the text stream's top-64
-    # channels in steps [4, 8) of 8, moved the source's colour in 5 of 32 pairs (score 0.061,
-    # ghosting 0.20); copying more of the image stream moved more but drew noise (k = 256:
-    # ghosting 0.93). The window is not a default: step indices belong to one schedule (a
-    # 4-step FLUX.1 [schnell] has no step 4); pass `steps` to restrict.
-    k: int = 64  # channels moved per site and step
+    # k, mask, streams and channels_from: chosen by measurement (the figures are in choices.py)
+    k: int = TRANSPORT_K  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
-    mask: str = "source"  # spatial mask origin for the image stream: source / target / union foreground, all tokens, user
+    mask: str = TRANSPORT_MASK  # spatial mask origin for the image stream: source / target / union foreground, all tokens, user
     foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (masks.py)
-    streams: str = "txt"  # which streams move (STREAMS): txt 0.061, both 0.042, img 0.026
+    streams: str = TRANSPORT_STREAMS  # which streams move (STREAMS)
     statistic: str = "abs_mean"  # the paper's |mean over tokens|
-    channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
+    channels_from: str = TRANSPORT_CHANNELS_FROM  # select the k channels on the source row (or "union", "target")
     channels: str = "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)
     sites: tuple[str, ...] | None = None  # None: every image-stream site
     steps: tuple[int, int] | None = None  # [start, stop) window; None: every step

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# constraints.txt: the exact torch (its CPU build) and diffusers the tests are run with
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
 
 # tests/test_app.py drives the web app in Debian's chromium (no browser download). Best effort:
 # where it cannot be installed, that test skips and prints why.

@@ -3,8 +3,9 @@
 Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs them) are driven by
 Selenium; nothing is downloaded. The test checks that a prompt with an unknown word shows
 its error in the page (no traceback), runs one transport at alpha = 0.75, sees a progress
-bar count the denoising steps, waits for the result image, saves a screenshot, and checks
-that the page asked nothing of any host but the app.
+bar count the denoising steps, waits for the result image, saves a screenshot, checks
+that the page asked nothing of any host but the app, and stops a long (200-step) transport
+with the tab's stop button, after which the next one runs at once.
 
 DITLENS_DOCS_SCREENSHOT=1 also writes the screenshot to docs/img/app.png.
 """
@@ -27,7 +28,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 90  # imports (torch, diffusers, gradio) and model load on a busy 2-core CPU
-GENERATION_TIMEOUT_S = 120  # one transport: a batch of 3 with CFG, 16 steps, on a busy CPU
+GENERATION_TIMEOUT_S = 120  # one transport: a batch of 3 with CFG, 8 steps, on a busy CPU
+LONG_STEPS = 200  # the most a request may ask (Limits.steps): minutes of the built-in model on a busy CPU
+AFTER_STOP_TIMEOUT_S = 30  # 2 steps and one plot; a stopped job still running on would take minutes
 
 SOURCE = "a large red circle in the center on a gray background"
 TARGET = "a large blue square in the center on a gray background"
@@ -309,4 +312,22 @@ def test_transport_in_the_browser(app_url, browser, tmp_path):
     # 3. offline page: every request went to the app itself (or stayed inside the browser)
     foreign = [u for u in requested_urls(browser) if not u.startswith((app_url, "data:", "blob:", "chrome:", "about:"))]
     assert not foreign, foreign
-    print(f"test_app: screenshot {shot}; browser part took {time.perf_counter() - started:.1f} s")
+
+    # 4. a long transport (200 steps) stopped from the page; the model is free for the next one
+    css(browser, "#transport-options button").click()  # open the options
+    wait(browser, lambda d: css(d, "#transport-steps input").is_displayed(), 10, "the steps box")
+    type_into(browser, "#transport-steps input", str(LONG_STEPS))
+    css(browser, "#transport-run").click()
+    wait(browser, lambda d: "steps" in progress_text(d), 30, "the long transport's progress bar")
+    css(browser, "#transport-stop").click()
+    wait(browser, lambda d: status_text(d).startswith("Stopped"), 10, "the stopped status line")
+    wait(browser, lambda d: progress_text(d) == "", 10, "the progress bar to go")
+    type_into(browser, "#transport-steps input", "2")
+    stopped = time.perf_counter()
+    css(browser, "#transport-run").click()
+    wait(browser, lambda d: "transported at alpha" in status_text(d), AFTER_STOP_TIMEOUT_S, "the next transport")
+    after_stop = time.perf_counter() - stopped
+    print(
+        f"test_app: screenshot {shot}; browser part took {time.perf_counter() - started:.1f} s; "
+        f"a 2-step transport after a stop took {after_stop:.1f} s"
+    )

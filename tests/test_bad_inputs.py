@@ -155,7 +155,8 @@ CLI_CASES = [
                                                      "--target", "a large blue square on the left on a gray background", "--out", o],
      ["Unknown word 'dog'", "knows: "]),
     # k, site, step, statistic, generation settings
-    ("find-k-zero", lambda a, o: ["find", *tiny(a), "--k", "0", "--out", o], ["k must be an integer in 1..32", "got 0"]),
+    ("find-k-zero", lambda a, o: ["find", *tiny(a), "--k", "0", "--out", o], ["--k", "from 1 to the model's hidden size", "got 0"]),
+    ("disrupt-negative-k", lambda a, o: ["disrupt", *tiny(a), "--ks", "2", "-1", "--out", o], ["--ks", "got -1"]),
     ("find-k-above-hidden-size", lambda a, o: ["find", *tiny(a), "--k", "33", "--out", o], ["1..32", "got 33"]),
     ("find-unknown-site", lambda a, o: ["find", *tiny(a), "--site", "blocks.99", "--out", o], ["'blocks.99'", SITES]),
     ("find-negative-step", lambda a, o: ["find", *tiny(a), "--step", "-1", "--out", o], ["surface_step must be >= 0", "-1"]),

@@ -17,7 +17,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 # ---------------------------------------------------------------------------------------
 # Vocabulary
@@ -512,6 +511,8 @@ def sample_batch(
     pixels = _images(codes, labels).transpose(0, 3, 1, 2)  # (n, 3, 32, 32)
     slots = np.arange(codes.shape.shape[1], dtype=np.int8)
     masks = labels[:, None] == slots[None, :, None, None]  # (n, MAX, 32, 32)
+    import torch  # here only: the CLI checks prompts against the vocabulary without torch
+
     return SceneBatch(
         scenes=[_decode(codes, i) for i in range(n)],
         captions=kept_captions,
