@@ -405,6 +405,10 @@ def cmd_segment(args: argparse.Namespace) -> None:
     _check_builtin_words(args, prompts, captions=True)
     config = SegmentConfig(prompts=prompts, seeds=args.seeds, k=args.k, rules=args.rules, statistic=args.statistic,
                            foreground=args.foreground, generation=_settings(args))
+    if args.truth_dir:  # count and readability now; their size once the images exist
+        from .images import check_mask_folder
+
+        check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
     pipe = _load(args)
     result = segment_generated(pipe, config, prompt_kwargs=_prompt_kwargs(args))
     n = result.images.shape[0]
@@ -483,6 +487,11 @@ def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list 
             raise UsageError("Give --source PROMPT (text-conditioned) or --reference IMAGE (image-conditioned).")
         texts = [args.source, args.target]
     _check_builtin_words(args, texts)
+    from .images import check_image_file
+
+    for option, path in (("--reference", args.reference), ("--mask-image", args.mask_image)):
+        if path:  # missing, corrupt or oversized: said before the model loads
+            check_image_file(path, "Mask" if option == "--mask-image" else "Image")
     if args.reference and args.reference_path == "invert":  # before loading: the index names the scheduler
         from .models import model_index, scheduler_class
         from .transport import check_invertible

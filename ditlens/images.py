@@ -102,8 +102,26 @@ def load_mask(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image) > 127)
 
 
+def check_image_file(path: str | Path, what: str = "Image") -> tuple[int, int]:
+    """(H, W) of a readable image: a missing, corrupt or oversized file is refused before
+    any model loads."""
+    image = _open(path, what)
+    return image.height, image.width
+
+
+def check_mask_folder(folder: str | Path, count: int) -> None:
+    """A folder of `count` readable mask images, checked before any model runs (their size
+    is checked against the images once those exist)."""
+    for path in _mask_files(folder, count):
+        check_image_file(path, "Mask")
+
+
 def load_mask_folder(folder: str | Path, count: int, size: tuple[int, int]) -> torch.Tensor:
     """(count, H, W) bool from a folder of mask images, matched to images in sorted name order."""
+    return torch.stack([load_mask(f, size) for f in _mask_files(folder, count)])
+
+
+def _mask_files(folder: str | Path, count: int) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Mask folder {str(folder)!r} does not exist.")
@@ -113,4 +131,4 @@ def load_mask_folder(folder: str | Path, count: int, size: tuple[int, int]) -> t
             f"Mask folder {str(folder)!r} holds {len(files)} mask images but there are {count} generated images "
             "(one mask per prompt and seed, seed-major, in sorted file-name order)."
         )
-    return torch.stack([load_mask(f, size) for f in files])
+    return files

@@ -661,3 +661,21 @@ def test_a_real_full_disk_during_find(tmp_path, capsys):
         no_half_written(disk, out)
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (lambda a, o: ["segment", "--prompt", SCENE, "--prompt", SCENE_2, "--truth-dir", a.one_mask, "--out", o],
+     "holds 1 mask images but there are 2 generated images"),
+    (lambda a, o: ["transport", "--reference", a.junk, "--target", SCENE_2, "--out", o], "not a readable image"),
+    (lambda a, o: ["transport", "--reference", a.missing, "--target", SCENE_2, "--out", o], "does not exist"),
+    (lambda a, o: ["transport", "--source", SCENE, "--target", SCENE_2, "--mask", "user", "--mask-image", a.junk, "--out", o],
+     "not a readable image"),
+], ids=["truth-count", "reference-corrupt", "reference-missing", "mask-image-corrupt"])
+def test_input_files_are_checked_before_the_model_loads(argv, says, assets, tmp_path, capsys, monkeypatch):
+    import ditlens.cli
+
+    def no_model(args):
+        raise AssertionError("the model was loaded before the input files were checked")
+
+    monkeypatch.setattr(ditlens.cli, "_load", no_model)
+    assert says in run_cli(capsys, argv(assets, str(tmp_path / "out")))
