@@ -18,10 +18,14 @@ from .outputs import output_folder
 EXAMPLES = {
     "generate": """examples:
   ditlens generate --prompt "a large red circle in the center on a gray background" --seeds 0 1 2 3
-  ditlens generate --prompts-file prompts.txt --steps 24 --guidance 5 --out runs/gen""",
+  ditlens generate --prompts-file prompts.txt --steps 24 --guidance 5 --out runs/gen
+
+prompts.txt (one prompt per line):
+  a large red circle in the center on a gray background
+  a small blue square on the left and a large yellow triangle on the right on a black and white background""",
     "disrupt": """examples:
   ditlens disrupt                                   # built-in model: top/bottom/random-k, k = 1 2 4 8
-  ditlens disrupt --ks 1 2 4 --rules top random --draws 5 --window 0 8
+  ditlens disrupt --ks 1 2 4 --rules top random --draws 5 --window 0 4
   ditlens disrupt --model ./flux-schnell --dtype bfloat16 --device cuda --prompt "a corgi" --steps 4""",
     "segment": """examples:
   ditlens segment                                   # built-in model, mIoU against exact ground truth
@@ -30,15 +34,20 @@ EXAMPLES = {
     "transport": """examples:
   ditlens transport --source "a large red circle in the center on a gray background" \\
                     --target "a large blue square in the center on a gray background"
-  ditlens transport --source "..." --target "..." --alpha 0.5 --mask union --window 0 8
-  ditlens transport --reference ref.png --reference-prompt "a large red circle on the left on a gray background" \\
-                    --target "a large blue square on the right on a black background"
-  ditlens transport --reference ref.png --reference-path invert --target "..."   # reference inverted along the ODE""",
+  ditlens transport --source "a large red circle in the center on a gray background" \\
+                    --target "a large blue square in the center on a gray background" --alpha 0.5 --mask union --window 0 4
+  ditlens transport --reference runs/transport/source.png --out runs/transport-image \\
+                    --reference-prompt "a large red circle in the center on a gray background" \\
+                    --target "a large blue square in the center on a black background"   # the first example's source image
+  ditlens transport --reference runs/transport/source.png --reference-path invert --out runs/transport-invert \\
+                    --target "a large blue square in the center on a gray background"   # reference inverted along the ODE""",
     "interpolate": """examples:
   ditlens interpolate --source "a large red circle in the center on a gray background" \\
                       --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1
-  ditlens interpolate --source "..." --target "..." --over k --ks 2 8 32 64          # strip over k at alpha 1
-  ditlens interpolate --source "..." --target "..." --over window --windows 0:2 0:4 4:8""",
+  ditlens interpolate --source "a large red circle in the center on a gray background" \\
+                      --target "a large blue square in the center on a gray background" --over k --ks 2 8 32 64   # over k at alpha 1
+  ditlens interpolate --source "a large red circle in the center on a gray background" \\
+                      --target "a large blue square in the center on a gray background" --over window --windows 0:2 0:4 4:8""",
     "demo": """examples:
   ditlens demo                      # writes runs/demo/index.html (open it in a browser)
   ditlens demo --out /tmp/demo --seed 3""",
@@ -47,8 +56,9 @@ EXAMPLES = {
   torchrun --nproc-per-node 4 -m ditlens.cli sweep study.toml   # 4 processes (GPUs with device = "cuda")
   ditlens sweep study.toml --merge                          # tables (CSV, JSON) and a figure in OUT/summary/
 
-config (TOML; see docs/scale.md):
+study.toml (TOML; every key in docs/scale.md):
   seeds = [0, 1]
+  prompts = ["a large red circle in the center on a gray background"]
   [model]
   name = "builtin"
   [generation]
