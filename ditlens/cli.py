@@ -35,19 +35,22 @@ prompts.txt (one prompt per line):
   ditlens transport --source "a large red circle in the center on a gray background" \\
                     --target "a large blue square in the center on a gray background"
   ditlens transport --source "a large red circle in the center on a gray background" \\
-                    --target "a large blue square in the center on a gray background" --alpha 0.5 --mask union --window 0 4
+                    --target "a large blue square in the center on a gray background" \\
+                    --alpha 0.5 --mask union --window 0 4
   ditlens transport --reference runs/transport/source.png --out runs/transport-image \\
                     --reference-prompt "a large red circle in the center on a gray background" \\
-                    --target "a large blue square in the center on a black background"   # the first example's source image
+                    --target "a large blue square in the center on a black background"   # the first run's source
   ditlens transport --reference runs/transport/source.png --reference-path invert --out runs/transport-invert \\
-                    --target "a large blue square in the center on a gray background"   # reference inverted along the ODE""",
+                    --target "a large blue square in the center on a gray background"   # ODE inversion""",
     "interpolate": """examples:
   ditlens interpolate --source "a large red circle in the center on a gray background" \\
                       --target "a large blue square in the center on a gray background" --alphas 0 0.25 0.5 0.75 1
   ditlens interpolate --source "a large red circle in the center on a gray background" \\
-                      --target "a large blue square in the center on a gray background" --over k --ks 2 8 32 64   # over k at alpha 1
+                      --target "a large blue square in the center on a gray background" \\
+                      --over k --ks 2 8 32 64   # at alpha 1
   ditlens interpolate --source "a large red circle in the center on a gray background" \\
-                      --target "a large blue square in the center on a gray background" --over window --windows 0:2 0:4 4:8""",
+                      --target "a large blue square in the center on a gray background" \\
+                      --over window --windows 0:2 0:4 4:8""",
     "demo": """examples:
   ditlens demo                      # writes runs/demo/index.html (open it in a browser)
   ditlens demo --out /tmp/demo --seed 3""",
