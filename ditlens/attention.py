@@ -269,7 +269,7 @@ class AttentionMaps:
         if step != self._call_step:
             self._call_step, self._step_calls = step, []
         self._step_calls.append(int(hidden.shape[0]))
-        self._keep = slice(None) if self.prompts is None else conditional_slice(self._step_calls, self.prompts)
+        self._keep = slice(None) if self.prompts is None else conditional_slice(tuple(self._step_calls), self.prompts)
 
     # ---- scoring ----
     def _text_weights(self, batch: int, n_txt: int, device: torch.device) -> torch.Tensor:

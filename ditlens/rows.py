@@ -20,6 +20,7 @@ one step are `runs x sum(rows_per_call)`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,7 +58,8 @@ def call_roles(rows_per_call: Sequence[int], prompts: int) -> list[list[str]]:
     return roles
 
 
-def conditional_slice(step_calls: Sequence[int], prompts: int) -> slice | None:
+@functools.lru_cache(maxsize=256)  # asked at every site of every call: the same few layouts
+def conditional_slice(step_calls: tuple[int, ...], prompts: int) -> slice | None:
     """The rows of the latest call in `step_calls` (rows of this step's calls so far) that
     are the samples' conditional rows, in prompt order; None if that call holds none (an
     unconditional or guidance call)."""

@@ -38,13 +38,7 @@ NOT_INVERTIBLE = {"sana": "DPMSolverMultistepScheduler"}
 ROWS_PER_CALL = {"flux": [2, 2], "qwenimage": [2, 2], "flux2": [2, 2], "sana": [4], "sd3": [4]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on shared cores two threads can be 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,13 @@ def _as_4d(mask: torch.Tensor) -> torch.Tensor:
 
 
 # ---- FLUX.1 and FLUX.2: joint [txt, img], RoPE over the joint sequence ----------------------
+def _joint_norms(attn: nn.Module, q_img: torch.Tensor, k_img: torch.Tensor, k_txt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The optional per-head qk norms of diffusers' shared joint `Attention` (Qwen-Image, SD3),
+    each applied where the module has it, as their processors do."""
+    norm = lambda module, x: x if module is None else module(x)  # noqa: E731
+    return norm(attn.norm_q, q_img), norm(attn.norm_k, k_img), norm(attn.norm_added_k, k_txt)
+
+
 class FluxLocator(AttentionLocator):
     """`FluxAttnProcessor` (FLUX.1, the built-in model). Dual-stream blocks get the image as
     `hidden_states` and the text as `encoder_hidden_states` (own projections `add_*_proj`, own
@@ -170,12 +177,7 @@ class QwenImageLocator(AttentionLocator):
         q_img = attn.to_q(img).unflatten(-1, (-1, hd))  # (B, N_img, H, hd)
         k_img = attn.to_k(img).unflatten(-1, (-1, hd))
         k_txt = attn.add_k_proj(txt).unflatten(-1, (-1, hd))  # (B, N_txt, H, hd)
-        if attn.norm_q is not None:
-            q_img = attn.norm_q(q_img)
-        if attn.norm_k is not None:
-            k_img = attn.norm_k(k_img)
-        if attn.norm_added_k is not None:
-            k_txt = attn.norm_added_k(k_txt)
+        q_img, k_img, k_txt = _joint_norms(attn, q_img, k_img, k_txt)
         rope = call.get("image_rotary_emb")
         if rope is not None:
             img_freqs, txt_freqs = rope
@@ -242,11 +244,6 @@ class SD3Locator(AttentionLocator):
         batch, n_img = img.shape[:2]
         split = lambda x: x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)  # noqa: E731
         q_img, k_img, k_txt = split(attn.to_q(img)), split(attn.to_k(img)), split(attn.add_k_proj(txt))  # (B, H, N, hd)
-        if attn.norm_q is not None:
-            q_img = attn.norm_q(q_img)
-        if attn.norm_k is not None:
-            k_img = attn.norm_k(k_img)
-        if attn.norm_added_k is not None:
-            k_txt = attn.norm_added_k(k_txt)
+        q_img, k_img, k_txt = _joint_norms(attn, q_img, k_img, k_txt)
         key = torch.cat([k_img, k_txt], dim=2)  # (B, H, N_img + N_txt, hd)
         return ImageQueries(q_img, key, slice(n_img, n_img + txt.shape[1]))

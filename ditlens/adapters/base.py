@@ -133,15 +133,33 @@ def _extra_tokens_message(transformer: nn.Module, n_tokens: int, generated: int)
     )
 
 
-def grid_from_ids(ids: torch.Tensor, n_tokens: int, transformer: nn.Module) -> tuple[int, int] | None:
-    """(rows, cols) from FLUX-style position ids (N, A): axis 0 is 0 for the generated
-    image's tokens (other values mark reference images), axes 1 and 2 are row and column.
-    None where the generated tokens do not fill such a grid."""
+def hidden_states(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A transformer call's `hidden_states`, passed by name or first (SANA's pipeline)."""
+    return kwargs.get("hidden_states", args[0] if args else None)
+
+
+def grid_from_img_ids(args: tuple, kwargs: dict, transformer: nn.Module) -> tuple[int, int] | None:
+    """(rows, cols) from FLUX-style position ids `img_ids`, (N, A) or (B, N, A): axis 0 is 0
+    for the generated image's tokens (other values mark reference images), axes 1 and 2 are
+    row and column. One host sync per call. None where the call passes no ids, or the
+    generated tokens do not fill such a grid (a caller's own ids)."""
+    ids, hidden = kwargs.get("img_ids"), hidden_states(args, kwargs)
+    if ids is None or hidden is None:
+        return None
+    ids, n_tokens = ids[0] if ids.ndim == 3 else ids, int(hidden.shape[1])
     extra, rows, cols = (int(v) for v in torch.stack([(ids[:, 0] != 0).sum(), ids[:, 1].amax(), ids[:, 2].amax()]).tolist())
     if extra:
         raise ExtraImageTokensError(_extra_tokens_message(transformer, n_tokens, n_tokens - extra))
     grid = (rows + 1, cols + 1)
     return grid if grid[0] * grid[1] == n_tokens else None
+
+
+def grid_from_latents(args: tuple, kwargs: dict, patch_size: int) -> tuple[int, int] | None:
+    """(rows, cols) of unpacked latents (B, C, H, W) patchified `patch_size` a side (SANA, SD3)."""
+    hidden = hidden_states(args, kwargs)
+    if hidden is None or hidden.ndim != 4:
+        return None
+    return (int(hidden.shape[2]) // patch_size, int(hidden.shape[3]) // patch_size)
 
 
 class UnsupportedModelError(ValueError):

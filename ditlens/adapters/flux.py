@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .attention import FluxLocator
-from .base import Adapter, Streams, grid_from_ids
+from .base import Adapter, Streams, grid_from_img_ids
 
 
 class FluxAdapter(Adapter):
@@ -32,12 +32,8 @@ class FluxAdapter(Adapter):
         return (streams.txt, streams.img)
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
-        """From `img_ids` of (0, row, col) per packed token (reference images have a non-zero axis 0); one host
-        sync per call. None where the ids lay no grid out (a caller's own ids)."""
-        ids, hidden = kwargs.get("img_ids"), kwargs.get("hidden_states", args[0] if args else None)
-        if ids is None or hidden is None:
-            return None
-        return grid_from_ids(ids[0] if ids.ndim == 3 else ids, int(hidden.shape[1]), self.transformer)
+        """From `img_ids`: (0, row, col) per packed token."""
+        return grid_from_img_ids(args, kwargs, self.transformer)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """FluxPipeline: VAE mode, shifted and scaled as the pipeline decodes, packed 2x2."""

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .attention import Flux2Locator
-from .base import Adapter, Streams, grid_from_ids
+from .base import Adapter, Streams, grid_from_img_ids
 
 # positions of the inputs in `Flux2SingleTransformerBlock.forward`, for positional calls
 # (diffusers' gradient-checkpointing path passes them positionally)
@@ -84,12 +84,8 @@ class Flux2Adapter(Adapter):
         return torch.cat([streams.txt, streams.img], dim=1)
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
-        """From `img_ids` of (t, row, col, l) per packed token (reference images have t > 0); one host
-        sync per call. None where the ids lay no grid out (a caller's own ids)."""
-        ids, hidden = kwargs.get("img_ids"), kwargs.get("hidden_states", args[0] if args else None)
-        if ids is None or hidden is None:
-            return None
-        return grid_from_ids(ids[0] if ids.ndim == 3 else ids, int(hidden.shape[1]), self.transformer)
+        """From `img_ids`: (t, row, col, l) per packed token."""
+        return grid_from_img_ids(args, kwargs, self.transformer)
 
     def _text_len(self, joint: torch.Tensor, args: tuple, kwargs: dict) -> int:
         txt_in = _arg("encoder_hidden_states", args, kwargs)

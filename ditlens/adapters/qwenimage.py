@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .attention import QwenImageLocator
-from .base import Adapter, Streams, check_image_tokens
+from .base import Adapter, Streams, check_image_tokens, hidden_states
 
 
 class QwenImageAdapter(Adapter):
@@ -36,7 +36,7 @@ class QwenImageAdapter(Adapter):
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From `img_shapes`: per sample, (frames, rows, cols) of each latent image in the
         stream, the generated one first (Python ints: no sync)."""
-        shapes, hidden = kwargs.get("img_shapes"), kwargs.get("hidden_states", args[0] if args else None)
+        shapes, hidden = kwargs.get("img_shapes"), hidden_states(args, kwargs)
         if not shapes or hidden is None:
             return None
         first = shapes[0] if isinstance(shapes[0], list) else shapes  # per sample a list, or one list for all

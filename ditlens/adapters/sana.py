@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .attention import SanaLocator
-from .base import Adapter, Streams
+from .base import Adapter, Streams, grid_from_latents
 
 
 class SanaAdapter(Adapter):
@@ -45,12 +45,8 @@ class SanaAdapter(Adapter):
         return streams.img
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
-        """From the unpacked latents (B, C, H, W) it is called with, patchified p x p."""
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if hidden is None or hidden.ndim != 4:
-            return None
-        p = int(self.transformer.config.patch_size)
-        return (int(hidden.shape[2]) // p, int(hidden.shape[3]) // p)
+        """From the unpacked latents (B, C, H, W) it is called with."""
+        return grid_from_latents(args, kwargs, int(self.transformer.config.patch_size))
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """SanaPipeline: AutoencoderDC's latents (deterministic: no distribution) times
