@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,6 +126,11 @@ def _add_cfg_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--negative-prompt", default=None, help="negative prompt (default: the pipeline's)")
 
 
+def _add_clip_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--clip", default=None, metavar="PATH",
+                   help="a local CLIPModel folder: adds CLIP score and CLIP-I to the scores (any model; nothing is downloaded)")
+
+
 def shorten(value: Any, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters with the full length named (a 10,000-word
     prompt is not echoed whole)."""
@@ -168,6 +172,11 @@ def _check_generation_args(args: argparse.Namespace) -> None:
     seeds = getattr(args, "seeds", None)
     if seeds is not None:
         _check_seeds("--seeds", seeds)
+    from .metrics.folders import check_clip_folder, check_segmenter_folder
+
+    for name, check in (("clip", check_clip_folder), ("segmenter", check_segmenter_folder)):
+        if getattr(args, name, None):
+            check(getattr(args, name))
     for name in ("seed", "source_seed", "target_seed"):
         if getattr(args, name, None) is not None:
             _check_seeds(f"--{name.replace('_', '-')}", [getattr(args, name)])
@@ -308,6 +317,13 @@ def _is_builtin(args: argparse.Namespace) -> bool:
     return is_builtin_family(args.model)
 
 
+def _scorers(args: argparse.Namespace):
+    """The built-in metrics on the built-in model, and the CLIP of --clip on any model."""
+    from .scores import load_scorers
+
+    return load_scorers(getattr(args, "clip", None), _is_builtin(args), args.device)
+
+
 def _write_json(path: Path, data: Any) -> Path:
     import json
 
@@ -345,6 +361,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_disrupt(args: argparse.Namespace) -> None:
     from .disrupt import DisruptConfig, disrupt
     from .plots import plot_image_table, plot_metric_over_k
+    from .scores import DISRUPT_COLUMNS, DISRUPT_CURVES, DISRUPT_FORMATS, disrupt_scores, score_curves
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts, captions=True)
@@ -376,37 +393,28 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
 
     result = disrupt(pipe, config, prompt_kwargs=_prompt_kwargs(args), progress=progress)
     bar.close()
+    scorers = _scorers(args)
+    scores = disrupt_scores(result, scorers)
     out = Path(args.out)
-    metrics: dict[str, Any] = {"pixel_distance_to_unedited": result.distances()}
-    curves = {}
-    if _is_builtin(args):
-        from .metrics.fidelity import builtin_scores
-
-        all_prompts = prompts * len(args.seeds)
-        metrics["builtin"] = {c.label: builtin_scores(imgs, all_prompts) for c, imgs in result.images.items()}
-        for rule in config.rules:
-            ks = sorted({c.k for c in result.images if c.rule == rule})
-            per_k = [[metrics["builtin"][c.label]["full_object_accuracy"] for c in result.images if c.rule == rule and c.k == k] for k in ks]
-            spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_k] if rule == "random" else None
-            curves[rule] = (ks, [sum(v) / len(v) for v in per_k], spreads)
     rules, ks, cells = result.grid_rows(0)
-    baseline = result.baseline[0]
     with output_folder(out) as tmp:
         result.save(tmp)
-        if curves:
-            plot_metric_over_k(curves, tmp / "fidelity_over_k.png", "objects fully correct", "Zeroing channels: prompt fidelity")
-        _write_json(tmp / "metrics.json", metrics)
+        for key, (label, title) in DISRUPT_CURVES.items():
+            curves = score_curves(scores, key, config.rules)
+            if curves:
+                plot_metric_over_k(curves, tmp / f"{key}_over_k.png", label, title)
+        _write_json(tmp / "metrics.json", {"scores": scores, "not_measured": scorers.not_measured()})
         plot_image_table(
-            [[baseline] + row for row in cells], tmp / "grid.png", [f"{r}-k" for r in rules], ["none"] + [f"k={k}" for k in ks],
+            [[result.baseline[0]] + row for row in cells], tmp / "grid.png", [f"{r}-k" for r in rules], ["none"] + [f"k={k}" for k in ks],
             title=f"zeroing channels: {prompts[0]}" if len(prompts[0]) < 90 else "zeroing channels",
         )
     _say(args, f"wrote {out}/: grid.png, metrics.json, disrupt.json, one PNG per condition and image")
-    for label, d in metrics["pixel_distance_to_unedited"].items():
-        extra = ""
-        if "builtin" in metrics:
-            b = metrics["builtin"][label]
-            extra = f"  objects fully correct {b['full_object_accuracy']:.2f}  FD {b['frechet_distance']:.1f}"
-        _say(args, f"  {label:12s} PSNR to unedited {d['psnr_db']:6.1f} dB{extra}")
+    for label, row in scores.items():
+        shown = [f"PSNR to unedited {row['psnr_db']:6.1f} dB"]
+        shown += [f"{DISRUPT_COLUMNS[key]} {row[key]:{fmt}}" for key, fmt in DISRUPT_FORMATS.items() if key in row]
+        _say(args, f"  {label:12s} " + "  ".join(shown))
+    for missing in scorers.not_measured():
+        _say(args, f"  not measured: {missing}")
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -555,17 +563,43 @@ def _transport_embeds(args: argparse.Namespace, rows: int) -> dict[str, Any] | N
     return {name: t.index_select(0, index) for name, t in tensors.items()}
 
 
+def _transport_scores(args: argparse.Namespace, results: list, labels: list[str] | None = None) -> dict[str, Any]:
+    """scores.json of transport and interpolate: one row for the target alone, then one per
+    transported image (labelled a=ALPHA, or by `labels`, one per result), and what this run
+    could not measure. Printed as a table unless --quiet."""
+    from .scores import TRANSPORT_COLUMNS, transport_scores
+
+    scorers = _scorers(args)
+    source = args.source if not args.reference else (args.reference_prompt or None)
+    rows: dict[str, dict[str, float]] = {}
+    for i, result in enumerate(results):
+        found = transport_scores(result, source, args.target, scorers)
+        if labels is not None:  # one transported image per result; the target alone is the same in each
+            found = {name if name == "target alone" else labels[i]: row for name, row in found.items()}
+        rows |= found if i == 0 else {name: row for name, row in found.items() if name != "target alone"}
+    columns = [key for key in TRANSPORT_COLUMNS if any(key in row for row in rows.values())]
+    _say(args, "  " + " | ".join(["image".ljust(14)] + [TRANSPORT_COLUMNS[key] for key in columns]))
+    for name, row in rows.items():
+        _say(args, "  " + " | ".join([name.ljust(14)] + [f"{row[key]:.3f}".rjust(len(TRANSPORT_COLUMNS[key])) if key in row else
+                                                          "-".rjust(len(TRANSPORT_COLUMNS[key])) for key in columns]))
+    for missing in scorers.not_measured():
+        _say(args, f"  not measured: {missing}")
+    return {"images": rows, "not_measured": scorers.not_measured()}
+
+
 def cmd_transport(args: argparse.Namespace) -> None:
     from .plots import plot_image_table
 
     (result,) = _run_transport(args, [args.alpha])
+    scores = _transport_scores(args, [result])
     out = Path(args.out)
     cells = [[result.source, result.target, result.transported[0]]]
     source_label = "reference" if args.reference else "source"
     with output_folder(out) as tmp:
         paths = result.save(tmp)
+        _write_json(tmp / "scores.json", scores)
         plot_image_table(cells, tmp / "strip.png", [""], [source_label, "target alone", f"transported a={args.alpha:g}"], cell_inches=1.8)
-    _say(args, f"wrote {out}/: {', '.join(p.name for p in paths.values())}, strip.png")
+    _say(args, f"wrote {out}/: {', '.join(p.name for p in paths.values())}, scores.json, strip.png")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
@@ -590,8 +624,10 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         results = _run_transport(args, [args.alpha], [config for _, _, config in values])
         frames = [(label, name, r.transported[0]) for (label, name, _), r in zip(values, results)]
     first = results[0]
+    scores = _transport_scores(args, results, None if args.over == "alpha" else [label for label, _, _ in frames])
     out = Path(args.out)
     with output_folder(out) as tmp:
+        _write_json(tmp / "scores.json", scores)
         if args.over == "alpha":
             first.save(tmp)
         else:  # source and target are the same in every result; settings, one entry per frame
@@ -605,7 +641,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         source_label = "reference" if args.reference else "source"
         plot_image_table(cells, tmp / "strip.png", [""], [source_label, "target alone"] + [label for label, _, _ in frames],
                          title=f"{args.target}  <-  {args.source or args.reference}")
-    _say(args, f"wrote {out}/strip.png and {len(frames)} frames in {out / 'frames'}/")
+    _say(args, f"wrote {out}/strip.png, scores.json and {len(frames)} frames in {out / 'frames'}/")
 
 
 def _parse_window(text: str) -> tuple[int, int]:
@@ -783,6 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
     p.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
     p.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP) (default: all)")
+    _add_clip_option(p)
     p.add_argument("--out", default="runs/disrupt", help="output folder, replaced as a whole (default: runs/disrupt)")
 
     p = add("segment", "K=2 masks from the massive channels per site and step, with baselines and mIoU", cmd_segment)
@@ -845,6 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
         g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
         _add_cfg_options(g)
+        _add_clip_option(g)
         p.add_argument("--out", default=f"runs/{name}", help=f"output folder, replaced as a whole (default: runs/{name})")
 
     p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model", cmd_bench)

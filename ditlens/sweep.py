@@ -56,6 +56,7 @@ HASHES = ".file-hashes.json"  # in OUT: SHA-256 of the model's files, so a large
 # The files of a model folder that make its results: weights, configs (model_index, each
 # component's, the scheduler's) and tokenizer vocabularies (merges.txt, spiece.model). Not
 # pickle weights (ditlens loads .safetensors only), docs or images.
+CLIP_FEATURES = "clip_image.safetensors"  # a disrupt item's CLIP image embedding, with --clip: merge's CLIP-I
 MODEL_FILES = (".safetensors", ".json", ".txt", ".model")
 # Largest height / width in pixels: 4x the largest size released DiTs are trained at (FLUX.1,
 # SD3: up to 2048); it stops a typo (100000) that would ask for terabytes of activations.
@@ -126,7 +127,7 @@ JOB_SETTINGS: dict[str, dict[str, Setting]] = {
     },
 }
 
-TOP_KEYS = ("out", "seeds", "model", "prompts", "generation", "jobs")
+TOP_KEYS = ("out", "seeds", "model", "prompts", "generation", "jobs", "clip")
 MODEL_KEYS = {"name": str, "device": str, "dtype": str, "allow_download": bool, "cpu_offload": bool, "embeds": str}
 GENERATION_KEYS = ("steps", "guidance", "height", "width")
 
@@ -160,6 +161,7 @@ class SweepConfig:
     jobs: list[dict[str, Any]]  # command + its settings, each a list of values to sweep
     generation: dict[str, Any] = field(default_factory=dict)  # steps, guidance, height, width
     out: Path | None = None
+    clip: Path | None = None  # a local CLIPModel folder: disrupt and transport items get CLIP scores
 
     def where(self, job: int) -> str:
         return f"{self.path.name}, jobs[{job}] ({self.jobs[job]['command']})"
@@ -427,7 +429,18 @@ def load_config(path: str | Path) -> SweepConfig:
     out = raw.get("out")
     if out is not None and not isinstance(out, str):
         raise _error(path, f"'out' must be a folder path; got {out!r}.")
-    config = SweepConfig(path, model, prompts, seeds, parsed_jobs, generation, _relative(path, out) if out else None)
+    clip = raw.get("clip")
+    if clip is not None:
+        if not isinstance(clip, str) or not clip:
+            raise _error(path, f"'clip' must be the path of a local CLIPModel folder; got {clip!r}.")
+        from .metrics.folders import check_clip_folder
+
+        try:
+            check_clip_folder(_relative(path, clip))
+        except ValueError as err:
+            raise _error(path, f"'clip': {err}") from None
+    config = SweepConfig(path, model, prompts, seeds, parsed_jobs, generation, _relative(path, out) if out else None,
+                         _relative(path, clip) if clip else None)
     if model.is_builtin:
         targets = [(f"jobs[{j}] (transport) setting 'target'", t) for j, job in enumerate(parsed_jobs)
                    if job["command"] == "transport" for t in job["target"]]
@@ -635,7 +648,14 @@ def _identity(config: SweepConfig, fingerprint: Fingerprint, hashes: FileHashes 
         "device": torch.device(m.device).type if m.device else "cpu",
         "embeds_sha256": (hashes or FileHashes())(m.embeds) if m.embeds else None,
         "generation": {k: config.generation[k] for k in sorted(config.generation)},
-    }
+    } | ({"clip": _folder_sha256(config.clip, hashes or FileHashes())} if config.clip else {})  # absent key: ids as before
+
+
+def _folder_sha256(folder: Path, hashes: FileHashes) -> str:
+    """A content hash of a scorer's folder (its MODEL_FILES), as the model's weights are hashed."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name.endswith(MODEL_FILES))
+    lines = "".join(f"{f.relative_to(folder).as_posix()}\0{hashes(f)}\n" for f in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _item_settings(command: str, combo: dict[str, Any]) -> list[dict[str, Any]]:
@@ -798,6 +818,11 @@ class Runner:
 
             self.embeds = load_file(str(config.model.embeds), device=device)
         self._classifier = None
+        self.clip = None
+        if config.clip is not None:
+            from .metrics.clip import ClipScorer
+
+            self.clip = ClipScorer.from_pretrained(config.clip, device=device)
 
     # ---- shared helpers --------------------------------------------------------------------
     def rows(self, rows: list[int]) -> dict[str, torch.Tensor] | None:
@@ -901,11 +926,18 @@ class Runner:
             images = generate(self.pipe, [item.prompt], [item.seed], self.generation, self.rows([item.row]))
         check_finite(images, f"the image of item {item.id}")
         _png(images[0], out / "image.png")
-        if not self.config.model.is_builtin:
-            return {}
-        from .metrics.fidelity import objects_fully_correct
+        metrics = {}
+        if self.clip is not None:  # the embedding is kept: merge scores CLIP-I to the unedited item without a CLIP
+            from safetensors.torch import save_file
 
-        return {"objects_fully_correct": float(objects_fully_correct(images, [item.prompt], self.classifier)[0])}
+            features = self.clip.image_features(images)
+            save_file({"image": features[0].contiguous()}, str(out / CLIP_FEATURES))
+            metrics["clip_score"] = float(100 * (features * self.clip.text_features([item.prompt])).sum(-1).clamp(min=0)[0])
+        if self.config.model.is_builtin:
+            from .metrics.fidelity import objects_fully_correct
+
+            metrics["objects_fully_correct"] = float(objects_fully_correct(images, [item.prompt], self.classifier)[0])
+        return metrics
 
     def segment(self, item: Item, out: Path) -> dict[str, Any]:
         from .checks import check_finite
@@ -934,7 +966,7 @@ class Runner:
 
     def transport(self, item: Item, out: Path) -> dict[str, Any]:
         from .checks import check_finite
-        from .generation import image_size, pixel_distances
+        from .generation import image_size
         from .images import load_mask
         from .transport import transport_text
 
@@ -949,17 +981,16 @@ class Runner:
         for name, images in (("source", result.source), ("target", result.target), ("transported", result.transported)):
             check_finite(images, f"the {name} image of item {item.id}")
         result.save(out)
-        metrics = {
-            "psnr_to_target_alone": pixel_distances(result.transported, result.target[None])["psnr_db"],
-            "psnr_to_source": pixel_distances(result.transported, result.source[None])["psnr_db"],
-        }
-        if self.config.model.is_builtin:
-            from .metrics.fidelity import transport_scores
+        from .scores import Scorers, transport_scores
+
+        builtin = self.config.model.is_builtin
+        if builtin:  # the attribute scores read one object's slot: single-object captions only
             from .builtin.scenes import parse_caption
 
-            if len(parse_caption(item.prompt).objects) == 1 and len(parse_caption(target).objects) == 1:
-                metrics |= transport_scores(result.transported, item.prompt, target, result.target, self.classifier)[0]
-        return metrics
+            builtin = len(parse_caption(item.prompt).objects) == 1 and len(parse_caption(target).objects) == 1
+        scorers = Scorers(builtin=builtin, clip=self.clip, _classifier=self._classifier)
+        texts = [None if self.embeds is not None else text for text in (item.prompt, target)]  # rows have no text
+        return transport_scores(result, *texts, scorers)[f"a={s['alpha']:g}"]
 
     def run(self, item: Item, items_dir: Path, identity: dict[str, Any]) -> None:
         """Run one item into a temporary folder and rename it into place when sealed."""
@@ -1332,6 +1363,11 @@ def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[
             if base in records:
                 mse, psnr = _psnr(_load_png(out / "items" / item.id / "image.png"), _load_png(out / "items" / base / "image.png"))
                 metrics |= {"mse_to_unedited": mse, "psnr_to_unedited": psnr}
+                if (out / "items" / base / CLIP_FEATURES).is_file() and (out / "items" / item.id / CLIP_FEATURES).is_file():
+                    from safetensors.torch import load_file
+
+                    a, b = (load_file(str(out / "items" / i / CLIP_FEATURES))["image"] for i in (item.id, base))
+                    metrics["clip_i_to_unedited"] = float((a * b).sum())
         rows.append({"item": item, "metrics": metrics})
 
     # one table row per item, then means over prompts, seeds (and random draws) per setting

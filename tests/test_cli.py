@@ -41,8 +41,8 @@ def test_find_writes_statistics_channels_and_plots(flux_dir, tmp_path):
 def test_disrupt_k0_equals_plain_generation_and_writes_grid(flux_dir, tmp_path):
     assert main(["disrupt", *common(flux_dir, tmp_path), "--ks", "0", "2", "--rules", "top", "random", "--draws", "2"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["pixel_distance_to_unedited"]["none"]["mse"] == 0.0
-    assert metrics["pixel_distance_to_unedited"]["top-2"]["mse"] > 0
+    assert metrics["scores"]["none"]["mse"] == 0.0 and "clip_score" not in metrics["scores"]["none"]
+    assert metrics["scores"]["top-2"]["mse"] > 0 and metrics["not_measured"]
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "random-2_draw1_000.png").is_file()
 
 

@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
+
 import json
 
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPModel
 
 from ditlens.metrics.clip import ClipScorer
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # OpenAI CLIP's
-
-
-def image_processor(size: int):
-    """transformers' own CLIP image processor (the PIL backend: torchvision is not installed)."""
-    try:
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:  # transformers 4
-        from transformers import CLIPImageProcessor as Processor
-    return Processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_mean=MEAN, image_std=STD)
-
+from .tiny_scorers import clip_image_processor as image_processor
+from .tiny_scorers import save_tiny_clip
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     """A tiny CLIP folder as save_pretrained writes it: hidden 32, 2 layers, 32 px images, patch 8."""
-    path = tmp_path_factory.mktemp("tiny_clip")
-    # character-level BPE vocabulary: every letter inside a word and at its end (</w>), one merge
-    tokens = [*LETTERS, *(c + "</w>" for c in LETTERS), "re", "<|startoftext|>", "<|endoftext|>"]
-    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (path / "merges.txt").write_text("#version: 0.2\nr e\n")
-    bos, eos = len(tokens) - 2, len(tokens) - 1
-    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokens), max_position_embeddings=16, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, **tower
-        ),
-        vision_config=dict(image_size=32, patch_size=8, **tower),
-        projection_dim=16,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        CLIPModel(config).eval().save_pretrained(path)
-    image_processor(32).save_pretrained(path)
-    return path
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 @pytest.fixture(scope="module")

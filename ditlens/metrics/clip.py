@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .classifier import frechet_distance as _frechet_distance
+from .folders import CLIP_FILES as EXPECTED_FILES
+from .folders import check_clip_folder
 
-EXPECTED_FILES = (
-    "config.json (a CLIPModel config), model.safetensors or pytorch_model.bin, tokenizer files "
-    "(vocab.json + merges.txt, or tokenizer.json) and preprocessor_config.json (image size, mean, std)"
-)
 BATCH_SIZE = 32  # images or prompts per forward: bounds memory for ViT-L/14 at 224 px on a laptop
 
 
@@ -76,16 +74,6 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must lie in [0, 1], got [{float(images.min()):.3g}, {float(images.max()):.3g}].")
 
 
-def _check_folder(path: Path) -> None:
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise ValueError(f"No CLIP model at {str(path)!r}: expected a local folder with {EXPECTED_FILES}.")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    if model_type != "clip":
-        raise ValueError(f"{str(path)!r} holds a {model_type!r} model; ClipScorer needs a CLIPModel (model_type 'clip').")
-    if not (path / "preprocessor_config.json").is_file():
-        raise ValueError(f"No preprocessor_config.json in {str(path)!r}: expected a local folder with {EXPECTED_FILES}.")
-
-
 def _pooled(out: object) -> torch.Tensor:
     """get_*_features return a tensor (transformers 4) or an output whose pooler_output it is (5)."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
@@ -113,7 +101,7 @@ class ClipScorer:
         from transformers import AutoTokenizer, CLIPModel
 
         path = Path(path)
-        _check_folder(path)
+        check_clip_folder(path)
         try:
             # dtype is set below with .to(): the keyword's name changed in transformers 5
             model = CLIPModel.from_pretrained(path, local_files_only=True)
