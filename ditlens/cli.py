@@ -436,6 +436,11 @@ def cmd_segment(args: argparse.Namespace) -> None:
     truth = None
     if args.truth_dir:
         truth = load_mask_folder(args.truth_dir, n, result.image_size)
+    elif args.segmenter:  # the truth is the segmenter's reading of the generated images
+        from .metrics.segmenter import Segmenter
+
+        segmenter = Segmenter.from_pretrained(args.segmenter, args.device, args.background_labels)
+        truth = segmenter.foreground(result.images)
     elif _is_builtin(args):
         from .metrics.fidelity import off_background_masks
 
@@ -462,6 +467,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
             best = int(curves["miou"].argmax())
             _say(args, f"  {rule:8s} {float(curves['miou'][best]):.3f} at {result.sites[best]} | {float(curves['oracle'][best]):.3f} | "
                        f"{float(curves['agreement'][best]):.2f}  (mean over sites {float(curves['miou'].mean()):.3f})")
+    if truth is None:
+        _say(args, "not measured: mIoU (no ground truth: give --truth-dir DIR or --segmenter PATH)")
     _say(args, f"wrote {out}/: masks.safetensors, segment.json, overlays.png" + (", miou_per_site.png" if truth is not None else ""))
 
 
@@ -830,7 +837,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
     p.add_argument("--site", default=None, help="site for the overlays (default: middle block)")
     p.add_argument("--step", type=int, default=None, help="step for the overlays (default: middle step)")
-    p.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
+    truth = p.add_mutually_exclusive_group()
+    truth.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
+    truth.add_argument("--segmenter", default=None, metavar="PATH",
+                       help="a local transformers semantic-segmentation folder: its foreground on each generated image is the truth")
+    p.add_argument("--background-labels", nargs="+", default=["background"], metavar="LABEL",
+                   help="the segmenter's classes that are background (default: background; e.g. wall floor sky for ADE20K)")
     _add_foreground_option(p)
     p.add_argument("--out", default="runs/segment", help="output folder, replaced as a whole (default: runs/segment)")
 

@@ -146,3 +146,28 @@ def test_segmenter_foreground_and_its_refusals(tmp_path):
         Segmenter.from_pretrained(path, background=["background", "object"])
     with pytest.raises(ValueError, match="No segmentation model at"):
         Segmenter.from_pretrained(tmp_path / "none")
+
+
+def test_segment_with_a_segmenter_scores_as_a_truth_folder_of_its_masks(tmp_path):
+    """--segmenter PATH gives the same segment.json scores as --truth-dir holding the
+    segmenter's own masks of the same images."""
+    from PIL import Image
+
+    path = save_tiny_segmenter(tmp_path / "seg")
+    common = ["segment", "--prompt", PROMPT, "--seeds", "0", "1", "--steps", "2", "--k", "2", "--quiet"]
+    assert main([*common, "--segmenter", str(path), "--out", str(tmp_path / "a")]) == 0
+    from ditlens.generation import GenerationSettings, generate
+    from ditlens.models import load_pipeline
+
+    # the same images again (generation is deterministic per seed): the segmenter's masks of them
+    images = generate(load_pipeline(None), [PROMPT], [0, 1], GenerationSettings(num_inference_steps=2))
+    masks = Segmenter.from_pretrained(path).foreground(images)
+    (tmp_path / "truth").mkdir()
+    for i, m in enumerate(masks):
+        Image.fromarray((m.numpy() * 255).astype("uint8")).save(tmp_path / "truth" / f"m_{i}.png")
+    assert main([*common, "--truth-dir", str(tmp_path / "truth"), "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / n / "segment.json").read_text()) for n in "ab")
+    assert a["miou_best"] == b["miou_best"] and set(a["miou_best"]) == {"top", "bottom", "random", "all"}
+    with pytest.raises(SystemExit) as refused:  # one truth at a time: argparse refuses both
+        main([*common, "--segmenter", str(path), "--truth-dir", str(tmp_path / "truth"), "--out", str(tmp_path / "c")])
+    assert refused.value.code == 2
