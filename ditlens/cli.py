@@ -72,7 +72,9 @@ study.toml (TOML; every key in docs/scale.md):
     "bench": """examples:
   ditlens bench findings --quick          # findings 1 and 2 on the built-in model, < 10 min on a 2-core CPU
   ditlens bench transport --quick         # finding 3, both uses and the chosen defaults
-  ditlens bench findings --device cuda    # the full run (GPU recommended)""",
+  ditlens bench findings --device cuda    # the full run (GPU recommended)
+  ditlens bench findings --model ./flux-schnell --prompts prompts.txt --segmenter ./segformer --clip ./clip
+                                          # the paper's protocol on a real pipeline (docs/scores.md)""",
     "app": """examples:
   ditlens app                                    # built-in model at http://127.0.0.1:7860
   ditlens app --port 8080
@@ -731,7 +733,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport
 
     if not _is_builtin(args):
-        raise UsageError("ditlens bench runs on the built-in model (exact ground truth); leave --model out.")
+        return _bench_any(args)
+    for option in ("prompts", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option.replace('_', '-')} is for a real model (--model M); the built-in bench has exact "
+                             "ground truth and its own held-out prompts.")
     command = "ditlens bench " + args.suite + (" --quick" if args.quick else "") + (f" --device {args.device}" if args.device != "cpu" else "")
     out = Path(args.out or f"runs/bench-{args.suite}")
     pipe = _load(args)
@@ -748,6 +754,42 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.n:
             config.n_pairs = args.n
         report = bench_transport(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say)
+    _say(args, f"wrote {report}")
+
+
+def _bench_any(args: argparse.Namespace) -> None:
+    """bench findings on a real pipeline: the paper's protocol (ditlens/protocol.py)."""
+    from .protocol import ProtocolConfig, bench_findings_any
+
+    if args.suite != "findings":
+        raise UsageError("bench transport on a real model is not built yet; run `ditlens transport --clip PATH` per pair "
+                         "(docs/scores.md). bench transport runs on the built-in model.")
+    if not args.prompts:
+        raise UsageError("bench findings on a real model needs --prompts FILE (one prompt per line).")
+    prompts = _read_prompts_file(args.prompts)
+    if args.truth_dir:
+        from .images import check_mask_folder
+
+        check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
+    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, ks=args.ks, k_segment=args.k, generation=_settings(args))
+    command = f"ditlens bench findings --model {args.model} --prompts {args.prompts}" + "".join(
+        f" --{o.replace('_', '-')} {getattr(args, o)}" for o in ("truth_dir", "segmenter", "clip") if getattr(args, o))
+    truth, source = None, "none"
+    if args.truth_dir:
+        from .images import load_mask_folder
+
+        truth, source = (lambda seg: load_mask_folder(args.truth_dir, seg.images.shape[0], seg.image_size)), f"the masks in {args.truth_dir}"
+    elif args.segmenter:
+        from .metrics.segmenter import Segmenter
+
+        segmenter = Segmenter.from_pretrained(args.segmenter, args.device, args.background_labels)
+        truth = lambda seg: segmenter.foreground(seg.images)  # noqa: E731
+        source = f"the segmenter {args.segmenter} (background: {', '.join(args.background_labels)})"
+    scorers = _scorers(args)
+    pipe = _load(args)
+    say = (lambda message: None) if args.quiet else print
+    out = Path(args.out or "runs/bench-findings")
+    report = bench_findings_any(pipe, out, config, command, scorers=scorers, truth=truth, truth_source=source, say=say)
     _say(args, f"wrote {report}")
 
 
@@ -903,6 +945,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer prompts and settings (CPU, minutes)")
     p.add_argument("--n", type=int, default=None, help="prompts (findings) or prompt pairs (transport); default by --quick")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
+    g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2 (docs/scores.md)")
+    g.add_argument("--prompts", default=None, metavar="FILE", help="prompts, one per line")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (default: 0)")
+    g.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16], help="channel counts zeroed (default: 1 4 16)")
+    g.add_argument("--k", type=int, default=4, help="channels the K=2 masks cluster on (default: 4)")
+    truth = g.add_mutually_exclusive_group()
+    truth.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
+    truth.add_argument("--segmenter", default=None, metavar="PATH", help="a local transformers semantic-segmentation folder")
+    g.add_argument("--background-labels", nargs="+", default=["background"], metavar="LABEL",
+                   help="the segmenter's background classes (default: background)")
+    _add_clip_option(g)
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
+    g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
 
     p = add("sweep", "run prompts x seeds x settings of find / disrupt / segment / transport: sharded, resumable", cmd_sweep)
     p.add_argument("config", help="sweep config: .toml (or .yaml with PyYAML installed)")

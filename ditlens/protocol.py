@@ -1,0 +1,186 @@
+"""`ditlens bench findings --model M --prompts FILE`: the paper's protocol for Findings 1
+and 2 on any supported pipeline, where no exact ground truth exists.
+
+    ditlens bench findings --model ./FLUX.1-schnell --prompts prompts.txt \\
+        --segmenter ./segformer --clip ./clip-vit-large-patch14
+
+Finding 1: zero the top-k, bottom-k and random-k channels (every site and step) over k, and
+score each condition by its pixel distance to the unedited images and, with a CLIP, the CLIP
+score with each image's prompt and CLIP-I to the unedited image. Finding 2: K = 2 masks of
+the generated images per site and step for top-k, bottom-k, random-k and all channels, under
+every foreground rule, against the truth of `--truth-dir` or `--segmenter`, with the oracle
+labelling, agreement and ARI (the same tables as the built-in bench). The report says what
+it could not measure and why. Every number in it comes from the run that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .disrupt import Condition, DisruptConfig, DisruptResult, disrupt
+from .generation import GenerationSettings
+from .scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
+from .segment import SegmentConfig, SegmentResult, segment_generated
+
+
+@dataclass
+class ProtocolConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    ks: list[int] = field(default_factory=lambda: [1, 4, 16])  # a few channels, then many: where Finding 1 is sharpest
+    random_draws: int = 2  # random-k spread
+    k_segment: int = 4  # channels the K = 2 masks cluster on (the CLI's segment default)
+    batch_size: int = 4  # prompts per pipeline call: FLUX.1 at 1024 px fits 4 on one 80 GB GPU
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+def _joined(parts: list[SegmentResult]) -> SegmentResult:
+    from .bench import _joined as join
+
+    return join(parts)
+
+
+def _batches(config: ProtocolConfig) -> list[tuple[int, list[str]]]:
+    """(seed, prompts) per pipeline call, seeds outermost: concatenated, the images are
+    seed-major over all prompts, as one call over every prompt would give them."""
+    size = config.batch_size
+    return [(seed, config.prompts[i : i + size]) for seed in config.seeds for i in range(0, len(config.prompts), size)]
+
+
+def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]) -> DisruptResult:
+    images: dict[Condition, list[torch.Tensor]] = {}
+    dconfig = None
+    for b, (seed, batch) in enumerate(_batches(config)):
+        dconfig = DisruptConfig(prompts=batch, seeds=[seed], ks=config.ks, random_draws=config.random_draws, generation=config.generation)
+        result = disrupt(pipe, dconfig, progress=lambda i, n, label: say(f"  batch {b + 1}: {i + 1}/{n} {label}"))
+        for condition, imgs in result.images.items():
+            images.setdefault(condition, []).append(imgs)
+    return DisruptResult(replace(dconfig, prompts=config.prompts, seeds=config.seeds), {c: torch.cat(v) for c, v in images.items()})
+
+
+def run_segmentation(pipe: Any, config: ProtocolConfig) -> SegmentResult:
+    parts = [
+        segment_generated(pipe, SegmentConfig(prompts=batch, seeds=[seed], k=config.k_segment, rules=["top", "bottom", "random", "all"],
+                                               generation=config.generation, compare_foregrounds=True))
+        for seed, batch in _batches(config)
+    ]
+    return _joined(parts)
+
+
+def bench_findings_any(
+    pipe: Any,
+    out_dir: str | Path,
+    config: ProtocolConfig,
+    command: str,
+    *,
+    scorers: Scorers,
+    truth: Callable[[SegmentResult], torch.Tensor] | None,
+    truth_source: str,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Run the protocol and write report.md, findings.json and the figures into out_dir.
+    truth: the ground-truth masks (n, H, W) of the generated images (None: Finding 2's
+    scores are not measured); truth_source names where they come from."""
+    from .bench import _commit, foreground_rule_table, mask_scores_table
+    from .plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
+    from .report import Section, write_markdown
+    from .verdicts import segmentation_verdict
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    not_measured = list(scorers.not_measured())
+    numbers: dict[str, Any] = {"config": asdict(config) | {"generation": asdict(config.generation)}, "truth": truth_source}
+
+    say(f"finding 1: zeroing k={config.ks} channels on {len(config.prompts)} prompts x {len(config.seeds)} seeds")
+    result = run_disruption(pipe, config, say)
+    scores = disrupt_scores(result, scorers)
+    numbers["finding1"] = {label: {k: v for k, v in row.items() if not k.endswith("_per_image")} for label, row in scores.items()}
+    figures1 = []
+    for key, (label, title) in {"psnr_db": ("PSNR to unedited (dB)", "Zeroing channels: pixel change"), **DISRUPT_CURVES}.items():
+        curves = score_curves(scores, key, ["top", "bottom", "random"])
+        if curves:
+            plot_metric_over_k(curves, out / f"finding1_{key}.png", label, title)
+            figures1.append((f"finding1_{key}.png", f"{label} over k"))
+    rules, ks, cells = result.grid_rows(0)
+    plot_image_table([[result.baseline[0]] + row for row in cells], out / "finding1_grid.png", [f"{r}-k" for r in rules],
+                     ["none"] + [f"k={k}" for k in ks], title=config.prompts[0][:90])
+    figures1.append(("finding1_grid.png", "the first prompt, rows: rule, columns: k"))
+    columns = [("psnr_db", "PSNR to unedited", ".1f"), ("clip_score", "CLIP score", ".2f"), ("clip_i_to_unedited", "CLIP-I to unedited", ".3f")]
+    columns = [c for c in columns if any(c[0] in row for row in scores.values())]
+    table1 = [["condition", "k", *[name for _, name, _ in columns]]]
+    for rule in ("none", "top", "bottom", "random"):
+        for k in sorted({row["k"] for row in scores.values() if row["rule"] == rule}):
+            rows = [row for row in scores.values() if row["rule"] == rule and row["k"] == k]
+            cells_ = []
+            for key, _, fmt in columns:
+                values = torch.tensor([row[key] for row in rows])
+                cells_.append(f"{float(values.mean()):{fmt}}" + (f" ± {float(values.std()):{fmt}}" if len(values) > 1 else ""))
+            table1.append([rule, str(k), *cells_])
+    text1 = _disruption_sentence(scores, config.ks)
+
+    sections = [Section("Finding 1 (functionally critical): zeroing channels", text1, figures1, table1)]
+    if truth is None:
+        not_measured.append("Finding 2's mIoU: no ground truth (give --truth-dir DIR or --segmenter PATH)")
+    else:
+        say(f"finding 2: K=2 masks (k={config.k_segment}) against {truth_source}")
+        seg = run_segmentation(pipe, config)
+        masks = truth(seg)
+        groups = {"all images": list(range(masks.shape[0]))}
+        found, table2 = mask_scores_table(seg, masks, groups, "generated", config.k_segment)
+        table2.insert(0, ["images (count)", "channels", f"mIoU, {seg.foreground} rule (best site)", "oracle at that site",
+                          "picks the oracle's cluster", "ARI", "oracle, best site", "mIoU mean over sites"])
+        fg_numbers, fg_table = foreground_rule_table({"generated": (seg, masks, groups["all images"])}, config.k_segment)
+        verdict = segmentation_verdict({"generated": {r: v["miou"] for r, v in found["all images"].items() if r != "images"}}, config.k_segment)
+        numbers["finding2"] = {"foreground": seg.foreground, "k": config.k_segment, "scores": found, "foreground_rules": fg_numbers,
+                               "verdict": verdict.as_dict()}
+        all_scores = seg.scores(masks)
+        plot_miou_curves({r: sc.miou.mean(-1) for r, sc in all_scores.items()}, seg.sites, out / "finding2_miou.png",
+                         f"k={config.k_segment}, {seg.foreground} rule (solid), oracle (dotted)",
+                         oracle={r: sc.oracle.mean(-1) for r, sc in all_scores.items()})
+        best_site = found["all images"]["top"]["best_site"]
+        plot_segment_overlays(seg, out / "finding2_overlays.png", best_site, seg.steps // 2, masks, max_rows=6)
+        sections += [
+            Section(verdict.headline, verdict.sentence() + f" Ground truth: {truth_source}. The oracle takes the better "
+                    "labelling of each image (an upper bound that reads the truth); ARI scores the split with no labelling.",
+                    [("finding2_miou.png", "mIoU per site"), ("finding2_overlays.png", "images, truth, masks at the best site")], table2),
+            Section("Which K=2 cluster is the subject", "Per foreground rule, on the top-k masks.", [], fg_table),
+        ]
+    numbers["not_measured"] = not_measured
+    sections.append(Section("Not measured", "; ".join(not_measured) + "." if not_measured else "Everything above was measured.", [], None))
+    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
+    name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    provenance = (f"Command: `{command}` · seeds {config.seeds} · commit {_commit()} · {device} · torch {torch.__version__} · "
+                  f"{time.perf_counter() - started:.0f} s")
+    intro = (f"{provenance}. Model {name} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
+             f"{len(config.seeds)} seeds; random-k over {config.random_draws} seeded draws (mean ± std over draws and images).")
+    return write_markdown(out / "report.md", f"ditlens bench findings ({type(pipe).__name__})", intro, sections)
+
+
+def _disruption_sentence(scores: dict[str, dict[str, Any]], ks: list[int]) -> str:
+    """At the smallest k: how far each rule moves the images, in the strongest score there is
+    (CLIP-I to unedited with a CLIP, else PSNR; lower is further for both), worded from the numbers."""
+    k = min(k for k in ks if k > 0)
+    key, name = ("clip_i_to_unedited", "CLIP-I to the unedited image") if "clip_i_to_unedited" in scores["none"] \
+        else ("psnr_db", "PSNR to the unedited image (dB)")
+    means = {}
+    for rule in ("top", "bottom", "random"):
+        values = [row[key] for row in scores.values() if row["rule"] == rule and row["k"] == k]
+        if values:
+            means[rule] = sum(values) / len(values)
+    controls = {r: v for r, v in means.items() if r != "top"}
+    if "top" not in means or not controls:
+        return f"At k = {k} there is no top-k condition and control of the same size to compare."
+    gap = min(controls.values()) - means["top"]  # > 0: top-k moved the images further than the nearest control
+    return (f"At k = {k}, {name}: top-k {means['top']:.4f}, " + ", ".join(f"{r}-k {v:.4f}" for r, v in controls.items())
+            + (f". Zeroing the top-k channels moves the images further than every control of the same size (by {gap:.4f})."
+               if gap > 0 else f". Zeroing the top-k channels does not move the images further than every control of the same "
+               f"size (the nearest control is {-gap:.4f} further or as far)."))
