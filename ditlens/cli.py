@@ -320,10 +320,13 @@ def _is_builtin(args: argparse.Namespace) -> bool:
 
 
 def _scorers(args: argparse.Namespace):
-    """The built-in metrics on the built-in model, and the CLIP of --clip on any model."""
+    """The built-in metrics on the built-in model, and the CLIP of --clip on any model; loaded
+    once, before the pipeline (a CLIP that fails to load costs no generation)."""
     from .scores import load_scorers
 
-    return load_scorers(getattr(args, "clip", None), _is_builtin(args), args.device)
+    if not hasattr(args, "loaded_scorers"):
+        args.loaded_scorers = load_scorers(getattr(args, "clip", None), _is_builtin(args), args.device)
+    return args.loaded_scorers
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -385,6 +388,7 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
         steps=_window(args),
         generation=_settings(args),
     )
+    scorers = _scorers(args)
     pipe = _load(args)
     bar = _progress(args, 0, "conditions")
 
@@ -395,7 +399,6 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
 
     result = disrupt(pipe, config, prompt_kwargs=_prompt_kwargs(args), progress=progress)
     bar.close()
-    scorers = _scorers(args)
     scores = disrupt_scores(result, scorers)
     out = Path(args.out)
     rules, ks, cells = result.grid_rows(0)
@@ -432,16 +435,18 @@ def cmd_segment(args: argparse.Namespace) -> None:
         from .images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
+    segmenter = None
+    if args.segmenter:  # loaded (and its labels checked) before the pipeline
+        from .metrics.segmenter import Segmenter
+
+        segmenter = Segmenter.from_pretrained(args.segmenter, args.device, args.background_labels)
     pipe = _load(args)
     result = segment_generated(pipe, config, prompt_kwargs=_prompt_kwargs(args))
     n = result.images.shape[0]
     truth = None
     if args.truth_dir:
         truth = load_mask_folder(args.truth_dir, n, result.image_size)
-    elif args.segmenter:  # the truth is the segmenter's reading of the generated images
-        from .metrics.segmenter import Segmenter
-
-        segmenter = Segmenter.from_pretrained(args.segmenter, args.device, args.background_labels)
+    elif segmenter is not None:  # the truth is the segmenter's reading of the generated images
         truth = segmenter.foreground(result.images)
     elif _is_builtin(args):
         from .metrics.fidelity import off_background_masks
@@ -529,6 +534,7 @@ def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list 
         scheduler = scheduler_class(args.model)
         if scheduler is not None:
             check_invertible(scheduler, (model_index(args.model) or {}).get("_class_name", "the built-in pipeline"))
+    _scorers(args)  # the CLIP loads before the pipeline
     pipe = _load(args)
     adapter = adapter_for(pipe)
     for c in configs:
