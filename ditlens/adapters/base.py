@@ -8,7 +8,9 @@ ditlens is model-agnostic and only ever sees `Streams`.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -106,6 +108,23 @@ class Adapter(ABC):
         they denoise as it is: the identity."""
         return latents
 
+    def text_positions(
+        self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
+    ) -> list[int]:
+        """Positions, in the text stream this family's blocks receive for the conditional
+        `prompt` (their `encoder_hidden_states`), of every token that overlaps a whole-word,
+        case-insensitive occurrence of each of `words` (words or phrases), sorted: the
+        `token_positions` of `ditlens.attention.AttentionMaps`.
+
+        max_sequence_length: as passed to `pipe(...)`; None = the pipeline's default. Raises
+        ValueError for a word absent from the prompt or cut away by the pipeline (naming the
+        word, the prompt and the reason), `UnsupportedModelError` where the family's text
+        stream cannot be mapped exactly."""
+        raise UnsupportedModelError(
+            f"Text positions are not wired for {type(pipe).__name__} ({type(self).__name__}); "
+            "give AttentionMaps the positions by hand."
+        )
+
     @abstractmethod
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         """Read the image and text streams out of one block's forward output.
@@ -116,6 +135,17 @@ class Adapter(ABC):
     @abstractmethod
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         """Return `output` rebuilt with the given streams, in the block's own format."""
+
+
+def call_default(pipe: Any, name: str, given: Any = None) -> Any:
+    """`given`, or where it is None the default of `pipe.__call__`'s argument `name` (what a
+    plain `pipe(prompt)` uses, e.g. `max_sequence_length`)."""
+    if given is not None:
+        return given
+    parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise UnsupportedModelError(f"{type(pipe).__name__}.__call__ has no default {name!r}; cannot tell its text stream.")
+    return parameter.default
 
 
 def check_image_tokens(n_tokens: int, grid: tuple[int, int], transformer: nn.Module) -> tuple[int, int]:

@@ -7,12 +7,13 @@ the single block splits its joint sequence back before returning).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .attention import FluxLocator
-from .base import Adapter, Streams, grid_from_img_ids
+from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids
 
 
 class FluxAdapter(Adapter):
@@ -30,6 +31,26 @@ class FluxAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def text_positions(
+        self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
+    ) -> list[int]:
+        """The built-in model: `word_positions(prompt, words)` ([CLS] first). FluxPipeline (and
+        its img2img/inpaint kin): T5's (`tokenizer_2`) sequence as it is, padded to
+        `max_sequence_length` (CLIP only gives the pooled vector)."""
+        from ..attention import template_positions, word_positions
+        from ..builtin.pipeline import BuiltinPipeline
+
+        if isinstance(pipe, BuiltinPipeline):
+            return word_positions(prompt, words)
+        if getattr(pipe, "tokenizer_2", None) is None:
+            raise UnsupportedModelError(f"{type(pipe).__name__} has no T5 tokenizer (tokenizer_2): cannot tell its text stream.")
+        length = call_default(pipe, "max_sequence_length", max_sequence_length)
+        return template_positions(
+            pipe.tokenizer_2, prompt, words,
+            limit=f"{type(pipe).__name__} keeps T5's first {length} tokens (max_sequence_length)",
+            padding="max_length", max_length=length, truncation=True,
+        )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From `img_ids`: (0, row, col) per packed token."""

@@ -23,13 +23,14 @@ then (B, N_img + N_ref, D).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .attention import Flux2Locator
-from .base import Adapter, Streams, grid_from_img_ids
+from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids
 
 # positions of the inputs in `Flux2SingleTransformerBlock.forward`, for positional calls
 # (diffusers' gradient-checkpointing path passes them positionally)
@@ -82,6 +83,31 @@ class Flux2Adapter(Adapter):
         if streams.txt is None:
             raise ValueError("A FLUX.2 single block returns one joint sequence: merge needs the txt stream too.")
         return torch.cat([streams.txt, streams.img], dim=1)
+
+    def text_positions(
+        self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
+    ) -> list[int]:
+        """Flux2KleinPipeline (and its inpaint kin, `_get_qwen3_prompt_embeds`): the prompt as
+        the user turn of Qwen3's chat template (generation prompt, thinking off), padded to
+        `max_sequence_length`, every token kept. Flux2Pipeline's Mistral processor is not wired."""
+        from ..attention import template_positions
+
+        if not hasattr(pipe, "_get_qwen3_prompt_embeds"):
+            raise UnsupportedModelError(
+                f"Text positions are wired for FLUX.2 [klein]'s Qwen3 chat template only, not for {type(pipe).__name__}'s "
+                "text encoder; give AttentionMaps the positions by hand."
+            )
+        length = call_default(pipe, "max_sequence_length", max_sequence_length)
+
+        def chat(text: str) -> str:  # as _get_qwen3_prompt_embeds formats it
+            messages = [{"role": "user", "content": text}]
+            return pipe.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+
+        return template_positions(
+            pipe.tokenizer, prompt, words, template=chat,
+            limit=f"{type(pipe).__name__} keeps the chat template's first {length} tokens (max_sequence_length)",
+            padding="max_length", max_length=length, truncation=True,
+        )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From `img_ids`: (t, row, col, l) per packed token."""

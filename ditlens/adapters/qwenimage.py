@@ -9,12 +9,13 @@ noisy latents (`img_shapes` lists both), so img is then (B, N_img + N_cond, D).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .attention import QwenImageLocator
-from .base import Adapter, Streams, check_image_tokens, hidden_states
+from .base import Adapter, Streams, UnsupportedModelError, call_default, check_image_tokens, hidden_states
 
 
 class QwenImageAdapter(Adapter):
@@ -32,6 +33,28 @@ class QwenImageAdapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def text_positions(
+        self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
+    ) -> list[int]:
+        """QwenImagePipeline: the prompt inside `prompt_template_encode`, tokenized up to
+        `tokenizer_max_length + prompt_template_encode_start_idx` tokens; the first
+        `prompt_template_encode_start_idx` (the system turn) are dropped and the rest cut to
+        `max_sequence_length` (`_get_qwen_prompt_embeds`, `encode_prompt`)."""
+        from ..attention import template_positions
+
+        template = getattr(pipe, "prompt_template_encode", None)
+        drop = getattr(pipe, "prompt_template_encode_start_idx", None)
+        if template is None or drop is None:
+            raise UnsupportedModelError(f"{type(pipe).__name__} has no prompt_template_encode: cannot tell its text stream.")
+        length = call_default(pipe, "max_sequence_length", max_sequence_length)
+        # tokenized alone: in a batch the pipeline pads, but drops the padding before the cut
+        return template_positions(
+            pipe.tokenizer, prompt, words, template=template.format, keep=slice(drop, drop + length),
+            limit=f"{type(pipe).__name__} drops the template's first {drop} tokens and keeps the next {length} "
+            f"(max_sequence_length), of at most {pipe.tokenizer_max_length}",
+            max_length=pipe.tokenizer_max_length + drop, truncation=True,
+        )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From `img_shapes`: per sample, (frames, rows, cols) of each latent image in the

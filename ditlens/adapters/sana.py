@@ -9,12 +9,13 @@ reshape of the model happens after the last block (unpatchify), outside any site
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .attention import SanaLocator
-from .base import Adapter, Streams, grid_from_latents
+from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_latents
 
 
 class SanaAdapter(Adapter):
@@ -37,6 +38,32 @@ class SanaAdapter(Adapter):
 
         takes = "use_resolution_binning" in inspect.signature(pipe.__call__).parameters
         return {"use_resolution_binning": False} if takes else {}
+
+    def text_positions(
+        self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
+    ) -> list[int]:
+        """SanaPipeline (`_get_gemma_prompt_embeds`, `encode_prompt`): the prompt, lower-cased
+        and stripped, after the default `complex_human_instruction` (its lines joined by
+        newlines), padded on the right to the instruction's tokens + `max_sequence_length` - 2;
+        the stream keeps the first token (<bos>) and the last `max_sequence_length` - 1, which
+        start where the instruction ends. Exact, since the padded length is fixed. Positions are
+        those of the default instruction (a `complex_human_instruction=` of one's own moves
+        them); `clean_caption=True` rewrites the prompt and is not wired. Errors name the
+        prompt as the pipeline encodes it (lower-cased)."""
+        from ..attention import template_positions
+
+        if not hasattr(pipe, "_text_preprocessing"):
+            raise UnsupportedModelError(f"{type(pipe).__name__} has no _text_preprocessing: cannot tell what it encodes.")
+        instruction = call_default(pipe, "complex_human_instruction")
+        length = call_default(pipe, "max_sequence_length", max_sequence_length)
+        text = pipe._text_preprocessing(prompt, clean_caption=False)[0]  # what the pipeline encodes
+        prefix = "\n".join(instruction) if instruction else ""
+        total = len(pipe.tokenizer.encode(prefix)) + length - 2 if instruction else length
+        return template_positions(
+            pipe.tokenizer, text, words, template=lambda p: prefix + p, keep=[0, *range(-length + 1, 0)],
+            limit=f"{type(pipe).__name__} keeps {length - 1} tokens of the instruction and prompt (max_sequence_length)",
+            padding="max_length", padding_side="right", max_length=total, truncation=True, add_special_tokens=True,
+        )
 
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         return Streams(img=output, txt=None)

@@ -10,12 +10,13 @@ stream) and `qk_norm` change nothing in the output structure. Blocks named in th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .attention import SD3Locator
-from .base import Adapter, Streams, grid_from_latents
+from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_latents
 
 
 class SD3Adapter(Adapter):
@@ -29,6 +30,42 @@ class SD3Adapter(Adapter):
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         return (streams.txt, streams.img)
+
+    def text_positions(
+        self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
+    ) -> list[int]:
+        """StableDiffusion3Pipeline (`encode_prompt`): CLIP-L's and CLIP-G's `tokenizer_max_length`
+        tokens (77; the two joined along the width, so one position is one token of both),
+        then T5's `max_sequence_length` tokens (zeros without text_encoder_3, so no position
+        there). A word cut from CLIP's 77 tokens but kept by T5 gets its T5 positions only."""
+        from ..attention import TruncatedWordError, template_positions
+
+        clip_length = int(pipe.tokenizer_max_length)
+        length = call_default(pipe, "max_sequence_length", max_sequence_length)
+
+        def kept(tokenizer: Any, word: str, max_length: int) -> list[int]:  # [] where truncated
+            try:
+                return template_positions(tokenizer, prompt, [word], padding="max_length", max_length=max_length, truncation=True)
+            except TruncatedWordError:
+                return []
+
+        positions: set[int] = set()
+        for word in [words] if isinstance(words, str) else words:
+            found = kept(pipe.tokenizer, word, clip_length)  # raises for a word absent from the prompt
+            if kept(pipe.tokenizer_2, word, clip_length) != found:
+                raise UnsupportedModelError(
+                    f"{type(pipe).__name__}'s two CLIP tokenizers split {word!r} differently: one text position would "
+                    "hold different tokens of each."
+                )
+            if pipe.text_encoder_3 is not None:
+                found += [clip_length + i for i in kept(pipe.tokenizer_3, word, length)]
+            if not found:
+                raise TruncatedWordError(
+                    f"Word {word!r} of prompt {prompt!r} does not reach the transformer: {type(pipe).__name__} keeps CLIP's "
+                    f"first {clip_length} tokens and T5's first {length} (max_sequence_length)."
+                )
+            positions.update(found)
+        return sorted(positions)
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From the unpacked latents (B, C, H, W) it is called with."""
