@@ -3,12 +3,15 @@
 Two layers, so that the science stays in the library:
 
 - `Explorer` computes. Each method validates the page's inputs, calls the library
-  (`find_channels`, `disrupt`, `segment_generated`, `transport_text` / `transport_image`)
-  and draws with `ditlens.plots`, returning a small view dataclass of PIL pictures and
-  table rows. It imports no Gradio and can be used (and tested) on its own.
+  (`find_channels`, `disrupt`, `segment_generated`, `transport_text` / `transport_image`),
+  scores the result as the tab's command does (`ditlens.scores`), writes the files that
+  command writes (the page zips them for download) and draws with `ditlens.plots`, returning
+  a small view dataclass of PIL pictures and table rows. It imports no Gradio and can be
+  used (and tested) on its own.
 - `build_app` wires an `Explorer` to a Gradio page: one tab per capability, progress bars
   during generation (Gradio follows the pipeline's tqdm bar), and every error shown as a
-  status line in the page. Tracebacks stay in the server's console.
+  status line in the page. Tracebacks stay in the server's console. A run whose images are
+  degenerate (noise, constant, blank, non-finite: `check_image`) says so instead of Done.
 
 Under load: every request is checked against `Limits` before any model runs; one job runs
 on the model at a time, behind a queue of bounded length (a request beyond it is refused,
@@ -22,39 +25,57 @@ server-side rendering (which would need Node) off.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import html
+import json
 import logging
 import os
+import shlex
+import shutil
 import tempfile
 import threading
+import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from .adapters import adapter_for
 from .channels import STATISTICS
 from .disrupt import RULES as DISRUPT_RULES
-from .disrupt import DisruptConfig, disrupt
+from .disrupt import DisruptConfig, DisruptResult, disrupt
 from .disrupt import conditions as disrupt_conditions
-from .find import FindConfig, find_channels
+from .find import FindConfig, FindResult, find_channels
 from .generation import GenerationSettings, default_steps, image_size, to_pil
 from .images import load_image
 from .masks import DEFAULT_FOREGROUND, FOREGROUND_RULES
+from .outputs import output_folder
 from .plots import (
     image_grid,
     plot_channel_atlas,
     plot_image_table,
     plot_magnitude_surface,
+    plot_metric_over_k,
     plot_miou_curves,
     plot_segment_overlays,
     plot_top_vs_median,
+)
+from .scores import (
+    DISRUPT_COLUMNS,
+    DISRUPT_CURVES,
+    DISRUPT_FORMATS,
+    TRANSPORT_COLUMNS,
+    Scorers,
+    disrupt_scores,
+    score_curves,
+    transport_scores,
 )
 from .segment import RULES as SEGMENT_RULES
 from .segment import SegmentConfig, SegmentResult, segment_generated
@@ -68,7 +89,8 @@ APP_MASKS = ("source", "target", "union", "all")  # "user" needs a mask image: t
 STRIP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the interpolation strip's frames
 DISRUPT_KS = (1, 2, 4, 8, 16, 32)  # choices offered; the default is the demo's small / medium / large
 IMAGE_BUTTONS = ["download", "fullscreen"]  # no "share": it would upload to a hosting service
-MAX_OVERLAY_ROWS = 8  # overlays of more images would not fit a screen
+MAX_OVERLAY_ROWS = 8  # overlays of more images would not fit a screen (the CLI's default too)
+MAX_MARKED = 8  # top channels marked on the magnitude surface: more labels would cover the walls
 DISPLAY_PIXELS = 256  # small images are shown upscaled (nearest) to about this size
 
 
@@ -95,6 +117,7 @@ class Limits:
     image_steps: int = 2048
     queue: int = 8  # requests waiting behind the running one; the next is refused ("busy, try again"), not parked
     kept: int = 4  # segment results (masks of every site and step) kept for the pickers, all sessions together
+    downloads: int = 16  # zips of runs kept on disk for the download buttons, all sessions together; older ones deleted
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -160,6 +183,148 @@ class Limits:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+# ---- degenerate results: what the status line says instead of "Done" ---------------------------
+
+# An output image is degenerate when one of these holds (docs/app.md, "Degenerate results").
+# Measured on the built-in model: its images have a high-frequency share of 0.06-0.15, images
+# with a noisy background but a clear object (bottom-k edits) up to 0.6, and top-64 zeroing,
+# which draws pure noise, 0.85-1.0; uniform noise has 1.0.
+NOISE_SHARE = 0.75  # high-frequency share at or above this: noise
+FLAT_STD = 0.02  # pixel std (values in [0, 1]) below this, about 5 of 255 grey levels: a constant image
+BLANK_SHARE = 0.25  # std below this share of the unedited image's: blank (what the unedited image showed is gone)
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """The numbers the degenerate-result rule reads from one image (3, H, W) in [0, 1]."""
+
+    std: float  # pixel standard deviation within each colour channel (root of their mean variance)
+    noise_share: float  # mean squared difference of neighbouring pixels / (2 x variance): 1 for uniform noise
+    finite: bool
+    reference_std: float | None = None  # the unedited image's std, where there is one
+
+    @property
+    def problem(self) -> str | None:
+        """Why the image is degenerate, with its numbers, or None."""
+        if not self.finite:
+            return "non-finite pixels (NaN or infinite)"
+        if self.noise_share >= NOISE_SHARE:
+            return f"noise (high-frequency share {self.noise_share:.2f} >= {NOISE_SHARE})"
+        if self.std < FLAT_STD:
+            return f"constant (pixel std {self.std:.3f} < {FLAT_STD})"
+        if self.reference_std is not None and self.std < BLANK_SHARE * self.reference_std:
+            return f"blank (pixel std {self.std:.3f} < {BLANK_SHARE} x the unedited image's {self.reference_std:.3f})"
+        return None
+
+
+def check_image(image: torch.Tensor, reference: torch.Tensor | None = None) -> ImageCheck:
+    """The degenerate-result numbers of `image` (3, H, W), against the unedited `reference`."""
+    x = image.detach().float().cpu()
+    finite = bool(torch.isfinite(x).all())
+    x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+    variance = float(x.flatten(1).var(1, unbiased=False).mean())  # within each colour channel
+    dx = float((x[:, :, 1:] - x[:, :, :-1]).pow(2).mean()) if x.shape[2] > 1 else 0.0
+    dy = float((x[:, 1:] - x[:, :-1]).pow(2).mean()) if x.shape[1] > 1 else 0.0
+    share = (dx + dy) / 2 / (2 * variance) if variance > 1e-12 else 0.0  # neighbours of uniform noise differ by 2 var
+    reference_std = None if reference is None else check_image(reference).std
+    return ImageCheck(std=variance**0.5, noise_share=share, finite=finite, reference_std=reference_std)
+
+
+def degenerate(name: str, images: torch.Tensor, references: torch.Tensor | None = None) -> str | None:
+    """One phrase for a group of images (a condition, the target alone, ...) holding a
+    degenerate one, e.g. "top-64: 2 of 2 images degenerate, e.g. noise (...)"; None if none is."""
+    checks = [check_image(image, None if references is None else references[i]) for i, image in enumerate(images)]
+    problems = [c.problem for c in checks if c.problem]
+    if not problems:
+        return None
+    if len(checks) == 1:
+        return f"{name}: {problems[0]}"
+    return f"{name}: {len(problems)} of {len(checks)} images degenerate, e.g. {problems[0]}"
+
+
+def degenerate_images(images: torch.Tensor, prompts: list[str], seeds: list[int]) -> list[str]:
+    """One phrase per degenerate image of a seed-major batch (images = seeds x prompts)."""
+    named = [f"image {i} (seed {seeds[i // len(prompts)]}, prompt {i % len(prompts) + 1})" for i in range(len(images))]
+    return [p for name, image in zip(named, images) if (p := degenerate(name, image[None]))]
+
+
+def _pil_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+# ---- downloads: each run's files, as the CLI writes them, zipped ---------------------------------
+
+
+class Downloads:
+    """Folders for the page's download buttons. Each run writes the files its `ditlens`
+    command writes (and command.txt, that command) into a fresh folder under one temporary
+    root; the page offers it as a zip. The last `size` runs are kept, all sessions together
+    (older ones are deleted when a new one starts), the root goes when the process ends, and
+    roots left by processes that no longer run are removed at start."""
+
+    PREFIX = "ditlens-app-runs-"
+
+    def __init__(self, size: int):
+        self.size = size
+        self._remove_stale_roots()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-"))
+        self._runs: deque[Path] = deque()
+        self._lock = threading.Lock()  # handlers run in worker threads
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def folder(self, tab: str) -> Path:
+        """A new folder name (not yet made) for one run of `tab`: ditlens-TAB-YYYYmmdd-HHMMSS."""
+        run = self.root / uuid.uuid4().hex[:12]
+        run.mkdir()
+        with self._lock:
+            self._runs.append(run)
+            while len(self._runs) > self.size:
+                shutil.rmtree(self._runs.popleft(), ignore_errors=True)  # the oldest
+        return run / f"ditlens-{tab}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def zip(self, folder: Path) -> Path:
+        """folder.zip beside it (one top folder inside, named as the folder); the folder goes."""
+        archive = Path(shutil.make_archive(str(folder), "zip", root_dir=folder.parent, base_dir=folder.name))
+        shutil.rmtree(folder, ignore_errors=True)
+        return archive
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @classmethod
+    def _remove_stale_roots(cls) -> None:
+        for root in Path(tempfile.gettempdir()).glob(f"{cls.PREFIX}*-*"):
+            pid = root.name[len(cls.PREFIX):].split("-")[0]
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(root, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def cli_command(command: str, model: str, options: list[tuple[str, Any]]) -> str:
+    """The `ditlens` command line that writes the files of a run (its zip's command.txt).
+    Options whose value is None are left out (the command's default); lists are spread."""
+    words = ["ditlens", command] + ([] if model == "builtin" else ["--model", model])
+    for option, value in options:
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        words += [option, *(f"{v:g}" if isinstance(v, float) else str(v) for v in values)]
+    return shlex.join(words)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, default=str))
 
 
 class Cancelled(Exception):
@@ -250,15 +415,26 @@ def parse_window(start: float | None, stop: float | None, num_steps: int | None)
 
 
 # ---- views: what each tab shows --------------------------------------------------------------
+#
+# Every view also carries its run's result object, its scores as the command reports them
+# (`table` under `headers`, and `not_measured`: what could not be measured and why; find's
+# table is its channel summary), the degenerate images found (`problems`: one phrase per
+# group of images holding one, empty if none) and the `ditlens` command line that writes the
+# same files (`command`).
 
 
 @dataclass
 class FindView:
+    result: FindResult
     images: Image.Image  # the generated images, one row per seed
     top_vs_median: Image.Image
     atlas: Image.Image
     surface: Image.Image | None
-    table: list[list[Any]]  # per site: top channels, ratio to median, stability
+    surface_step: int
+    marked: list[int]  # the channels marked on the surface: the top-k there (at most MAX_MARKED)
+    table: list[list[Any]]  # per site: top channels, ratio to median, stability, as `ditlens find` prints them
+    problems: list[str]
+    command: str
     headers: list[str] = field(
         default_factory=lambda: ["site", "top channels", "x median", "Jaccard prompts", "Jaccard steps"]
     )
@@ -266,9 +442,14 @@ class FindView:
 
 @dataclass
 class DisruptView:
+    result: DisruptResult
     grid: Image.Image  # rows: rule, columns: k, first image
-    table: list[list[Any]]
+    curve: Image.Image | None  # the first score over k that this run measured (objects fully correct, CLIP score)
+    table: list[list[Any]]  # per condition: PSNR to unedited and the scores of `ditlens disrupt`
     headers: list[str]
+    not_measured: list[str]
+    problems: list[str]
+    command: str
 
 
 @dataclass
@@ -277,6 +458,16 @@ class SegmentView:
     truth: torch.Tensor | None  # (n, H, W) bool ground truth (built-in model), else None
     miou_plot: Image.Image | None
     note: str = ""
+    table: list[list[Any]] = field(default_factory=list)  # per rule, as `ditlens segment` prints it (with truth)
+    not_measured: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    command: str = ""
+    headers: list[str] = field(
+        default_factory=lambda: [
+            "rule", "mIoU at the best site", "best site", "oracle labelling", "rule picked the oracle's cluster",
+            "mIoU, mean over sites",
+        ]
+    )
 
     @property
     def steps(self) -> int:
@@ -290,6 +481,11 @@ class TransportView:
     strip: Image.Image  # source | target alone | transported (one per alpha)
     alpha: float
     note: str = ""  # e.g. that the reference image was resized
+    table: list[list[Any]] = field(default_factory=list)  # per image: the scores of `ditlens transport`
+    headers: list[str] = field(default_factory=list)
+    not_measured: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    command: str = ""
 
 
 def _upscaled(image: torch.Tensor) -> Image.Image:
@@ -305,27 +501,62 @@ _PLOTTING = threading.Lock()  # pyplot keeps global state: one picture at a time
 def _picture(draw: Callable[[Path], Path]) -> Image.Image:
     """Run a `ditlens.plots` function into a temporary file and return the picture in memory."""
     with _PLOTTING, tempfile.TemporaryDirectory(prefix="ditlens-app-") as tmp:
-        with Image.open(draw(Path(tmp) / "plot.png")) as image:
-            return image.convert("RGB")
+        return _opened(draw(Path(tmp) / "plot.png"))
+
+
+def _opened(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+@contextmanager
+def _run_files(out: str | Path | None) -> Iterator[Path]:
+    """The folder a run writes its command's files into, as the CLI does (`output_folder`:
+    whole or not at all, with its list of files): `out`, or a temporary one discarded after."""
+    with tempfile.TemporaryDirectory(prefix="ditlens-app-") as tmp:
+        with _PLOTTING, output_folder(Path(tmp) / "run" if out is None else out) as folder:
+            yield folder
+
+
+def _score(value: float, fmt: str) -> float | str:
+    return round(float(value), int(fmt[1:-1])) if np.isfinite(value) else str(value)
+
+
+def _two(value: float | None) -> str:
+    """As `ditlens find` prints a Jaccard index: two decimals, or n/a with nothing to compare."""
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 class Explorer:
     """The app's computations on one pipeline. Methods take page values and return views;
     bad values, and requests over `limits`, raise `ValueError` with a message for the page
-    before any model runs.
+    before any model runs. Given `out`, a method also leaves there the files its `ditlens`
+    command writes (and command.txt, that command line); the page zips them for download.
+
+    Scores are those of the commands (`ditlens.scores`): the built-in model's exact metrics
+    on the built-in model, and CLIP score and CLIP-I with `clip` (a local CLIPModel folder).
 
     One job runs on the model at a time (a lock; Gradio's queue is not enough: it frees its
     slot as soon as a job is cancelled, while the job's thread runs on to its next step). A
     method given `cancel` stops at the next denoising step once the event is set, raising
     `Cancelled`."""
 
-    def __init__(self, pipe: Any, model: str | None = None, limits: Limits | None = None):
+    def __init__(
+        self, pipe: Any, model: str | None = None, limits: Limits | None = None, clip: str | Path | None = None
+    ):
         self.pipe = pipe
         self.model = model or "builtin"
         self.limits = limits or Limits()
         self.adapter = adapter_for(pipe)  # fails early, listing the supported classes
         self.sites = [s.name for s in self.adapter.sites()]
         self.hidden_size = self.adapter.hidden_size
+        self.clip_path = str(clip) if clip else None
+        clip_scorer = None
+        if clip:
+            from .metrics.clip import ClipScorer
+
+            clip_scorer = ClipScorer.from_pretrained(clip, device=self.adapter.transformer.device)
+        self.scorers = Scorers(builtin=self.builtin, clip=clip_scorer)
         self._lock = threading.Lock()
 
     @property
@@ -338,9 +569,11 @@ class Explorer:
 
     def describe(self) -> str:
         transformer = type(getattr(self.pipe, "transformer", self.pipe)).__name__
+        scores = ["pixel distances"] + (["the built-in model's exact metrics"] if self.builtin else [])
+        scores += [f"CLIP score and CLIP-I ({self.clip_path})"] if self.clip_path else []
         return (
             f"model: {self.model} ({type(self.pipe).__name__}, {transformer}), "
-            f"{len(self.sites)} sites, {self.hidden_size} channels"
+            f"{len(self.sites)} sites, {self.hidden_size} channels; scores: {', '.join(scores)}"
         )
 
     def describe_limits(self) -> str:
@@ -352,7 +585,7 @@ class Explorer:
             f"(disrupt counts every condition); k 1..{self.hidden_size}; a reference image of up to "
             f"{limits.reference_px} x {limits.reference_px} pixels and {limits.upload_mb} MB. One job runs at a "
             f"time; {limits.queue} more may wait, and the page asks the next one to try again later. "
-            "Stop ends a job at its next denoising step."
+            f"Stop ends a job at its next denoising step. The last {limits.downloads} runs' downloads are kept."
         )
 
     def num_steps(self, settings: GenerationSettings) -> int | None:
@@ -385,6 +618,31 @@ class Explorer:
         limits.check_work(len(prompts) * len(seeds) * conditions, self.num_steps(settings), " x ".join(counted))
         self.check_prompts(prompts)
 
+    def scorers_for(self, prompts: list[str]) -> tuple[Scorers, list[str]]:
+        """The scorers for a run on `prompts`, and what they cannot measure. The built-in
+        metrics compare with each prompt's exact render, so every prompt must be a caption of
+        the built-in model's grammar, not only known words; where one is not, those go."""
+        not_measured = []
+        scorers = self.scorers
+        if self.builtin:
+            from .builtin.scenes import CaptionError, parse_caption
+
+            try:
+                for prompt in prompts:
+                    parse_caption(prompt)
+            except CaptionError as err:
+                scorers = Scorers(builtin=False, clip=self.scorers.clip)
+                not_measured.append(f"the built-in model's exact metrics: {err}")
+        not_measured += [m for m in scorers.not_measured() if not (self.builtin and "built-in" in m)]
+        return scorers, not_measured
+
+    def _settings_options(self, settings: GenerationSettings) -> list[tuple[str, Any]]:
+        return [("--steps", settings.num_inference_steps), ("--guidance", settings.guidance_scale),
+                ("--height", settings.height), ("--width", settings.width)]
+
+    def _clip_option(self) -> list[tuple[str, Any]]:
+        return [("--clip", self.clip_path)]
+
     @contextmanager
     def job(self, cancel: threading.Event | None = None) -> Iterator[None]:
         """Hold the model for one job; with `cancel`, every transformer call (one per step, or
@@ -416,10 +674,15 @@ class Explorer:
         statistic: str,
         settings: GenerationSettings,
         surface_site: str | None = None,
-        surface_step: int = 0,
+        surface_step: int | None = None,
         cancel: threading.Event | None = None,
+        out: str | Path | None = None,
     ) -> FindView:
+        """surface_step None: the middle step (the first, pure noise in, shows the least)."""
         self.check_request(prompts, seeds, settings)
+        if surface_step is None:
+            steps = self.num_steps(settings)
+            surface_step = steps // 2 if steps else 1
         config = FindConfig(
             prompts=prompts,
             seeds=seeds,
@@ -440,24 +703,34 @@ class Explorer:
                 site,
                 ", ".join(map(str, info["top_channels"])),
                 ", ".join(f"{r:g}" for r in info["ratio_to_median"]),
-                info["jaccard_across_prompts"],
-                info["jaccard_across_steps"],
+                _two(info["jaccard_across_prompts"]),
+                _two(info["jaccard_across_steps"]),
             ]
             for site, info in summary["sites"].items()
         ]
-        surface = None
-        if result.surface is not None:
-            site = result.stats.meta["surface_site"]
-            surface = _picture(
-                lambda p: plot_magnitude_surface(result.surface, p, f"|x| at {site}, step {config.surface_step}")
-            )
+        site = result.stats.meta["surface_site"]
+        marked = (summary["sites"][site]["top_k_per_step_first_sample"][config.surface_step] or [])[:MAX_MARKED]
+        command = cli_command("find", self.model, [
+            *[("--prompt", p) for p in prompts], ("--seeds", seeds), ("--k", config.k), ("--statistic", statistic),
+            ("--site", site), ("--step", config.surface_step), *self._settings_options(settings),
+        ])
         scale = max(1, DISPLAY_PIXELS // 2 // max(result.images[0].size))  # small images: upscaled, crisp
+        surface = None
+        with _run_files(out) as folder:  # as `ditlens find` writes them
+            result.save(folder)
+            top_vs_median = _opened(plot_top_vs_median(result.samples, folder / "top_vs_median.png", statistic))
+            atlas = _opened(plot_channel_atlas(result.samples, folder / "channel_atlas.png", statistic))
+            if result.surface is not None:
+                title = f"|x| at {site}, step {config.surface_step}"
+                title += f"\nred: its top-{len(marked)} channels" if marked else ""
+                surface = _opened(plot_magnitude_surface(result.surface, folder / "surface.png", title, marked=marked))
+            images = _opened(image_grid(result.images, folder / "images.png", columns=len(prompts), scale=scale))
+            (folder / "command.txt").write_text(command + "\n")
+        generated = torch.stack([_pil_tensor(image) for image in result.images])
         return FindView(
-            images=_picture(lambda p: image_grid(result.images, p, columns=len(prompts), scale=scale)),
-            top_vs_median=_picture(lambda p: plot_top_vs_median(result.samples, p, statistic)),
-            atlas=_picture(lambda p: plot_channel_atlas(result.samples, p, statistic)),
-            surface=surface,
-            table=table,
+            result=result, images=images, top_vs_median=top_vs_median, atlas=atlas, surface=surface,
+            surface_step=config.surface_step, marked=marked, table=table,
+            problems=degenerate_images(generated, prompts, seeds), command=command,
         )
 
     # ---- disrupt ---------------------------------------------------------------------------
@@ -475,6 +748,7 @@ class Explorer:
         window: tuple[int, int] | None = None,
         progress: Callable[[int, int, str], None] | None = None,
         cancel: threading.Event | None = None,
+        out: str | Path | None = None,
     ) -> DisruptView:
         if not ks:
             raise ValueError("Tick at least one k.")
@@ -496,37 +770,52 @@ class Explorer:
         self.check_request(prompts, seeds, settings, conditions=len(disrupt_conditions(config)))
         with self.job(cancel):
             result = disrupt(self.pipe, config, progress=progress)
-        distances = result.distances()
-        headers = ["condition", "PSNR to unedited (dB)"]
-        correct = None
-        if self.builtin:
-            from .builtin.scenes import CaptionError
-            from .metrics.fidelity import objects_fully_correct
-
-            try:
-                all_prompts = prompts * len(seeds)
-                correct = {c.label: objects_fully_correct(imgs, all_prompts) for c, imgs in result.images.items()}
-                headers.append("objects fully correct")
-            except CaptionError:
-                correct = None  # known words, but not the caption grammar: no classifier score
-        table = []
-        for label, d in distances.items():
-            row = [label, "inf" if d["psnr_db"] > 99 else round(d["psnr_db"], 1)]
-            if correct is not None:
-                row.append(round(sum(correct[label]) / len(correct[label]), 2))
-            table.append(row)
+        scorers, not_measured = self.scorers_for(prompts)
+        n_images = len(prompts) * len(seeds)
+        if scorers.builtin and n_images < 2:  # disrupt_scores leaves them out: a Frechet distance needs two
+            not_measured.insert(
+                0, f"prompt fidelity and Frechet distance: they need at least 2 images (prompts x seeds); this run made {n_images}"
+            )
+        scores = disrupt_scores(result, scorers)
+        columns = [key for key in DISRUPT_FORMATS if any(key in row for row in scores.values())]
+        headers = ["condition", "PSNR to unedited (dB)"] + [DISRUPT_COLUMNS[key] for key in columns]
+        table = [
+            [label, "inf" if row["psnr_db"] > 99 else round(row["psnr_db"], 1)]
+            + [_score(row[key], DISRUPT_FORMATS[key]) if key in row else "" for key in columns]
+            for label, row in scores.items()
+        ]
+        command = cli_command("disrupt", self.model, [
+            *[("--prompt", p) for p in prompts], ("--seeds", seeds), ("--ks", config.ks), ("--rules", config.rules),
+            ("--factor", config.factor), ("--draws", config.random_draws), ("--statistic", statistic),
+            ("--window", list(window) if window else None), *self._settings_options(settings), *self._clip_option(),
+        ])
         rule_names, k_names, cells = result.grid_rows(0)
         baseline = result.baseline[0]
-        grid = _picture(
-            lambda p: plot_image_table(
+        curve = None
+        with _run_files(out) as folder:  # as `ditlens disrupt` writes them
+            result.save(folder)
+            for key, (label, title) in DISRUPT_CURVES.items():
+                curves = score_curves(scores, key, config.rules)
+                if curves:
+                    path = plot_metric_over_k(curves, folder / f"{key}_over_k.png", label, title)
+                    curve = curve or _opened(path)
+            _write_json(folder / "metrics.json", {"scores": scores, "not_measured": not_measured})
+            grid = _opened(plot_image_table(
                 [[baseline] + row for row in cells],
-                p,
+                folder / "grid.png",
                 [f"{r}-k" for r in rule_names],
                 ["none"] + [f"k={k}" for k in k_names],
                 title=f"factor {factor:g} on the channels: {prompts[0]}" if len(prompts[0]) < 90 else "",
-            )
+            ))
+            (folder / "command.txt").write_text(command + "\n")
+        problems = [
+            p for c, images in result.images.items()
+            if (p := degenerate(c.label, images, None if c.rule == "none" else result.baseline))
+        ]
+        return DisruptView(
+            result=result, grid=grid, curve=curve, table=table, headers=headers, not_measured=not_measured,
+            problems=problems, command=command,
         )
-        return DisruptView(grid=grid, table=table, headers=headers)
 
     # ---- segment ---------------------------------------------------------------------------
 
@@ -540,7 +829,9 @@ class Explorer:
         settings: GenerationSettings,
         foreground: str = DEFAULT_FOREGROUND,
         cancel: threading.Event | None = None,
+        out: str | Path | None = None,
     ) -> SegmentView:
+        """`out` gets the overlays at the middle site and step, as `ditlens segment` draws them."""
         self.check_request(prompts, seeds, settings)
         if not rules:
             raise ValueError(f"Tick at least one channel rule ({', '.join(SEGMENT_RULES)}).")
@@ -550,7 +841,7 @@ class Explorer:
         )
         with self.job(cancel):
             result = segment_generated(self.pipe, config)
-        truth, miou_plot, note = None, None, ""
+        truth, miou_plot, note, not_measured = None, None, "", []
         if self.builtin:
             from .builtin.scenes import CaptionError
             from .metrics.fidelity import off_background_masks
@@ -559,18 +850,42 @@ class Explorer:
                 truth = off_background_masks(result.images, prompts * len(seeds))
             except CaptionError as err:
                 note = f"No ground truth (so no mIoU): {err}"
-        if truth is not None:
-            scores = result.scores(truth)
-            miou_plot = _picture(
-                lambda p: plot_miou_curves(
-                    {r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, p,
+                not_measured.append(f"mIoU: no ground truth ({err})")
+        else:
+            not_measured.append("mIoU: no ground truth here (the command takes --truth-dir DIR)")
+        site, step = result.sites[len(result.sites) // 2], result.steps // 2  # the command's defaults
+        command = cli_command("segment", self.model, [
+            *[("--prompt", p) for p in prompts], ("--seeds", seeds), ("--k", config.k), ("--rules", config.rules),
+            ("--statistic", statistic), ("--foreground", foreground), ("--site", site), ("--step", step),
+            *self._settings_options(settings),
+        ])
+        table = []
+        scores = result.scores(truth) if truth is not None else None
+        with _run_files(out) as folder:  # as `ditlens segment` writes them
+            result.save(folder, truth)
+            plot_segment_overlays(result, folder / "overlays.png", site, step, truth)
+            if scores is not None:
+                miou_plot = _opened(plot_miou_curves(
+                    {r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, folder / "miou_per_site.png",
                     f"K=2 masks vs ground truth (k={config.k}, {foreground} rule; dotted: oracle labelling)",
                     oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()},
-                )
-            )
+                ))
+            (folder / "command.txt").write_text(command + "\n")
+        if scores is not None:
+            for rule, sc in scores.items():
+                curves = sc.per_site()
+                best = int(curves["miou"].argmax())
+                table.append([
+                    rule, round(float(curves["miou"][best]), 3), result.sites[best],
+                    round(float(curves["oracle"][best]), 3), round(float(curves["agreement"][best]), 2),
+                    round(float(curves["miou"].mean()), 3),
+                ])
             best = {rule: float(sc.per_site()["miou"].max()) for rule, sc in scores.items()}
             note = segment_summary(best, config.k, f"these {len(result.images)} images")
-        return SegmentView(result=result, truth=truth, miou_plot=miou_plot, note=note)
+        return SegmentView(
+            result=result, truth=truth, miou_plot=miou_plot, note=note, table=table, not_measured=not_measured,
+            problems=degenerate_images(result.images, prompts, seeds), command=command,
+        )
 
     def overlays(self, view: SegmentView, site: str, step: int) -> Image.Image:
         """Masks of one site and step over the images: no generation, the masks are kept."""
@@ -595,8 +910,11 @@ class Explorer:
         source_seed: int = 0,
         target_seed: int = 0,
         cancel: threading.Event | None = None,
+        out: str | Path | None = None,
     ) -> TransportView:
-        """Text-conditioned with `source`, image-conditioned with `reference` (a file path)."""
+        """Text-conditioned with `source`, image-conditioned with `reference` (a file path).
+        `out` gets the files of `ditlens transport`, or with `strip` those of `ditlens
+        interpolate` (its alphas: the strip's and the chosen one)."""
         if (source is None) == (reference is None):
             raise ValueError("Give either a source prompt or a reference image.")
         alpha = config.alpha
@@ -607,20 +925,30 @@ class Explorer:
         limits.check_seeds([source_seed], "source seed")
         limits.check_seeds([target_seed], "target seed")
         self.check_k(config.k)
-        note = ""
+        notes = []
+        options: list[tuple[str, Any]]
         if reference is not None:
             limits.check_prompts([target], "target prompt")
+            limits.check_reference(reference)
             if reference_prompt:
                 limits.check_prompts([reference_prompt], "reference caption")
-            limits.check_reference(reference)
+            elif config.streams != "img":
+                self.check_uncaptioned(config.streams)
+                notes.append("No caption: the reference's text row is the empty prompt, so the text stream moved "
+                             "carries no description of the reference.")
+            else:
+                notes.append("No caption: the reference's text row is the empty prompt.")
             self.check_prompts([target] + ([reference_prompt] if reference_prompt else []))
             image, resized = load_image(reference, image_size(self.pipe, settings))  # to the model's size
             if resized:
-                note = f"The reference image was resized from {resized.split(' from ')[-1]}."
+                notes.insert(0, f"The reference image was resized from {resized.split(' from ')[-1]}.")
             with self.job(cancel):
                 result = transport_image(
                     self.pipe, image, target, config, reference_prompt=reference_prompt, alphas=alphas, seed=target_seed
                 )
+            # the zip's source.png is the reference as the model saw it (resized): the command reads it
+            options = [("--reference", "source.png"), ("--reference-prompt", reference_prompt or None)]
+            scored_source = reference_prompt or None
         else:
             limits.check_prompts([source], "source prompt")
             limits.check_prompts([target], "target prompt")
@@ -629,16 +957,82 @@ class Explorer:
                 result = transport_text(
                     self.pipe, source, target, config, alphas=alphas, source_seed=source_seed, target_seed=target_seed
                 )
-        chosen = result.transported[alphas.index(alpha)]
-        cells = [[result.source, result.target] + list(result.transported)]
-        columns = ["reference" if reference is not None else "source", "target alone"] + [f"a={a:g}" for a in alphas]
+            options = [("--source", source), ("--source-seed", source_seed)]
+            scored_source = source
+        scorers, not_measured = self.scorers_for([p for p in (scored_source, target) if p])
+        if self.builtin and scorers.builtin and not scored_source:
+            not_measured.insert(0, "attribute transfer, layout kept and ghosting: they compare with the source's "
+                                   "caption (give the reference a caption)")
+        scores = transport_scores(result, scored_source, target, scorers)
+        columns = [key for key in TRANSPORT_COLUMNS if any(key in row for row in scores.values())]
+        def cell(row: dict[str, float], key: str) -> float | str:
+            if key not in row:
+                return ""
+            return "inf" if key.startswith("psnr") and row[key] > 99 else _score(row[key], ".3f")  # 100 dB: identical
+
+        table = [[name] + [cell(row, key) for key in columns] for name, row in scores.items()]
+        window = list(config.steps) if config.steps else None
+        options += [
+            ("--target", target), ("--target-seed", target_seed), ("--k", config.k), ("--mask", config.mask),
+            ("--foreground", config.foreground), ("--streams", config.streams), ("--statistic", config.statistic),
+            ("--window", window), *self._settings_options(settings), *self._clip_option(),
+        ]
+        source_label = "reference" if reference is not None else "source"
+        with _run_files(out) as folder:  # as `ditlens transport` (one alpha), or `ditlens interpolate` (a strip)
+            result.save(folder)
+            _write_json(folder / "scores.json", {"images": scores, "not_measured": not_measured})
+            cells = [[result.source, result.target] + list(result.transported)]
+            if strip:
+                command = cli_command(  # --alpha too: it is in settings.json
+                    "interpolate", self.model, options + [("--over", "alpha"), ("--alphas", alphas), ("--alpha", alpha)]
+                )
+                (folder / "frames").mkdir(exist_ok=True)
+                for i, (a, image) in enumerate(zip(alphas, result.transported)):
+                    to_pil(image[None])[0].save(folder / "frames" / f"frame_{i:03d}_alpha{a:.2f}.png")
+                picture = plot_image_table(
+                    cells, folder / "strip.png", [""], [source_label, "target alone"] + [f"a={a:g}" for a in alphas],
+                    title=f"{target}  <-  {source or 'the reference image'}",
+                )
+            else:
+                command = cli_command("transport", self.model, options + [("--alpha", alpha)])
+                picture = plot_image_table(
+                    cells, folder / "strip.png", [""], [source_label, "target alone", f"transported a={alpha:g}"],
+                    cell_inches=1.8,
+                )
+            strip_picture = _opened(picture)
+            (folder / "command.txt").write_text(command + "\n")
+        unedited = None if result.target is None else result.target[None]
+        problems = [p for p in [
+            degenerate("the source", result.source[None]) if reference is None else None,  # an upload: not checked
+            degenerate("the target alone", unedited) if unedited is not None else None,
+            *(degenerate(f"the transported image at alpha = {a:g}", image[None], unedited)
+              for a, image in zip(alphas, result.transported)),
+        ] if p]
         return TransportView(
             result=result,
-            image=_upscaled(chosen),
-            strip=_picture(lambda p: plot_image_table(cells, p, [""], columns, cell_inches=1.6)),
+            image=_upscaled(result.transported[alphas.index(alpha)]),
+            strip=strip_picture,
             alpha=alpha,
-            note=note,
+            note=" ".join(notes),
+            table=table,
+            headers=["image"] + [TRANSPORT_COLUMNS[key] for key in columns],
+            not_measured=not_measured,
+            problems=problems,
+            command=command,
         )
+
+    def check_uncaptioned(self, streams: str) -> None:
+        """Image-conditioned transport without a caption moving the text stream: refused on the
+        built-in model, where it was measured to wipe out the target."""
+        if self.builtin:
+            raise ValueError(
+                f"A reference image without a caption cannot move the text stream (streams = {streams!r}): its text "
+                "row is the empty prompt, so what would move into the target's text tokens is the empty prompt's, "
+                "not the reference's, and the target's own prompt is lost (measured on the built-in model: the "
+                "target's object is gone, leaving a blank or split background). Give the reference a caption "
+                "(a prompt of the built-in model that describes it), or pick streams 'img' (the reference's image "
+                "tokens), which runs with the empty prompt."
+            )
 
 
 # ---- the page ---------------------------------------------------------------------------------
@@ -648,15 +1042,35 @@ CSS = """
 .ditlens-status.ok {background: #eef7ee; border: 1px solid #9c9}
 .ditlens-status.error {background: #fdecea; border: 1px solid #e99; color: #611a15}
 .ditlens-status.info {background: #f4f6fa; border: 1px solid #ccd}
+.ditlens-status.warn {background: #fff8e1; border: 1px solid #e0c060; color: #5d4300}
 #transport-result img {image-rendering: pixelated}  /* small images upscaled: crisp pixels */
 """
 
 
 def status_html(kind: str, message: str) -> str:
-    """A status line for the page: kind is ok, error or info; the message is escaped."""
-    label = {"ok": "Done", "error": "Error", "info": ""}[kind]
+    """A status line for the page: kind is ok, warn (a degenerate result), error or info; the
+    message is escaped."""
+    label = {"ok": "Done", "warn": "Degenerate", "error": "Error", "info": ""}[kind]
     prefix = f"<b>{label}:</b> " if label else ""
     return f"<div class='ditlens-status {kind}'>{prefix}{html.escape(message)}</div>"
+
+
+def result_status(summary: str, problems: list[str], groups: int, what: str) -> str:
+    """The status line of a finished run: Done with its summary, or, where `problems` (one
+    phrase per degenerate image or condition, see `degenerate`) is not empty, Degenerate,
+    with how many of the `groups` (`what`: conditions, images) and why."""
+    if not problems:
+        return status_html("ok", summary)
+    return status_html(
+        "warn",
+        f"{len(problems)} of {_count(groups, what)} degenerate: {'; '.join(problems)}. {summary} "
+        "The scores of a degenerate image describe a failed generation.",
+    )
+
+
+def notes_markdown(not_measured: list[str]) -> str:
+    """What a run could not measure, one line each (the page's note under a score table)."""
+    return "\n".join(f"- not measured: {html.escape(line)}" for line in not_measured)
 
 
 def _guard(fn: Callable[..., tuple], on_error: tuple) -> Callable[..., tuple]:
@@ -700,6 +1114,7 @@ class _Page:
             self.source, self.target = EXAMPLE_TRANSPORT_PAIRS[0]
         # one generation at a time across all tabs: one model, few cores
         self.busy = dict(concurrency_limit=1, concurrency_id="pipeline")
+        self.downloads = Downloads(self.limits.downloads)
 
     def job(self, fn: Callable[..., tuple], on_error: tuple) -> Callable[..., Any]:
         """An event handler that runs `fn(values, progress, cancel)` (errors: `_guard`) in a
@@ -795,6 +1210,18 @@ class _Page:
             label=label, show_label=not titled, format="png", buttons=IMAGE_BUTTONS, elem_id=elem_id, **kwargs
         )
 
+    def results(self, tab: str, label: str, command: str | None = None):
+        """The tab's score table, its notes (what the run could not measure) and the download
+        of the run's files (a zip of what `ditlens COMMAND` writes, with command.txt)."""
+        gr = self.gr
+        table = gr.Dataframe(label=label, interactive=False, wrap=True, elem_id=f"{tab}-scores")
+        notes = gr.Markdown(elem_id=f"{tab}-notes")
+        download = gr.File(
+            label=f"settings and results: the files of ditlens {command or tab} (zip; command.txt runs it again)",
+            interactive=False, elem_id=f"{tab}-download",
+        )
+        return table, notes, download
+
 
 def _find_tab(page: _Page) -> None:
     gr, explorer = page.gr, page.explorer
@@ -805,7 +1232,10 @@ def _find_tab(page: _Page) -> None:
             k = page.k_slider("k (channels per site and step)")
             statistic = page.statistic()
             site = page.site_picker("site of the surface plot")
-            step = gr.Number(0, precision=0, minimum=0, label="step of the surface plot")
+            # -1: the middle step of the run (the first, pure noise in, shows the least)
+            step = gr.Number(
+                -1, precision=0, minimum=-1, label="step of the surface plot (-1: the middle step)", elem_id="find-step"
+            )
             steps, guidance = page.settings_boxes("find")
             buttons = page.buttons("find", "find channels")
         with gr.Column(scale=3):
@@ -813,12 +1243,15 @@ def _find_tab(page: _Page) -> None:
             top = page.picture("per site: top-1/2/3 channels vs the median channel", "find-top", titled=True)
             atlas = page.picture("channel atlas: top-1 channel per site and step", "find-atlas", titled=True)
             with gr.Row():
-                surface = page.picture("token x channel surface at the chosen site and step", titled=True)
+                surface = page.picture(
+                    "token x channel surface at the chosen site and step", "find-surface", titled=True
+                )
                 images = page.picture("generated images (rows: seeds)")
-            table = gr.Dataframe(label="per site", interactive=False)
+            table, _, download = page.results("find", "per site, as ditlens find prints it")
 
     def run_find(v: dict, progress, cancel: threading.Event):
         progress(0, desc="generating")
+        folder = page.downloads.folder("find")
         view = explorer.find(
             parse_prompts(v[prompts]),
             parse_seeds(v[seeds]),
@@ -826,23 +1259,25 @@ def _find_tab(page: _Page) -> None:
             v[statistic],
             generation_settings(v[steps], v[guidance]),
             v[site],
-            v[step],
+            None if v[step] is None or v[step] < 0 else int(v[step]),
             cancel=cancel,
+            out=folder,
         )
-        done = status_html("ok", f"{len(view.table)} sites recorded.")
+        summary = f"{len(view.table)} sites recorded; the surface shows step {view.surface_step}."
         return (
             view.top_vs_median,
             view.atlas,
             view.surface,
             view.images,
             gr.Dataframe(view.table, headers=view.headers),
-            done,
+            str(page.downloads.zip(folder)),
+            result_status(summary, view.problems, len(view.result.images), "image"),
         )
 
     page.wire(
-        "find", buttons, run_find, (None,) * 5,
+        "find", buttons, run_find, (None,) * 6,
         {prompts, seeds, k, statistic, site, step, steps, guidance},
-        [top, atlas, surface, images, table, status],
+        [top, atlas, surface, images, table, download, status],
     )
 
 
@@ -851,7 +1286,8 @@ def _disrupt_tab(page: _Page) -> None:
     gr.Markdown("Zero (or scale) the top-k channels against bottom-k and random-k controls, with identical noise.")
     with gr.Row():
         with gr.Column(scale=1):
-            prompts, seeds = page.prompts_box("disrupt", lines=1, first_only=True), page.seeds_box("disrupt")
+            # two prompts: the built-in model's fidelity and Frechet distance need two images at least
+            prompts, seeds = page.prompts_box("disrupt"), page.seeds_box("disrupt")
             ks = gr.CheckboxGroup(list(DISRUPT_KS), value=[1, 4, 16], label="k")
             rules = gr.CheckboxGroup(list(DISRUPT_RULES), value=list(DISRUPT_RULES), label="channel rules")
             factor = gr.Slider(0, 2, 0, step=0.05, label="factor (0 zeroes the channels)")
@@ -865,13 +1301,15 @@ def _disrupt_tab(page: _Page) -> None:
             grid = page.picture(
                 "rows: rule, columns: k (first image; random-k: first draw)", "disrupt-grid", titled=True
             )
-            table = gr.Dataframe(label="per condition", interactive=False)
+            curve = page.picture("a score over k", "disrupt-curve", titled=True)
+            table, notes, download = page.results("disrupt", "per condition: the scores of ditlens disrupt")
 
     def run_disrupt(v: dict, progress, cancel: threading.Event):
         def step(i: int, n: int, label: str) -> None:
             progress((i, n), desc=f"condition {label}")
 
         settings = generation_settings(v[steps], v[guidance])
+        folder = page.downloads.folder("disrupt")
         view = explorer.disrupt(
             parse_prompts(v[prompts]),
             parse_seeds(v[seeds]),
@@ -884,14 +1322,22 @@ def _disrupt_tab(page: _Page) -> None:
             parse_window(v[start], v[stop], explorer.num_steps(settings)),
             progress=step,
             cancel=cancel,
+            out=folder,
         )
-        done = status_html("ok", f"{len(view.table)} conditions generated.")
-        return view.grid, gr.Dataframe(view.table, headers=view.headers), done
+        summary = f"{len(view.table)} conditions generated."
+        return (
+            view.grid,
+            view.curve,
+            gr.Dataframe(view.table, headers=view.headers),
+            notes_markdown(view.not_measured),
+            str(page.downloads.zip(folder)),
+            result_status(summary, view.problems, len(view.table), "condition"),
+        )
 
     page.wire(
-        "disrupt", buttons, run_disrupt, (None, None),
+        "disrupt", buttons, run_disrupt, (None,) * 5,
         {prompts, seeds, ks, rules, factor, draws, statistic, start, stop, steps, guidance},
-        [grid, table, status],
+        [grid, curve, table, notes, download, status],
     )
 
 
@@ -922,9 +1368,11 @@ def _segment_tab(page: _Page) -> None:
             miou = page.picture(
                 "mIoU per site (built-in model: against exact ground truth)", "segment-miou", titled=True
             )
+            table, notes, download = page.results("segment", "per rule: mIoU, as ditlens segment prints it")
 
     def run_segment(v: dict, progress, cancel: threading.Event):
         progress(0, desc="generating")
+        folder = page.downloads.folder("segment")
         view = explorer.segment(
             parse_prompts(v[prompts]),
             parse_seeds(v[seeds]),
@@ -934,23 +1382,27 @@ def _segment_tab(page: _Page) -> None:
             generation_settings(v[steps], v[guidance]),
             v[foreground],
             cancel=cancel,
+            out=folder,
         )
         sites = view.result.sites
         chosen_site, chosen_step = (v[site] if v[site] in sites else sites[len(sites) // 2]), view.steps // 2
-        done = status_html("ok", f"masks kept for {view.steps} steps x {len(sites)} sites. {view.note}".strip())
+        summary = f"masks kept for {view.steps} steps x {len(sites)} sites. {view.note}".strip()
         return (
             results.put(view),
             explorer.overlays(view, chosen_site, chosen_step),
             view.miou_plot,
             gr.Dropdown(choices=sites, value=chosen_site),
             gr.Slider(0, view.steps - 1, chosen_step, step=1),
-            done,
+            gr.Dataframe(view.table, headers=view.headers),
+            notes_markdown(view.not_measured),
+            str(page.downloads.zip(folder)),
+            result_status(summary, view.problems, len(view.result.images), "image"),
         )
 
     page.wire(
-        "segment", buttons, run_segment, (gr.skip(), None, None, gr.skip(), gr.skip()),
+        "segment", buttons, run_segment, (gr.skip(), None, None, gr.skip(), gr.skip(), None, None, None),
         {prompts, seeds, k, rules, foreground, statistic, steps, guidance, site},
-        [kept, overlays, miou, site, step, status],
+        [kept, overlays, miou, site, step, table, notes, download, status],
         progress_on=overlays,
     )
 
@@ -966,11 +1418,12 @@ def _segment_tab(page: _Page) -> None:
             )
         step_index = int(step_index)
         return explorer.overlays(view, site_name, step_index), status_html(
-            "ok", f"masks at {site_name}, step {step_index}"
+            "info", f"masks at {site_name}, step {step_index} (of the last run)"
         )
 
+    # .input: a user's pick only; the run sets the pickers too, and its status must stay on the page
     for picker in (site, step):
-        picker.change(_guard(pick, (gr.skip(),)), [kept, site, step], [overlays, status], show_progress="hidden")
+        picker.input(_guard(pick, (gr.skip(),)), [kept, site, step], [overlays, status], show_progress="hidden")
 
 
 def _transport_tab(page: _Page) -> None:
@@ -988,7 +1441,10 @@ def _transport_tab(page: _Page) -> None:
             reference = gr.Image(
                 type="filepath", image_mode=None, label="reference image", visible=False, elem_id="transport-reference"
             )
-            caption = gr.Textbox("", label="reference caption (optional)", visible=False, elem_id="transport-caption")
+            caption = gr.Textbox(
+                "", label="reference caption (without one: streams img, the text stream would be the empty prompt's)",
+                visible=False, elem_id="transport-caption",
+            )
             target = gr.Textbox(page.target, label="target prompt", elem_id="transport-target")
             alpha = gr.Slider(0, 1, 1, step=0.05, label="alpha (strength)", elem_id="transport-alpha")
             strip = gr.Checkbox(
@@ -998,7 +1454,10 @@ def _transport_tab(page: _Page) -> None:
                 k = page.k_slider("k (channels moved per site and step)", TransportConfig.k, every_channel=True)
                 mask = gr.Dropdown(list(APP_MASKS), value=TransportConfig.mask, label="spatial mask (whose K=2 foreground, or all tokens)")
                 foreground = page.foreground_picker("transport-foreground")
-                streams = gr.Dropdown(list(STREAMS), value=TransportConfig.streams, label="streams moved (img: image tokens, txt: text tokens)")
+                streams = gr.Dropdown(
+                    list(STREAMS), value=TransportConfig.streams, elem_id="transport-streams",
+                    label="streams moved (img: image tokens, txt: text tokens)",
+                )
                 statistic = page.statistic()
                 start, stop = page.window_boxes()
                 with gr.Row():
@@ -1010,6 +1469,9 @@ def _transport_tab(page: _Page) -> None:
             status = gr.HTML(elem_id="transport-status")
             result = page.picture("transported", "transport-result", height=DISPLAY_PIXELS + 40)
             strip_picture = page.picture("strip", "transport-strip", titled=True)
+            table, notes, download = page.results(
+                "transport", "per image: the scores of ditlens transport", "transport (with a strip: interpolate)"
+            )
 
     def switch(chosen: str):
         text = chosen == MODES[0]
@@ -1031,7 +1493,8 @@ def _transport_tab(page: _Page) -> None:
             generation=settings,
         )
         target_prompt = parse_prompt(v[target], "target prompt")
-        seeds = dict(target_seed=int(v[target_seed] or 0), strip=v[strip], cancel=cancel)
+        folder = page.downloads.folder("transport")
+        seeds = dict(target_seed=int(v[target_seed] or 0), strip=v[strip], cancel=cancel, out=folder)
         if v[mode] == MODES[0]:
             source_prompt = parse_prompt(v[source], "source prompt")
             view = explorer.transport(
@@ -1047,10 +1510,18 @@ def _transport_tab(page: _Page) -> None:
                 reference_prompt=" ".join((v[caption] or "").split()),
                 **seeds,
             )
-        return view.image, view.strip, status_html("ok", f"transported at alpha = {view.alpha:g}. {view.note}".strip())
+        summary = f"transported at alpha = {view.alpha:g}. {view.note}".strip()
+        return (
+            view.image,
+            view.strip,
+            gr.Dataframe(view.table, headers=view.headers),
+            notes_markdown(view.not_measured),
+            str(page.downloads.zip(folder)),
+            result_status(summary, view.problems, len(view.table) + (v[mode] == MODES[0]), "image"),  # + the source
+        )
 
     page.wire(
-        "transport", buttons, run_transport, (None, None),
+        "transport", buttons, run_transport, (None,) * 5,
         {
             mode,
             source,
@@ -1071,7 +1542,7 @@ def _transport_tab(page: _Page) -> None:
             steps,
             guidance,
         },
-        [result, strip_picture, status],
+        [result, strip_picture, table, notes, download, status],
     )
 
 
@@ -1132,10 +1603,12 @@ def serve(
     port: int = 7860,
     quiet: bool = False,
     limits: Limits | None = None,
+    clip: str | Path | None = None,
 ) -> None:
-    """Build the page for `pipe` and serve it until interrupted (Ctrl+C)."""
+    """Build the page for `pipe` and serve it until interrupted (Ctrl+C); `clip`, a local
+    CLIPModel folder, adds CLIP score and CLIP-I to the scores."""
     check_address(host, port)
-    explorer = Explorer(pipe, model, limits)
+    explorer = Explorer(pipe, model, limits, clip)
     app = build_app(explorer)
     app.launch(
         server_name=host,

@@ -56,14 +56,21 @@ def plot_top_vs_median(stats: ChannelStats, path: str | Path, statistic: str = "
     return _save(fig, path)
 
 
-def plot_magnitude_surface(hidden: torch.Tensor, path: str | Path, title: str = "") -> Path:
-    """Token x channel surface of |x| for one site and step: massive channels stand as walls."""
+def plot_magnitude_surface(hidden: torch.Tensor, path: str | Path, title: str = "", marked: list[int] | None = None) -> Path:
+    """Token x channel surface of |x| for one site and step: massive channels stand as walls.
+    `marked` channels (e.g. the top-k there) get a red dot and their number at their peak."""
     z = hidden.abs().float().numpy()  # (N, D)
     N, D = z.shape
     tokens, channels = np.meshgrid(np.arange(N), np.arange(D), indexing="ij")
     fig = plt.figure(figsize=(7, 4.5))
-    ax = fig.add_subplot(projection="3d")
+    # drawn in the order given (not by depth) when channels are marked, so the marks stay in front of the walls
+    ax = fig.add_subplot(projection="3d", computed_zorder=not marked)
     ax.plot_surface(channels, tokens, z, cmap="viridis", linewidth=0, antialiased=False, rstride=max(1, N // 128), cstride=1)
+    top = float(z.max()) * 1.12
+    for channel in marked or []:
+        token = int(z[:, channel].argmax())  # a stem from the channel's peak up to its label
+        ax.plot([channel, channel], [token, token], [z[token, channel], top], color="#d62728", lw=1.2)
+        ax.text(channel, token, top, f"ch {channel}", color="#d62728", fontsize=8, ha="center", va="bottom")
     ax.set_xlabel("channel")
     ax.set_ylabel("image token")
     ax.set_zlabel("|x|")

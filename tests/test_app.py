@@ -3,18 +3,19 @@
 Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs them) are driven by
 Selenium; nothing is downloaded. The test checks that a prompt with an unknown word shows
 its error in the page (no traceback), runs one transport at alpha = 0.75, sees a progress
-bar count the denoising steps, waits for the result image, saves a screenshot, checks
-that the page asked nothing of any host but the app, and stops a long (200-step) transport
-with the tab's stop button, after which the next one runs at once.
+bar count the denoising steps, waits for the result image, its score table and the download
+of its files, saves a screenshot, checks that the page asked nothing of any host but the
+app, and stops a long (200-step) transport with the tab's stop button, after which the next
+one runs at once.
 
-DITLENS_DOCS_SCREENSHOT=1 also writes the screenshot to docs/img/app.png.
+docs/img/app.png (docs/app.md) is written by scripts/app_screenshot.py, which drives the page
+the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +27,6 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 90  # imports (torch, diffusers, gradio) and model load on a busy 2-core CPU
 GENERATION_TIMEOUT_S = 120  # one transport: a batch of 3 with CFG, 8 steps, on a busy CPU
 LONG_STEPS = 200  # the most a request may ask (Limits.steps): minutes of the built-in model on a busy CPU
@@ -300,14 +300,16 @@ def test_transport_in_the_browser(app_url, browser, tmp_path):
         "const i = document.querySelector('#transport-strip img'); return i && i.complete ? i.naturalWidth : 0;"
     )
     assert strip > 0
+    # the command's scores as a table, and the run's files to download (a zip)
+    scores = browser.execute_script("return document.querySelector('#transport-scores').innerText;")
+    assert "PSNR to target" in scores and "a=0.75" in scores, scores
+    link = browser.execute_script("const a = document.querySelector('#transport-download a'); return a ? a.href : '';")
+    assert link.startswith(app_url) and link.endswith(".zip"), link
 
     css(browser, "#transport-result").location_once_scrolled_into_view  # noqa: B018 (scrolls)
     browser.execute_script("window.scrollTo(0, 0);")
     shot = tmp_path / "app.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-    if os.environ.get("DITLENS_DOCS_SCREENSHOT"):
-        (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, REPO / "docs" / "img" / "app.png")
 
     # 3. offline page: every request went to the app itself (or stayed inside the browser)
     foreign = [u for u in requested_urls(browser) if not u.startswith((app_url, "data:", "blob:", "chrome:", "about:"))]

@@ -337,3 +337,38 @@ def test_each_stop_button_cancels_its_tab_unqueued(page):
         stops = triggered_by(f"{tab}-stop")
         assert stops and all(d["queue"] is False for d in stops), stops
         assert [run["id"]] in [d["cancels"] for d in stops], stops
+
+
+def test_every_tab_answers_with_its_scores_and_a_zip_of_its_commands_files(page):
+    """What the page sends back after a run: the status, the score table the command reports
+    and a zip of the command's files, command.txt first among them."""
+    import zipfile
+
+    _, client = page
+    settings = (2, -1)  # steps, guidance
+    requests = {
+        "find": (find_inputs(2), "find", "site"),
+        "disrupt": (
+            (f"{PROMPT}\n{TARGET}", "0", [1], ["top"], 0, 1, "abs_mean", 0, 0, *settings), "disrupt", "objects fully correct"
+        ),
+        "segment": (
+            (f"{PROMPT}\n{TARGET}", "0", 2, ["top"], "border", "abs_mean", *settings, "single_transformer_blocks.1"),
+            "segment", "mIoU at the best site",
+        ),
+        "transport": (
+            ("two prompts", PROMPT, None, "", TARGET, 0.75, False, 64, "source", "border", "txt", "abs_mean", 0, 0, 0, 1,
+             *settings),
+            "transport", "colour moved",
+        ),
+    }
+    for tab, (inputs, command, column) in requests.items():
+        outputs = client.predict(*inputs, api_name=f"/{tab}")
+        status, download = outputs[-1], outputs[-2]
+        assert "Done:" in status or "Degenerate:" in status, (tab, status)
+        tables = [o for o in outputs if isinstance(o, dict) and "headers" in o]
+        assert tables and column in tables[-1]["headers"], (tab, tables)
+        with zipfile.ZipFile(download["path"] if isinstance(download, dict) else download) as archive:
+            names = archive.namelist()
+            [command_txt] = [n for n in names if n.endswith("/command.txt")]
+            assert archive.read(command_txt).decode().startswith(f"ditlens {command} "), (tab, names)
+            assert any(n.endswith("/.ditlens-output") for n in names), names  # the CLI's list of its files
