@@ -3,7 +3,10 @@
 Images are 32x32 RGB in [-1, 1], cut into 2x2 patches: 256 image tokens of 12 values,
 the same packed-token layout FLUX.1 uses for its latents (so `FluxTransformer2DModel`
 runs unchanged, and ditlens' FLUX adapter serves both). There is no VAE: the "latents"
-of this pipeline are noisy pixels in token form, `(B, 256, 12)`.
+of this pipeline are noisy pixels in token form, `(B, 256, 12)`. Models of world v2
+(`scenes_v2.py`) take 64x64 images in 4x4 patches: 256 tokens of 48 values. The image size
+is in the pipeline's config, the patch size follows from the transformer's `in_channels`,
+and the world (whose grammar prompts follow) from the text encoder's config; `pipe.world`.
 
     >>> pipe = load_builtin()
     >>> images = pipe("a large red circle on the left on a gray background").images
@@ -93,12 +96,25 @@ class BuiltinPipeline(DiffusionPipeline):
         text_encoder: BuiltinTextEncoder,
         scheduler: FlowMatchEulerDiscreteScheduler,
         image_size: int = 32,
+        world: str | None = None,
     ):
         super().__init__()
+        # The text encoder knows its grammar's world; `world` (recorded in model_index.json so a
+        # loader can read it without loading weights) must agree. Folders from before worlds: v1.
+        encoder_world = text_encoder.config.get("world", "v1") if text_encoder is not None else None
+        world = world if world is not None else encoder_world or "v1"
+        if encoder_world is not None and world != encoder_world:
+            raise ValueError(f"Pipeline world {world!r} differs from its text encoder's world {encoder_world!r}")
         self.register_modules(transformer=transformer, text_encoder=text_encoder, scheduler=scheduler)
-        self.register_to_config(image_size=image_size)
+        self.register_to_config(image_size=image_size, world=world)
         # Pixel space: the processor only maps [-1, 1] to [0, 1] and converts types.
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+
+    @property
+    def world(self) -> str:
+        """The procedural world the model was trained on ("v1" or "v2"): prompts follow the
+        grammar of `text_encoder.scenes_of(pipe.world)`."""
+        return self.config.world
 
     @property
     def patch_size(self) -> int:

@@ -1,7 +1,9 @@
 """The built-in model's text encoder: a word-level tokenizer and a 2-layer transformer.
 
 It is trained jointly with the built-in transformer on the scenes' captions, so its
-vocabulary is exactly the caption grammar's (`scenes.vocabulary()`), stored in its config.
+vocabulary is exactly the caption grammar's (`scenes.vocabulary()`), stored in its config
+with the name of the world whose grammar it is (`world`: "v1" = `scenes.py`, "v2" =
+`scenes_v2.py`; configs written before worlds existed are v1).
 
 Sequence layout (fixed length `max_length`):
 
@@ -13,22 +15,33 @@ classifier-free guidance) is a valid sequence; its output is the pooled embeddin
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import torch
 from diffusers import ConfigMixin, ModelMixin  # ModelMixin is also what diffusers' loader looks up here
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .scenes import UnknownWordError
-
 PAD, CLS = "[PAD]", "[CLS]"
 SPECIAL_TOKENS = (PAD, CLS)  # ids 0 and 1; words start at 2
+WORLDS: dict[str, str] = {"v1": "scenes", "v2": "scenes_v2"}  # world -> module of ditlens.builtin
+
+
+def scenes_of(world: str) -> ModuleType:
+    """The scenes module (grammar, renderer, sampler) of a world: `scenes_of("v2").parse_caption`."""
+    if world not in WORLDS:
+        raise ValueError(f"Unknown world {world!r}; allowed: {', '.join(WORLDS)}")
+    return importlib.import_module(f"ditlens.builtin.{WORLDS[world]}")
 
 
 class WordTokenizer:
     """Prompt -> `[CLS] words [PAD]...` ids of fixed length; a plain object (no weights),
     so data-loading workers can tokenise without touching the model."""
 
-    def __init__(self, vocabulary: list[str] | tuple[str, ...], max_length: int):
+    def __init__(self, vocabulary: list[str] | tuple[str, ...], max_length: int, world: str = "v1"):
+        # Unknown words raise the world's UnknownWordError, whose message lists its grammar's words.
+        self.unknown_word_error = scenes_of(world).UnknownWordError
         self.word_to_id = {w: i for i, w in enumerate(SPECIAL_TOKENS + tuple(vocabulary))}
         if len(self.word_to_id) != len(SPECIAL_TOKENS) + len(vocabulary):
             raise ValueError(f"Vocabulary has duplicate words or special tokens: {vocabulary}")
@@ -54,7 +67,7 @@ class WordTokenizer:
                 )
             for col, word in enumerate(words, start=1):
                 if word not in self.word_to_id or word in SPECIAL_TOKENS:
-                    raise UnknownWordError(word, prompt)
+                    raise self.unknown_word_error(word, prompt)
                 ids[row, col] = self.word_to_id[word]
         return ids
 
@@ -76,13 +89,14 @@ class BuiltinTextEncoder(ModelMixin, ConfigMixin):
         num_layers: int = 2,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
+        world: str = "v1",
     ):
         super().__init__()
         if not vocabulary:
             raise ValueError("BuiltinTextEncoder needs a non-empty vocabulary (list of words)")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
-        self.tokenizer = WordTokenizer(vocabulary, max_length)
+        self.tokenizer = WordTokenizer(vocabulary, max_length, world)
         self.token_embedding = nn.Embedding(len(self.tokenizer), hidden_size)
         self.position_embedding = nn.Parameter(torch.zeros(max_length, hidden_size))
         layer = nn.TransformerEncoderLayer(

@@ -1,10 +1,20 @@
 """Train the built-in model from scratch on procedural scenes (rectified flow).
 
     python -m ditlens.builtin.train --out runs/builtin --steps 6000 --seed 0
+    python -m ditlens.builtin.train --world v2 --size m --out runs/v2-m    # a rung of RUNGS
+    python -m ditlens.builtin.train --world v2 --size l --out runs/v2-l --stop-after-s 540
+    python -m ditlens.builtin.train --resume runs/v2-l                     # the next chunk
 
 Writes `OUT/train.log`, sample grids `OUT/samples/step_NNNNNN.png` (+ their captions) and
 the pipeline `OUT/model` (diffusers `save_pretrained`, safetensors, weights in
-`save_dtype`). Nothing is planted: any massive activations come from training alone.
+`save_dtype`; `model_index.json` records the world whose grammar prompts follow). Nothing
+is planted: any massive activations come from training alone.
+
+`--world v1` (the default, `scenes.py`) is the shipped model's world and the defaults
+below are its shipped run; `--world v2` (`scenes_v2.py`) needs `--size`, which picks a rung
+of RUNGS (any flag given as well overrides the rung). `--stop-after-s` saves
+`OUT/checkpoint.pt` and stops; `--resume OUT` continues from it with OUT's config and gives
+the same weights as one uninterrupted run (same device).
 """
 
 from __future__ import annotations
@@ -14,10 +24,12 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -27,9 +39,8 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from tqdm import tqdm
 
-from . import scenes
 from .pipeline import BuiltinPipeline, image_ids, patchify
-from .text_encoder import BuiltinTextEncoder, WordTokenizer
+from .text_encoder import WORLDS, BuiltinTextEncoder, WordTokenizer, scenes_of
 
 
 @dataclass
@@ -61,14 +72,30 @@ class TrainConfig:
     compile: bool = True  # CUDA only: ~3x the eager speed on an H200 (launch-bound model), ~1 min to compile
     time_limit_s: float = 0.0  # >0: after step 500 cut `steps` to what fits in this many seconds (LR decay kept)
     save_dtype: str = "float16"  # keeps the shipped folder under 50 MB; fp16 has more mantissa than bf16
+    world: str = "v1"  # procedural world (text_encoder.WORLDS): v1 = scenes.py (the shipped model's), v2 = scenes_v2.py
+    size: str = ""  # the rung of RUNGS[world] these settings came from ("" = none); recorded, not read by train()
+
+    @property
+    def scenes(self) -> ModuleType:
+        """The world's scenes module (grammar, image size, sampler)."""
+        return scenes_of(self.world)
 
     def validate(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"Unknown world {self.world!r}; allowed: {', '.join(WORLDS)}")
+        if self.size and self.size not in RUNGS.get(self.world, {}):
+            raise ValueError(f"Unknown size {self.size!r} for world {self.world}; allowed: {', '.join(RUNGS.get(self.world, {})) or 'none'}")
+        scenes = self.scenes
+        longest = getattr(scenes, "MAX_CAPTION_WORDS", 0)
+        if self.max_length < longest + 1:
+            raise ValueError(f"max_length {self.max_length} is too short for world {self.world}: its longest caption "
+                             f"has {longest} words, so at least {longest + 1} positions ([CLS] + words) are needed")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if (self.hidden_size // self.num_heads) % 8:
             raise ValueError(f"head dim {self.hidden_size // self.num_heads} must be a multiple of 8 (RoPE axes)")
         if scenes.IMAGE_SIZE % self.patch_size:
-            raise ValueError(f"patch_size {self.patch_size} must divide the image size {scenes.IMAGE_SIZE}")
+            raise ValueError(f"patch_size {self.patch_size} must divide the image size {scenes.IMAGE_SIZE} of world {self.world}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
@@ -76,6 +103,41 @@ class TrainConfig:
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+# The model ladder on world v2: one command per rung, `--world v2 --size s|m|l`. Every rung
+# keeps 256 image tokens (64x64 px in 4x4 patches of 48 values; FLUX.1 packs 64 latent
+# values per token) and the v2 grammar's 35 text positions. GPU times are ESTIMATES, not yet
+# measured: each rung's per-token transformer FLOPs relative to the shipped v1 model (s 1.0,
+# m 3.2, l 7.0; modulation layers act per image, so they are left out), times that model's
+# measured 0.044 s/step at batch 512 on one H200 (22.8 steps/s compiled, bf16), scaled by
+# batch. That assumes the FLOP rate of the small model; larger matmuls usually run faster,
+# so these should be upper bounds. CPU (2 cores, fp32, forward + backward, batch 8, on a
+# busy machine): v1 2.3 s, s 2.9 s, m 15 s, l 23 s per step, the same order as the FLOPs.
+#   s: 8000 x 0.5 x 1.0 x 0.044 s = ~3 min (+ ~1 min compile; batch 256 may be launch-bound: <= 6 min)
+#   m: 10000 x 0.5 x 3.2 x 0.044 s = ~12 min
+#   l: 6000 x 0.5 x 7.0 x 0.044 s = ~15 min (+ compile and grids: ~17 min): 2-3 chunks of --stop-after-s 540
+_V2 = dict(patch_size=4, max_length=scenes_of("v2").MAX_CAPTION_WORDS + 1, text_layers=2, batch_size=256)
+RUNGS: dict[str, dict[str, dict]] = {
+    "v2": {
+        # the shipped v1 architecture (12.5 M transformer parameters) on the richer world
+        "s": dict(_V2, hidden_size=256, num_heads=4, num_double_blocks=3, num_single_blocks=5, steps=8000),
+        # 40 M: the width and depth of issue 21's 3x probe
+        "m": dict(_V2, hidden_size=384, num_heads=6, num_double_blocks=4, num_single_blocks=8, steps=10000),
+        # 88 M; a lower rate and longer warm-up for the wider model
+        "l": dict(_V2, hidden_size=512, num_heads=8, num_double_blocks=5, num_single_blocks=10, steps=6000,
+                  lr=2e-4, warmup_steps=500),
+    },
+}
+
+
+def rung_config(world: str, size: str, **overrides) -> TrainConfig:
+    """The TrainConfig of one rung of the ladder, with `overrides` on top."""
+    if world not in RUNGS:
+        raise ValueError(f"World {world!r} has no model ladder; worlds with one: {', '.join(RUNGS)}")
+    if size not in RUNGS[world]:
+        raise ValueError(f"Unknown size {size!r} for world {world}; allowed: {', '.join(RUNGS[world])}")
+    return TrainConfig(**{**RUNGS[world][size], "world": world, "size": size, **overrides})
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -93,11 +155,12 @@ def build_pipeline(config: TrainConfig) -> BuiltinPipeline:
     config.validate()
     head_dim = config.hidden_size // config.num_heads
     text_encoder = BuiltinTextEncoder(
-        vocabulary=scenes.vocabulary(),
+        vocabulary=config.scenes.vocabulary(),
         max_length=config.max_length,
         hidden_size=config.hidden_size,
         num_layers=config.text_layers,
         num_heads=config.num_heads,
+        world=config.world,
     )
     transformer = FluxTransformer2DModel(
         patch_size=1,  # the pipeline packs 2x2 pixel patches itself, as FLUX packs latents
@@ -119,23 +182,27 @@ def build_pipeline(config: TrainConfig) -> BuiltinPipeline:
             torch.nn.init.zeros_(module.bias)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     return BuiltinPipeline(
-        transformer=transformer, text_encoder=text_encoder, scheduler=scheduler, image_size=scenes.IMAGE_SIZE
+        transformer=transformer, text_encoder=text_encoder, scheduler=scheduler,
+        image_size=config.scenes.IMAGE_SIZE, world=config.world,
     )
 
 
 class _SceneBatches(torch.utils.data.Dataset):
-    """Item `step` is that step's batch: uint8 images `(B, 3, 32, 32)` and word ids `(B, L)`.
-    Rendered on the fly (infinite data); the same seed gives the same batches."""
+    """Item `i` is the batch of step `first + i`: uint8 images `(B, 3, S, S)` and word ids
+    `(B, L)`. Rendered on the fly (infinite data); a batch depends on (seed, step) only."""
 
-    def __init__(self, steps: int, batch_size: int, seed: int, tokenizer: WordTokenizer):
+    def __init__(self, steps: int, batch_size: int, seed: int, tokenizer: WordTokenizer,
+                 world: str = "v1", first: int = 0):
         self.steps, self.batch_size, self.seed, self.tokenizer = steps, batch_size, seed, tokenizer
+        self.world, self.first = world, first
 
     def __len__(self) -> int:
-        return self.steps
+        return self.steps - self.first
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = scenes.sample_batch(self.batch_size, seed=self.seed * 1_000_003 + step, split="train")
-        images = ((batch.images + 1) * 127.5).round().to(torch.uint8)  # exact: renders are flat colours
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        step = self.first + i
+        batch = scenes_of(self.world).sample_batch(self.batch_size, seed=self.seed * 1_000_003 + step, split="train")
+        images = ((batch.images + 1) * 127.5).round().to(torch.uint8)  # exact: renders are uint8 pixels
         return images, self.tokenizer(batch.captions)
 
 
@@ -173,10 +240,47 @@ def _lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
 _RATE_FROM, _RATE_TO = 200, 500  # steps between which the time limit measures the speed (after compiling)
 
 
-def train(config: TrainConfig) -> BuiltinPipeline:
-    """Train and save; returns the pipeline with the EMA weights (in float32)."""
+CHECKPOINT = "checkpoint.pt"
+
+
+def load_config(folder: str | Path) -> TrainConfig:
+    """The TrainConfig a run wrote to `folder/train_config.json`, with `out` = `folder`."""
+    path = Path(folder) / "train_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"No training run at {folder} (needs train_config.json, written by train())")
+    values = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{path} has settings this version does not know: {sorted(unknown)}")
+    values["out"] = Path(folder)
+    return TrainConfig(**values)
+
+
+def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.0) -> BuiltinPipeline:
+    """Train and save; returns the pipeline with the EMA weights (in float32).
+
+    `stop_after_s > 0`: after that many seconds of this call, save `OUT/checkpoint.pt` (model,
+    EMA, optimizer, noise generator, step) and return early, without writing `OUT/model`.
+    `resume`: continue from that checkpoint; `config` must be the run's (see `load_config`).
+    Batches depend on the step alone and the generator state is restored, so chunks give the
+    weights of one uninterrupted run on the same device."""
     config.validate()
+    if stop_after_s < 0:
+        raise ValueError(f"stop_after_s must be >= 0, got {stop_after_s}")
+    scenes = config.scenes
     out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT
+    checkpoint = None
+    if resume:
+        if not checkpoint_path.is_file():
+            raise FileNotFoundError(f"Nothing to resume at {out}: no {CHECKPOINT} (a run writes one when --stop-after-s stops it)")
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        saved = dict(checkpoint["config"], out=str(out), num_workers=config.num_workers)
+        now = json.loads(json.dumps(dict(dataclasses.asdict(config), out=str(out)), default=str))
+        if saved != now:
+            raise ValueError(f"{checkpoint_path} was written with another config; resume with `--resume {out}` "
+                             "(it reads OUT/train_config.json)")
     (out / "samples").mkdir(parents=True, exist_ok=True)
     log = _Log(out / "train.log")
     log(f"config: {json.dumps(dataclasses.asdict(config), default=str)}")
@@ -208,11 +312,22 @@ def train(config: TrainConfig) -> BuiltinPipeline:
     ema_pipe.set_progress_bar_config(disable=True)
 
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay, fused=device.type == "cuda")
+    gen = torch.Generator(device).manual_seed(config.seed)
+    first_step, total_steps, prior_s, rate_start_s = 0, config.steps, 0.0, 0.0  # total_steps may be cut once to fit `time_limit_s`
+    if checkpoint is not None:
+        for module, key in ((transformer, "transformer"), (text_encoder, "text_encoder"),
+                            (ema_transformer, "ema_transformer"), (ema_text_encoder, "ema_text_encoder")):
+            module.load_state_dict(checkpoint[key])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        gen.set_state(checkpoint["generator"])
+        first_step, total_steps = checkpoint["step"], checkpoint["total_steps"]
+        prior_s, rate_start_s = checkpoint["elapsed_s"], checkpoint["rate_start_s"]
+        log(f"resumed {checkpoint_path} at step {first_step} of {total_steps} ({prior_s:.0f} s trained before)")
     model = torch.compile(transformer) if config.compile and device.type == "cuda" else transformer
 
     tokenizer = text_encoder.tokenizer
     data = torch.utils.data.DataLoader(
-        _SceneBatches(config.steps, config.batch_size, config.seed, tokenizer),
+        _SceneBatches(config.steps, config.batch_size, config.seed, tokenizer, config.world, first=first_step),
         batch_size=None,
         shuffle=False,
         num_workers=config.num_workers,
@@ -224,14 +339,14 @@ def train(config: TrainConfig) -> BuiltinPipeline:
     img_ids = image_ids(scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, config.patch_size, device)  # (N, 3)
     txt_ids = torch.zeros(config.max_length, 3, device=device)  # (L, 3)
     grid_batch = scenes.sample_batch(16, seed=12345, split="heldout")
-    gen = torch.Generator(device).manual_seed(config.seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def save_samples(step: int) -> None:
         g = torch.Generator(device).manual_seed(0)
         images = ema_pipe(grid_batch.captions * 2, num_inference_steps=config.sample_steps, guidance_scale=config.sample_guidance, generator=g, output_type="np").images
         truth = (grid_batch.images.permute(0, 2, 3, 1).numpy() + 1) / 2
-        _grid(np.concatenate([truth, images]), columns=16).save(out / "samples" / f"step_{step:06d}.png")
+        scale = max(1, 128 // scenes.IMAGE_SIZE)  # 4x for v1's 32 px tiles, 2x for 64 px
+        _grid(np.concatenate([truth, images]), columns=16, scale=scale).save(out / "samples" / f"step_{step:06d}.png")
 
     (out / "samples" / "captions.txt").write_text(
         "rows: ground-truth renders, then 2 seeds of generated images (EMA, "
@@ -240,19 +355,32 @@ def train(config: TrainConfig) -> BuiltinPipeline:
         + "\n"
     )
 
-    start = time.perf_counter()
-    total_steps = config.steps  # may be cut once to fit `time_limit_s`
-    rate_start = start
-    loss_sum, loss_n, last_step = 0.0, 0, 0
-    bar = tqdm(data, total=config.steps, mininterval=15, file=sys.stderr, desc="train")
-    for step, (images, ids) in enumerate(bar):
-        images = images.to(device, non_blocking=True).float() / 127.5 - 1  # (B, 3, 32, 32)
+    def save_checkpoint(step: int, elapsed_s: float) -> None:
+        state = {
+            "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),  # plain types: weights_only loads
+            "step": step, "total_steps": total_steps, "elapsed_s": elapsed_s,
+            "rate_start_s": rate_start - start,
+            "transformer": transformer.state_dict(), "text_encoder": text_encoder.state_dict(),
+            "ema_transformer": ema_transformer.state_dict(), "ema_text_encoder": ema_text_encoder.state_dict(),
+            "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+        }
+        partial = checkpoint_path.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, checkpoint_path)  # atomic: a crash leaves the previous checkpoint
+
+    chunk_start = time.perf_counter()
+    start = chunk_start - prior_s  # elapsed times count every chunk's training time
+    rate_start = start + rate_start_s
+    loss_sum, loss_n, last_step = 0.0, 0, first_step
+    bar = tqdm(data, total=config.steps, initial=first_step, mininterval=15, file=sys.stderr, desc="train")
+    for step, (images, ids) in enumerate(bar, start=first_step):
+        images = images.to(device, non_blocking=True).float() / 127.5 - 1  # (B, 3, S, S)
         ids = ids.to(device, non_blocking=True)  # (B, L)
         b = images.shape[0]
         drop = torch.rand(b, device=device, generator=gen) < config.caption_dropout
         ids = torch.where(drop[:, None], empty_ids, ids)
 
-        x0 = patchify(images, config.patch_size)  # (B, N, 12)
+        x0 = patchify(images, config.patch_size)  # (B, N, 3*p*p)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         t = torch.sigmoid(torch.randn(b, device=device, generator=gen))  # logit-normal(0, 1), SD3's choice
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
@@ -301,6 +429,12 @@ def train(config: TrainConfig) -> BuiltinPipeline:
                 break
         if last_step >= total_steps:
             break
+        if stop_after_s and time.perf_counter() - chunk_start > stop_after_s:
+            bar.close()
+            save_checkpoint(last_step, time.perf_counter() - start)
+            log(f"stopped after {time.perf_counter() - chunk_start:.0f} s at step {last_step} of {total_steps}; "
+                f"saved {checkpoint_path}; continue with `python -m ditlens.builtin.train --resume {out}`")
+            return ema_pipe
     bar.close()
     elapsed = time.perf_counter() - start
     log(f"trained {last_step} steps in {elapsed:.0f} s ({last_step / elapsed:.2f} steps/s)")
@@ -324,22 +458,63 @@ def train(config: TrainConfig) -> BuiltinPipeline:
     to_save.save_pretrained(out / "model", safe_serialization=True)
     size = sum(f.stat().st_size for f in (out / "model").rglob("*") if f.is_file())
     log(f"saved {out / 'model'} ({size / 1e6:.1f} MB, {config.save_dtype})")
+    checkpoint_path.unlink(missing_ok=True)  # the run is complete: OUT/model replaces it
     return ema_pipe
 
 
-def _parse_args(argv: list[str] | None = None) -> TrainConfig:
+_RESUME_FLAGS = ("--stop-after-s", "--num-workers")  # what a resumed run may still set
+
+
+def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, float]:
+    """(config, resume, stop_after_s) from the command line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m ditlens.builtin.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", type=Path, metavar="FOLDER", default=None,
+                        help="continue the run in FOLDER from its checkpoint.pt, with its train_config.json")
+    parser.add_argument("--stop-after-s", type=float, default=0.0,
+                        help="save OUT/checkpoint.pt and stop after this many seconds (0: run to the end)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif field.name == "out":
+            parser.add_argument(flag, type=Path, default=None, help="run folder (required unless --resume)")
+        elif field.name == "world":
+            parser.add_argument(flag, choices=tuple(WORLDS), default=default, help=f"default: {default}")
+        elif field.name == "size":
+            parser.add_argument(flag, choices=sorted({s for r in RUNGS.values() for s in r}), default="",
+                                help="a rung of the model ladder (world v2: s, m, l); flags given too override it")
         else:
-            parser.add_argument(flag, type=type(default), default=default, required=field.name == "out",
-                                help=f"default: {default}")
-    return TrainConfig(**vars(parser.parse_args(argv)))
+            parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    first, _ = parser.parse_known_args(argv)  # which world and rung, so the rung's values become the defaults
+    if first.resume is not None:
+        extra = sorted(given - {"--resume", *_RESUME_FLAGS})
+        if extra:
+            parser.error(f"--resume takes its settings from {first.resume / 'train_config.json'}; "
+                         f"only {', '.join(_RESUME_FLAGS)} may be given with it, got {', '.join(extra)}")
+        args = parser.parse_args(argv)
+        config = load_config(args.resume)
+        if "--num-workers" in given:
+            config = dataclasses.replace(config, num_workers=args.num_workers)
+        return config, True, args.stop_after_s
+    if first.size:
+        if first.world not in RUNGS:
+            parser.error(f"--size needs a world with a model ladder ({', '.join(RUNGS)}); world {first.world} has none")
+        parser.set_defaults(**RUNGS[first.world][first.size])
+    elif first.world != "v1":
+        parser.error(f"--world {first.world} needs --size ({', '.join(RUNGS[first.world])}): "
+                     "the other defaults are world v1's shipped model")
+    values = vars(parser.parse_args(argv))
+    if values["out"] is None:
+        parser.error("the following arguments are required: --out (or --resume FOLDER)")
+    values.pop("resume")
+    stop_after_s = values.pop("stop_after_s")
+    return TrainConfig(**values), False, stop_after_s
 
 
 if __name__ == "__main__":
-    train(_parse_args())
+    config, resume, stop_after_s = _parse_args()
+    train(config, resume=resume, stop_after_s=stop_after_s)

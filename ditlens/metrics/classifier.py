@@ -10,6 +10,9 @@ the Frechet distance between generated images and renders.
     scores = score_fidelity(clf, images, prompts)   # images (n, 3, 32, 32) in [-1, 1]
 
 Train the shipped weights again with `python -m ditlens.metrics.classifier --train`.
+World v2 (`scenes_v2.py`, 64x64 textured scenes) has its own classifier, `AttributeClassifierV2`
+(below; it also reads texture), trained with
+`python -m ditlens.metrics.classifier --train --world v2 --out FOLDER`.
 """
 
 from __future__ import annotations
@@ -403,7 +406,8 @@ def augment(images: torch.Tensor, generator: torch.Generator,
     for dy, dx in shift.unique(dim=0).tolist():
         if dy or dx:
             sel = (shift == torch.tensor([dy, dx])).all(1)
-            x[sel] = padded[sel, :, 1 - dy : 1 - dy + IMAGE_SIZE, 1 - dx : 1 - dx + IMAGE_SIZE]
+            side = images.shape[-1]  # IMAGE_SIZE for v1; v2's images are 64 px
+            x[sel] = padded[sel, :, 1 - dy : 1 - dy + side, 1 - dx : 1 - dx + side]
     # blur: separable 3-tap gaussian (w, 1 - 2w, w) with a per-image sigma, w = 0 unblurred
     sigma = cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * uniform(n)
     side = torch.exp(-1 / (2 * sigma**2))
@@ -491,21 +495,314 @@ def _evaluate_cli(classifier: AttributeClassifier, n: int, seed: int) -> dict[st
     }
 
 
+# ---------------------------------------------------------------------------------------
+# World v2: 64x64 textured scenes (ditlens.builtin.scenes_v2)
+# ---------------------------------------------------------------------------------------
+
+TRAIN_COMMAND_V2 = "python -m ditlens.metrics.classifier --train --world v2 --out FOLDER"
+SLOT_HEADS_V2 = ("presence", "shape", "colour", "texture", "size")  # per position slot
+IMAGE_HEADS_V2 = ("background", "background_texture")  # per image
+_VOCAB_FIELDS_V2 = ("shapes", "colours", "textures", "sizes", "backgrounds", "positions")
+
+
+def _scenes_v2():
+    from ditlens.builtin import scenes_v2  # here: v1 users never import the v2 world
+
+    return scenes_v2
+
+
+@dataclass(frozen=True)
+class ClassifierV2Config:
+    """The v2 classifier: as v1's, one stage more for 64 px images, and texture heads. The
+    vocabulary fields default to scenes_v2's and are checked against it on load."""
+
+    stem: int = 16  # a full-resolution 3x3 conv first: textures live at the pixel scale (0 = none)
+    channels: tuple[int, ...] = (32, 64, 128)  # a stride-2 stage each: 64 -> 32 -> 16 -> 8 px, pooled per cell
+    feature_dim: int = 256  # width of the cell and image heads; the image's is the Frechet features
+    groups: int = 8  # GroupNorm groups: batch-independent, so eval = train behaviour
+    world: str = "v2"
+    shapes: tuple[str, ...] = ()
+    colours: tuple[str, ...] = ()
+    textures: tuple[str, ...] = ()
+    sizes: tuple[str, ...] = ()
+    backgrounds: tuple[str, ...] = ()
+    positions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        world = _scenes_v2()
+        defaults = {"shapes": world.SHAPES, "colours": world.COLOURS, "textures": world.TEXTURES,
+                    "sizes": world.SIZES, "backgrounds": world.BACKGROUNDS, "positions": world.POSITIONS}
+        object.__setattr__(self, "channels", tuple(self.channels))
+        for name in _VOCAB_FIELDS_V2:
+            object.__setattr__(self, name, tuple(getattr(self, name)) or defaults[name])
+        if self.world != "v2":
+            raise ValueError(f"ClassifierV2Config is for world v2, got world {self.world!r}")
+        for c in self.channels + ((self.stem,) if self.stem else ()):
+            if c % self.groups:
+                raise ValueError(f"Channels {self.channels} and stem {self.stem} must be divisible by groups {self.groups}")
+        if math.isqrt(len(self.positions)) ** 2 != len(self.positions):
+            raise ValueError(f"positions must form a square grid, got {len(self.positions)}")
+
+    @property
+    def slot_classes(self) -> dict[str, int]:
+        return {"presence": 2, "shape": len(self.shapes), "colour": len(self.colours),
+                "texture": len(self.textures), "size": len(self.sizes)}
+
+    @property
+    def image_classes(self) -> dict[str, int]:
+        return {"background": len(self.backgrounds), "background_texture": len(self.textures)}
+
+
+@dataclass
+class AttributeLogitsV2:
+    presence: torch.Tensor  # (B, slots, 2)
+    shape: torch.Tensor  # (B, slots, shapes)
+    colour: torch.Tensor  # (B, slots, colours)
+    texture: torch.Tensor  # (B, slots, textures)
+    size: torch.Tensor  # (B, slots, sizes)
+    background: torch.Tensor  # (B, backgrounds)
+    background_texture: torch.Tensor  # (B, textures)
+    features: torch.Tensor  # (B, feature_dim)
+
+
+class AttributeClassifierV2(nn.Module):
+    """Reads, for each of the 9 position cells of a v2 image, whether an object is there and
+    its shape, colour, texture and size, plus the background's colour and texture.
+
+    Unlike v1's flatten-and-classify, every cell is read by ONE shared head: the trunk's 8x8
+    map is pooled to 6x6, each cell keeps its 2x2 sub-bins (where in the cell, as the exact
+    position varies), and a learned cell embedding lets the head tell cells apart. Sharing
+    gives each head 9x the examples per batch, which textures and shapes need at 64 px."""
+
+    def __init__(self, config: ClassifierV2Config | None = None):
+        super().__init__()
+        self.config = config = config or ClassifierV2Config()
+        layers: list[nn.Module] = []
+        c_in = 3
+        if config.stem:
+            layers += [nn.Conv2d(3, config.stem, 3, padding=1), nn.GroupNorm(config.groups, config.stem), nn.SiLU()]
+            c_in = config.stem
+        for c in config.channels:  # then downsample first in each stage, as v1
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(config.groups, c), nn.SiLU(),
+                       nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(config.groups, c), nn.SiLU()]
+            c_in = c
+        self.trunk = nn.Sequential(*layers)
+        n_slots = len(config.positions)
+        self.cell_side = math.isqrt(n_slots)  # 3: POSITIONS is a row-major 3x3 grid
+        self.cell_proj = nn.Linear(4 * c_in, config.feature_dim)  # a cell's 2x2 sub-bins
+        self.cell_embedding = nn.Parameter(torch.zeros(n_slots, config.feature_dim))
+        self.slot_head = nn.Sequential(nn.SiLU(), nn.Linear(config.feature_dim, config.feature_dim), nn.SiLU(),
+                                       nn.Linear(config.feature_dim, sum(config.slot_classes.values())))
+        # The image: mean and max over the map (a background texture is everywhere, an object is somewhere).
+        self.proj = nn.Sequential(nn.Linear(2 * c_in, config.feature_dim), nn.SiLU())
+        self.image_head = nn.Linear(config.feature_dim, sum(config.image_classes.values()))
+        nn.init.normal_(self.cell_embedding, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> AttributeLogitsV2:
+        _check_images_v2(images)
+        fmap = self.trunk(images)  # (B, C, h, w)
+        b, c = fmap.shape[:2]
+        k = self.cell_side
+        cells = F.adaptive_avg_pool2d(fmap, 2 * k).reshape(b, c, k, 2, k, 2)
+        cells = cells.permute(0, 2, 4, 1, 3, 5).reshape(b, k * k, 4 * c)  # (B, slots, 4C), row-major cells
+        slot_logits = self.slot_head(self.cell_proj(cells) + self.cell_embedding)  # (B, slots, per_slot)
+        feats = self.proj(torch.cat([fmap.mean((2, 3)), fmap.amax((2, 3))], dim=1))  # (B, F)
+        slot_parts = slot_logits.split(list(self.config.slot_classes.values()), dim=-1)
+        image_parts = self.image_head(feats).split(list(self.config.image_classes.values()), dim=-1)
+        return AttributeLogitsV2(*slot_parts, *image_parts, features=feats)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> AttributeClassifierV2:
+        """Load a folder written by `save_pretrained` (no v2 weights are shipped)."""
+        path = Path(path)
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        if not (config_file.is_file() and weights_file.is_file()):
+            raise FileNotFoundError(f"No classifier at {path} (needs config.json and model.safetensors); "
+                                    f"train one with `{TRAIN_COMMAND_V2}`")
+        values = json.loads(config_file.read_text())
+        if values.get("world") != "v2":
+            raise ValueError(f"Classifier at {path} is for world {values.get('world', 'v1')!r}, not v2; "
+                             "load it with AttributeClassifier.from_pretrained")
+        config = ClassifierV2Config(**values)
+        expected = ClassifierV2Config(stem=config.stem, channels=config.channels, feature_dim=config.feature_dim,
+                                      groups=config.groups)
+        for name in _VOCAB_FIELDS_V2:
+            if getattr(config, name) != getattr(expected, name):
+                raise ValueError(f"Classifier at {path} was trained for {name} {getattr(config, name)}, but "
+                                 f"ditlens.builtin.scenes_v2 has {getattr(expected, name)}; retrain with "
+                                 f"`{TRAIN_COMMAND_V2}`")
+        model = cls(config)
+        model.load_state_dict(load_file(weights_file))
+        return model.eval()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+
+def _check_images_v2(images: torch.Tensor) -> None:
+    size = _scenes_v2().IMAGE_SIZE
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+        raise ValueError(f"Expected world v2 images of shape (n, 3, {size}, {size}) in [-1, 1], "
+                         f"got {tuple(images.shape)}")
+
+
+@torch.no_grad()
+def _logits_v2(classifier: AttributeClassifierV2, images: torch.Tensor, batch_size: int = 256) -> AttributeLogitsV2:
+    """Eval-mode logits in batches, on the classifier's device, restoring its mode after."""
+    _check_images_v2(images)
+    param = next(classifier.parameters())
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        parts = [classifier(chunk.to(param.device, param.dtype)) for chunk in images.split(batch_size)]
+    finally:
+        classifier.train(was_training)
+    return AttributeLogitsV2(*(torch.cat([getattr(p, f.name) for p in parts]).cpu() for f in fields(AttributeLogitsV2)))
+
+
+def predict_scenes_v2(classifier: AttributeClassifierV2, images: torch.Tensor) -> list:
+    """Decoded predictions (scenes_v2.Scene), objects in POSITIONS order; 0 objects or more
+    than the grammar's 3 are possible (then `scenes_v2.caption` refuses the scene)."""
+    world, cfg = _scenes_v2(), classifier.config
+    logits = _logits_v2(classifier, images)
+    pred = {f.name: getattr(logits, f.name).argmax(-1).numpy() for f in fields(AttributeLogitsV2) if f.name != "features"}
+    out = []
+    for i in range(len(images)):
+        objects = tuple(
+            world.SceneObject(cfg.shapes[pred["shape"][i, p]], cfg.colours[pred["colour"][i, p]],
+                              cfg.textures[pred["texture"][i, p]], cfg.sizes[pred["size"][i, p]], cfg.positions[p])
+            for p in range(len(cfg.positions)) if pred["presence"][i, p] == 1
+        )
+        out.append((objects, cfg.backgrounds[pred["background"][i]], cfg.textures[pred["background_texture"][i]]))
+    return [world.Scene(objects, bg, tex) for objects, bg, tex in out]
+
+
+def features_v2(classifier: AttributeClassifierV2, images: torch.Tensor) -> torch.Tensor:
+    """(n, feature_dim) penultimate features, for `frechet_distance`."""
+    return _logits_v2(classifier, images).features
+
+
+def scene_targets_v2(batch_scenes: list) -> dict[str, torch.Tensor]:
+    """Class indices per head; -100 (cross-entropy's ignore index) where a slot is empty."""
+    world = _scenes_v2()
+    n, slots = len(batch_scenes), len(world.POSITIONS)
+    t = {k: torch.full((n, slots), -100, dtype=torch.long) for k in SLOT_HEADS_V2 if k != "presence"}
+    t["presence"] = torch.zeros((n, slots), dtype=torch.long)
+    vocab = {"shape": world.SHAPES, "colour": world.COLOURS, "texture": world.TEXTURES, "size": world.SIZES}
+    t["background"] = torch.tensor([world.BACKGROUNDS.index(s.background) for s in batch_scenes], dtype=torch.long)
+    t["background_texture"] = torch.tensor([world.TEXTURES.index(s.background_texture) for s in batch_scenes],
+                                           dtype=torch.long)
+    for i, scene in enumerate(batch_scenes):
+        for obj in scene.objects:
+            p = world.POSITIONS.index(obj.position)
+            t["presence"][i, p] = 1
+            for head, words in vocab.items():
+                t[head][i, p] = words.index(getattr(obj, head))
+    return t
+
+
+def _loss_v2(logits: AttributeLogitsV2, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    loss = logits.features.new_zeros(())
+    for name in SLOT_HEADS_V2 + IMAGE_HEADS_V2:
+        x = getattr(logits, name)
+        y = targets[name].to(x.device)
+        if (y != -100).any():  # a batch of empty slots would give a NaN mean
+            loss = loss + F.cross_entropy(x.reshape(-1, x.shape[-1]), y.reshape(-1))
+    return loss
+
+
+def train_classifier_v2(
+    steps: int = 1500,
+    batch_size: int = 128,
+    seed: int = 0,
+    lr: float = 2e-3,
+    config: ClassifierV2Config | None = None,
+    augmentation: AugmentConfig | None = AugmentConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> AttributeClassifierV2:
+    """Train on fresh training-split v2 renders each step (every image a new seed), with v1's
+    corruptions; returns the model on the CPU."""
+    from tqdm import tqdm
+
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
+    world = _scenes_v2()
+    torch.manual_seed(seed)
+    model = AttributeClassifierV2(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(range(steps), desc="classifier v2", disable=not progress)
+    for step in bar:
+        batch = world.sample_batch(batch_size, seed=_seed(seed, 0, step), split="train")
+        images = batch.images if augmentation is None else augment(batch.images, gen, augmentation)
+        loss = _loss_v2(model(images.to(device)), scene_targets_v2(batch.scenes))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return model.cpu().eval()
+
+
+def evaluate_v2(classifier: AttributeClassifierV2, images: torch.Tensor, batch_scenes: list) -> dict[str, float]:
+    """Accuracy per head against exact labels: presence over all slots, shape / colour /
+    texture / size over present objects, background colour and texture per image; `scene` =
+    every head right on the image."""
+    logits = _logits_v2(classifier, images)
+    targets = scene_targets_v2(batch_scenes)
+    out = {}
+    scene_ok = torch.ones(len(images), dtype=torch.bool)
+    for name in SLOT_HEADS_V2 + IMAGE_HEADS_V2:
+        pred, y = getattr(logits, name).argmax(-1), targets[name]
+        valid = y != -100
+        out[name] = float((pred[valid] == y[valid]).float().mean())
+        right = (pred == y) | ~valid
+        scene_ok &= right if right.ndim == 1 else right.all(1)
+    out["scene"] = float(scene_ok.float().mean())
+    return out
+
+
+def _evaluate_cli_v2(classifier: AttributeClassifierV2, n: int, seed: int) -> dict[str, dict]:
+    batch = _scenes_v2().sample_batch(n, seed=_seed(seed, 1), split="heldout")
+    gen = torch.Generator().manual_seed(_seed(seed, 2))
+    return {
+        "clean": evaluate_v2(classifier, batch.images, batch.scenes),
+        "augmented": evaluate_v2(classifier, augment(batch.images, gen), batch.scenes),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ditlens.metrics.classifier",
                                      description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--train", action="store_true", help="train, evaluate and save")
     action.add_argument("--eval", action="store_true", help="evaluate saved weights")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--world", choices=("v1", "v2"), default="v1",
+                        help="v1: the shipped classifier (scenes.py); v2: scenes_v2.py, needs --out")
+    parser.add_argument("--steps", type=int, default=None, help="default: 800 (v1), 1500 (v2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"weights folder (v1 default: the shipped {DEFAULT_WEIGHTS}; v2: required)")
     parser.add_argument("--eval-size", type=int, default=4096, help="held-out renders to score")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="world v2: where to train (cpu, cuda)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.world == "v2":
+        _main_v2(parser, args)
+        return
+    args.out = args.out if args.out is not None else DEFAULT_WEIGHTS
+    args.steps = args.steps if args.steps is not None else 800
 
     if args.train:
         start = time.perf_counter()
@@ -519,6 +816,25 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     report = {"params": n_params, "eval_size": args.eval_size,
               **_evaluate_cli(model, args.eval_size, args.seed)}
+    print(json.dumps(report, indent=2))
+
+
+
+def _main_v2(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.out is None or Path(args.out).resolve() == DEFAULT_WEIGHTS.resolve():
+        parser.error("--world v2 needs --out FOLDER (and never the shipped v1 classifier's folder)")
+    if args.train:
+        start = time.perf_counter()
+        model = train_classifier_v2(steps=args.steps if args.steps is not None else 1500,
+                                    batch_size=args.batch_size, seed=args.seed, lr=args.lr, device=args.device)
+        print(f"trained in {time.perf_counter() - start:.0f} s")
+        model.save_pretrained(args.out)
+        print(f"saved to {args.out}")
+    else:
+        model = AttributeClassifierV2.from_pretrained(args.out)
+    n_params = sum(p.numel() for p in model.parameters())
+    report = {"world": "v2", "params": n_params, "eval_size": args.eval_size,
+              **_evaluate_cli_v2(model, args.eval_size, args.seed)}
     print(json.dumps(report, indent=2))
 
 
