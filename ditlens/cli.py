@@ -765,19 +765,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def _bench_any(args: argparse.Namespace) -> None:
     """bench findings on a real pipeline: the paper's protocol (ditlens/protocol.py)."""
-    from .protocol import ProtocolConfig, bench_findings_any
+    from .protocol import ProtocolConfig, bench_findings_any, split_subjects
 
     if args.suite != "findings":
         raise UsageError("bench transport on a real model is not built yet; run `ditlens transport --clip PATH` per pair "
                          "(docs/scores.md). bench transport runs on the built-in model.")
     if not args.prompts:
         raise UsageError("bench findings on a real model needs --prompts FILE (one prompt per line).")
-    prompts = _read_prompts_file(args.prompts)
+    prompts, subjects = split_subjects(_read_prompts_file(args.prompts))  # `prompt | subject words`: the attention baseline
     if args.truth_dir:
         from .images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
-    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, ks=args.ks, k_segment=args.k, generation=_settings(args))
+    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, ks=args.ks, k_segment=args.k, generation=_settings(args),
+                            subjects=subjects)
     command = f"ditlens bench findings --model {args.model} --prompts {args.prompts}" + "".join(
         f" --{o.replace('_', '-')} {getattr(args, o)}" for o in ("truth_dir", "segmenter", "clip") if getattr(args, o))
     truth, source = None, "none"
@@ -952,7 +953,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="prompts (findings) or prompt pairs (transport); default by --quick")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
     g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2 (docs/scores.md)")
-    g.add_argument("--prompts", default=None, metavar="FILE", help="prompts, one per line")
+    g.add_argument("--prompts", default=None, metavar="FILE",
+                   help="prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (default: 0)")
     g.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16], help="channel counts zeroed (default: 1 4 16)")
     g.add_argument("--k", type=int, default=4, help="channels the K=2 masks cluster on (default: 4)")

@@ -9,13 +9,16 @@ score each condition by its pixel distance to the unedited images and, with a CL
 score with each image's prompt and CLIP-I to the unedited image. Finding 2: K = 2 masks of
 the generated images per site and step for top-k, bottom-k, random-k and all channels, under
 every foreground rule, against the truth of `--truth-dir` or `--segmenter`, with the oracle
-labelling, agreement and ARI (the same tables as the built-in bench). The report says what
-it could not measure and why. Every number in it comes from the run that wrote it.
+labelling, agreement and ARI (the same tables as the built-in bench), and the attention
+baseline (K = 2 on the image-to-subject-words attention) where each line of the prompts file
+names its subject: `a cat on a red sofa | cat`. The report says what it could not measure
+and why. Every number in it comes from the run that wrote it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .adapters import UnsupportedModelError, adapter_for
 from .disrupt import Condition, DisruptConfig, DisruptResult, disrupt
 from .generation import GenerationSettings
 from .scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
@@ -39,36 +43,78 @@ class ProtocolConfig:
     k_segment: int = 4  # channels the K = 2 masks cluster on (the CLI's segment default)
     batch_size: int = 4  # prompts per pipeline call: FLUX.1 at 1024 px fits 4 on one 80 GB GPU
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # per prompt, its subject's words (or phrases): the attention baseline's text positions; None = no baseline
+    subjects: list[list[str]] | None = None
 
 
-def _joined(parts: list[SegmentResult]) -> SegmentResult:
-    from .bench import _joined as join
+def split_subjects(lines: list[str]) -> tuple[list[str], list[list[str]] | None]:
+    """A prompts file's lines, each `prompt` or `prompt | subject words` (comma-separated words
+    or phrases of the prompt: `a cat on a red sofa | cat`): the prompts, and the subject words
+    of each where every line names them (None where no line does). Raises ValueError for a
+    mix of both, an empty part, or a subject word its prompt does not hold (whole word, any case)."""
+    parts = [line.partition("|") for line in lines]
+    named = [bool(separator) for _, separator, _ in parts]
+    if not any(named):
+        return list(lines), None
+    if not all(named):
+        i = named.index(False)
+        raise ValueError(f"Prompt {i + 1} ({lines[i]!r}) names no subject words, but others do: write every line as "
+                         "`prompt | subject words` (for the attention baseline) or none.")
+    prompts, subjects = [], []
+    for i, (prompt, _, words) in enumerate(parts, start=1):
+        prompt, names = prompt.strip(), [w.strip() for w in words.split(",") if w.strip()]
+        if not prompt or not names:
+            raise ValueError(f"Prompt {i} ({lines[i - 1]!r}) needs a prompt before '|' and subject words after it.")
+        for word in names:
+            if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", prompt, flags=re.IGNORECASE):
+                raise ValueError(f"Subject word {word!r} of prompt {i} does not occur in it: {prompt!r}.")
+        prompts.append(prompt)
+        subjects.append(names)
+    return prompts, subjects
 
-    return join(parts)
+
+def attention_positions(pipe: Any, config: ProtocolConfig) -> tuple[list[list[int]] | None, str]:
+    """Per prompt, the text-stream positions of its subject words (`Adapter.text_positions`),
+    or None and why the attention baseline cannot run. A word the pipeline cuts away raises."""
+    if config.subjects is None:
+        return None, "the attention baseline: no subject words (write the prompts file's lines as `prompt | subject words`)"
+    adapter = adapter_for(pipe)
+    try:
+        if adapter.attention_locator is None:
+            raise UnsupportedModelError(f"attention maps are not wired for {type(adapter.transformer).__name__}")
+        return [adapter.text_positions(pipe, p, words) for p, words in zip(config.prompts, config.subjects)], ""
+    except UnsupportedModelError as err:
+        return None, f"the attention baseline: {err}"
 
 
-def _batches(config: ProtocolConfig) -> list[tuple[int, list[str]]]:
-    """(seed, prompts) per pipeline call, seeds outermost: concatenated, the images are
-    seed-major over all prompts, as one call over every prompt would give them."""
+def _batches(config: ProtocolConfig) -> list[tuple[int, slice]]:
+    """(seed, the prompts' slice) per pipeline call, seeds outermost: concatenated, the images
+    are seed-major over all prompts, as one call over every prompt would give them."""
     size = config.batch_size
-    return [(seed, config.prompts[i : i + size]) for seed in config.seeds for i in range(0, len(config.prompts), size)]
+    return [(seed, slice(i, i + size)) for seed in config.seeds for i in range(0, len(config.prompts), size)]
 
 
 def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]) -> DisruptResult:
     images: dict[Condition, list[torch.Tensor]] = {}
     dconfig = None
     for b, (seed, batch) in enumerate(_batches(config)):
-        dconfig = DisruptConfig(prompts=batch, seeds=[seed], ks=config.ks, random_draws=config.random_draws, generation=config.generation)
+        dconfig = DisruptConfig(prompts=config.prompts[batch], seeds=[seed], ks=config.ks, random_draws=config.random_draws, generation=config.generation)
         result = disrupt(pipe, dconfig, progress=lambda i, n, label: say(f"  batch {b + 1}: {i + 1}/{n} {label}"))
         for condition, imgs in result.images.items():
             images.setdefault(condition, []).append(imgs)
     return DisruptResult(replace(dconfig, prompts=config.prompts, seeds=config.seeds), {c: torch.cat(v) for c, v in images.items()})
 
 
-def run_segmentation(pipe: Any, config: ProtocolConfig) -> SegmentResult:
+def run_segmentation(pipe: Any, config: ProtocolConfig, positions: list[list[int]] | None = None) -> SegmentResult:
+    """K = 2 masks of every prompt and seed; positions (per prompt, `attention_positions`) adds
+    the attention baseline."""
+    from .bench import _joined
+
     parts = [
-        segment_generated(pipe, SegmentConfig(prompts=batch, seeds=[seed], k=config.k_segment, rules=["top", "bottom", "random", "all"],
-                                               generation=config.generation, compare_foregrounds=True))
+        segment_generated(pipe, SegmentConfig(prompts=config.prompts[batch], seeds=[seed], k=config.k_segment,
+                                               rules=["top", "bottom", "random", "all"], generation=config.generation,
+                                               compare_foregrounds=True),
+                          attention_positions=None if positions is None else positions[batch])
         for seed, batch in _batches(config)
     ]
     return _joined(parts)
@@ -98,6 +144,9 @@ def bench_findings_any(
     out.mkdir(parents=True, exist_ok=True)
     not_measured = list(scorers.not_measured())
     numbers: dict[str, Any] = {"config": asdict(config) | {"generation": asdict(config.generation)}, "truth": truth_source}
+    positions, no_attention = attention_positions(pipe, config) if truth is not None else (None, "")
+    if no_attention:
+        not_measured.append(no_attention)
 
     say(f"finding 1: zeroing k={config.ks} channels on {len(config.prompts)} prompts x {len(config.seeds)} seeds")
     result = run_disruption(pipe, config, say)
@@ -131,7 +180,7 @@ def bench_findings_any(
         not_measured.append("Finding 2's mIoU: no ground truth (give --truth-dir DIR or --segmenter PATH)")
     else:
         say(f"finding 2: K=2 masks (k={config.k_segment}) against {truth_source}")
-        seg = run_segmentation(pipe, config)
+        seg = run_segmentation(pipe, config, positions)
         masks = truth(seg)
         groups = {"all images": list(range(masks.shape[0]))}
         found, table2 = mask_scores_table(seg, masks, groups, "generated", config.k_segment)
@@ -147,9 +196,12 @@ def bench_findings_any(
                          oracle={r: sc.oracle.mean(-1) for r, sc in all_scores.items()})
         best_site = found["all images"]["top"]["best_site"]
         plot_segment_overlays(seg, out / "finding2_overlays.png", best_site, seg.steps // 2, masks, max_rows=6)
+        attention_note = (" The attention baseline labels by its own polarity (high attention to the subject's words)."
+                          if positions is not None else "")
         sections += [
             Section(verdict.headline, verdict.sentence() + f" Ground truth: {truth_source}. The oracle takes the better "
-                    "labelling of each image (an upper bound that reads the truth); ARI scores the split with no labelling.",
+                    "labelling of each image (an upper bound that reads the truth); ARI scores the split with no labelling."
+                    + attention_note,
                     [("finding2_miou.png", "mIoU per site"), ("finding2_overlays.png", "images, truth, masks at the best site")], table2),
             Section("Which K=2 cluster is the subject", "Per foreground rule, on the top-k masks.", [], fg_table),
         ]

@@ -4,10 +4,14 @@ pipeline (random weights): the report's tables hold the numbers of that run."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from ditlens.adapters import adapter_for
 from ditlens.cli import main
+from ditlens.models import load_pipeline
+from ditlens.protocol import ProtocolConfig, attention_positions, split_subjects
 
 from .full_pipelines import pipeline_folder
 from .tiny_scorers import save_tiny_clip, save_tiny_segmenter
@@ -18,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def test_bench_findings_on_a_real_pipeline_reports_its_own_numbers(tmp_path_factory, tmp_path):
     model = pipeline_folder(tmp_path_factory, "flux")
     clip, segmenter = save_tiny_clip(tmp_path / "clip"), save_tiny_segmenter(tmp_path / "seg")
-    (tmp_path / "p.txt").write_text("a red cube\na blue ball\n")
+    (tmp_path / "p.txt").write_text("a red cube | cube\na blue ball | blue ball\n")  # subject words: the attention baseline
     out = tmp_path / "bench"
     argv = ["bench", "findings", "--model", str(model), "--prompts", str(tmp_path / "p.txt"), "--segmenter", str(segmenter),
             "--clip", str(clip), "--ks", "1", "4", "--k", "2", "--steps", "2", "--height", "32", "--width", "32",
@@ -34,8 +38,11 @@ def test_bench_findings_on_a_real_pipeline_reports_its_own_numbers(tmp_path_fact
     randoms = [f1[f"random-1#{d}"]["clip_score"] for d in range(2)]
     assert f"| random | 1 | " in report and f"{sum(randoms) / 2:.2f} ± " in report
     f2 = numbers["finding2"]["scores"]["all images"]
-    assert f2["images"] == 2 and set(f2) >= {"top", "bottom", "random", "all"}
+    assert f2["images"] == 2 and set(f2) >= {"top", "bottom", "random", "all", "attention"}
     assert f"{f2['top']['miou']:.3f} ({f2['top']['best_site']})" in report
+    attention = f2["attention"]
+    assert f"| attention | {attention['miou']:.3f} ({attention['best_site']}) | {attention['oracle']:.3f} |" in report
+    assert not any("attention" in reason for reason in numbers["not_measured"])
     assert numbers["finding2"]["verdict"]["text"] in report
     assert "Not measured" in report and "prompt fidelity" in " ".join(numbers["not_measured"])
     for name in ("finding1_clip_score.png", "finding1_clip_i_to_unedited.png", "finding1_psnr_db.png", "finding2_miou.png", "finding2_overlays.png"):
@@ -51,3 +58,30 @@ def test_bench_refusals_name_what_is_wrong(tmp_path, capsys):
     assert main(["bench", "transport", "--model", str(tmp_path), "--quick"]) == 2
     err = capsys.readouterr().err
     assert "bench transport on a real model is not built yet" in err or "model_index.json" in err
+
+
+def test_subject_words_are_read_and_checked_before_any_model_loads():
+    assert split_subjects(["a red cube", "a blue ball"]) == (["a red cube", "a blue ball"], None)
+    assert split_subjects(["a red cube | cube", "A Blue Ball |blue ball, Ball"]) == (
+        ["a red cube", "A Blue Ball"], [["cube"], ["blue ball", "Ball"]])
+    for lines, fragment in [
+        (["a red cube | cube", "a blue ball"], "Prompt 2 ('a blue ball') names no subject words"),
+        (["a red cube | sphere"], "Subject word 'sphere' of prompt 1 does not occur in it"),
+        (["a red cube | cub"], "Subject word 'cub'"),  # whole words only
+        (["a red cube | "], "needs a prompt before '|' and subject words after it"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            split_subjects(lines)
+
+
+def test_without_subject_words_the_attention_baseline_says_why_it_is_missing(tmp_path_factory, tmp_path, capsys):
+    pipe = load_pipeline(str(pipeline_folder(tmp_path_factory, "flux")))
+    positions, why = attention_positions(pipe, ProtocolConfig(prompts=["a red cube"]))
+    assert positions is None and "prompt | subject words" in why
+    positions, why = attention_positions(pipe, ProtocolConfig(prompts=["a red cube"], subjects=[["cube"]]))
+    assert why == "" and positions == [adapter_for(pipe).text_positions(pipe, "a red cube", ["cube"])] and positions[0]
+    (tmp_path / "p.txt").write_text("a red cube | cube\na blue ball\n")
+    argv = ["bench", "findings", "--model", str(pipeline_folder(tmp_path_factory, "flux")), "--prompts", str(tmp_path / "p.txt"),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "names no subject words" in capsys.readouterr().err and not (tmp_path / "out").exists()
