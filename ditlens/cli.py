@@ -73,8 +73,16 @@ study.toml (TOML; every key in docs/scale.md):
   ditlens bench findings --quick          # findings 1 and 2 on the built-in model, < 10 min on a 2-core CPU
   ditlens bench transport --quick         # finding 3, both uses and the chosen defaults
   ditlens bench findings --device cuda    # the full run (GPU recommended)
+  ditlens bench findings --quick --model runs/v2-s/model --classifier runs/classifier-v2
+                                          # a model `python -m ditlens.builtin.train` wrote (world v1 or v2)
   ditlens bench findings --model ./flux-schnell --prompts prompts.txt --segmenter ./segformer --clip ./clip
-                                          # the paper's protocol on a real pipeline (docs/scores.md)""",
+                                          # the paper's protocol on a real pipeline (docs/scores.md)
+  ditlens bench transport --model ./flux-schnell --pairs pairs.txt --clip ./clip --seeds 0 1
+                                          # transport vs random-k, text-embedding interpolation, pixel blending
+
+pairs.txt (one pair per line, source prompt | target prompt):
+  a red sports car on a street | a bicycle on a street
+  a corgi on a sofa | a cat on a sofa""",
     "app": """examples:
   ditlens app                                    # built-in model at http://127.0.0.1:7860
   ditlens app --port 8080
@@ -273,12 +281,15 @@ def _prompt_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
 def _check_builtin_words(args: argparse.Namespace, prompts: list[str], captions: bool = False) -> None:
     """On the built-in model: every word known, and with `captions`, every prompt a caption
     its grammar parses (the commands that score against the caption: disrupt, segment)."""
-    if _is_builtin(args):
-        from .builtin.scenes import CaptionError, UnknownWordError, check_words, parse_caption
+    world = _builtin_world(args)
+    if world is not None:
+        from .builtin.scenes import CaptionError, UnknownWordError
+        from .builtin.text_encoder import scenes_of
 
+        scenes = scenes_of(world)  # the grammar of the model's world; its errors subclass v1's
         for prompt in prompts:
             try:
-                parse_caption(prompt) if captions else check_words(prompt)
+                scenes.parse_caption(prompt) if captions else scenes.check_words(prompt)
             except (UnknownWordError, CaptionError) as err:
                 if len(prompt) > 80:  # the message echoes the prompt: name it shortened
                     raise UsageError(str(err).replace(repr(prompt), shorten(prompt))) from None
@@ -319,13 +330,25 @@ def _is_builtin(args: argparse.Namespace) -> bool:
     return is_builtin_family(args.model)
 
 
+def _builtin_world(args: argparse.Namespace) -> str | None:
+    """The world of a built-in-family model ("v1", "v2"), None for any other model."""
+    from .models import builtin_world
+
+    return builtin_world(args.model)
+
+
+def _exact_metrics(args: argparse.Namespace) -> bool:
+    """The built-in exact metrics (classifier, renders, off-background truth) apply: world v1 only."""
+    return _builtin_world(args) == "v1"
+
+
 def _scorers(args: argparse.Namespace):
     """The built-in metrics on the built-in model, and the CLIP of --clip on any model; loaded
     once, before the pipeline (a CLIP that fails to load costs no generation)."""
     from .scores import load_scorers
 
     if not hasattr(args, "loaded_scorers"):
-        args.loaded_scorers = load_scorers(getattr(args, "clip", None), _is_builtin(args), args.device)
+        args.loaded_scorers = load_scorers(getattr(args, "clip", None), _exact_metrics(args), args.device)
     return args.loaded_scorers
 
 
@@ -370,7 +393,7 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts, captions=True)
-    if _is_builtin(args) and len(prompts) * len(args.seeds) < 2:
+    if _exact_metrics(args) and len(prompts) * len(args.seeds) < 2:
         raise UsageError(
             "disrupt on the built-in model scores each condition by a Frechet distance over its images, which "
             f"needs at least 2 (prompts x seeds); got 1 (--prompt {shorten(prompts[0])}, --seeds {args.seeds[0]}). "
@@ -448,7 +471,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
         truth = load_mask_folder(args.truth_dir, n, result.image_size)
     elif segmenter is not None:  # the truth is the segmenter's reading of the generated images
         truth = segmenter.foreground(result.images)
-    elif _is_builtin(args):
+    elif _exact_metrics(args):
         from .metrics.fidelity import off_background_masks
 
         truth = off_background_masks(result.images, prompts * len(args.seeds))
@@ -736,40 +759,55 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport
+    from .bench import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport, check_model_folder
+    from .metrics.classifier import load_classifier
+    from .models import BUILTIN
 
+    folder = args.model if args.model not in (None, BUILTIN) else None
+    if folder is not None and Path(folder).is_dir() and not (Path(folder) / "model_index.json").is_file():
+        check_model_folder(folder)  # no model folder at all: say so here, naming what to give instead
     if not _is_builtin(args):
+        if args.classifier is not None:
+            raise UsageError("--classifier is for a built-in-family model (the shipped one or a folder `python -m "
+                             "ditlens.builtin.train` wrote); a real model's bench scores with --clip.")
         return _bench_any(args)
     for option in ("prompts", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
         if getattr(args, option) is not None:
             raise UsageError(f"--{option.replace('_', '-')} is for a real model (--model M); the built-in bench has exact "
                              "ground truth and its own held-out prompts.")
-    command = "ditlens bench " + args.suite + (" --quick" if args.quick else "") + (f" --device {args.device}" if args.device != "cpu" else "")
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n must be >= 2 (the Frechet distance needs two samples); got {args.n}.")
+    # every input is checked before anything loads or is written: the folder's files and world, the classifier's world
+    world = check_model_folder(folder) if folder is not None else "v1"
+    classifier = load_classifier(args.classifier, world)
+    command = ("ditlens bench " + args.suite + (f" --model {folder}" if folder else "") + (" --quick" if args.quick else "")
+               + (f" --device {args.device}" if args.device != "cpu" else "") + (f" --classifier {args.classifier}" if args.classifier else ""))
     out = Path(args.out or f"runs/bench-{args.suite}")
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
-    if args.n is not None and args.n < 2:
-        raise ValueError(f"--n must be >= 2 (the Frechet distance needs two samples); got {args.n}.")
     if args.suite == "findings":
         config = FindingsConfig.quick() if args.quick else FindingsConfig()
         if args.n:
             config.n_prompts = args.n
-        report = bench_findings(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say)
+        report = bench_findings(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say, classifier=classifier)
     else:
         config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
         if args.n:
             config.n_pairs = args.n
-        report = bench_transport(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say)
+        report = bench_transport(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say, classifier=classifier)
     _say(args, f"wrote {report}")
 
 
 def _bench_any(args: argparse.Namespace) -> None:
-    """bench findings on a real pipeline: the paper's protocol (ditlens/protocol.py)."""
+    """bench findings or transport on a real pipeline: the paper's protocol (ditlens/protocol.py,
+    ditlens/protocol_transport.py)."""
     from .protocol import ProtocolConfig, bench_findings_any, split_subjects
 
-    if args.suite != "findings":
-        raise UsageError("bench transport on a real model is not built yet; run `ditlens transport --clip PATH` per pair "
-                         "(docs/scores.md). bench transport runs on the built-in model.")
+    if args.suite == "transport":
+        return _bench_transport_any(args)
+    for option in ("pairs", "alphas"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option} is for bench transport; bench findings reads --prompts FILE.")
     if not args.prompts:
         raise UsageError("bench findings on a real model needs --prompts FILE (one prompt per line).")
     prompts, subjects = split_subjects(_read_prompts_file(args.prompts))  # `prompt | subject words`: the attention baseline
@@ -777,7 +815,7 @@ def _bench_any(args: argparse.Namespace) -> None:
         from .images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
-    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, ks=args.ks, k_segment=args.k, generation=_settings(args),
+    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, ks=args.ks, k_segment=4 if args.k is None else args.k, generation=_settings(args),
                             subjects=subjects)
     command = f"ditlens bench findings --model {args.model} --prompts {args.prompts}" + "".join(
         f" --{o.replace('_', '-')} {getattr(args, o)}" for o in ("truth_dir", "segmenter", "clip") if getattr(args, o))
@@ -797,6 +835,40 @@ def _bench_any(args: argparse.Namespace) -> None:
     say = (lambda message: None) if args.quiet else print
     out = Path(args.out or "runs/bench-findings")
     report = bench_findings_any(pipe, out, config, command, scorers=scorers, truth=truth, truth_source=source, say=say)
+    _say(args, f"wrote {report}")
+
+
+def _bench_transport_any(args: argparse.Namespace) -> None:
+    """bench transport on a real pipeline (ditlens/protocol_transport.py): the pairs file and
+    the options are checked, and the CLIP loaded, before the pipeline loads."""
+    from .choices import TRANSPORT_K
+    from .protocol_transport import TransportProtocolConfig, bench_transport_any, read_pairs
+    from .transport import TransportConfig
+
+    for option, reason in (("prompts", "bench transport reads --pairs FILE"), ("truth_dir", "bench transport scores no masks"),
+                           ("segmenter", "bench transport scores no masks"),
+                           ("embeds", "bench transport encodes the pairs' prompts with the model's text encoders")):
+        if getattr(args, option):
+            raise UsageError(f"--{option.replace('_', '-')} is not used by bench transport: {reason}.")
+    if not args.pairs:
+        raise UsageError("bench transport on a real model needs --pairs FILE (one pair per line: source prompt | target prompt).")
+    try:
+        pairs = read_pairs(args.pairs)
+        config = TransportProtocolConfig(pairs=pairs, seeds=args.seeds,
+                                         transport=TransportConfig(k=TRANSPORT_K if args.k is None else args.k, generation=_settings(args)))
+        if args.alphas is not None:
+            config.alphas = args.alphas
+        config.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    options = [("--seeds", " ".join(map(str, config.seeds))), ("--k", config.transport.k), ("--alphas", " ".join(f"{a:g}" for a in config.alphas))]
+    options += [(f"--{o}", getattr(args, o)) for o in ("clip", "steps", "guidance", "height", "width", "device", "dtype", "out")
+                if getattr(args, o) is not None and (o, getattr(args, o)) not in (("device", "cpu"), ("dtype", "float32"))]
+    command = f"ditlens bench transport --model {args.model} --pairs {args.pairs}" + "".join(f" {o} {v}" for o, v in options)
+    scorers = _scorers(args)
+    pipe = _load(args)
+    say = (lambda message: None) if args.quiet else print
+    report = bench_transport_any(pipe, Path(args.out or "runs/bench-transport"), config, command, scorers=scorers, say=say)
     _say(args, f"wrote {report}")
 
 
@@ -946,18 +1018,28 @@ def build_parser() -> argparse.ArgumentParser:
         _add_clip_option(g)
         p.add_argument("--out", default=f"runs/{name}", help=f"output folder, replaced as a whole (default: runs/{name})")
 
-    p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model", cmd_bench)
+    p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model; "
+                     "the paper's protocol on a real one (--model M)", cmd_bench)
     p.add_argument("suite", choices=["findings", "transport"], help="which benchmark")
     _add_model_options(p)
     p.add_argument("--quick", action="store_true", help="fewer prompts and settings (CPU, minutes)")
     p.add_argument("--n", type=int, default=None, help="prompts (findings) or prompt pairs (transport); default by --quick")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
-    g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2 (docs/scores.md)")
+    p.add_argument("--classifier", default=None, metavar="FOLDER",
+                   help="built-in family: the attribute classifier of the model's world (default: the shipped one for world v1; "
+                        "none for v2, whose fidelity and transfer scores need one: `python -m ditlens.metrics.classifier --train "
+                        "--world v2 --out FOLDER`)")
+    g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2, and for transport (docs/scores.md)")
     g.add_argument("--prompts", default=None, metavar="FILE",
-                   help="prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")
+                   help="findings: prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")
+    g.add_argument("--pairs", default=None, metavar="FILE",
+                   help="transport: prompt pairs, one per line: `source prompt | target prompt` (# comments and blank lines skipped)")
     g.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (default: 0)")
-    g.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16], help="channel counts zeroed (default: 1 4 16)")
-    g.add_argument("--k", type=int, default=4, help="channels the K=2 masks cluster on (default: 4)")
+    g.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16], help="findings: channel counts zeroed (default: 1 4 16)")
+    g.add_argument("--k", type=int, default=None,
+                   help=f"findings: channels the K=2 masks cluster on (default: 4); transport: channels moved (default: {TRANSPORT_K})")
+    g.add_argument("--alphas", type=float, nargs="+", default=None, metavar="ALPHA",
+                   help="transport: strengths in [0, 1], for transport and both baselines alike (default: 0.5 1)")
     truth = g.add_mutually_exclusive_group()
     truth.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
     truth.add_argument("--segmenter", default=None, metavar="PATH", help="a local transformers semantic-segmentation folder")

@@ -99,6 +99,15 @@ def is_builtin_family(model: str | None) -> bool:
     return (folder / "model_index.json").is_file() and (model_index(model) or {}).get("_class_name") == "BuiltinPipeline"
 
 
+def builtin_world(model: str | None) -> str | None:
+    """The procedural world (`ditlens.builtin.text_encoder.WORLDS`) whose grammar a built-in-family
+    model's prompts follow, read from its model_index.json: "v1" for the shipped model and for
+    folders written before worlds existed; None for any other model."""
+    if not is_builtin_family(model):
+        return None
+    return (model_index(model) or {}).get("world", "v1")
+
+
 def model_index(model: str | None) -> dict | None:
     """`model`'s model_index.json (pipeline class and component classes), read without
     loading anything; None for the built-in model and for a hub id not in the local cache."""

@@ -264,3 +264,23 @@ def plot_metric_over_k(curves: dict[str, tuple[list[int], list[float], list[floa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_metric_over_alpha(curves: dict[str, tuple[list[float], list[float], list[float] | None]], path: str | Path, ylabel: str,
+                           title: str = "", reference: tuple[str, float] | None = None) -> Path:
+    """method -> (alphas, means, spreads or None): a score over transport strength, one line per
+    method; reference: (label, value) drawn as a dashed line (e.g. the target alone)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for (method, (alphas, means, spreads)), style in zip(curves.items(), ["o-", "^--", "s-.", "d:", "x-"] * 4):
+        line, = ax.plot(alphas, means, style, label=method)
+        if spreads is not None:
+            ax.fill_between(alphas, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
+                            color=line.get_color(), alpha=0.15, lw=0)
+    if reference is not None:
+        ax.axhline(reference[1], color="black", ls="--", lw=1, label=reference[0])
+    ax.set_xlabel("alpha (strength)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -134,7 +134,7 @@ def bench_findings_any(
     """Run the protocol and write report.md, findings.json and the figures into out_dir.
     truth: the ground-truth masks (n, H, W) of the generated images (None: Finding 2's
     scores are not measured); truth_source names where they come from."""
-    from .bench import _commit, foreground_rule_table, mask_scores_table
+    from .bench import foreground_rule_table, mask_scores_table
     from .plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
     from .report import Section, write_markdown
     from .verdicts import segmentation_verdict
@@ -208,13 +208,23 @@ def bench_findings_any(
     numbers["not_measured"] = not_measured
     sections.append(Section("Not measured", "; ".join(not_measured) + "." if not_measured else "Everything above was measured.", [], None))
     (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
-    name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    provenance = (f"Command: `{command}` · seeds {config.seeds} · commit {_commit()} · {device} · torch {torch.__version__} · "
-                  f"{time.perf_counter() - started:.0f} s")
-    intro = (f"{provenance}. Model {name} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
+    intro = (f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
              f"{len(config.seeds)} seeds; random-k over {config.random_draws} seeded draws (mean ± std over draws and images).")
     return write_markdown(out / "report.md", f"ditlens bench findings ({type(pipe).__name__})", intro, sections)
+
+
+def model_name(pipe: Any) -> str:
+    """The folder or hub id the pipeline was loaded from, else its class name."""
+    return getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
+
+
+def provenance(command: str, seeds: list[int], started: float) -> str:
+    """Command, seeds, commit, device, torch and the run's duration: the first line of a report."""
+    from .bench import _commit
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    return (f"Command: `{command}` · seeds {seeds} · commit {_commit()} · {device} · torch {torch.__version__} · "
+            f"{time.perf_counter() - started:.0f} s")
 
 
 def _disruption_sentence(scores: dict[str, dict[str, Any]], ks: list[int]) -> str:

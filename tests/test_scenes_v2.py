@@ -342,6 +342,27 @@ def test_train_v2_end_to_end_and_resume(tmp_path, one_thread):
     assert (tmp_path / "whole" / "samples" / "step_000004.png").is_file()
 
 
+def test_the_cli_checks_a_v2_models_prompts_against_the_v2_grammar(tmp_path, one_thread, capsys):
+    """A v2 folder's world is read from its model_index.json: the CLI refuses a v1-only word
+    (listing the v2 words) and runs a v2 caption; the shipped model stays v1."""
+    from ditlens.builtin.train import train
+    from ditlens.cli import main
+    from ditlens.models import builtin_world
+
+    train(_tiny(tmp_path / "run"))
+    model = str(tmp_path / "run" / "model")
+    assert builtin_world(model) == "v2" and builtin_world(None) == "v1" and builtin_world("builtin") == "v1"
+    argv = ["find", "--model", model, "--steps", "2", "--out", str(tmp_path / "find"), "--quiet"]
+    assert main(argv + ["--prompt", "a large red circle on the left on a olive background"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown word 'olive'" in err and "world v2" in err and "striped" in err and not (tmp_path / "find").exists()
+    assert main(argv + ["--prompt", EXAMPLE]) == 0
+    assert (tmp_path / "find" / "channels.json").is_file()
+    # a v2-only word on the shipped (v1) model is refused by v1's grammar
+    assert main(["find", "--prompt", EXAMPLE, "--out", str(tmp_path / "v1")]) == 2
+    assert "Unknown word" in capsys.readouterr().err
+
+
 def test_train_cli_keeps_v1_defaults_and_refuses_bad_combinations(tmp_path):
     from ditlens.builtin.train import RUNGS, TrainConfig, _parse_args
 

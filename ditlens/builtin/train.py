@@ -107,16 +107,11 @@ class TrainConfig:
 
 # The model ladder on world v2: one command per rung, `--world v2 --size s|m|l`. Every rung
 # keeps 256 image tokens (64x64 px in 4x4 patches of 48 values; FLUX.1 packs 64 latent
-# values per token) and the v2 grammar's 35 text positions. GPU times are ESTIMATES, not yet
-# measured: each rung's per-token transformer FLOPs relative to the shipped v1 model (s 1.0,
-# m 3.2, l 7.0; modulation layers act per image, so they are left out), times that model's
-# measured 0.044 s/step at batch 512 on one H200 (22.8 steps/s compiled, bf16), scaled by
-# batch. That assumes the FLOP rate of the small model; larger matmuls usually run faster,
-# so these should be upper bounds. CPU (2 cores, fp32, forward + backward, batch 8, on a
-# busy machine): v1 2.3 s, s 2.9 s, m 15 s, l 23 s per step, the same order as the FLOPs.
-#   s: 8000 x 0.5 x 1.0 x 0.044 s = ~3 min (+ ~1 min compile; batch 256 may be launch-bound: <= 6 min)
-#   m: 10000 x 0.5 x 3.2 x 0.044 s = ~12 min
-#   l: 6000 x 0.5 x 7.0 x 0.044 s = ~15 min (+ compile and grids: ~17 min): 2-3 chunks of --stop-after-s 540
+# values per token) and the v2 grammar's 35 text positions. Measured on one H200 (bf16,
+# compiled; docs/ladder.md), with s, m and the v2 classifier sharing the GPU at first:
+#   s: 18.5 steps/s at steps 200-500 (shared); 6501 steps took 426 s with the ~60 s compile
+#   m: 8.5 steps/s at steps 200-500 (shared), 17.5 alone in its 2nd chunk; 7663 steps took 708 s
+#   l: not measured yet; ~7x s's per-token FLOPs (modulation layers left out): 2-3 chunks of --stop-after-s 540
 _V2 = dict(patch_size=4, max_length=scenes_of("v2").MAX_CAPTION_WORDS + 1, text_layers=2, batch_size=256)
 RUNGS: dict[str, dict[str, dict]] = {
     "v2": {

@@ -268,6 +268,9 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------
 
 ATTRIBUTES = ("position", "shape", "colour", "size", "full_object", "background")
+# World v2: objects also have a texture (full_object needs it right too), the background a colour and a texture
+ATTRIBUTES_V2 = ("position", "shape", "colour", "texture", "size", "full_object", "background", "background_texture")
+IMAGE_ATTRIBUTES = ("background", "background_texture")  # counted per image; the rest per named object
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,8 @@ class FidelityScores:
     """How well images show their prompts. Objects are matched to the prompt by position
     slot: `position` = an object is predicted at the slot the prompt names; `shape`, `colour`,
     `size` = an object is there *and* has that attribute; `full_object` = all four right.
-    `background` is per image (both halves right)."""
+    `background` is per image (both halves right). World v2 (`score_fidelity_v2`) adds
+    `texture` (part of `full_object` there) and `background_texture`, per image."""
 
     n_images: int
     n_objects: int  # objects named in the prompts
@@ -283,11 +287,12 @@ class FidelityScores:
     extra_objects: int  # objects predicted at slots no prompt names
     # the same scores for the prompts that name k objects, per k
     by_n_objects: dict[int, FidelityScores] = field(default_factory=dict)
+    attributes: tuple[str, ...] = ATTRIBUTES  # the world's: ATTRIBUTES (v1) or ATTRIBUTES_V2
 
     def accuracy(self, attribute: str) -> float:
-        if attribute not in ATTRIBUTES:
-            raise ValueError(f"Unknown attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
-        total = self.n_images if attribute == "background" else self.n_objects
+        if attribute not in self.attributes:
+            raise ValueError(f"Unknown attribute {attribute!r}; allowed: {', '.join(self.attributes)}")
+        total = self.n_images if attribute in IMAGE_ATTRIBUTES else self.n_objects
         return self.correct[attribute] / total if total else math.nan
 
     def to_dict(self) -> dict:
@@ -295,7 +300,7 @@ class FidelityScores:
             "n_images": self.n_images,
             "n_objects": self.n_objects,
             "extra_objects": self.extra_objects,
-            "accuracy": {a: self.accuracy(a) for a in ATTRIBUTES},
+            "accuracy": {a: self.accuracy(a) for a in self.attributes},
             "correct": dict(self.correct),
         }
         if self.by_n_objects:
@@ -768,6 +773,72 @@ def evaluate_v2(classifier: AttributeClassifierV2, images: torch.Tensor, batch_s
         scene_ok &= right if right.ndim == 1 else right.all(1)
     out["scene"] = float(scene_ok.float().mean())
     return out
+
+
+def score_fidelity_v2(classifier: AttributeClassifierV2, images: torch.Tensor, prompts: list[str]) -> FidelityScores:
+    """v1's `score_fidelity` for world v2 prompts: objects matched to the prompt by position
+    cell, `texture` scored like shape and colour (and part of `full_object`), the background's
+    colour and texture per image. images: (n, 3, 64, 64) in [-1, 1]."""
+    if len(images) != len(prompts):
+        raise ValueError(f"Got {len(images)} images but {len(prompts)} prompts")
+    world = _scenes_v2()
+    wanted = [world.parse_caption(p) for p in prompts]
+    rows = []  # per image: (n_named, per-attribute counts, extra)
+    for scene, pred in zip(wanted, predict_scenes_v2(classifier, images)):
+        found = {o.position: o for o in pred.objects}
+        counts = dict.fromkeys(ATTRIBUTES_V2, 0)
+        for obj in scene.objects:
+            here = found.get(obj.position)
+            ok = {"position": here is not None}
+            for a in ("shape", "colour", "texture", "size"):
+                ok[a] = here is not None and getattr(here, a) == getattr(obj, a)
+            ok["full_object"] = all(ok.values())
+            for a, v in ok.items():
+                counts[a] += v
+        counts["background"] = int(pred.background == scene.background)
+        counts["background_texture"] = int(pred.background_texture == scene.background_texture)
+        extra = sum(1 for p in found if p not in {o.position for o in scene.objects})
+        rows.append((len(scene.objects), counts, extra))
+
+    def total(subset: list) -> FidelityScores:
+        return FidelityScores(n_images=len(subset), n_objects=sum(r[0] for r in subset),
+                              correct={a: sum(r[1][a] for r in subset) for a in ATTRIBUTES_V2},
+                              extra_objects=sum(r[2] for r in subset), attributes=ATTRIBUTES_V2)
+
+    groups = {k: total([r for r in rows if r[0] == k]) for k in sorted({r[0] for r in rows})}
+    overall = total(rows)
+    return FidelityScores(overall.n_images, overall.n_objects, overall.correct, overall.extra_objects,
+                          by_n_objects=groups, attributes=ATTRIBUTES_V2)
+
+
+def classifier_world(path: str | Path) -> str:
+    """The world ("v1" or "v2") of the classifier folder at `path`, read from its config.json
+    without loading weights (the shipped v1 config names no world)."""
+    config_file = Path(path) / "config.json"
+    if not (config_file.is_file() and (Path(path) / "model.safetensors").is_file()):
+        raise FileNotFoundError(f"No classifier at {path} (needs config.json and model.safetensors); train one with "
+                                f"`{TRAIN_COMMAND}` (world v1) or `{TRAIN_COMMAND_V2}`")
+    try:
+        values = json.loads(config_file.read_text())
+    except ValueError as err:
+        raise ValueError(f"Cannot read {str(config_file)!r} ({err}); is {str(path)!r} a classifier folder?") from None
+    world = values.get("world", "v1") if isinstance(values, dict) else None
+    if world not in ("v1", "v2"):
+        raise ValueError(f"{str(config_file)!r} names world {world!r}; a classifier is for world v1 or v2")
+    return world
+
+
+def load_classifier(path: str | Path | None, world: str) -> AttributeClassifier | AttributeClassifierV2 | None:
+    """The attribute classifier that scores a world's images: the folder at `path` (its world
+    must be `world`), else the shipped one for v1 and None for v2 (a v2 classifier is always given)."""
+    if path is None:
+        return AttributeClassifier.from_pretrained() if world == "v1" else None
+    found = classifier_world(path)
+    if found != world:
+        raise ValueError(f"The classifier at {str(path)!r} is for world {found}, but the model is of world {world}; give a "
+                         f"world {world} classifier" + (f" (`{TRAIN_COMMAND_V2}`)" if world == "v2" else
+                                                         " (or leave it out for the shipped one)"))
+    return AttributeClassifier.from_pretrained(path) if world == "v1" else AttributeClassifierV2.from_pretrained(path)
 
 
 def _evaluate_cli_v2(classifier: AttributeClassifierV2, n: int, seed: int) -> dict[str, dict]:

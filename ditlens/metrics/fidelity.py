@@ -1,6 +1,8 @@
 """Scores of generated images for the built-in model, from the shipped attribute classifier.
 
-Ground truth for a prompt is its exact render: `render(parse_caption(prompt))`.
+Ground truth for a prompt is its exact render: `render(parse_caption(prompt))`. World v2
+models have the same functions in `fidelity_v2.py`; the `seeds` arguments here are for
+that shared call (a v1 caption has one image, so they are ignored).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from ..builtin.scenes import COLOUR_RGB, parse_caption, render
 from .classifier import AttributeClassifier, features, frechet_distance, predict_scenes, score_fidelity
 
 
-def renders(prompts: list[str]) -> torch.Tensor:
+def renders(prompts: list[str], seeds: list[int] | None = None) -> torch.Tensor:
     """(n, 3, 32, 32) exact renders of the prompts in [0, 1]."""
     images = np.stack([render(parse_caption(p)).image for p in prompts])
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
 
 
-def render_masks(prompts: list[str]) -> torch.Tensor:
+def render_masks(prompts: list[str], seeds: list[int] | None = None) -> torch.Tensor:
     """(n, 32, 32) bool: union of the objects' exact masks in each prompt's render."""
     return torch.from_numpy(np.stack([~render(parse_caption(p)).background_mask for p in prompts]))
 
@@ -40,7 +42,14 @@ def off_background_masks(images: torch.Tensor, prompts: list[str], tolerance: fl
     return torch.stack(out)
 
 
-def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None) -> dict[str, Any]:
+def foreground_masks(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """Ground truth for generated images (n, H, W) bool: `off_background_masks` (the name
+    `fidelity_v2` shares)."""
+    return off_background_masks(images, prompts)
+
+
+def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None,
+                   seeds: list[int] | None = None) -> dict[str, Any]:
     """Prompt fidelity (per attribute) and the Frechet distance to the prompts' renders, in
     the classifier's features. images: (n, 3, 32, 32) in [0, 1]."""
     classifier = classifier or AttributeClassifier.from_pretrained()
