@@ -73,7 +73,7 @@ study.toml (TOML; every key in docs/scale.md):
   ditlens bench findings --quick          # findings 1 and 2 on the built-in model, < 10 min on a 2-core CPU
   ditlens bench transport --quick         # finding 3, both uses and the chosen defaults
   ditlens bench findings --device cuda    # the full run (GPU recommended)
-  ditlens bench findings --quick --model runs/v2-s/model --classifier runs/classifier-v2
+  ditlens bench findings --quick --model runs/v2-s/model --classifier ditlens/builtin/weights/classifier-v2
                                           # a model `python -m ditlens.builtin.train` wrote (world v1 or v2)
   ditlens bench findings --model ./flux-schnell --prompts prompts.txt --segmenter ./segformer --clip ./clip
                                           # the paper's protocol on a real pipeline (docs/scores.md)
@@ -771,7 +771,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise UsageError("--classifier is for a built-in-family model (the shipped one or a folder `python -m "
                              "ditlens.builtin.train` wrote); a real model's bench scores with --clip.")
         return _bench_any(args)
-    for option in ("prompts", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
+    for option in ("prompts", "pairs", "alphas", "k", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
         if getattr(args, option) is not None:
             raise UsageError(f"--{option.replace('_', '-')} is for a real model (--model M); the built-in bench has exact "
                              "ground truth and its own held-out prompts.")
@@ -1027,8 +1027,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
     p.add_argument("--classifier", default=None, metavar="FOLDER",
                    help="built-in family: the attribute classifier of the model's world (default: the shipped one for world v1; "
-                        "none for v2, whose fidelity and transfer scores need one: `python -m ditlens.metrics.classifier --train "
-                        "--world v2 --out FOLDER`)")
+                        "none for v2, whose fidelity and transfer scores need one: the shipped "
+                        "ditlens/builtin/weights/classifier-v2, or `python -m ditlens.metrics.classifier --train --world v2 --out FOLDER`)")
     g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2, and for transport (docs/scores.md)")
     g.add_argument("--prompts", default=None, metavar="FILE",
                    help="findings: prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")

@@ -55,6 +55,8 @@ def test_bench_refusals_name_what_is_wrong(tmp_path, capsys):
     (tmp_path / "p.txt").write_text("a red cube\n")
     assert main(["bench", "findings", "--prompts", str(tmp_path / "p.txt"), "--quick"]) == 2
     assert "--prompts is for a real model" in capsys.readouterr().err
+    assert main(["bench", "transport", "--pairs", str(tmp_path / "p.txt"), "--quick"]) == 2
+    assert "--pairs is for a real model" in capsys.readouterr().err
     assert main(["bench", "transport", "--model", str(tmp_path), "--quick"]) == 2
     err = capsys.readouterr().err  # a folder without a model in it is said first; the pairs: tests/test_protocol_transport.py
     assert "bench transport on a real model needs --pairs FILE" in err or "model_index.json" in err
