@@ -1,0 +1,150 @@
+"""The ladder table of docs/ladder.md, built from the committed bench reports alone.
+
+    python scripts/ladder_table.py            # print the tables (markdown)
+    python scripts/ladder_table.py --check    # exit 1 if docs/ladder.md does not hold them
+
+Each rung names the folders of its reports under docs/results/: `find` (channels.json of
+`ditlens find`), `findings` (findings.json of `ditlens bench findings`) and `transport`
+(transport.json of `ditlens bench transport`). A report that is not there is a cell that
+says so; no number here is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+DOC = ROOT / "docs" / "ladder.md"
+BEGIN, END = "<!-- ladder-table: scripts/ladder_table.py writes what follows -->", "<!-- /ladder-table -->"
+MISSING = "not run"
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    world: str
+    find: str  # folders under docs/results/
+    findings: str
+    transport: str
+
+
+RUNGS = (
+    Rung("s (shipped)", "v1", "ladder/v1-s-find", "bench-cpu-findings-quick", "ladder/v1-s-transport"),
+    Rung("s", "v2", "ladder/v2-s-find", "ladder/v2-s-findings", "ladder/v2-s-transport"),
+    Rung("m", "v2", "ladder/v2-m-find", "ladder/v2-m-findings", "ladder/v2-m-transport"),
+    Rung("l", "v2", "ladder/v2-l-find", "ladder/v2-l-findings", "ladder/v2-l-transport"),
+)
+
+
+def _load(folder: str, name: str) -> dict | None:
+    path = RESULTS / folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _link(folder: str, name: str) -> str:
+    """The report beside the numbers (report.md) where there is one, else the numbers' file."""
+    shown = "report.md" if (RESULTS / folder / "report.md").is_file() else name
+    return f"[{folder}](results/{folder}/{shown})"
+
+
+def activations_row(rung: Rung) -> list[str]:
+    found = _load(rung.find, "channels.json")
+    if found is None:
+        return [rung.name, rung.world, MISSING, MISSING, MISSING, MISSING]
+    top1 = [site["ratio_to_median"][0] for site in found["sites"].values()]
+    channels = sorted({site["top_channels"][0] for site in found["sites"].values()})
+    return [rung.name, rung.world, f"{statistics.median(top1):.1f}x ({min(top1):.1f}-{max(top1):.1f})",
+            ", ".join(map(str, channels)), f"{len(found['prompts'])} prompts, k = {found['k']}", _link(rung.find, "channels.json")]
+
+
+def _random(finding1: dict, k: int, key: str) -> float:
+    draws = [row[key] for name, row in finding1.items() if name.startswith(f"random-{k}#")]
+    return sum(draws) / len(draws)
+
+
+def findings_row(rung: Rung) -> list[str]:
+    numbers = _load(rung.findings, "findings.json")
+    if numbers is None:
+        return [rung.name, rung.world, *[MISSING] * 6]
+    f1, f2 = numbers["finding1"], numbers["finding2"]
+    k = min(numbers["config"]["ks"])
+    fidelity = " / ".join(f"{v:.2f}" for v in (f1["none"]["full_object_accuracy"], f1[f"top-{k}"]["full_object_accuracy"],
+                                                f1[f"bottom-{k}"]["full_object_accuracy"], _random(f1, k, "full_object_accuracy")))
+    frechet = " / ".join(f"{v:.0f}" for v in (f1["none"]["frechet_distance"], f1[f"top-{k}"]["frechet_distance"],
+                                               f1[f"bottom-{k}"]["frechet_distance"], _random(f1, k, "frechet_distance")))
+    group = f2.get("headline_group", "all images")
+    best = f2["image_sets"]["generated"][group]
+    ks = f2["k"]
+    miou = " / ".join(f"{best[r]['miou']:.2f}" for r in ("top", "bottom", "random", "all", "attention") if r in best)
+    return [rung.name, rung.world, f"k = {k}: {fidelity}", f"{frechet}", f1["verdict"]["status"],
+            f"k = {ks}, {group}: {miou}", f2["verdict"]["status"], _link(rung.findings, "findings.json")]
+
+
+def transport_row(rung: Rung) -> list[str]:
+    numbers = _load(rung.transport, "transport.json")
+    if numbers is None:
+        return [rung.name, rung.world, *[MISSING] * 7]
+    curve = numbers["strength_curve"]
+    top = max(curve["transport"], key=float)  # the largest alpha: the paper's full replacement
+    cells = []
+    for key in ("colour_from_source", "shape_from_source", "texture_from_source", "mask_iou_with_target"):
+        values = [curve[m][top].get(key) for m in ("transport", "text-embedding interpolation", "pixel blending")]
+        cells.append("—" if values[0] is None else " / ".join(f"{v:.2f}" for v in values))
+    chosen = numbers["chosen"]
+    window = f"steps [{chosen['steps'][0]}, {chosen['steps'][1]})" if chosen["steps"] else "all steps"
+    setting = f"k = {chosen['k']}, {window}, mask {chosen['mask']}, streams {chosen['streams']}"
+    verdict = numbers.get("verdict", {}).get("status", "not decided")
+    return [rung.name, rung.world, f"{numbers['config']['n_pairs']} pairs; {setting}", *cells, verdict, _link(rung.transport, "transport.json")]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def tables() -> str:
+    parts = [
+        "**Massive activations** (`ditlens find`, CPU): the top-1 channel's ratio to the median channel, median over "
+        "sites (range), and the top-1 channels found.",
+        _table(["rung", "world", "top-1 / median", "top-1 channels", "run", "report"], [activations_row(r) for r in RUNGS]),
+        "**Findings 1 and 2** (`ditlens bench findings --quick`): objects fully correct and Frechet distance for no edit "
+        "/ top-k / bottom-k / random-k zeroing; best-site mIoU of the K = 2 masks on generated images for top-k / "
+        "bottom-k / random-k / all channels / attention.",
+        _table(["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
+               [findings_row(r) for r in RUNGS]),
+        "**Finding 3** (`ditlens bench transport`): at alpha = 1, the share of pairs whose colour, shape and texture "
+        "come from the source, and the foreground IoU with the target alone (composition kept), for massive-channel "
+        "transport / text-embedding interpolation / pixel blending, at the defaults the bench chose on that model.",
+        _table(["rung", "world", "pairs; chosen setting", "colour from source", "shape from source", "texture from source",
+                "mask IoU with target", "Finding 3", "report"], [transport_row(r) for r in RUNGS]),
+    ]
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help=f"exit 1 unless {DOC.relative_to(ROOT)} holds these tables")
+    args = parser.parse_args(argv)
+    text = tables()
+    if not args.check:
+        print(text)
+        return 0
+    doc = DOC.read_text()
+    if BEGIN not in doc or END not in doc:
+        print(f"{DOC} has no {BEGIN} ... {END} block", file=sys.stderr)
+        return 1
+    held = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    if held != text:
+        print(f"{DOC}'s ladder table differs from the reports; run `python scripts/ladder_table.py` and paste it", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
