@@ -252,24 +252,6 @@ def renders_through_model(pipe: Any, prompts: list[str], rules: list[str], k: in
     )
 
 
-def _joined(parts: list[SegmentResult]) -> SegmentResult:
-    """Batches of one measurement as one result (samples concatenated)."""
-    first = parts[0]
-
-    def cat(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {rule: torch.cat([m[rule] for m in masks], dim=2) for rule in masks[0]}
-
-    return SegmentResult(
-        sites=first.sites,
-        masks=cat([s.masks for s in parts]),
-        image_size=first.image_size,
-        images=torch.cat([s.images for s in parts]),
-        foreground=first.foreground,
-        other_foregrounds={fg: cat([s.other_foregrounds[fg] for s in parts]) for fg in first.other_foregrounds},
-        heat=torch.cat([s.heat for s in parts], dim=2),
-    )
-
-
 def background_groups(prompts: list[str], world: ModuleType = scenes_v1) -> dict[str, list[int]]:
     """Prompt indices: all, and by background. v1: one colour, or split in two (which gives
     K = 2 a competing split: left against right). v2: plain, or textured (a pattern that
@@ -455,8 +437,8 @@ def bench_findings(pipe: Any, out_dir: str | Path, config: FindingsConfig, comma
         )
         seg_parts.append(seg)
         truth_parts.append(metrics.foreground_masks(seg.images, batch))
-    generated, gen_truth = _joined(seg_parts), torch.cat(truth_parts)
-    rend = _joined([renders_through_model(pipe, batch, rules, config.k_segment, config.noise_level, BENCH_SEED + b, seeds_b)
+    generated, gen_truth = SegmentResult.concatenate(seg_parts), torch.cat(truth_parts)
+    rend = SegmentResult.concatenate([renders_through_model(pipe, batch, rules, config.k_segment, config.noise_level, BENCH_SEED + b, seeds_b)
                     for b, (batch, seeds_b) in enumerate(zip(_batched(prompts, config.batch_size), _batched(seeds, config.batch_size)))])
     rend_truth = metrics.render_masks(prompts, seeds)
     groups = background_groups(prompts, world)

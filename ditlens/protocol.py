@@ -108,8 +108,6 @@ def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]
 def run_segmentation(pipe: Any, config: ProtocolConfig, positions: list[list[int]] | None = None) -> SegmentResult:
     """K = 2 masks of every prompt and seed; positions (per prompt, `attention_positions`) adds
     the attention baseline."""
-    from .bench import _joined
-
     parts = [
         segment_generated(pipe, SegmentConfig(prompts=config.prompts[batch], seeds=[seed], k=config.k_segment,
                                                rules=["top", "bottom", "random", "all"], generation=config.generation,
@@ -117,7 +115,7 @@ def run_segmentation(pipe: Any, config: ProtocolConfig, positions: list[list[int
                           attention_positions=None if positions is None else positions[batch])
         for seed, batch in _batches(config)
     ]
-    return _joined(parts)
+    return SegmentResult.concatenate(parts)
 
 
 def bench_findings_any(

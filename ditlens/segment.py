@@ -195,6 +195,27 @@ class SegmentResult:
     def steps(self) -> int:
         return next(iter(self.masks.values())).shape[0]
 
+    @classmethod
+    def concatenate(cls, parts: list[SegmentResult]) -> SegmentResult:
+        """Batches of one measurement (same sites, steps, rules and grid) as one result, their
+        samples concatenated in order; the first part's meta."""
+        first = parts[0]
+
+        def cat(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+            return {rule: torch.cat([m[rule] for m in masks], dim=2) for rule in masks[0]}
+
+        return cls(
+            sites=first.sites,
+            masks=cat([p.masks for p in parts]),
+            image_size=first.image_size,
+            images=None if first.images is None else torch.cat([p.images for p in parts]),
+            meta=first.meta,
+            foreground=first.foreground,
+            other_foregrounds={fg: cat([p.other_foregrounds[fg] for p in parts]) for fg in first.other_foregrounds},
+            heat=None if first.heat is None else torch.cat([p.heat for p in parts], dim=2),
+            token_rows_cols=first.token_rows_cols,
+        )
+
     def named(self, foreground: str) -> dict[str, torch.Tensor]:
         """rule -> masks under another foreground rule (computed in the same pass)."""
         if foreground == self.foreground:

@@ -87,3 +87,20 @@ def test_background_groups_split_the_prompts():
         "a large green triangle on the right on a black background",
     ]
     assert background_groups(prompts) == {"all images": [0, 1, 2], "one-colour backgrounds": [0, 2], "split backgrounds": [1]}
+
+
+def test_concatenate_keeps_the_grid_and_orders_the_samples():
+    """Batches joined as one result: samples in order, the grid they were made on kept (a
+    non-square token grid cannot be told from the image size alone), no heat map stays none."""
+    from ditlens.segment import SegmentResult
+
+    def part(offset: int) -> SegmentResult:
+        masks = torch.zeros(2, 1, 1, 6, dtype=torch.bool)  # (steps, sites, samples, N)
+        masks[..., offset] = True
+        return SegmentResult(sites=["s"], masks={"top": masks}, image_size=(32, 48), images=torch.full((1, 3, 32, 48), offset / 10),
+                             meta={"batch": offset}, token_rows_cols=(2, 3))
+
+    joined = SegmentResult.concatenate([part(0), part(4)])
+    assert joined.masks["top"].shape == (2, 1, 2, 6) and joined.masks["top"][0, 0, 1, 4] and not joined.masks["top"][0, 0, 1, 0]
+    assert joined.grid == (2, 3) and joined.heat is None and joined.meta == {"batch": 0}
+    assert torch.equal(joined.images[:, 0, 0, 0], torch.tensor([0.0, 0.4]))
