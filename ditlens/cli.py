@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ study.toml (TOML; every key in docs/scale.md):
   ditlens bench findings --quick          # findings 1 and 2 on the built-in model, < 10 min on a 2-core CPU
   ditlens bench transport --quick         # finding 3, both uses and the chosen defaults
   ditlens bench findings --device cuda    # the full run (GPU recommended)
-  ditlens bench findings --quick --model runs/v2-s/model --classifier ditlens/builtin/weights/classifier-v2
+  ditlens bench findings --quick --model runs/v2-s/model --classifier shipped
                                           # a model `python -m ditlens.builtin.train` wrote (world v1 or v2)
   ditlens bench findings --model ./flux-schnell --prompts prompts.txt --segmenter ./segformer --clip ./clip
                                           # the paper's protocol on a real pipeline (docs/scores.md)
@@ -782,20 +783,30 @@ def cmd_bench(args: argparse.Namespace) -> None:
     classifier = load_classifier(args.classifier, world)
     command = ("ditlens bench " + args.suite + (f" --model {folder}" if folder else "") + (" --quick" if args.quick else "")
                + (f" --device {args.device}" if args.device != "cpu" else "") + (f" --classifier {args.classifier}" if args.classifier else ""))
-    out = Path(args.out or f"runs/bench-{args.suite}")
+    out = Path(args.out)
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
     if args.suite == "findings":
         config = FindingsConfig.quick() if args.quick else FindingsConfig()
         if args.n:
             config.n_prompts = args.n
-        report = bench_findings(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say, classifier=classifier)
+        report = _bench_into(out, lambda folder: bench_findings(pipe, folder, config, command + (f" --n {args.n}" if args.n else ""),
+                                                                say, classifier=classifier))
     else:
         config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
         if args.n:
             config.n_pairs = args.n
-        report = bench_transport(pipe, out, config, command + (f" --n {args.n}" if args.n else ""), say, classifier=classifier)
+        report = _bench_into(out, lambda folder: bench_transport(pipe, folder, config, command + (f" --n {args.n}" if args.n else ""),
+                                                                 say, classifier=classifier))
     _say(args, f"wrote {report}")
+
+
+def _bench_into(out: Path, write: Callable[[Path], Path]) -> Path:
+    """Run a bench into a staging folder that replaces `out` as a whole once the report is
+    written (docs/outputs.md): an error or Ctrl+C part-way leaves `out` as it was."""
+    with output_folder(out) as folder:
+        report = write(folder)
+    return out / report.relative_to(folder)
 
 
 def _bench_any(args: argparse.Namespace) -> None:
@@ -803,6 +814,10 @@ def _bench_any(args: argparse.Namespace) -> None:
     ditlens/protocol_transport.py)."""
     from .protocol import ProtocolConfig, bench_findings_any, split_subjects
 
+    for option, value in (("quick", args.quick), ("n", args.n), ("embeds", getattr(args, "embeds", None))):
+        if value:
+            raise UsageError(f"--{option} is not used by the bench on a real model: it runs the prompts or pairs file you give, "
+                             "through the model's own text encoders.")
     if args.suite == "transport":
         return _bench_transport_any(args)
     for option in ("pairs", "alphas"):
@@ -833,8 +848,9 @@ def _bench_any(args: argparse.Namespace) -> None:
     scorers = _scorers(args)
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
-    out = Path(args.out or "runs/bench-findings")
-    report = bench_findings_any(pipe, out, config, command, scorers=scorers, truth=truth, truth_source=source, say=say)
+    out = Path(args.out)
+    report = _bench_into(out, lambda folder: bench_findings_any(pipe, folder, config, command, scorers=scorers, truth=truth,
+                                                                truth_source=source, say=say))
     _say(args, f"wrote {report}")
 
 
@@ -868,7 +884,7 @@ def _bench_transport_any(args: argparse.Namespace) -> None:
     scorers = _scorers(args)
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
-    report = bench_transport_any(pipe, Path(args.out or "runs/bench-transport"), config, command, scorers=scorers, say=say)
+    report = _bench_into(Path(args.out), lambda folder: bench_transport_any(pipe, folder, config, command, scorers=scorers, say=say))
     _say(args, f"wrote {report}")
 
 
@@ -1027,8 +1043,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
     p.add_argument("--classifier", default=None, metavar="FOLDER",
                    help="built-in family: the attribute classifier of the model's world (default: the shipped one for world v1; "
-                        "none for v2, whose fidelity and transfer scores need one: the shipped "
-                        "ditlens/builtin/weights/classifier-v2, or `python -m ditlens.metrics.classifier --train --world v2 --out FOLDER`)")
+                        "none for v2, whose fidelity and transfer scores need one: `shipped` for the package's own, or a folder "
+                        "`python -m ditlens.metrics.classifier --train --world v2 --out FOLDER` wrote)")
     g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2, and for transport (docs/scores.md)")
     g.add_argument("--prompts", default=None, metavar="FILE",
                    help="findings: prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")
@@ -1075,13 +1091,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands whose --out folder is replaced as a whole under a lock (docs/outputs.md); sweep
-#: resumes into its folder and bench writes its report folder itself
-REPLACED_OUTPUTS = ("demo", "generate", "find", "disrupt", "segment", "transport", "interpolate")
+#: resumes into its folder
+REPLACED_OUTPUTS = ("demo", "generate", "find", "disrupt", "segment", "transport", "interpolate", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench" and args.out is None:
+        args.out = f"runs/bench-{args.suite}"  # held under the lock like every replaced output
     try:
         _check_generation_args(args)
         from contextlib import nullcontext

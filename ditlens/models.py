@@ -105,7 +105,14 @@ def builtin_world(model: str | None) -> str | None:
     folders written before worlds existed; None for any other model."""
     if not is_builtin_family(model):
         return None
-    return (model_index(model) or {}).get("world", "v1")
+    world = (model_index(model) or {}).get("world")
+    encoder = Path(model) / "text_encoder" / "config.json" if model not in (None, BUILTIN) else None
+    if world is None and encoder is not None and encoder.is_file():  # as bench.check_model_folder reads it
+        try:
+            world = json.loads(encoder.read_text()).get("world")
+        except ValueError:
+            world = None
+    return world or "v1"
 
 
 def model_index(model: str | None) -> dict | None:

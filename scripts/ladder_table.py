@@ -48,8 +48,9 @@ def _load(folder: str, name: str) -> dict | None:
 
 
 def _link(folder: str, name: str) -> str:
-    """The report beside the numbers (report.md) where there is one, else the numbers' file."""
-    shown = "report.md" if (RESULTS / folder / "report.md").is_file() else name
+    """The report beside the numbers (report.md, or the command.txt of a find run) where there
+    is one, else the numbers' file."""
+    shown = next((n for n in ("report.md", "command.txt") if (RESULTS / folder / n).is_file()), name)
     return f"[{folder}](results/{folder}/{shown})"
 
 
@@ -74,16 +75,23 @@ def findings_row(rung: Rung) -> list[str]:
         return [rung.name, rung.world, *[MISSING] * 6]
     f1, f2 = numbers["finding1"], numbers["finding2"]
     k = min(numbers["config"]["ks"])
+    if "full_object_accuracy" not in f1["none"]:  # a v2 run without a classifier: pixel distances only
+        return [rung.name, rung.world, "not measured (no classifier)", "not measured (no classifier)",
+                f1.get("verdict", {}).get("status", "not decided"), *_masks(f2), _link(rung.findings, "findings.json")]
     fidelity = " / ".join(f"{v:.2f}" for v in (f1["none"]["full_object_accuracy"], f1[f"top-{k}"]["full_object_accuracy"],
                                                 f1[f"bottom-{k}"]["full_object_accuracy"], _random(f1, k, "full_object_accuracy")))
     frechet = " / ".join(f"{v:.0f}" for v in (f1["none"]["frechet_distance"], f1[f"top-{k}"]["frechet_distance"],
                                                f1[f"bottom-{k}"]["frechet_distance"], _random(f1, k, "frechet_distance")))
+    return [rung.name, rung.world, f"k = {k}: {fidelity}", f"{frechet}", f1["verdict"]["status"], *_masks(f2),
+            _link(rung.findings, "findings.json")]
+
+
+def _masks(f2: dict) -> list[str]:
+    """Finding 2's cells: best-site mIoU per rule on generated images, and the verdict."""
     group = f2.get("headline_group", "all images")
     best = f2["image_sets"]["generated"][group]
-    ks = f2["k"]
     miou = " / ".join(f"{best[r]['miou']:.2f}" for r in ("top", "bottom", "random", "all", "attention") if r in best)
-    return [rung.name, rung.world, f"k = {k}: {fidelity}", f"{frechet}", f1["verdict"]["status"],
-            f"k = {ks}, {group}: {miou}", f2["verdict"]["status"], _link(rung.findings, "findings.json")]
+    return [f"k = {f2['k']}, {group}: {miou}", f2["verdict"]["status"]]
 
 
 def transport_row(rung: Rung) -> list[str]:

@@ -173,3 +173,11 @@ def test_augment_keeps_range_and_changes_pixels(heldout):
     x = clf.augment(heldout.images[:32], g)
     assert x.shape == (32, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     assert not torch.equal(x, heldout.images[:32])
+
+
+def test_shipped_names_the_packages_classifier_of_each_world():
+    from ditlens.metrics.classifier import SHIPPED_V2, AttributeClassifierV2, classifier_world, load_classifier
+
+    assert classifier_world(SHIPPED_V2) == "v2" and isinstance(load_classifier("shipped", "v2"), AttributeClassifierV2)
+    assert type(load_classifier("shipped", "v1")).__name__ == "AttributeClassifier"
+    assert load_classifier(None, "v2") is None  # never implied for v2: its texture head is weak (docs/world-v2.md)

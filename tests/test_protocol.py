@@ -59,7 +59,8 @@ def test_bench_refusals_name_what_is_wrong(tmp_path, capsys):
     assert "--pairs is for a real model" in capsys.readouterr().err
     assert main(["bench", "transport", "--model", str(tmp_path), "--quick"]) == 2
     err = capsys.readouterr().err  # a folder without a model in it is said first; the pairs: tests/test_protocol_transport.py
-    assert "bench transport on a real model needs --pairs FILE" in err or "model_index.json" in err
+    assert "is not a model folder (no model_index.json in it)" in err, err
+    assert main(["bench", "findings", "--model", str(tmp_path), "--quick"]) == 2
 
 
 def test_subject_words_are_read_and_checked_before_any_model_loads():
@@ -87,3 +88,27 @@ def test_without_subject_words_the_attention_baseline_says_why_it_is_missing(tmp
             "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert "names no subject words" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "p.txt").write_text("a red cube\n")
+    assert main(argv + ["--quick"]) == 2  # the built-in bench's options are refused on a real model, not ignored
+    assert "--quick is not used by the bench on a real model" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_bench_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    """bench writes into a staging folder that replaces --out only once the report is done."""
+    import ditlens.protocol as protocol
+
+    def half_then_fail(pipe, out, *args, **kwargs):
+        (out / "finding1_grid.png").write_bytes(b"half")
+        raise ValueError("Finding 2 failed")
+
+    monkeypatch.setattr(protocol, "bench_findings_any", half_then_fail)
+    (tmp_path / "p.txt").write_text("a red cube\n")
+    out = tmp_path / "bench"
+    argv = ["bench", "findings", "--model", str(pipeline_folder(tmp_path_factory, "flux")), "--prompts", str(tmp_path / "p.txt"),
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 2 and "Finding 2 failed" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["p.txt"]
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # not a ditlens folder: refused before any model loads
+    assert main(argv) == 2 and "did not mark as its own" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

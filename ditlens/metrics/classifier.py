@@ -43,6 +43,8 @@ from ditlens.builtin.scenes import (
 )
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "builtin" / "weights" / "classifier"
+# the shipped world v2 classifier (docs/world-v2.md): used only when asked for, `--classifier shipped`
+SHIPPED_V2 = Path(__file__).resolve().parents[1] / "builtin" / "weights" / "classifier-v2"
 TRAIN_COMMAND = "python -m ditlens.metrics.classifier --train"
 
 # ---------------------------------------------------------------------------------------
@@ -830,9 +832,12 @@ def classifier_world(path: str | Path) -> str:
 
 def load_classifier(path: str | Path | None, world: str) -> AttributeClassifier | AttributeClassifierV2 | None:
     """The attribute classifier that scores a world's images: the folder at `path` (its world
-    must be `world`), else the shipped one for v1 and None for v2 (a v2 classifier is always given)."""
+    must be `world`; "shipped": the package's classifier of that world), else the shipped one
+    for v1 and None for v2 (a v2 classifier is always asked for: its texture head is weak)."""
     if path is None:
         return AttributeClassifier.from_pretrained() if world == "v1" else None
+    if str(path) == "shipped":  # the package's own classifier of the world
+        path = DEFAULT_WEIGHTS if world == "v1" else SHIPPED_V2
     found = classifier_world(path)
     if found != world:
         raise ValueError(f"The classifier at {str(path)!r} is for world {found}, but the model is of world {world}; give a "
