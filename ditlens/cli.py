@@ -772,7 +772,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise UsageError("--classifier is for a built-in-family model (the shipped one or a folder `python -m "
                              "ditlens.builtin.train` wrote); a real model's bench scores with --clip.")
         return _bench_any(args)
-    for option in ("prompts", "pairs", "alphas", "k", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
+    for option in ("prompts", "pairs", "seeds", "ks", "alphas", "k", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
         if getattr(args, option) is not None:
             raise UsageError(f"--{option.replace('_', '-')} is for a real model (--model M); the built-in bench has exact "
                              "ground truth and its own held-out prompts.")
@@ -818,6 +818,7 @@ def _bench_any(args: argparse.Namespace) -> None:
         if value:
             raise UsageError(f"--{option} is not used by the bench on a real model: it runs the prompts or pairs file you give, "
                              "through the model's own text encoders.")
+    args.seeds = args.seeds or [0]  # the real-model defaults (None: so that the built-in bench can refuse them)
     if args.suite == "transport":
         return _bench_transport_any(args)
     for option in ("pairs", "alphas"):
@@ -830,8 +831,8 @@ def _bench_any(args: argparse.Namespace) -> None:
         from .images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
-    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, ks=args.ks, k_segment=4 if args.k is None else args.k, generation=_settings(args),
-                            subjects=subjects)
+    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, k_segment=4 if args.k is None else args.k, generation=_settings(args),
+                            subjects=subjects, **({"ks": args.ks} if args.ks else {}))  # else ProtocolConfig's
     command = f"ditlens bench findings --model {args.model} --prompts {args.prompts}" + "".join(
         f" --{o.replace('_', '-')} {getattr(args, o)}" for o in ("truth_dir", "segmenter", "clip") if getattr(args, o))
     truth, source = None, "none"
@@ -862,6 +863,7 @@ def _bench_transport_any(args: argparse.Namespace) -> None:
     from .transport import TransportConfig
 
     for option, reason in (("prompts", "bench transport reads --pairs FILE"), ("truth_dir", "bench transport scores no masks"),
+                           ("ks", "bench transport moves --k channels (--ks is findings' zeroing sweep)"),
                            ("segmenter", "bench transport scores no masks"),
                            ("embeds", "bench transport encodes the pairs' prompts with the model's text encoders")):
         if getattr(args, option):
@@ -1050,8 +1052,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="findings: prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")
     g.add_argument("--pairs", default=None, metavar="FILE",
                    help="transport: prompt pairs, one per line: `source prompt | target prompt` (# comments and blank lines skipped)")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="generator seeds (default: 0)")
-    g.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16], help="findings: channel counts zeroed (default: 1 4 16)")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="generator seeds (default: 0)")
+    g.add_argument("--ks", type=int, nargs="+", default=None, help="findings: channel counts zeroed (default: 1 4 16)")
     g.add_argument("--k", type=int, default=None,
                    help=f"findings: channels the K=2 masks cluster on (default: 4); transport: channels moved (default: {TRANSPORT_K})")
     g.add_argument("--alphas", type=float, nargs="+", default=None, metavar="ALPHA",

@@ -207,7 +207,7 @@ def bench_findings_any(
     sections.append(Section("Not measured", "; ".join(not_measured) + "." if not_measured else "Everything above was measured.", [], None))
     (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
     intro = (f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
-             f"{len(config.seeds)} seeds; random-k over {config.random_draws} seeded draws (mean ± std over draws and images).")
+             f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; random-k over {config.random_draws} seeded draws (mean ± std over draws and images).")
     return write_markdown(out / "report.md", f"ditlens bench findings ({type(pipe).__name__})", intro, sections)
 
 

@@ -298,13 +298,13 @@ def bench_transport_any(
                 "otherwise the same), text-embedding interpolation (the target's text conditioning lerped towards the "
                 "source's at the transformer's input) and pixel blending ((1 - alpha) target alone + alpha source), "
                 f"source and target on the same seed. Mean over {n} samples ({len(config.pairs)} pairs x "
-                f"{len(config.seeds)} seeds)" + (", ± standard deviation" if n > 1 else "") + ". Pixel blending at "
+                f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)})" + (", ± standard deviation" if n > 1 else "") + ". Pixel blending at "
                 "alpha = 1 is the source image itself: an upper bound on a copy, not a method.", figures, table),
         Section("Not measured", "; ".join(not_measured) + ".", [], None),
     ]
     (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
     intro = (f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} "
-             f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {len(config.seeds)} seeds; "
+             f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; "
              f"alphas {config.alphas}.")
     return write_markdown(out / "report.md", f"ditlens bench transport ({type(pipe).__name__})", intro, sections)
 

@@ -112,3 +112,10 @@ def test_a_bench_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path_factor
     (out / "notes.txt").write_text("mine")  # not a ditlens folder: refused before any model loads
     assert main(argv) == 2 and "did not mark as its own" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_the_built_in_bench_refuses_the_real_model_seeds_and_ks(capsys):
+    """Their defaults are None, so that giving them to the built-in bench is said, not ignored."""
+    for option in (["--seeds", "3"], ["--ks", "2"]):
+        assert main(["bench", "findings", "--quick", *option]) == 2
+        assert f"{option[0]} is for a real model" in capsys.readouterr().err
