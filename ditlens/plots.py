@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,38 +250,38 @@ def _outlined(ax: plt.Axes, image: torch.Tensor, mask: torch.Tensor) -> None:
 def plot_metric_over_k(curves: dict[str, tuple[list[int], list[float], list[float] | None]], path: str | Path, ylabel: str, title: str = "") -> Path:
     """rule -> (ks, means, spreads or None): a metric as a function of k, one line per rule."""
     styles = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--")}
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for rule, (ks, means, spreads) in curves.items():
-        colour, style = styles.get(rule, ("black", "-"))
-        ax.plot(ks, means, style, color=colour, label=rule)
-        if spreads is not None:
-            lo = [m - s for m, s in zip(means, spreads)]
-            hi = [m + s for m, s in zip(means, spreads)]
-            ax.fill_between(ks, lo, hi, color=colour, alpha=0.15, lw=0)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (channels edited)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _line_plot(curves, path, "k (channels edited)", ylabel, title, lambda i, rule: styles.get(rule, ("black", "-")),
+                      log2_x=True, legend_size=8)
 
 
 def plot_metric_over_alpha(curves: dict[str, tuple[list[float], list[float], list[float] | None]], path: str | Path, ylabel: str,
                            title: str = "", reference: tuple[str, float] | None = None) -> Path:
     """method -> (alphas, means, spreads or None): a score over transport strength, one line per
     method; reference: (label, value) drawn as a dashed line (e.g. the target alone)."""
+    styles = ["o-", "^--", "s-.", "d:", "x-"]
+    return _line_plot(curves, path, "alpha (strength)", ylabel, title, lambda i, method: (None, styles[i % len(styles)]),
+                      reference=reference, legend_size=7)
+
+
+def _line_plot(curves: dict[str, tuple[list[float], list[float], list[float] | None]], path: str | Path, xlabel: str, ylabel: str,
+               title: str, style: Callable[[int, str], tuple[str | None, str]], *, log2_x: bool = False,
+               reference: tuple[str, float] | None = None, legend_size: int = 8) -> Path:
+    """One line per curve (name -> (xs, means, spreads or None)), its spread shaded; style(i,
+    name) -> (colour or None for matplotlib's next, line style)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for (method, (alphas, means, spreads)), style in zip(curves.items(), ["o-", "^--", "s-.", "d:", "x-"] * 4):
-        line, = ax.plot(alphas, means, style, label=method)
+    for i, (name, (xs, means, spreads)) in enumerate(curves.items()):
+        colour, line_style = style(i, name)
+        line, = ax.plot(xs, means, line_style, color=colour, label=name)
         if spreads is not None:
-            ax.fill_between(alphas, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
+            ax.fill_between(xs, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
                             color=line.get_color(), alpha=0.15, lw=0)
     if reference is not None:
         ax.axhline(reference[1], color="black", ls="--", lw=1, label=reference[0])
-    ax.set_xlabel("alpha (strength)")
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=legend_size)
     return _save(fig, path)
