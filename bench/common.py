@@ -472,9 +472,7 @@ def flux_full_transformer(
     return randomise_(model, std=0.02, seed=seed)
 
 
-def flux_full_pipeline(
-    device: torch.device, seed: int = 0, **overrides: Any
-) -> tuple[Any, dict[str, torch.Tensor]]:
+def flux_full_pipeline(device: torch.device, seed: int = 0, **overrides: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     """A real `FluxPipeline` around `flux_full_transformer` (bf16, on `device`) with a small
     random VAE of FLUX's latent layout (16 channels, 8x down) and no text encoders, plus
     random T5/CLIP-sized prompt embeddings for 2 prompts (512 tokens): the pipeline's own

@@ -34,7 +34,9 @@ def main() -> None:
     if args.quick:
         args.n, args.steps = 2, [8]
     captions = [source for source, _ in transport_pairs(args.n)]
-    common.print_header("flow-ODE inversion of references (built-in model)", device, notes + [f"{len(captions)} held-out renders"])
+    common.print_header(
+        "flow-ODE inversion of references (built-in model)", device, notes + [f"{len(captions)} held-out renders"]
+    )
     pipe = load_builtin().to(device)
     pipe.set_progress_bar_config(disable=True)
     references = renders(captions)
@@ -48,12 +50,18 @@ def main() -> None:
                 prompt = {"prompt": [prompt_of(caption)]}
                 levels = invert(pipe, pipe.image_to_latents(reference), prompt, settings)
                 image = pipe(**prompt, latents=levels[0].to(device), output_type="pt", **settings.kwargs()).images
-                noise = pipe(**prompt, generator=torch.Generator().manual_seed(i), output_type="pt", **settings.kwargs()).images
+                noise = pipe(
+                    **prompt, generator=torch.Generator().manual_seed(i), output_type="pt", **settings.kwargs()
+                ).images
                 back.append(float(((image.float().cpu() - reference) ** 2).mean()))
                 random.append(float(((noise.float().cpu() - reference) ** 2).mean()))
             back_t, random_t = torch.tensor(back), torch.tensor(random)
-            rows.append([steps, label, float(back_t.mean()), float((back_t < 0.01).float().mean()), float(random_t.mean())])
-    common.print_table(["steps", "conditioning", "MSE from the inverted start", "share within 0.01", "MSE from random noise"], rows)
+            rows.append(
+                [steps, label, float(back_t.mean()), float((back_t < 0.01).float().mean()), float(random_t.mean())]
+            )
+    common.print_table(
+        ["steps", "conditioning", "MSE from the inverted start", "share within 0.01", "MSE from random noise"], rows
+    )
     common.print_footer()
 
 

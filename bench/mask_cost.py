@@ -26,8 +26,8 @@ import common
 import torch
 
 import ditlens
-from ditlens.channels import TopK
 from ditlens import masks
+from ditlens.channels import TopK
 from ditlens.masks import foreground_tokens
 from ditlens.transport import TransportConfig
 
@@ -73,7 +73,12 @@ def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--size", choices=["builtin", "flux-full"], default="builtin")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--k", type=int, default=TransportConfig.k, help=f"channels per mask (default {TransportConfig.k}: TransportConfig's)")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=TransportConfig.k,
+        help=f"channels per mask (default {TransportConfig.k}: TransportConfig's)",
+    )
     parser.add_argument(
         "--rows",
         type=int,
@@ -123,7 +128,9 @@ def main() -> None:
                 img, selector.channel_indices(img)
             ),
             f"  of which TopK({args.k}).channel_indices (channel selection)": lambda: selector.channel_indices(img),
-            f"  of which foreground_tokens (gather, normalise, k-means){graphed}": lambda: foreground_tokens(img, channels),
+            f"  of which foreground_tokens (gather, normalise, k-means){graphed}": lambda: foreground_tokens(
+                img, channels
+            ),
         }
         if on_gpu:
             cases["  foreground_tokens, CUDA graph of the eager kernels (no compile)"] = variant(True, False)

@@ -51,7 +51,12 @@ def record(config: RecordConfig, full_steps: set[int], seed: int) -> tuple[Chann
             recorder.reduce(index, img, txt)  # what each site's hook does
         recorder.file(step)  # what the transformer's pre-hook does before the next call
     held = sum(
-        t.numel() * t.element_size() for call in recorder._calls for v in call.values if v is not None for t in v if t is not None
+        t.numel() * t.element_size()
+        for call in recorder._calls
+        for v in call.values
+        if v is not None
+        for t in v
+        if t is not None
     )
     t0 = time.perf_counter()
     stats = recorder.result({"num_steps": STEPS})
@@ -86,7 +91,9 @@ def main() -> None:
         DEFAULT: RecordConfig(),
         "storage_dtype=float16 (img, 3 statistics)": RecordConfig(storage_dtype=torch.float16),
         "streams=('img', 'txt') (3 statistics, fp32)": RecordConfig(streams=("img", "txt")),
-        "streams=('img', 'txt'), storage_dtype=float16": RecordConfig(streams=("img", "txt"), storage_dtype=torch.float16),
+        "streams=('img', 'txt'), storage_dtype=float16": RecordConfig(
+            streams=("img", "txt"), storage_dtype=torch.float16
+        ),
         "statistics=('abs_mean',) (img, fp32)": RecordConfig(statistics=("abs_mean",)),
     }
     rows, results = [], {}

@@ -65,10 +65,13 @@ def load(name: str, seed: int, device: torch.device) -> tuple[Any, str, Generati
 def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--pipeline", choices=["builtin", "tiny-flux", "flux-full"], default="builtin")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 12, --quick or flux-full 4)")
     parser.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default 12, --quick or flux-full 4)"
+        "--k",
+        type=int,
+        default=TransportConfig.k,
+        help=f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)",
     )
-    parser.add_argument("--k", type=int, default=TransportConfig.k, help=f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     args = parser.parse_args()
     device = common.pick_device(args.device)
@@ -128,7 +131,9 @@ def main() -> None:
     # the defaults (the bench's measured choice: the source's K=2 masks, both streams), the
     # paper's image-stream edit under the same masks (one K = 2 clustering per site and step),
     # and the cheapest edit: the image stream on every token (no mask at all)
-    default = f"ditlens transport_text (mask='{TransportConfig.mask}', streams='{TransportConfig.streams}': the defaults)"
+    default = (
+        f"ditlens transport_text (mask='{TransportConfig.mask}', streams='{TransportConfig.streams}': the defaults)"
+    )
     worst = "ditlens transport_text (mask='source': K=2 masks, streams='img')"
     cheapest = "ditlens transport_text (mask='all', streams='img': no mask)"
     cases = {
@@ -141,7 +146,9 @@ def main() -> None:
         graphed = edit_is_graphed(pipe, prompt_args_for(embeds, source, target), settings)
         for mask in ("source", "all"):
             if graphed:
-                cases[f"ditlens transport_text (mask='{mask}', edit graph off: eager kernels)"] = transported(mask, "img", 0)
+                cases[f"ditlens transport_text (mask='{mask}', edit graph off: eager kernels)"] = transported(
+                    mask, "img", 0
+                )
             else:
                 cases[f"ditlens transport_text (mask='{mask}', edit graph forced)"] = transported(mask, "img", 2**62)
     with torch.inference_mode():
@@ -208,7 +215,9 @@ def main() -> None:
         verdict = common.verdict(ratio, TARGET, error)
         print(f"RESULT transport ({label}) vs plain batch 2: x{ratio:.3f} +/- {error:.3f} -> {verdict}")
         memory = common.memory_ratio(peaks[name], peaks["plain diffusers, batch 2"])
-        print(f"RESULT transport ({label}) peak memory vs plain batch 2: {f'x{memory:.3f}' if isinstance(memory, float) else memory}")
+        print(
+            f"RESULT transport ({label}) peak memory vs plain batch 2: {f'x{memory:.3f}' if isinstance(memory, float) else memory}"
+        )
     common.print_footer()
 
 

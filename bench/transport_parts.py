@@ -55,8 +55,12 @@ def main() -> None:
     common.print_header(
         "transport cost by part (builtin)",
         device,
-        [note, f"{steps} steps, k = {config.k}, mask {config.mask!r}", *thread_notes,
-         f"{repeats} timed rounds after {warmup} warm-up round(s); medians"],
+        [
+            note,
+            f"{steps} steps, k = {config.k}, mask {config.mask!r}",
+            *thread_notes,
+            f"{repeats} timed rounds after {warmup} warm-up round(s); medians",
+        ],
     )
 
     def plain() -> None:
@@ -75,8 +79,16 @@ def main() -> None:
         return run
 
     def public() -> None:
-        transport_text(pipe, source, target, config, alphas=[1.0], source_seed=args.seed,
-                       target_seed=args.seed + 1, include_target=False)
+        transport_text(
+            pipe,
+            source,
+            target,
+            config,
+            alphas=[1.0],
+            source_seed=args.seed,
+            target_seed=args.seed + 1,
+            include_target=False,
+        )
 
     held = _edits(config, [1.0], 1, 2, None, image_size(pipe, settings))[0]  # prompt 1 takes from prompt 0
     cases = {

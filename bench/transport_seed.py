@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-
 from ditlens.builtin import load_builtin
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
 from ditlens.metrics.classifier import AttributeClassifier
@@ -44,8 +43,10 @@ def main() -> None:
         for seeds, seed_label in (((0, 1), "target on its own seed"), ((0, 0), "target on the source's seed")):
             r = transport_text(pipe, source, target, config, alphas=alphas, source_seed=seeds[0], target_seed=seeds[1])
             for a, m in zip(alphas, transport_scores(r.transported, source, target, r.target, classifier)):
-                print(f"RESULT {name}, {seed_label}, alpha {a:g}: colour {m['colour_from_source']:.0f} shape "
-                      f"{m['shape_from_source']:.0f} ghosting {m['ghosting']:.2f}")
+                print(
+                    f"RESULT {name}, {seed_label}, alpha {a:g}: colour {m['colour_from_source']:.0f} shape "
+                    f"{m['shape_from_source']:.0f} ghosting {m['ghosting']:.2f}"
+                )
             rows.append([r.source, r.target, *r.transported])
             labels.append(f"{short}\n{'own seed' if seeds[1] else 'same seed'}")
     plot_image_table(rows, args.out, labels, ["source", "target alone", *[f"a={a:g}" for a in alphas]])

@@ -15,11 +15,24 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "UnsupportedModelError": ".adapters", "adapter_for": ".adapters", "supported_classes": ".adapters",
-    "BottomK": ".channels", "Fixed": ".channels", "RandomK": ".channels", "Threshold": ".channels", "TopK": ".channels",
-    "HookContext": ".hooks", "hooks": ".hooks", "run_with_cache": ".hooks", "run_with_hooks": ".hooks",
-    "ReplaceFromRows": ".intervene", "ScaleChannels": ".intervene", "Scope": ".intervene", "ZeroChannels": ".intervene",
-    "ChannelStats": ".record", "RecordConfig": ".record",
+    "UnsupportedModelError": ".adapters",
+    "adapter_for": ".adapters",
+    "supported_classes": ".adapters",
+    "BottomK": ".channels",
+    "Fixed": ".channels",
+    "RandomK": ".channels",
+    "Threshold": ".channels",
+    "TopK": ".channels",
+    "HookContext": ".hooks",
+    "hooks": ".hooks",
+    "run_with_cache": ".hooks",
+    "run_with_hooks": ".hooks",
+    "ReplaceFromRows": ".intervene",
+    "ScaleChannels": ".intervene",
+    "Scope": ".intervene",
+    "ZeroChannels": ".intervene",
+    "ChannelStats": ".record",
+    "RecordConfig": ".record",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -296,7 +296,7 @@ class Downloads:
     @classmethod
     def _remove_stale_roots(cls) -> None:
         for root in Path(tempfile.gettempdir()).glob(f"{cls.PREFIX}*-*"):
-            pid = root.name[len(cls.PREFIX):].split("-")[0]
+            pid = root.name[len(cls.PREFIX) :].split("-")[0]
             if pid.isdigit() and not _running(int(pid)):
                 shutil.rmtree(root, ignore_errors=True)
 
@@ -464,7 +464,11 @@ class SegmentView:
     command: str = ""
     headers: list[str] = field(
         default_factory=lambda: [
-            "rule", "mIoU at the best site", "best site", "oracle labelling", "rule picked the oracle's cluster",
+            "rule",
+            "mIoU at the best site",
+            "best site",
+            "oracle labelling",
+            "rule picked the oracle's cluster",
             "mIoU, mean over sites",
         ]
     )
@@ -637,8 +641,12 @@ class Explorer:
         return scorers, not_measured
 
     def _settings_options(self, settings: GenerationSettings) -> list[tuple[str, Any]]:
-        return [("--steps", settings.num_inference_steps), ("--guidance", settings.guidance_scale),
-                ("--height", settings.height), ("--width", settings.width)]
+        return [
+            ("--steps", settings.num_inference_steps),
+            ("--guidance", settings.guidance_scale),
+            ("--height", settings.height),
+            ("--width", settings.width),
+        ]
 
     def _clip_option(self) -> list[tuple[str, Any]]:
         return [("--clip", self.clip_path)]
@@ -710,10 +718,19 @@ class Explorer:
         ]
         site = result.stats.meta["surface_site"]
         marked = (summary["sites"][site]["top_k_per_step_first_sample"][config.surface_step] or [])[:MAX_MARKED]
-        command = cli_command("find", self.model, [
-            *[("--prompt", p) for p in prompts], ("--seeds", seeds), ("--k", config.k), ("--statistic", statistic),
-            ("--site", site), ("--step", config.surface_step), *self._settings_options(settings),
-        ])
+        command = cli_command(
+            "find",
+            self.model,
+            [
+                *[("--prompt", p) for p in prompts],
+                ("--seeds", seeds),
+                ("--k", config.k),
+                ("--statistic", statistic),
+                ("--site", site),
+                ("--step", config.surface_step),
+                *self._settings_options(settings),
+            ],
+        )
         scale = max(1, DISPLAY_PIXELS // 2 // max(result.images[0].size))  # small images: upscaled, crisp
         surface = None
         with _run_files(out) as folder:  # as `ditlens find` writes them
@@ -728,9 +745,16 @@ class Explorer:
             (folder / "command.txt").write_text(command + "\n")
         generated = torch.stack([_pil_tensor(image) for image in result.images])
         return FindView(
-            result=result, images=images, top_vs_median=top_vs_median, atlas=atlas, surface=surface,
-            surface_step=config.surface_step, marked=marked, table=table,
-            problems=degenerate_images(generated, prompts, seeds), command=command,
+            result=result,
+            images=images,
+            top_vs_median=top_vs_median,
+            atlas=atlas,
+            surface=surface,
+            surface_step=config.surface_step,
+            marked=marked,
+            table=table,
+            problems=degenerate_images(generated, prompts, seeds),
+            command=command,
         )
 
     # ---- disrupt ---------------------------------------------------------------------------
@@ -774,7 +798,8 @@ class Explorer:
         n_images = len(prompts) * len(seeds)
         if scorers.builtin and n_images < 2:  # disrupt_scores leaves them out: a Frechet distance needs two
             not_measured.insert(
-                0, f"prompt fidelity and Frechet distance: they need at least 2 images (prompts x seeds); this run made {n_images}"
+                0,
+                f"prompt fidelity and Frechet distance: they need at least 2 images (prompts x seeds); this run made {n_images}",
             )
         scores = disrupt_scores(result, scorers)
         columns = [key for key in DISRUPT_FORMATS if any(key in row for row in scores.values())]
@@ -784,11 +809,22 @@ class Explorer:
             + [_score(row[key], DISRUPT_FORMATS[key]) if key in row else "" for key in columns]
             for label, row in scores.items()
         ]
-        command = cli_command("disrupt", self.model, [
-            *[("--prompt", p) for p in prompts], ("--seeds", seeds), ("--ks", config.ks), ("--rules", config.rules),
-            ("--factor", config.factor), ("--draws", config.random_draws), ("--statistic", statistic),
-            ("--window", list(window) if window else None), *self._settings_options(settings), *self._clip_option(),
-        ])
+        command = cli_command(
+            "disrupt",
+            self.model,
+            [
+                *[("--prompt", p) for p in prompts],
+                ("--seeds", seeds),
+                ("--ks", config.ks),
+                ("--rules", config.rules),
+                ("--factor", config.factor),
+                ("--draws", config.random_draws),
+                ("--statistic", statistic),
+                ("--window", list(window) if window else None),
+                *self._settings_options(settings),
+                *self._clip_option(),
+            ],
+        )
         rule_names, k_names, cells = result.grid_rows(0)
         baseline = result.baseline[0]
         curve = None
@@ -800,21 +836,30 @@ class Explorer:
                     path = plot_metric_over_k(curves, folder / f"{key}_over_k.png", label, title)
                     curve = curve or _opened(path)
             _write_json(folder / "metrics.json", {"scores": scores, "not_measured": not_measured})
-            grid = _opened(plot_image_table(
-                [[baseline] + row for row in cells],
-                folder / "grid.png",
-                [f"{r}-k" for r in rule_names],
-                ["none"] + [f"k={k}" for k in k_names],
-                title=f"factor {factor:g} on the channels: {prompts[0]}" if len(prompts[0]) < 90 else "",
-            ))
+            grid = _opened(
+                plot_image_table(
+                    [[baseline] + row for row in cells],
+                    folder / "grid.png",
+                    [f"{r}-k" for r in rule_names],
+                    ["none"] + [f"k={k}" for k in k_names],
+                    title=f"factor {factor:g} on the channels: {prompts[0]}" if len(prompts[0]) < 90 else "",
+                )
+            )
             (folder / "command.txt").write_text(command + "\n")
         problems = [
-            p for c, images in result.images.items()
+            p
+            for c, images in result.images.items()
             if (p := degenerate(c.label, images, None if c.rule == "none" else result.baseline))
         ]
         return DisruptView(
-            result=result, grid=grid, curve=curve, table=table, headers=headers, not_measured=not_measured,
-            problems=problems, command=command,
+            result=result,
+            grid=grid,
+            curve=curve,
+            table=table,
+            headers=headers,
+            not_measured=not_measured,
+            problems=problems,
+            command=command,
         )
 
     # ---- segment ---------------------------------------------------------------------------
@@ -836,8 +881,13 @@ class Explorer:
         if not rules:
             raise ValueError(f"Tick at least one channel rule ({', '.join(SEGMENT_RULES)}).")
         config = SegmentConfig(
-            prompts=prompts, seeds=seeds, k=self.check_k(k), rules=list(rules), statistic=statistic,
-            foreground=foreground, generation=settings,
+            prompts=prompts,
+            seeds=seeds,
+            k=self.check_k(k),
+            rules=list(rules),
+            statistic=statistic,
+            foreground=foreground,
+            generation=settings,
         )
         with self.job(cancel):
             result = segment_generated(self.pipe, config)
@@ -854,37 +904,62 @@ class Explorer:
         else:
             not_measured.append("mIoU: no ground truth here (the command takes --truth-dir DIR)")
         site, step = result.sites[len(result.sites) // 2], result.steps // 2  # the command's defaults
-        command = cli_command("segment", self.model, [
-            *[("--prompt", p) for p in prompts], ("--seeds", seeds), ("--k", config.k), ("--rules", config.rules),
-            ("--statistic", statistic), ("--foreground", foreground), ("--site", site), ("--step", step),
-            *self._settings_options(settings),
-        ])
+        command = cli_command(
+            "segment",
+            self.model,
+            [
+                *[("--prompt", p) for p in prompts],
+                ("--seeds", seeds),
+                ("--k", config.k),
+                ("--rules", config.rules),
+                ("--statistic", statistic),
+                ("--foreground", foreground),
+                ("--site", site),
+                ("--step", step),
+                *self._settings_options(settings),
+            ],
+        )
         table = []
         scores = result.scores(truth) if truth is not None else None
         with _run_files(out) as folder:  # as `ditlens segment` writes them
             result.save(folder, truth)
             plot_segment_overlays(result, folder / "overlays.png", site, step, truth)
             if scores is not None:
-                miou_plot = _opened(plot_miou_curves(
-                    {r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, folder / "miou_per_site.png",
-                    f"K=2 masks vs ground truth (k={config.k}, {foreground} rule; dotted: oracle labelling)",
-                    oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()},
-                ))
+                miou_plot = _opened(
+                    plot_miou_curves(
+                        {r: sc.miou.mean(-1) for r, sc in scores.items()},
+                        result.sites,
+                        folder / "miou_per_site.png",
+                        f"K=2 masks vs ground truth (k={config.k}, {foreground} rule; dotted: oracle labelling)",
+                        oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()},
+                    )
+                )
             (folder / "command.txt").write_text(command + "\n")
         if scores is not None:
             for rule, sc in scores.items():
                 curves = sc.per_site()
                 best = int(curves["miou"].argmax())
-                table.append([
-                    rule, round(float(curves["miou"][best]), 3), result.sites[best],
-                    round(float(curves["oracle"][best]), 3), round(float(curves["agreement"][best]), 2),
-                    round(float(curves["miou"].mean()), 3),
-                ])
+                table.append(
+                    [
+                        rule,
+                        round(float(curves["miou"][best]), 3),
+                        result.sites[best],
+                        round(float(curves["oracle"][best]), 3),
+                        round(float(curves["agreement"][best]), 2),
+                        round(float(curves["miou"].mean()), 3),
+                    ]
+                )
             best = {rule: float(sc.per_site()["miou"].max()) for rule, sc in scores.items()}
             note = segment_summary(best, config.k, f"these {len(result.images)} images")
         return SegmentView(
-            result=result, truth=truth, miou_plot=miou_plot, note=note, table=table, not_measured=not_measured,
-            problems=degenerate_images(result.images, prompts, seeds), command=command,
+            result=result,
+            truth=truth,
+            miou_plot=miou_plot,
+            note=note,
+            table=table,
+            not_measured=not_measured,
+            problems=degenerate_images(result.images, prompts, seeds),
+            command=command,
         )
 
     def overlays(self, view: SegmentView, site: str, step: int) -> Image.Image:
@@ -934,8 +1009,10 @@ class Explorer:
                 limits.check_prompts([reference_prompt], "reference caption")
             elif config.streams != "img":
                 self.check_uncaptioned(config.streams)
-                notes.append("No caption: the reference's text row is the empty prompt, so the text stream moved "
-                             "carries no description of the reference.")
+                notes.append(
+                    "No caption: the reference's text row is the empty prompt, so the text stream moved "
+                    "carries no description of the reference."
+                )
             else:
                 notes.append("No caption: the reference's text row is the empty prompt.")
             self.check_prompts([target] + ([reference_prompt] if reference_prompt else []))
@@ -961,10 +1038,14 @@ class Explorer:
             scored_source = source
         scorers, not_measured = self.scorers_for([p for p in (scored_source, target) if p])
         if self.builtin and scorers.builtin and not scored_source:
-            not_measured.insert(0, "attribute transfer, layout kept and ghosting: they compare with the source's "
-                                   "caption (give the reference a caption)")
+            not_measured.insert(
+                0,
+                "attribute transfer, layout kept and ghosting: they compare with the source's "
+                "caption (give the reference a caption)",
+            )
         scores = transport_scores(result, scored_source, target, scorers)
         columns = [key for key in TRANSPORT_COLUMNS if any(key in row for row in scores.values())]
+
         def cell(row: dict[str, float], key: str) -> float | str:
             if key not in row:
                 return ""
@@ -973,9 +1054,16 @@ class Explorer:
         table = [[name] + [cell(row, key) for key in columns] for name, row in scores.items()]
         window = list(config.steps) if config.steps else None
         options += [
-            ("--target", target), ("--target-seed", target_seed), ("--k", config.k), ("--mask", config.mask),
-            ("--foreground", config.foreground), ("--streams", config.streams), ("--statistic", config.statistic),
-            ("--window", window), *self._settings_options(settings), *self._clip_option(),
+            ("--target", target),
+            ("--target-seed", target_seed),
+            ("--k", config.k),
+            ("--mask", config.mask),
+            ("--foreground", config.foreground),
+            ("--streams", config.streams),
+            ("--statistic", config.statistic),
+            ("--window", window),
+            *self._settings_options(settings),
+            *self._clip_option(),
         ]
         source_label = "reference" if reference is not None else "source"
         with _run_files(out) as folder:  # as `ditlens transport` (one alpha), or `ditlens interpolate` (a strip)
@@ -990,24 +1078,36 @@ class Explorer:
                 for i, (a, image) in enumerate(zip(alphas, result.transported)):
                     to_pil(image[None])[0].save(folder / "frames" / f"frame_{i:03d}_alpha{a:.2f}.png")
                 picture = plot_image_table(
-                    cells, folder / "strip.png", [""], [source_label, "target alone"] + [f"a={a:g}" for a in alphas],
+                    cells,
+                    folder / "strip.png",
+                    [""],
+                    [source_label, "target alone"] + [f"a={a:g}" for a in alphas],
                     title=f"{target}  <-  {source or 'the reference image'}",
                 )
             else:
                 command = cli_command("transport", self.model, options + [("--alpha", alpha)])
                 picture = plot_image_table(
-                    cells, folder / "strip.png", [""], [source_label, "target alone", f"transported a={alpha:g}"],
+                    cells,
+                    folder / "strip.png",
+                    [""],
+                    [source_label, "target alone", f"transported a={alpha:g}"],
                     cell_inches=1.8,
                 )
             strip_picture = _opened(picture)
             (folder / "command.txt").write_text(command + "\n")
         unedited = None if result.target is None else result.target[None]
-        problems = [p for p in [
-            degenerate("the source", result.source[None]) if reference is None else None,  # an upload: not checked
-            degenerate("the target alone", unedited) if unedited is not None else None,
-            *(degenerate(f"the transported image at alpha = {a:g}", image[None], unedited)
-              for a, image in zip(alphas, result.transported)),
-        ] if p]
+        problems = [
+            p
+            for p in [
+                degenerate("the source", result.source[None]) if reference is None else None,  # an upload: not checked
+                degenerate("the target alone", unedited) if unedited is not None else None,
+                *(
+                    degenerate(f"the transported image at alpha = {a:g}", image[None], unedited)
+                    for a, image in zip(alphas, result.transported)
+                ),
+            ]
+            if p
+        ]
         return TransportView(
             result=result,
             image=_upscaled(result.transported[alphas.index(alpha)]),
@@ -1143,7 +1243,13 @@ class _Page:
         return run, stop
 
     def wire(
-        self, tab: str, buttons: tuple[Any, Any], fn: Callable[..., tuple], on_error: tuple, inputs, outputs,
+        self,
+        tab: str,
+        buttons: tuple[Any, Any],
+        fn: Callable[..., tuple],
+        on_error: tuple,
+        inputs,
+        outputs,
         progress_on: Any = None,
     ) -> None:
         """The run button starts `fn` as a queued, cancellable job (API name: the tab's); the
@@ -1182,7 +1288,9 @@ class _Page:
 
     def foreground_picker(self, elem_id: str):
         return self.gr.Dropdown(
-            list(FOREGROUND_RULES), value=DEFAULT_FOREGROUND, elem_id=elem_id,
+            list(FOREGROUND_RULES),
+            value=DEFAULT_FOREGROUND,
+            elem_id=elem_id,
             label=f"which K=2 cluster is the subject ({DEFAULT_FOREGROUND}: {FOREGROUND_RULES[DEFAULT_FOREGROUND].split(' (')[0]})",
         )
 
@@ -1218,7 +1326,8 @@ class _Page:
         notes = gr.Markdown(elem_id=f"{tab}-notes")
         download = gr.File(
             label=f"settings and results: the files of ditlens {command or tab} (zip; command.txt runs it again)",
-            interactive=False, elem_id=f"{tab}-download",
+            interactive=False,
+            elem_id=f"{tab}-download",
         )
         return table, notes, download
 
@@ -1275,7 +1384,10 @@ def _find_tab(page: _Page) -> None:
         )
 
     page.wire(
-        "find", buttons, run_find, (None,) * 6,
+        "find",
+        buttons,
+        run_find,
+        (None,) * 6,
         {prompts, seeds, k, statistic, site, step, steps, guidance},
         [top, atlas, surface, images, table, download, status],
     )
@@ -1335,7 +1447,10 @@ def _disrupt_tab(page: _Page) -> None:
         )
 
     page.wire(
-        "disrupt", buttons, run_disrupt, (None,) * 5,
+        "disrupt",
+        buttons,
+        run_disrupt,
+        (None,) * 5,
         {prompts, seeds, ks, rules, factor, draws, statistic, start, stop, steps, guidance},
         [grid, curve, table, notes, download, status],
     )
@@ -1400,7 +1515,10 @@ def _segment_tab(page: _Page) -> None:
         )
 
     page.wire(
-        "segment", buttons, run_segment, (gr.skip(), None, None, gr.skip(), gr.skip(), None, None, None),
+        "segment",
+        buttons,
+        run_segment,
+        (gr.skip(), None, None, gr.skip(), gr.skip(), None, None, None),
         {prompts, seeds, k, rules, foreground, statistic, steps, guidance, site},
         [kept, overlays, miou, site, step, table, notes, download, status],
         progress_on=overlays,
@@ -1442,8 +1560,10 @@ def _transport_tab(page: _Page) -> None:
                 type="filepath", image_mode=None, label="reference image", visible=False, elem_id="transport-reference"
             )
             caption = gr.Textbox(
-                "", label="reference caption (without one: streams img, the text stream would be the empty prompt's)",
-                visible=False, elem_id="transport-caption",
+                "",
+                label="reference caption (without one: streams img, the text stream would be the empty prompt's)",
+                visible=False,
+                elem_id="transport-caption",
             )
             target = gr.Textbox(page.target, label="target prompt", elem_id="transport-target")
             alpha = gr.Slider(0, 1, 1, step=0.05, label="alpha (strength)", elem_id="transport-alpha")
@@ -1452,10 +1572,16 @@ def _transport_tab(page: _Page) -> None:
             )
             with gr.Accordion("options", open=False, elem_id="transport-options"):
                 k = page.k_slider("k (channels moved per site and step)", TransportConfig.k, every_channel=True)
-                mask = gr.Dropdown(list(APP_MASKS), value=TransportConfig.mask, label="spatial mask (whose K=2 foreground, or all tokens)")
+                mask = gr.Dropdown(
+                    list(APP_MASKS),
+                    value=TransportConfig.mask,
+                    label="spatial mask (whose K=2 foreground, or all tokens)",
+                )
                 foreground = page.foreground_picker("transport-foreground")
                 streams = gr.Dropdown(
-                    list(STREAMS), value=TransportConfig.streams, elem_id="transport-streams",
+                    list(STREAMS),
+                    value=TransportConfig.streams,
+                    elem_id="transport-streams",
                     label="streams moved (img: image tokens, txt: text tokens)",
                 )
                 statistic = page.statistic()
@@ -1521,7 +1647,10 @@ def _transport_tab(page: _Page) -> None:
         )
 
     page.wire(
-        "transport", buttons, run_transport, (None,) * 5,
+        "transport",
+        buttons,
+        run_transport,
+        (None,) * 5,
         {
             mode,
             source,

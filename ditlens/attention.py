@@ -68,7 +68,9 @@ def image_to_text_attention(
     txt = queries.txt
     n_txt = queries.n_txt
     if tuple(text_weights.shape) != (B, n_txt):
-        raise ValueError(f"text_weights has shape {tuple(text_weights.shape)}; the keys hold {B} rows of {n_txt} text tokens.")
+        raise ValueError(
+            f"text_weights has shape {tuple(text_weights.shape)}; the keys hold {B} rows of {n_txt} text tokens."
+        )
     mask = queries.mask
     scale = 1.0 / math.sqrt(hd)  # SDPA's default (scale=None), as every wired processor calls it
     weights = text_weights.float()[:, None, None, :]  # (B, 1, 1, N_txt)
@@ -261,7 +263,9 @@ class AttentionMaps:
     def _on_transformer_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         txt = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
         if txt is None:
-            raise ValueError("AttentionMaps needs the transformer's encoder_hidden_states (the text) to find the image tokens.")
+            raise ValueError(
+                "AttentionMaps needs the transformer's encoder_hidden_states (the text) to find the image tokens."
+            )
         self._n_txt = int(txt.shape[1])
         self._calls += 1
         hidden = kwargs.get("hidden_states", args[0] if args else None)
@@ -394,7 +398,9 @@ def template_positions(
     whose tokens is kept (`limit` says why tokens are cut), and `UnsupportedModelError` for a
     template that changes the prompt."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"Text positions need a fast (Rust) tokenizer for character offsets; got {type(tokenizer).__name__}.")
+        raise ValueError(
+            f"Text positions need a fast (Rust) tokenizer for character offsets; got {type(tokenizer).__name__}."
+        )
     if isinstance(words, str):
         words = [words]
     before, text = "", prompt
@@ -402,7 +408,9 @@ def template_positions(
         before, found, after = template(_MARKER).partition(_MARKER)
         text = template(prompt)
         if not found or text != before + prompt + after:
-            raise UnsupportedModelError(f"The pipeline's prompt template does not hold the prompt verbatim: got {text!r}.")
+            raise UnsupportedModelError(
+                f"The pipeline's prompt template does not hold the prompt verbatim: got {text!r}."
+            )
     offsets = tokenizer(text, return_offsets_mapping=True, **encode)["offset_mapping"]
     ids = range(len(offsets))
     kept = ids[keep] if isinstance(keep, slice) else [ids[i] for i in keep]
@@ -413,9 +421,13 @@ def template_positions(
         spans = [m.span() for m in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", prompt, flags=re.IGNORECASE)]
         if not word.strip() or not spans:
             raise ValueError(f"Word {word!r} does not occur in prompt {prompt!r}.")
-        tokens = {i for i, (s, e) in enumerate(offsets) if e > s for ws, we in spans if s < start + we and e > start + ws}
+        tokens = {
+            i for i, (s, e) in enumerate(offsets) if e > s for ws, we in spans if s < start + we and e > start + ws
+        }
         hits = {position[i] for i in tokens if i in position}
         if not hits:
-            raise TruncatedWordError(f"Word {word!r} of prompt {prompt!r} does not reach the transformer: {limit or 'cut'}.")
+            raise TruncatedWordError(
+                f"Word {word!r} of prompt {prompt!r} does not reach the transformer: {limit or 'cut'}."
+            )
         positions.update(hits)
     return sorted(positions)

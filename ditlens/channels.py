@@ -179,7 +179,11 @@ class Threshold:
 
 def selector_from_name(rule: str, k: int, statistic: str = "abs_mean", seed: int = 0) -> ChannelSelector:
     """CLI names -> selectors: top, bottom, random."""
-    rules = {"top": lambda: TopK(k, statistic), "bottom": lambda: BottomK(k, statistic), "random": lambda: RandomK(k, seed)}
+    rules = {
+        "top": lambda: TopK(k, statistic),
+        "bottom": lambda: BottomK(k, statistic),
+        "random": lambda: RandomK(k, seed),
+    }
     if rule not in rules:
         raise ValueError(f"Unknown channel rule {rule!r}. Allowed: {', '.join(rules)}.")
     return rules[rule]()

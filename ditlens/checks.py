@@ -41,7 +41,9 @@ def check_finite(x: torch.Tensor, what: str) -> None:
     if not x.is_floating_point() or bool(torch.isfinite(x).all()):
         return
     nan, inf = count_non_finite(x)
-    raise NonFiniteError(f"{what[:1].upper()}{what[1:]} holds {nan} NaN and {inf} infinite values of {x.numel()}. {HINT}")
+    raise NonFiniteError(
+        f"{what[:1].upper()}{what[1:]} holds {nan} NaN and {inf} infinite values of {x.numel()}. {HINT}"
+    )
 
 
 class FiniteCheck:

@@ -132,14 +132,23 @@ def _add_prompt_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_cfg_options(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--true-cfg", type=float, default=None, metavar="SCALE",
-                   help="FLUX.1 / Qwen-Image true CFG: > 1 adds a separate unconditional call per step (needs --negative-prompt)")
+    g.add_argument(
+        "--true-cfg",
+        type=float,
+        default=None,
+        metavar="SCALE",
+        help="FLUX.1 / Qwen-Image true CFG: > 1 adds a separate unconditional call per step (needs --negative-prompt)",
+    )
     g.add_argument("--negative-prompt", default=None, help="negative prompt (default: the pipeline's)")
 
 
 def _add_clip_option(p: argparse._ActionsContainer) -> None:
-    p.add_argument("--clip", default=None, metavar="PATH",
-                   help="a local CLIPModel folder: adds CLIP score and CLIP-I to the scores (any model; nothing is downloaded)")
+    p.add_argument(
+        "--clip",
+        default=None,
+        metavar="PATH",
+        help="a local CLIPModel folder: adds CLIP score and CLIP-I to the scores (any model; nothing is downloaded)",
+    )
 
 
 def shorten(value: Any, limit: int = 80) -> str:
@@ -166,14 +175,18 @@ def _check_generation_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--k must be a whole number from 1 to the model's hidden size; got {k}.")
     ks = getattr(args, "ks", None)
     if ks is not None and any(value < 0 for value in ks):
-        raise UsageError(f"--ks must be whole numbers from 0 (the unedited run) to the model's hidden size; got {min(ks)}.")
+        raise UsageError(
+            f"--ks must be whole numbers from 0 (the unedited run) to the model's hidden size; got {min(ks)}."
+        )
     steps = getattr(args, "steps", None)
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise UsageError(f"--steps must be a whole number from 1 to {MAX_STEPS}; got {steps}.")
     for name in ("height", "width"):
         value = getattr(args, name, None)
         if value is not None and not 1 <= value <= MAX_SIDE:
-            raise UsageError(f"--{name} must be from 1 to {MAX_SIDE} pixels (leave it out for the pipeline's default); got {value}.")
+            raise UsageError(
+                f"--{name} must be from 1 to {MAX_SIDE} pixels (leave it out for the pipeline's default); got {value}."
+            )
     guidance = getattr(args, "guidance", None)
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
         raise UsageError(f"--guidance must be a finite number >= 0; got {guidance}.")
@@ -192,7 +205,9 @@ def _check_generation_args(args: argparse.Namespace) -> None:
         if getattr(args, name, None) is not None:
             _check_seeds(f"--{name.replace('_', '-')}", [getattr(args, name)])
     if getattr(args, "mask_image", None) and getattr(args, "mask", "user") != "user":
-        raise UsageError(f"--mask-image is used with --mask user only; got --mask {args.mask}. Add --mask user, or leave --mask-image out.")
+        raise UsageError(
+            f"--mask-image is used with --mask user only; got --mask {args.mask}. Add --mask user, or leave --mask-image out."
+        )
     for name in ("prompt", "negative_prompt", "source", "target", "reference_prompt"):
         values = getattr(args, name, None)
         for value in values if isinstance(values, list) else [values]:
@@ -218,7 +233,9 @@ def _read_prompts_file(name: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first prompt
     except UnicodeDecodeError as err:
-        raise UsageError(f"--prompts-file {name!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8.") from None
+        raise UsageError(
+            f"--prompts-file {name!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8."
+        ) from None
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UsageError(f"--prompts-file {name!r} holds no prompts (one per line).")
@@ -275,7 +292,9 @@ def _prompt_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     except Exception as err:
         raise ValueError(f"Embeddings file {args.embeds!r} is not a readable safetensors file ({err}).") from None
     if "prompt_embeds" not in tensors:
-        raise ValueError(f"Embeddings file {args.embeds!r} has no 'prompt_embeds' tensor; it holds: {', '.join(tensors)}.")
+        raise ValueError(
+            f"Embeddings file {args.embeds!r} has no 'prompt_embeds' tensor; it holds: {', '.join(tensors)}."
+        )
     return tensors
 
 
@@ -434,7 +453,10 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
                 plot_metric_over_k(curves, tmp / f"{key}_over_k.png", label, title)
         _write_json(tmp / "metrics.json", {"scores": scores, "not_measured": scorers.not_measured()})
         plot_image_table(
-            [[result.baseline[0]] + row for row in cells], tmp / "grid.png", [f"{r}-k" for r in rules], ["none"] + [f"k={k}" for k in ks],
+            [[result.baseline[0]] + row for row in cells],
+            tmp / "grid.png",
+            [f"{r}-k" for r in rules],
+            ["none"] + [f"k={k}" for k in ks],
             title=f"zeroing channels: {prompts[0]}" if len(prompts[0]) < 90 else "zeroing channels",
         )
     _say(args, f"wrote {out}/: grid.png, metrics.json, disrupt.json, one PNG per condition and image")
@@ -453,8 +475,15 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts, captions=True)
-    config = SegmentConfig(prompts=prompts, seeds=args.seeds, k=args.k, rules=args.rules, statistic=args.statistic,
-                           foreground=args.foreground, generation=_settings(args))
+    config = SegmentConfig(
+        prompts=prompts,
+        seeds=args.seeds,
+        k=args.k,
+        rules=args.rules,
+        statistic=args.statistic,
+        foreground=args.foreground,
+        generation=_settings(args),
+    )
     if args.truth_dir:  # count and readability now; their size once the images exist
         from .images import check_mask_folder
 
@@ -488,19 +517,33 @@ def cmd_segment(args: argparse.Namespace) -> None:
         result.save(tmp, truth)
         plot_segment_overlays(result, tmp / "overlays.png", site, step, truth)
         if scores is not None:
-            plot_miou_curves({r: sc.miou.mean(-1) for r, sc in scores.items()}, result.sites, tmp / "miou_per_site.png",
-                             f"K=2 masks vs ground truth (k={args.k}, {args.foreground} rule; dotted: oracle labelling)",
-                             oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()})
+            plot_miou_curves(
+                {r: sc.miou.mean(-1) for r, sc in scores.items()},
+                result.sites,
+                tmp / "miou_per_site.png",
+                f"K=2 masks vs ground truth (k={args.k}, {args.foreground} rule; dotted: oracle labelling)",
+                oracle={r: sc.oracle.mean(-1) for r, sc in scores.items()},
+            )
     if scores is not None:
-        _say(args, f"mIoU at the best site (mean over steps), '{args.foreground}' rule | oracle labelling | rule picked the oracle's cluster:")
+        _say(
+            args,
+            f"mIoU at the best site (mean over steps), '{args.foreground}' rule | oracle labelling | rule picked the oracle's cluster:",
+        )
         for rule, sc in scores.items():
             curves = sc.per_site()
             best = int(curves["miou"].argmax())
-            _say(args, f"  {rule:8s} {float(curves['miou'][best]):.3f} at {result.sites[best]} | {float(curves['oracle'][best]):.3f} | "
-                       f"{float(curves['agreement'][best]):.2f}  (mean over sites {float(curves['miou'].mean()):.3f})")
+            _say(
+                args,
+                f"  {rule:8s} {float(curves['miou'][best]):.3f} at {result.sites[best]} | {float(curves['oracle'][best]):.3f} | "
+                f"{float(curves['agreement'][best]):.2f}  (mean over sites {float(curves['miou'].mean()):.3f})",
+            )
     if truth is None:
         _say(args, "not measured: mIoU (no ground truth: give --truth-dir DIR or --segmenter PATH)")
-    _say(args, f"wrote {out}/: masks.safetensors, segment.json, overlays.png" + (", miou_per_site.png" if truth is not None else ""))
+    _say(
+        args,
+        f"wrote {out}/: masks.safetensors, segment.json, overlays.png"
+        + (", miou_per_site.png" if truth is not None else ""),
+    )
 
 
 def _transport_config(args: argparse.Namespace):
@@ -562,7 +605,11 @@ def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list 
     pipe = _load(args)
     adapter = adapter_for(pipe)
     for c in configs:
-        c.validate(adapter.hidden_size, [s.name for s in adapter.sites()], c.generation.num_inference_steps or default_steps(pipe))
+        c.validate(
+            adapter.hidden_size,
+            [s.name for s in adapter.sites()],
+            c.generation.num_inference_steps or default_steps(pipe),
+        )
     mask_image = _mask_image(args, pipe)
     embeds = _transport_embeds(args, 2 + len(alphas))
     if args.reference:
@@ -571,15 +618,30 @@ def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list 
             _say(args, f"note: {note}")
         return [
             transport_image(
-                pipe, reference, args.target, c, reference_prompt=args.reference_prompt or "", alphas=alphas,
-                seed=args.target_seed, mask_image=mask_image, prompt_embeds=embeds, reference_path=args.reference_path,
+                pipe,
+                reference,
+                args.target,
+                c,
+                reference_prompt=args.reference_prompt or "",
+                alphas=alphas,
+                seed=args.target_seed,
+                mask_image=mask_image,
+                prompt_embeds=embeds,
+                reference_path=args.reference_path,
             )
             for c in configs
         ]
     return [
         transport_text(
-            pipe, args.source, args.target, c, alphas=alphas, source_seed=args.source_seed,
-            target_seed=args.target_seed, mask_image=mask_image, prompt_embeds=embeds,
+            pipe,
+            args.source,
+            args.target,
+            c,
+            alphas=alphas,
+            source_seed=args.source_seed,
+            target_seed=args.target_seed,
+            mask_image=mask_image,
+            prompt_embeds=embeds,
         )
         for c in configs
     ]
@@ -619,8 +681,19 @@ def _transport_scores(args: argparse.Namespace, results: list, labels: list[str]
     columns = [key for key in TRANSPORT_COLUMNS if any(key in row for row in rows.values())]
     _say(args, "  " + " | ".join(["image".ljust(14)] + [TRANSPORT_COLUMNS[key] for key in columns]))
     for name, row in rows.items():
-        _say(args, "  " + " | ".join([name.ljust(14)] + [f"{row[key]:.3f}".rjust(len(TRANSPORT_COLUMNS[key])) if key in row else
-                                                          "-".rjust(len(TRANSPORT_COLUMNS[key])) for key in columns]))
+        _say(
+            args,
+            "  "
+            + " | ".join(
+                [name.ljust(14)]
+                + [
+                    f"{row[key]:.3f}".rjust(len(TRANSPORT_COLUMNS[key]))
+                    if key in row
+                    else "-".rjust(len(TRANSPORT_COLUMNS[key]))
+                    for key in columns
+                ]
+            ),
+        )
     for missing in scorers.not_measured():
         _say(args, f"  not measured: {missing}")
     return {"images": rows, "not_measured": scorers.not_measured()}
@@ -637,15 +710,21 @@ def cmd_transport(args: argparse.Namespace) -> None:
     with output_folder(out) as tmp:
         paths = result.save(tmp)
         _write_json(tmp / "scores.json", scores)
-        plot_image_table(cells, tmp / "strip.png", [""], [source_label, "target alone", f"transported a={args.alpha:g}"], cell_inches=1.8)
+        plot_image_table(
+            cells,
+            tmp / "strip.png",
+            [""],
+            [source_label, "target alone", f"transported a={args.alpha:g}"],
+            cell_inches=1.8,
+        )
     _say(args, f"wrote {out}/: {', '.join(p.name for p in paths.values())}, scores.json, strip.png")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from .generation import to_pil
     from .plots import plot_image_table
-
-    from dataclasses import replace
 
     for a in [*args.alphas, args.alpha]:
         if not 0 <= a <= 1:
@@ -659,7 +738,10 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         if args.over == "k":
             values = [(f"k={k}", f"k{k}", replace(base, k=k)) for k in args.ks]
         else:
-            values = [(f"steps [{a},{b})", f"window{a}-{b}", replace(base, steps=(a, b))) for a, b in map(_parse_window, args.windows)]
+            values = [
+                (f"steps [{a},{b})", f"window{a}-{b}", replace(base, steps=(a, b)))
+                for a, b in map(_parse_window, args.windows)
+            ]
         results = _run_transport(args, [args.alpha], [config for _, _, config in values])
         frames = [(label, name, r.transported[0]) for (label, name, _), r in zip(values, results)]
     first = results[0]
@@ -678,8 +760,13 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
             to_pil(image[None])[0].save(tmp / "frames" / f"frame_{i:03d}_{name}.png")
         cells = [[first.source, first.target] + [image for _, _, image in frames]]
         source_label = "reference" if args.reference else "source"
-        plot_image_table(cells, tmp / "strip.png", [""], [source_label, "target alone"] + [label for label, _, _ in frames],
-                         title=f"{args.target}  <-  {args.source or args.reference}")
+        plot_image_table(
+            cells,
+            tmp / "strip.png",
+            [""],
+            [source_label, "target alone"] + [label for label, _, _ in frames],
+            title=f"{args.target}  <-  {args.source or args.reference}",
+        )
     _say(args, f"wrote {out}/strip.png, scores.json and {len(frames)} frames in {out / 'frames'}/")
 
 
@@ -739,7 +826,10 @@ def cmd_find(args: argparse.Namespace) -> None:
             plot_magnitude_surface(result.surface, tmp / "surface.png", f"|x| at {site}, step {args.step}")
         if result.images:
             image_grid(result.images, tmp / "images.png", columns=len(prompts), scale=4)
-    _say(args, f"wrote {out}/: stats.safetensors, channels.json, top_vs_median.png, channel_atlas.png, surface.png, images.png")
+    _say(
+        args,
+        f"wrote {out}/: stats.safetensors, channels.json, top_vs_median.png, channel_atlas.png, surface.png, images.png",
+    )
     for site, info in summary["sites"].items():
         _say(
             args,
@@ -769,20 +859,44 @@ def cmd_bench(args: argparse.Namespace) -> None:
         check_model_folder(folder)  # no model folder at all: say so here, naming what to give instead
     if not _is_builtin(args):
         if args.classifier is not None:
-            raise UsageError("--classifier is for a built-in-family model (the shipped one or a folder `python -m "
-                             "ditlens.builtin.train` wrote); a real model's bench scores with --clip.")
+            raise UsageError(
+                "--classifier is for a built-in-family model (the shipped one or a folder `python -m "
+                "ditlens.builtin.train` wrote); a real model's bench scores with --clip."
+            )
         return _bench_any(args)
-    for option in ("prompts", "pairs", "seeds", "ks", "alphas", "k", "truth_dir", "segmenter", "clip", "steps", "guidance", "height", "width"):
+    for option in (
+        "prompts",
+        "pairs",
+        "seeds",
+        "ks",
+        "alphas",
+        "k",
+        "truth_dir",
+        "segmenter",
+        "clip",
+        "steps",
+        "guidance",
+        "height",
+        "width",
+    ):
         if getattr(args, option) is not None:
-            raise UsageError(f"--{option.replace('_', '-')} is for a real model (--model M); the built-in bench has exact "
-                             "ground truth and its own held-out prompts.")
+            raise UsageError(
+                f"--{option.replace('_', '-')} is for a real model (--model M); the built-in bench has exact "
+                "ground truth and its own held-out prompts."
+            )
     if args.n is not None and args.n < 2:
         raise ValueError(f"--n must be >= 2 (the Frechet distance needs two samples); got {args.n}.")
     # every input is checked before anything loads or is written: the folder's files and world, the classifier's world
     world = check_model_folder(folder) if folder is not None else "v1"
     classifier = load_classifier(args.classifier, world)
-    command = ("ditlens bench " + args.suite + (f" --model {folder}" if folder else "") + (" --quick" if args.quick else "")
-               + (f" --device {args.device}" if args.device != "cpu" else "") + (f" --classifier {args.classifier}" if args.classifier else ""))
+    command = (
+        "ditlens bench "
+        + args.suite
+        + (f" --model {folder}" if folder else "")
+        + (" --quick" if args.quick else "")
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --classifier {args.classifier}" if args.classifier else "")
+    )
     out = Path(args.out)
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
@@ -790,14 +904,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
         config = FindingsConfig.quick() if args.quick else FindingsConfig()
         if args.n:
             config.n_prompts = args.n
-        report = _bench_into(out, lambda folder: bench_findings(pipe, folder, config, command + (f" --n {args.n}" if args.n else ""),
-                                                                say, classifier=classifier))
+        report = _bench_into(
+            out,
+            lambda folder: bench_findings(
+                pipe, folder, config, command + (f" --n {args.n}" if args.n else ""), say, classifier=classifier
+            ),
+        )
     else:
         config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
         if args.n:
             config.n_pairs = args.n
-        report = _bench_into(out, lambda folder: bench_transport(pipe, folder, config, command + (f" --n {args.n}" if args.n else ""),
-                                                                 say, classifier=classifier))
+        report = _bench_into(
+            out,
+            lambda folder: bench_transport(
+                pipe, folder, config, command + (f" --n {args.n}" if args.n else ""), say, classifier=classifier
+            ),
+        )
     _say(args, f"wrote {report}")
 
 
@@ -816,8 +938,10 @@ def _bench_any(args: argparse.Namespace) -> None:
 
     for option, value in (("quick", args.quick), ("n", args.n), ("embeds", getattr(args, "embeds", None))):
         if value:
-            raise UsageError(f"--{option} is not used by the bench on a real model: it runs the prompts or pairs file you give, "
-                             "through the model's own text encoders.")
+            raise UsageError(
+                f"--{option} is not used by the bench on a real model: it runs the prompts or pairs file you give, "
+                "through the model's own text encoders."
+            )
     args.seeds = args.seeds or [0]  # the real-model defaults (None: so that the built-in bench can refuse them)
     if args.suite == "transport":
         return _bench_transport_any(args)
@@ -826,20 +950,32 @@ def _bench_any(args: argparse.Namespace) -> None:
             raise UsageError(f"--{option} is for bench transport; bench findings reads --prompts FILE.")
     if not args.prompts:
         raise UsageError("bench findings on a real model needs --prompts FILE (one prompt per line).")
-    prompts, subjects = split_subjects(_read_prompts_file(args.prompts))  # `prompt | subject words`: the attention baseline
+    prompts, subjects = split_subjects(
+        _read_prompts_file(args.prompts)
+    )  # `prompt | subject words`: the attention baseline
     if args.truth_dir:
         from .images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
-    config = ProtocolConfig(prompts=prompts, seeds=args.seeds, k_segment=4 if args.k is None else args.k, generation=_settings(args),
-                            subjects=subjects, **({"ks": args.ks} if args.ks else {}))  # else ProtocolConfig's
+    config = ProtocolConfig(
+        prompts=prompts,
+        seeds=args.seeds,
+        k_segment=4 if args.k is None else args.k,
+        generation=_settings(args),
+        subjects=subjects,
+        **({"ks": args.ks} if args.ks else {}),
+    )  # else ProtocolConfig's
     command = f"ditlens bench findings --model {args.model} --prompts {args.prompts}" + "".join(
-        f" --{o.replace('_', '-')} {getattr(args, o)}" for o in ("truth_dir", "segmenter", "clip") if getattr(args, o))
+        f" --{o.replace('_', '-')} {getattr(args, o)}" for o in ("truth_dir", "segmenter", "clip") if getattr(args, o)
+    )
     truth, source = None, "none"
     if args.truth_dir:
         from .images import load_mask_folder
 
-        truth, source = (lambda seg: load_mask_folder(args.truth_dir, seg.images.shape[0], seg.image_size)), f"the masks in {args.truth_dir}"
+        truth, source = (
+            (lambda seg: load_mask_folder(args.truth_dir, seg.images.shape[0], seg.image_size)),
+            f"the masks in {args.truth_dir}",
+        )
     elif args.segmenter:
         from .metrics.segmenter import Segmenter
 
@@ -850,8 +986,12 @@ def _bench_any(args: argparse.Namespace) -> None:
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
     out = Path(args.out)
-    report = _bench_into(out, lambda folder: bench_findings_any(pipe, folder, config, command, scorers=scorers, truth=truth,
-                                                                truth_source=source, say=say))
+    report = _bench_into(
+        out,
+        lambda folder: bench_findings_any(
+            pipe, folder, config, command, scorers=scorers, truth=truth, truth_source=source, say=say
+        ),
+    )
     _say(args, f"wrote {report}")
 
 
@@ -862,37 +1002,58 @@ def _bench_transport_any(args: argparse.Namespace) -> None:
     from .protocol_transport import TransportProtocolConfig, bench_transport_any, read_pairs
     from .transport import TransportConfig
 
-    for option, reason in (("prompts", "bench transport reads --pairs FILE"), ("truth_dir", "bench transport scores no masks"),
-                           ("ks", "bench transport moves --k channels (--ks is findings' zeroing sweep)"),
-                           ("segmenter", "bench transport scores no masks"),
-                           ("embeds", "bench transport encodes the pairs' prompts with the model's text encoders")):
+    for option, reason in (
+        ("prompts", "bench transport reads --pairs FILE"),
+        ("truth_dir", "bench transport scores no masks"),
+        ("ks", "bench transport moves --k channels (--ks is findings' zeroing sweep)"),
+        ("segmenter", "bench transport scores no masks"),
+        ("embeds", "bench transport encodes the pairs' prompts with the model's text encoders"),
+    ):
         if getattr(args, option):
             raise UsageError(f"--{option.replace('_', '-')} is not used by bench transport: {reason}.")
     if not args.pairs:
-        raise UsageError("bench transport on a real model needs --pairs FILE (one pair per line: source prompt | target prompt).")
+        raise UsageError(
+            "bench transport on a real model needs --pairs FILE (one pair per line: source prompt | target prompt)."
+        )
     try:
         pairs = read_pairs(args.pairs)
-        config = TransportProtocolConfig(pairs=pairs, seeds=args.seeds,
-                                         transport=TransportConfig(k=TRANSPORT_K if args.k is None else args.k, generation=_settings(args)))
+        config = TransportProtocolConfig(
+            pairs=pairs,
+            seeds=args.seeds,
+            transport=TransportConfig(k=TRANSPORT_K if args.k is None else args.k, generation=_settings(args)),
+        )
         if args.alphas is not None:
             config.alphas = args.alphas
         config.validate()
     except ValueError as err:
         raise UsageError(str(err)) from None
-    options = [("--seeds", " ".join(map(str, config.seeds))), ("--k", config.transport.k), ("--alphas", " ".join(f"{a:g}" for a in config.alphas))]
-    options += [(f"--{o}", getattr(args, o)) for o in ("clip", "steps", "guidance", "height", "width", "device", "dtype", "out")
-                if getattr(args, o) is not None and (o, getattr(args, o)) not in (("device", "cpu"), ("dtype", "float32"))]
-    command = f"ditlens bench transport --model {args.model} --pairs {args.pairs}" + "".join(f" {o} {v}" for o, v in options)
+    options = [
+        ("--seeds", " ".join(map(str, config.seeds))),
+        ("--k", config.transport.k),
+        ("--alphas", " ".join(f"{a:g}" for a in config.alphas)),
+    ]
+    options += [
+        (f"--{o}", getattr(args, o))
+        for o in ("clip", "steps", "guidance", "height", "width", "device", "dtype", "out")
+        if getattr(args, o) is not None and (o, getattr(args, o)) not in (("device", "cpu"), ("dtype", "float32"))
+    ]
+    command = f"ditlens bench transport --model {args.model} --pairs {args.pairs}" + "".join(
+        f" {o} {v}" for o, v in options
+    )
     scorers = _scorers(args)
     pipe = _load(args)
     say = (lambda message: None) if args.quiet else print
-    report = _bench_into(Path(args.out), lambda folder: bench_transport_any(pipe, folder, config, command, scorers=scorers, say=say))
+    report = _bench_into(
+        Path(args.out), lambda folder: bench_transport_any(pipe, folder, config, command, scorers=scorers, say=say)
+    )
     _say(args, f"wrote {report}")
 
 
 def cmd_app(args: argparse.Namespace) -> None:
     if args.embeds:
-        raise UsageError("ditlens app sends the typed prompts through the model's text encoders; --embeds is not supported here.")
+        raise UsageError(
+            "ditlens app sends the typed prompts through the model's text encoders; --embeds is not supported here."
+        )
     import importlib.util
 
     if importlib.util.find_spec("gradio") is None:
@@ -909,9 +1070,14 @@ def cmd_app(args: argparse.Namespace) -> None:
 def _add_foreground_option(p: argparse._ActionsContainer) -> None:
     from .choices import DEFAULT_FOREGROUND, FOREGROUND_RULES
 
-    p.add_argument("--foreground", choices=list(FOREGROUND_RULES), default=DEFAULT_FOREGROUND,
-                   help="which K=2 cluster is the subject: " + "; ".join(f"{k}: {v}" for k, v in FOREGROUND_RULES.items())
-                        + f" (default: {DEFAULT_FOREGROUND}, measured: docs/segment.md)")
+    p.add_argument(
+        "--foreground",
+        choices=list(FOREGROUND_RULES),
+        default=DEFAULT_FOREGROUND,
+        help="which K=2 cluster is the subject: "
+        + "; ".join(f"{k}: {v}" for k, v in FOREGROUND_RULES.items())
+        + f" (default: {DEFAULT_FOREGROUND}, measured: docs/segment.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -959,12 +1125,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_prompt_options(p)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="channel counts to sweep (default: 1 2 4 8)")
-    p.add_argument("--rules", nargs="+", default=["top", "bottom", "random"], help="top, bottom, random (default: all three)")
+    p.add_argument(
+        "--rules", nargs="+", default=["top", "bottom", "random"], help="top, bottom, random (default: all three)"
+    )
     p.add_argument("--factor", type=float, default=0.0, help="multiply the channels by this (default 0: zero them)")
     p.add_argument("--draws", type=int, default=3, help="random-k draws (default: 3)")
     p.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
     p.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
-    p.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP) (default: all)")
+    p.add_argument(
+        "--window",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("START", "STOP"),
+        help="steps [START, STOP) (default: all)",
+    )
     _add_clip_option(p)
     p.add_argument("--out", default="runs/disrupt", help="output folder, replaced as a whole (default: runs/disrupt)")
 
@@ -978,10 +1153,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="step for the overlays (default: middle step)")
     truth = p.add_mutually_exclusive_group()
     truth.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
-    truth.add_argument("--segmenter", default=None, metavar="PATH",
-                       help="a local transformers semantic-segmentation folder: its foreground on each generated image is the truth")
-    p.add_argument("--background-labels", nargs="+", default=["background"], metavar="LABEL",
-                   help="the segmenter's classes that are background (default: background; e.g. wall floor sky for ADE20K)")
+    truth.add_argument(
+        "--segmenter",
+        default=None,
+        metavar="PATH",
+        help="a local transformers semantic-segmentation folder: its foreground on each generated image is the truth",
+    )
+    p.add_argument(
+        "--background-labels",
+        nargs="+",
+        default=["background"],
+        metavar="LABEL",
+        help="the segmenter's classes that are background (default: background; e.g. wall floor sky for ADE20K)",
+    )
     _add_foreground_option(p)
     p.add_argument("--out", default="runs/segment", help="output folder, replaced as a whole (default: runs/segment)")
 
@@ -996,36 +1180,82 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--target", required=True, help="target prompt")
         g.add_argument("--reference", default=None, help="reference image (image-conditioned transport)")
         g.add_argument("--reference-prompt", default=None, help="caption of the reference (default: empty)")
-        g.add_argument("--reference-path", choices=["renoise", "invert"], default="renoise",
-                       help="how the reference reaches each step's noise level: fixed noise (default) or "
-                            "its inversion along the flow ODE (one more generation's time)")
-        g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1: the paper's rule)"
-                       + ("" if name == "transport" else "; for --over k or window"))
+        g.add_argument(
+            "--reference-path",
+            choices=["renoise", "invert"],
+            default="renoise",
+            help="how the reference reaches each step's noise level: fixed noise (default) or "
+            "its inversion along the flow ODE (one more generation's time)",
+        )
+        g.add_argument(
+            "--alpha",
+            type=float,
+            default=1.0,
+            help="strength in [0, 1] (default 1: the paper's rule)"
+            + ("" if name == "transport" else "; for --over k or window"),
+        )
         if name == "interpolate":
-            g.add_argument("--over", choices=["alpha", "k", "window"], default="alpha",
-                           help="what changes along the strip (default: alpha)")
-            g.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
-                           help="strengths for --over alpha (default: 0 0.25 0.5 0.75 1; one batch)")
-            g.add_argument("--ks", type=int, nargs="+", default=[2, 8, 32, 64],
-                           help="channel counts for --over k (default: 2 8 32 64; one generation each)")
-            g.add_argument("--windows", nargs="+", default=["0:2", "0:4", "4:8"], metavar="START:STOP",
-                           help="step windows for --over window (default: 0:2 0:4 4:8; one generation each)")
-        g.add_argument("--k", type=int, default=TRANSPORT_K,
-                       help=f"channels moved per site and step (default: {TRANSPORT_K}, measured: docs/transport.md)")
-        g.add_argument("--mask", default=TRANSPORT_MASK,
-                       help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
-                            f"user (--mask-image) (default: {TRANSPORT_MASK}, measured: docs/transport.md)")
+            g.add_argument(
+                "--over",
+                choices=["alpha", "k", "window"],
+                default="alpha",
+                help="what changes along the strip (default: alpha)",
+            )
+            g.add_argument(
+                "--alphas",
+                type=float,
+                nargs="+",
+                default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                help="strengths for --over alpha (default: 0 0.25 0.5 0.75 1; one batch)",
+            )
+            g.add_argument(
+                "--ks",
+                type=int,
+                nargs="+",
+                default=[2, 8, 32, 64],
+                help="channel counts for --over k (default: 2 8 32 64; one generation each)",
+            )
+            g.add_argument(
+                "--windows",
+                nargs="+",
+                default=["0:2", "0:4", "4:8"],
+                metavar="START:STOP",
+                help="step windows for --over window (default: 0:2 0:4 4:8; one generation each)",
+            )
+        g.add_argument(
+            "--k",
+            type=int,
+            default=TRANSPORT_K,
+            help=f"channels moved per site and step (default: {TRANSPORT_K}, measured: docs/transport.md)",
+        )
+        g.add_argument(
+            "--mask",
+            default=TRANSPORT_MASK,
+            help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
+            f"user (--mask-image) (default: {TRANSPORT_MASK}, measured: docs/transport.md)",
+        )
         g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
         _add_foreground_option(g)
-        g.add_argument("--streams", choices=list(STREAMS), default=TRANSPORT_STREAMS,
-                       help="which streams move: " + "; ".join(f"{k}: {v}" for k, v in STREAMS.items())
-                            + f" (default: {TRANSPORT_STREAMS})")
-        g.add_argument("--channels-from", choices=list(CHANNELS_FROM), default=TRANSPORT_CHANNELS_FROM,
-                       help=f"whose top-k channels are moved: the source's, those of both rows, or the target's "
-                            f"(default: {TRANSPORT_CHANNELS_FROM})")
+        g.add_argument(
+            "--streams",
+            choices=list(STREAMS),
+            default=TRANSPORT_STREAMS,
+            help="which streams move: "
+            + "; ".join(f"{k}: {v}" for k, v in STREAMS.items())
+            + f" (default: {TRANSPORT_STREAMS})",
+        )
+        g.add_argument(
+            "--channels-from",
+            choices=list(CHANNELS_FROM),
+            default=TRANSPORT_CHANNELS_FROM,
+            help=f"whose top-k channels are moved: the source's, those of both rows, or the target's "
+            f"(default: {TRANSPORT_CHANNELS_FROM})",
+        )
         g.add_argument("--statistic", default="abs_mean", help="selection statistic (default: abs_mean)")
         g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
-        g.add_argument("--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP)")
+        g.add_argument(
+            "--window", type=int, nargs=2, default=None, metavar=("START", "STOP"), help="steps [START, STOP)"
+        )
         g.add_argument("--source-seed", type=int, default=0, help="seed of the source trajectory (default: 0)")
         g.add_argument("--target-seed", type=int, default=0, help="seed of the target trajectory (default: 0)")
         g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
@@ -1034,45 +1264,88 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
         _add_cfg_options(g)
         _add_clip_option(g)
-        p.add_argument("--out", default=f"runs/{name}", help=f"output folder, replaced as a whole (default: runs/{name})")
+        p.add_argument(
+            "--out", default=f"runs/{name}", help=f"output folder, replaced as a whole (default: runs/{name})"
+        )
 
-    p = add("bench", "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model; "
-                     "the paper's protocol on a real one (--model M)", cmd_bench)
+    p = add(
+        "bench",
+        "reproduce the findings (findings) or transport and its defaults (transport) on the built-in model; "
+        "the paper's protocol on a real one (--model M)",
+        cmd_bench,
+    )
     p.add_argument("suite", choices=["findings", "transport"], help="which benchmark")
     _add_model_options(p)
     p.add_argument("--quick", action="store_true", help="fewer prompts and settings (CPU, minutes)")
-    p.add_argument("--n", type=int, default=None, help="prompts (findings) or prompt pairs (transport); default by --quick")
+    p.add_argument(
+        "--n", type=int, default=None, help="prompts (findings) or prompt pairs (transport); default by --quick"
+    )
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-SUITE)")
-    p.add_argument("--classifier", default=None, metavar="FOLDER",
-                   help="built-in family: the attribute classifier of the model's world (default: the shipped one for world v1; "
-                        "none for v2, whose fidelity and transfer scores need one: `shipped` for the package's own, or a folder "
-                        "`python -m ditlens.metrics.classifier --train --world v2 --out FOLDER` wrote)")
-    g = p.add_argument_group("a real model (--model M): the paper's protocol for findings 1 and 2, and for transport (docs/scores.md)")
-    g.add_argument("--prompts", default=None, metavar="FILE",
-                   help="findings: prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline")
-    g.add_argument("--pairs", default=None, metavar="FILE",
-                   help="transport: prompt pairs, one per line: `source prompt | target prompt` (# comments and blank lines skipped)")
+    p.add_argument(
+        "--classifier",
+        default=None,
+        metavar="FOLDER",
+        help="built-in family: the attribute classifier of the model's world (default: the shipped one for world v1; "
+        "none for v2, whose fidelity and transfer scores need one: `shipped` for the package's own, or a folder "
+        "`python -m ditlens.metrics.classifier --train --world v2 --out FOLDER` wrote)",
+    )
+    g = p.add_argument_group(
+        "a real model (--model M): the paper's protocol for findings 1 and 2, and for transport (docs/scores.md)"
+    )
+    g.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="findings: prompts, one per line; `prompt | subject words` (comma-separated) on every line adds the attention baseline",
+    )
+    g.add_argument(
+        "--pairs",
+        default=None,
+        metavar="FILE",
+        help="transport: prompt pairs, one per line: `source prompt | target prompt` (# comments and blank lines skipped)",
+    )
     g.add_argument("--seeds", type=int, nargs="+", default=None, help="generator seeds (default: 0)")
     g.add_argument("--ks", type=int, nargs="+", default=None, help="findings: channel counts zeroed (default: 1 4 16)")
-    g.add_argument("--k", type=int, default=None,
-                   help=f"findings: channels the K=2 masks cluster on (default: 4); transport: channels moved (default: {TRANSPORT_K})")
-    g.add_argument("--alphas", type=float, nargs="+", default=None, metavar="ALPHA",
-                   help="transport: strengths in [0, 1], for transport and both baselines alike (default: 0.5 1)")
+    g.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help=f"findings: channels the K=2 masks cluster on (default: 4); transport: channels moved (default: {TRANSPORT_K})",
+    )
+    g.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="ALPHA",
+        help="transport: strengths in [0, 1], for transport and both baselines alike (default: 0.5 1)",
+    )
     truth = g.add_mutually_exclusive_group()
     truth.add_argument("--truth-dir", default=None, help="folder of ground-truth masks (one per image, sorted names)")
-    truth.add_argument("--segmenter", default=None, metavar="PATH", help="a local transformers semantic-segmentation folder")
-    g.add_argument("--background-labels", nargs="+", default=["background"], metavar="LABEL",
-                   help="the segmenter's background classes (default: background)")
+    truth.add_argument(
+        "--segmenter", default=None, metavar="PATH", help="a local transformers semantic-segmentation folder"
+    )
+    g.add_argument(
+        "--background-labels",
+        nargs="+",
+        default=["background"],
+        metavar="LABEL",
+        help="the segmenter's background classes (default: background)",
+    )
     _add_clip_option(g)
     g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
     g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     g.add_argument("--height", type=int, default=None, help="image height in pixels (default: the pipeline's)")
     g.add_argument("--width", type=int, default=None, help="image width in pixels (default: the pipeline's)")
 
-    p = add("sweep", "run prompts x seeds x settings of find / disrupt / segment / transport: sharded, resumable", cmd_sweep)
+    p = add(
+        "sweep", "run prompts x seeds x settings of find / disrupt / segment / transport: sharded, resumable", cmd_sweep
+    )
     p.add_argument("config", help="sweep config: .toml (or .yaml with PyYAML installed)")
     p.add_argument("--merge", action="store_true", help="build summary tables and a figure from the finished items")
-    p.add_argument("--out", default=None, help="output folder (default: the config's 'out', else runs/sweep-CONFIGNAME)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: the config's 'out', else runs/sweep-CONFIGNAME)"
+    )
     p.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (offline by default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary line")
 
@@ -1120,8 +1393,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if os.environ.get("DITLENS_DEBUG"):
             raise
-        kept = ("finished items are kept; run it again to resume" if args.command == "sweep"
-                else "nothing of this run was written; an earlier result in its output folder is kept")
+        kept = (
+            "finished items are kept; run it again to resume"
+            if args.command == "sweep"
+            else "nothing of this run was written; an earlier result in its output folder is kept"
+        )
         print(f"ditlens {args.command}: interrupted (Ctrl+C): {kept}.", file=sys.stderr)
         return 130
     return 0

@@ -42,7 +42,9 @@ class GraphCache:
         return static_out.clone()  # the next replay overwrites static_out
 
 
-def _capture(fn: TensorFunction, static_in: torch.Tensor, warmup_calls: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+def _capture(
+    fn: TensorFunction, static_in: torch.Tensor, warmup_calls: int
+) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
     """Warm up and capture on a side stream, as CUDA graphs require. `capture_begin` rather
     than the `torch.cuda.graph` context: that one also synchronises the device and empties
     the allocator's cache, which a capture in the middle of a generation (a new edit's first

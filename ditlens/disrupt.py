@@ -81,13 +81,19 @@ class DisruptResult:
 
     def summary(self) -> dict[str, Any]:
         config = asdict(self.config)
-        return {"config": config, "conditions": [asdict(c) | {"label": c.label} for c in self.images], "distances": self.distances()}
+        return {
+            "config": config,
+            "conditions": [asdict(c) | {"label": c.label} for c in self.images],
+            "distances": self.distances(),
+        }
 
     def grid_rows(self, index: int = 0) -> tuple[list[str], list[str], list[list[torch.Tensor | None]]]:
         """Rows = rule, columns = k, for one image index; random shows its first draw."""
         ks = sorted({c.k for c in self.images if c.rule != "none"})
         rules = [r for r in RULES if any(c.rule == r for c in self.images)]
-        cells = [[self.images[Condition(r, k)][index] if Condition(r, k) in self.images else None for k in ks] for r in rules]
+        cells = [
+            [self.images[Condition(r, k)][index] if Condition(r, k) in self.images else None for k in ks] for r in rules
+        ]
         return rules, [str(k) for k in ks], cells
 
     def save(self, out_dir: str | Path) -> Path:

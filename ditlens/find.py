@@ -32,14 +32,21 @@ class FindConfig:
     guidance_scale: float | None = None  # None: the pipeline's own default
     height: int | None = None
     width: int | None = None
-    true_cfg_scale: float | None = None  # FLUX.1, Qwen-Image: a separate unconditional call per step (GenerationSettings)
+    true_cfg_scale: float | None = (
+        None  # FLUX.1, Qwen-Image: a separate unconditional call per step (GenerationSettings)
+    )
     negative_prompt: str | None = None
     surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
     surface_step: int = 0  # which step of it to plot
 
     def generation(self) -> GenerationSettings:
         return GenerationSettings(
-            self.num_inference_steps, self.guidance_scale, self.height, self.width, self.true_cfg_scale, self.negative_prompt
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.height,
+            self.width,
+            self.true_cfg_scale,
+            self.negative_prompt,
         )
 
     def validate(self, hidden_size: int, site_names: list[str]) -> None:
@@ -105,7 +112,9 @@ class FindResult:
                 "frequency_in_top_k": [round(counts[c] / total, 4) for c in consensus],
                 "ratio_to_median": [round(float(ratio[:, s, :, c][ran].mean()), 3) for c in consensus],
                 "top_value_mean": [round(float(table[:, s, :, c][ran].mean()), 5) for c in consensus],
-                "median_mean": round(float(table[:, s].median(dim=-1).values[ran].mean()), 6) if bool(ran.any()) else None,
+                "median_mean": round(float(table[:, s].median(dim=-1).values[ran].mean()), 6)
+                if bool(ran.any())
+                else None,
                 "jaccard_across_prompts": _jaccard(seed_blocks.permute(2, 0, 1, 3), seed_ran.permute(2, 0, 1)),
                 "jaccard_across_seeds": _jaccard(seed_blocks.permute(1, 0, 2, 3), seed_ran.permute(1, 0, 2)),
                 "jaccard_across_steps": _jaccard(site_masks, ran),
@@ -183,7 +192,12 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
         for seed in config.seeds:
             generator = torch.Generator().manual_seed(seed)
             call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": config.prompts}
-            output = pipe(**call, **config.generation().kwargs(pipe, len(config.prompts), call), generator=generator, output_type="pil")
+            output = pipe(
+                **call,
+                **config.generation().kwargs(pipe, len(config.prompts), call),
+                generator=generator,
+                output_type="pil",
+            )
             images.extend(output.images)
     stats = run.stats
     from .checks import HINT, NonFiniteError
@@ -194,7 +208,9 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
     bad = ~ok.all(dim=-1).all(dim=-1)  # (steps, sites); checked once, no per-step sync
     if bool(bad.any()):
         step, site = (int(i) for i in bad.nonzero()[0])
-        raise NonFiniteError(f"The image stream holds NaN or infinite values at site {stats.sites[site]}, step {step}. {HINT}")
+        raise NonFiniteError(
+            f"The image stream holds NaN or infinite values at site {stats.sites[site]}, step {step}. {HINT}"
+        )
     if config.surface_step >= stats.num_steps:
         raise ValueError(f"Step {config.surface_step} is outside the schedule: 0..{stats.num_steps - 1}.")
     stats.meta |= {"prompts": config.prompts, "seeds": config.seeds, "surface_site": surface_site}

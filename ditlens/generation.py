@@ -95,7 +95,12 @@ def generate(
     out = []
     for seed in seeds:
         call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": prompts}
-        result = pipe(**call, **settings.kwargs(pipe, len(prompts), call), generator=torch.Generator().manual_seed(seed), output_type="pt")
+        result = pipe(
+            **call,
+            **settings.kwargs(pipe, len(prompts), call),
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+        )
         images = result.images
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(images).permute(0, 3, 1, 2)

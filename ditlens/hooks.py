@@ -169,7 +169,9 @@ class HookedRun:
                 "torch._dynamo.reset() before hooking)."
             )
         if self.recorder is not None:
-            self.recorder.file(self._call_step, self._call_run)  # the step it ran in (the scheduler may have stepped since)
+            self.recorder.file(
+                self._call_step, self._call_run
+            )  # the step it ran in (the scheduler may have stepped since)
 
     def _site_hook(self, index: int, site: Site):
         adapter, recorder = self.adapter, self.recorder
@@ -299,7 +301,9 @@ def hooks(
         setattr(transformer, _HOOKED_FLAG, False)
 
 
-def run_with_cache(model: Any, *args: Any, record: RecordConfig | None = None, **kwargs: Any) -> tuple[Any, ChannelStats]:
+def run_with_cache(
+    model: Any, *args: Any, record: RecordConfig | None = None, **kwargs: Any
+) -> tuple[Any, ChannelStats]:
     """Call the pipeline or transformer once, returning its output and the channel statistics."""
     with hooks(model, record=record or RecordConfig()) as run:
         output = model(*args, **kwargs)

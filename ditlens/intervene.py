@@ -183,7 +183,12 @@ class ReplaceFromRows:
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         if self._graphable(img):  # the same edit at every site and step: one graph per shape
             owner = _graph_owner(self)  # an equal edit that already holds the graph, or self
-            key = (tuple(img.shape), img.dtype, img.device, getattr(ctx, "grid", None))  # a captured mask bakes its grid in
+            key = (
+                tuple(img.shape),
+                img.dtype,
+                img.device,
+                getattr(ctx, "grid", None),
+            )  # a captured mask bakes its grid in
             return owner._graphs.run(key, lambda x: owner._edit(x, ctx, in_place=True), img)
         return self._edit(img, ctx)
 
@@ -194,8 +199,15 @@ class ReplaceFromRows:
         if self.tokens is not None and tokens is None:
             return None
         key = (
-            tuple(sorted(self.source_of.items())), self.group_size, self.channels, tokens, self.alpha,
-            tuple(sorted((self.alphas or {}).items())), self.channels_from, self.scope, self.stream,
+            tuple(sorted(self.source_of.items())),
+            self.group_size,
+            self.channels,
+            tokens,
+            self.alpha,
+            tuple(sorted((self.alphas or {}).items())),
+            self.channels_from,
+            self.scope,
+            self.stream,
         )
         try:
             hash(key)

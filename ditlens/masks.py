@@ -94,7 +94,9 @@ def cluster_foreground(
     return torch.stack([name_foreground(clusters, z, r, grid) for r in rule])
 
 
-def name_foreground(clusters: torch.Tensor, z: torch.Tensor, rule: str, grid: tuple[int, int] | None = None) -> torch.Tensor:
+def name_foreground(
+    clusters: torch.Tensor, z: torch.Tensor, rule: str, grid: tuple[int, int] | None = None
+) -> torch.Tensor:
     """(B, N) bool split, (B, N, k) normalised points -> (B, N) bool, True on the cluster that
     `rule` names the subject. Device ops only (no host sync): safe inside a CUDA graph."""
     inside, outside = clusters, ~clusters
@@ -228,7 +230,9 @@ def adjusted_rand_index(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
     either partition has a single part, the index is 1 if both do and 0 otherwise."""
     a, b = pred.flatten(1).double(), truth.flatten(1).double()
     n = torch.full_like(a[:, 0], a.shape[1])
-    table = torch.stack([(a * b).sum(1), (a * (1 - b)).sum(1), ((1 - a) * b).sum(1), ((1 - a) * (1 - b)).sum(1)], 1)  # (B, 4)
+    table = torch.stack(
+        [(a * b).sum(1), (a * (1 - b)).sum(1), ((1 - a) * b).sum(1), ((1 - a) * (1 - b)).sum(1)], 1
+    )  # (B, 4)
     rows = torch.stack([a.sum(1), n - a.sum(1)], 1)  # (B, 2)
     cols = torch.stack([b.sum(1), n - b.sum(1)], 1)
 

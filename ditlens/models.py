@@ -66,7 +66,9 @@ def _check_safetensors(folder: Path, model_index: Path, skipped: dict[str, None]
         files = [p.name for p in component.iterdir() if p.is_file()]
         pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
         if pickles and not any(f.endswith(".safetensors") for f in files):
-            raise ValueError(f"Model folder {str(folder)!r}: component {name!r} has only pickle weights ({', '.join(pickles)}). {SAFETENSORS_ONLY}")
+            raise ValueError(
+                f"Model folder {str(folder)!r}: component {name!r} has only pickle weights ({', '.join(pickles)}). {SAFETENSORS_ONLY}"
+            )
 
 
 def model_adapter(model: str | None) -> type[Adapter] | None:
@@ -96,7 +98,9 @@ def is_builtin_family(model: str | None) -> bool:
     if model in (None, BUILTIN):
         return True
     folder = Path(model)
-    return (folder / "model_index.json").is_file() and (model_index(model) or {}).get("_class_name") == "BuiltinPipeline"
+    return (folder / "model_index.json").is_file() and (model_index(model) or {}).get(
+        "_class_name"
+    ) == "BuiltinPipeline"
 
 
 def builtin_world(model: str | None) -> str | None:
@@ -128,11 +132,13 @@ def model_index(model: str | None) -> dict | None:
     try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"Cannot read {str(index_path)!r} ({err}); is {model!r} a diffusers pipeline folder?") from None
+        raise ValueError(
+            f"Cannot read {str(index_path)!r} ({err}); is {model!r} a diffusers pipeline folder?"
+        ) from None
     if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
         raise ValueError(
             f"{str(index_path)!r} is no diffusers pipeline index: it must be a JSON object naming the pipeline "
-            f"(\"_class_name\") and its components; it holds {shorten_json(index)}."
+            f'("_class_name") and its components; it holds {shorten_json(index)}.'
         )
     return index
 
@@ -231,7 +237,11 @@ def load_pipeline(
         except Exception as err:  # diffusers raises several types for a missing model
             if "safetensors" in str(err):  # diffusers: "Could not find the necessary `safetensors` weights in ..."
                 raise ValueError(f"Model {model!r} has no .safetensors weights. {SAFETENSORS_ONLY}") from None
-            hint = "" if allow_download else " It is not in the local Hugging Face cache; pass --allow-download to fetch it."
+            hint = (
+                ""
+                if allow_download
+                else " It is not in the local Hugging Face cache; pass --allow-download to fetch it."
+            )
             raise ValueError(
                 f"Cannot load model {model!r}: no such local folder, and loading it as a hub id failed "
                 f"({type(err).__name__}).{hint}"

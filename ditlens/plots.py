@@ -57,7 +57,9 @@ def plot_top_vs_median(stats: ChannelStats, path: str | Path, statistic: str = "
     return _save(fig, path)
 
 
-def plot_magnitude_surface(hidden: torch.Tensor, path: str | Path, title: str = "", marked: list[int] | None = None) -> Path:
+def plot_magnitude_surface(
+    hidden: torch.Tensor, path: str | Path, title: str = "", marked: list[int] | None = None
+) -> Path:
     """Token x channel surface of |x| for one site and step: massive channels stand as walls.
     `marked` channels (e.g. the top-k there) get a red dot and their number at their peak."""
     z = hidden.abs().float().numpy()  # (N, D)
@@ -66,7 +68,9 @@ def plot_magnitude_surface(hidden: torch.Tensor, path: str | Path, title: str = 
     fig = plt.figure(figsize=(7, 4.5))
     # drawn in the order given (not by depth) when channels are marked, so the marks stay in front of the walls
     ax = fig.add_subplot(projection="3d", computed_zorder=not marked)
-    ax.plot_surface(channels, tokens, z, cmap="viridis", linewidth=0, antialiased=False, rstride=max(1, N // 128), cstride=1)
+    ax.plot_surface(
+        channels, tokens, z, cmap="viridis", linewidth=0, antialiased=False, rstride=max(1, N // 128), cstride=1
+    )
     top = float(z.max()) * 1.12
     for channel in marked or []:
         token = int(z[:, channel].argmax())  # a stem from the channel's peak up to its label
@@ -80,11 +84,15 @@ def plot_magnitude_surface(hidden: torch.Tensor, path: str | Path, title: str = 
     return _save(fig, path)
 
 
-def plot_channel_atlas(stats: ChannelStats, path: str | Path, statistic: str = "abs_mean", max_channels: int = 8) -> Path:
+def plot_channel_atlas(
+    stats: ChannelStats, path: str | Path, statistic: str = "abs_mean", max_channels: int = 8
+) -> Path:
     """Site x step map of the top-1 channel (most frequent over rows); one colour per channel."""
     top1 = stats.top_k(1, statistic)[..., 0]  # (steps, sites, rows)
     steps, n_sites, _ = top1.shape
-    mode = torch.tensor([[Counter(top1[t, s].tolist()).most_common(1)[0][0] for t in range(steps)] for s in range(n_sites)])
+    mode = torch.tensor(
+        [[Counter(top1[t, s].tolist()).most_common(1)[0][0] for t in range(steps)] for s in range(n_sites)]
+    )
     ranked = [c for c, _ in Counter(mode.flatten().tolist()).most_common()]
     shown = ranked[:max_channels]
     codes = torch.full_like(mode, len(shown))  # the last code = "other"
@@ -135,7 +143,9 @@ def plot_image_table(
 ) -> Path:
     """A labelled grid of (3, H, W) images in [0, 1]; None leaves a cell empty."""
     n_rows, n_cols = len(cells), max(len(r) for r in cells)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + 1, cell_inches * n_rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(cell_inches * n_cols + 1, cell_inches * n_rows + 0.6), squeeze=False
+    )
     for r, row in enumerate(cells):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -155,7 +165,13 @@ def plot_image_table(
     return _save(fig, path)
 
 
-MASK_STYLES = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--"), "all": ("#27ae60", "d:"), "attention": ("#8e44ad", "x-.")}
+MASK_STYLES = {
+    "top": ("#c0392b", "o-"),
+    "bottom": ("#2980b9", "s--"),
+    "random": ("#7f8c8d", "^--"),
+    "all": ("#27ae60", "d:"),
+    "attention": ("#8e44ad", "x-."),
+}
 
 
 def plot_miou_curves(
@@ -206,7 +222,9 @@ def plot_segment_overlays(
     rules = rules or list(result.masks)
     n = min(max_rows, len(result.images))
     heat = result.heat_map(step, site) if result.heat is not None else None
-    columns = ["image"] + (["truth"] if truth is not None else []) + (["top-1 channel"] if heat is not None else []) + rules
+    columns = (
+        ["image"] + (["truth"] if truth is not None else []) + (["top-1 channel"] if heat is not None else []) + rules
+    )
     fig, axes = plt.subplots(n, len(columns), figsize=(1.45 * len(columns) + 1, 1.45 * n + 0.7), squeeze=False)
     for i in range(n):
         image = result.images[i]
@@ -247,34 +265,72 @@ def _outlined(ax: plt.Axes, image: torch.Tensor, mask: torch.Tensor) -> None:
         ax.contour(edge, levels=[0.5], colors="white", linewidths=0.9)
 
 
-def plot_metric_over_k(curves: dict[str, tuple[list[int], list[float], list[float] | None]], path: str | Path, ylabel: str, title: str = "") -> Path:
+def plot_metric_over_k(
+    curves: dict[str, tuple[list[int], list[float], list[float] | None]], path: str | Path, ylabel: str, title: str = ""
+) -> Path:
     """rule -> (ks, means, spreads or None): a metric as a function of k, one line per rule."""
     styles = {"top": ("#c0392b", "o-"), "bottom": ("#2980b9", "s--"), "random": ("#7f8c8d", "^--")}
-    return _line_plot(curves, path, "k (channels edited)", ylabel, title, lambda i, rule: styles.get(rule, ("black", "-")),
-                      log2_x=True, legend_size=8)
+    return _line_plot(
+        curves,
+        path,
+        "k (channels edited)",
+        ylabel,
+        title,
+        lambda i, rule: styles.get(rule, ("black", "-")),
+        log2_x=True,
+        legend_size=8,
+    )
 
 
-def plot_metric_over_alpha(curves: dict[str, tuple[list[float], list[float], list[float] | None]], path: str | Path, ylabel: str,
-                           title: str = "", reference: tuple[str, float] | None = None) -> Path:
+def plot_metric_over_alpha(
+    curves: dict[str, tuple[list[float], list[float], list[float] | None]],
+    path: str | Path,
+    ylabel: str,
+    title: str = "",
+    reference: tuple[str, float] | None = None,
+) -> Path:
     """method -> (alphas, means, spreads or None): a score over transport strength, one line per
     method; reference: (label, value) drawn as a dashed line (e.g. the target alone)."""
     styles = ["o-", "^--", "s-.", "d:", "x-"]
-    return _line_plot(curves, path, "alpha (strength)", ylabel, title, lambda i, method: (None, styles[i % len(styles)]),
-                      reference=reference, legend_size=7)
+    return _line_plot(
+        curves,
+        path,
+        "alpha (strength)",
+        ylabel,
+        title,
+        lambda i, method: (None, styles[i % len(styles)]),
+        reference=reference,
+        legend_size=7,
+    )
 
 
-def _line_plot(curves: dict[str, tuple[list[float], list[float], list[float] | None]], path: str | Path, xlabel: str, ylabel: str,
-               title: str, style: Callable[[int, str], tuple[str | None, str]], *, log2_x: bool = False,
-               reference: tuple[str, float] | None = None, legend_size: int = 8) -> Path:
+def _line_plot(
+    curves: dict[str, tuple[list[float], list[float], list[float] | None]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    style: Callable[[int, str], tuple[str | None, str]],
+    *,
+    log2_x: bool = False,
+    reference: tuple[str, float] | None = None,
+    legend_size: int = 8,
+) -> Path:
     """One line per curve (name -> (xs, means, spreads or None)), its spread shaded; style(i,
     name) -> (colour or None for matplotlib's next, line style)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for i, (name, (xs, means, spreads)) in enumerate(curves.items()):
         colour, line_style = style(i, name)
-        line, = ax.plot(xs, means, line_style, color=colour, label=name)
+        (line,) = ax.plot(xs, means, line_style, color=colour, label=name)
         if spreads is not None:
-            ax.fill_between(xs, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
-                            color=line.get_color(), alpha=0.15, lw=0)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(means, spreads)],
+                [m + s for m, s in zip(means, spreads)],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
     if reference is not None:
         ax.axhline(reference[1], color="black", ls="--", lw=1, label=reference[0])
     if log2_x:

@@ -58,8 +58,10 @@ def split_subjects(lines: list[str]) -> tuple[list[str], list[list[str]] | None]
         return list(lines), None
     if not all(named):
         i = named.index(False)
-        raise ValueError(f"Prompt {i + 1} ({lines[i]!r}) names no subject words, but others do: write every line as "
-                         "`prompt | subject words` (for the attention baseline) or none.")
+        raise ValueError(
+            f"Prompt {i + 1} ({lines[i]!r}) names no subject words, but others do: write every line as "
+            "`prompt | subject words` (for the attention baseline) or none."
+        )
     prompts, subjects = [], []
     for i, (prompt, _, words) in enumerate(parts, start=1):
         prompt, names = prompt.strip(), [w.strip() for w in words.split(",") if w.strip()]
@@ -77,7 +79,10 @@ def attention_positions(pipe: Any, config: ProtocolConfig) -> tuple[list[list[in
     """Per prompt, the text-stream positions of its subject words (`Adapter.text_positions`),
     or None and why the attention baseline cannot run. A word the pipeline cuts away raises."""
     if config.subjects is None:
-        return None, "the attention baseline: no subject words (write the prompts file's lines as `prompt | subject words`)"
+        return (
+            None,
+            "the attention baseline: no subject words (write the prompts file's lines as `prompt | subject words`)",
+        )
     adapter = adapter_for(pipe)
     try:
         if adapter.attention_locator is None:
@@ -98,21 +103,37 @@ def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]
     images: dict[Condition, list[torch.Tensor]] = {}
     dconfig = None
     for b, (seed, batch) in enumerate(_batches(config)):
-        dconfig = DisruptConfig(prompts=config.prompts[batch], seeds=[seed], ks=config.ks, random_draws=config.random_draws, generation=config.generation)
+        dconfig = DisruptConfig(
+            prompts=config.prompts[batch],
+            seeds=[seed],
+            ks=config.ks,
+            random_draws=config.random_draws,
+            generation=config.generation,
+        )
         result = disrupt(pipe, dconfig, progress=lambda i, n, label: say(f"  batch {b + 1}: {i + 1}/{n} {label}"))
         for condition, imgs in result.images.items():
             images.setdefault(condition, []).append(imgs)
-    return DisruptResult(replace(dconfig, prompts=config.prompts, seeds=config.seeds), {c: torch.cat(v) for c, v in images.items()})
+    return DisruptResult(
+        replace(dconfig, prompts=config.prompts, seeds=config.seeds), {c: torch.cat(v) for c, v in images.items()}
+    )
 
 
 def run_segmentation(pipe: Any, config: ProtocolConfig, positions: list[list[int]] | None = None) -> SegmentResult:
     """K = 2 masks of every prompt and seed; positions (per prompt, `attention_positions`) adds
     the attention baseline."""
     parts = [
-        segment_generated(pipe, SegmentConfig(prompts=config.prompts[batch], seeds=[seed], k=config.k_segment,
-                                               rules=["top", "bottom", "random", "all"], generation=config.generation,
-                                               compare_foregrounds=True),
-                          attention_positions=None if positions is None else positions[batch])
+        segment_generated(
+            pipe,
+            SegmentConfig(
+                prompts=config.prompts[batch],
+                seeds=[seed],
+                k=config.k_segment,
+                rules=["top", "bottom", "random", "all"],
+                generation=config.generation,
+                compare_foregrounds=True,
+            ),
+            attention_positions=None if positions is None else positions[batch],
+        )
         for seed, batch in _batches(config)
     ]
     return SegmentResult.concatenate(parts)
@@ -141,7 +162,10 @@ def bench_findings_any(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     not_measured = list(scorers.not_measured())
-    numbers: dict[str, Any] = {"config": asdict(config) | {"generation": asdict(config.generation)}, "truth": truth_source}
+    numbers: dict[str, Any] = {
+        "config": asdict(config) | {"generation": asdict(config.generation)},
+        "truth": truth_source,
+    }
     positions, no_attention = attention_positions(pipe, config) if truth is not None else (None, "")
     if no_attention:
         not_measured.append(no_attention)
@@ -149,18 +173,32 @@ def bench_findings_any(
     say(f"finding 1: zeroing k={config.ks} channels on {len(config.prompts)} prompts x {len(config.seeds)} seeds")
     result = run_disruption(pipe, config, say)
     scores = disrupt_scores(result, scorers)
-    numbers["finding1"] = {label: {k: v for k, v in row.items() if not k.endswith("_per_image")} for label, row in scores.items()}
+    numbers["finding1"] = {
+        label: {k: v for k, v in row.items() if not k.endswith("_per_image")} for label, row in scores.items()
+    }
     figures1 = []
-    for key, (label, title) in {"psnr_db": ("PSNR to unedited (dB)", "Zeroing channels: pixel change"), **DISRUPT_CURVES}.items():
+    for key, (label, title) in {
+        "psnr_db": ("PSNR to unedited (dB)", "Zeroing channels: pixel change"),
+        **DISRUPT_CURVES,
+    }.items():
         curves = score_curves(scores, key, ["top", "bottom", "random"])
         if curves:
             plot_metric_over_k(curves, out / f"finding1_{key}.png", label, title)
             figures1.append((f"finding1_{key}.png", f"{label} over k"))
     rules, ks, cells = result.grid_rows(0)
-    plot_image_table([[result.baseline[0]] + row for row in cells], out / "finding1_grid.png", [f"{r}-k" for r in rules],
-                     ["none"] + [f"k={k}" for k in ks], title=config.prompts[0][:90])
+    plot_image_table(
+        [[result.baseline[0]] + row for row in cells],
+        out / "finding1_grid.png",
+        [f"{r}-k" for r in rules],
+        ["none"] + [f"k={k}" for k in ks],
+        title=config.prompts[0][:90],
+    )
     figures1.append(("finding1_grid.png", "the first prompt, rows: rule, columns: k"))
-    columns = [("psnr_db", "PSNR to unedited", ".1f"), ("clip_score", "CLIP score", ".2f"), ("clip_i_to_unedited", "CLIP-I to unedited", ".3f")]
+    columns = [
+        ("psnr_db", "PSNR to unedited", ".1f"),
+        ("clip_score", "CLIP score", ".2f"),
+        ("clip_i_to_unedited", "CLIP-I to unedited", ".3f"),
+    ]
     columns = [c for c in columns if any(c[0] in row for row in scores.values())]
     table1 = [["condition", "k", *[name for _, name, _ in columns]]]
     for rule in ("none", "top", "bottom", "random"):
@@ -169,7 +207,9 @@ def bench_findings_any(
             cells_ = []
             for key, _, fmt in columns:
                 values = torch.tensor([row[key] for row in rows])
-                cells_.append(f"{float(values.mean()):{fmt}}" + (f" ± {float(values.std()):{fmt}}" if len(values) > 1 else ""))
+                cells_.append(
+                    f"{float(values.mean()):{fmt}}" + (f" ± {float(values.std()):{fmt}}" if len(values) > 1 else "")
+                )
             table1.append([rule, str(k), *cells_])
     text1 = _disruption_sentence(scores, config.ks)
 
@@ -182,32 +222,75 @@ def bench_findings_any(
         masks = truth(seg)
         groups = {"all images": list(range(masks.shape[0]))}
         found, table2 = mask_scores_table(seg, masks, groups, "generated", config.k_segment)
-        table2.insert(0, ["images (count)", "channels", f"mIoU, {seg.foreground} rule (best site)", "oracle at that site",
-                          "picks the oracle's cluster", "ARI", "oracle, best site", "mIoU mean over sites"])
-        fg_numbers, fg_table = foreground_rule_table({"generated": (seg, masks, groups["all images"])}, config.k_segment)
-        verdict = segmentation_verdict({"generated": {r: v["miou"] for r, v in found["all images"].items() if r != "images"}}, config.k_segment)
-        numbers["finding2"] = {"foreground": seg.foreground, "k": config.k_segment, "scores": found, "foreground_rules": fg_numbers,
-                               "verdict": verdict.as_dict()}
+        table2.insert(
+            0,
+            [
+                "images (count)",
+                "channels",
+                f"mIoU, {seg.foreground} rule (best site)",
+                "oracle at that site",
+                "picks the oracle's cluster",
+                "ARI",
+                "oracle, best site",
+                "mIoU mean over sites",
+            ],
+        )
+        fg_numbers, fg_table = foreground_rule_table(
+            {"generated": (seg, masks, groups["all images"])}, config.k_segment
+        )
+        verdict = segmentation_verdict(
+            {"generated": {r: v["miou"] for r, v in found["all images"].items() if r != "images"}}, config.k_segment
+        )
+        numbers["finding2"] = {
+            "foreground": seg.foreground,
+            "k": config.k_segment,
+            "scores": found,
+            "foreground_rules": fg_numbers,
+            "verdict": verdict.as_dict(),
+        }
         all_scores = seg.scores(masks)
-        plot_miou_curves({r: sc.miou.mean(-1) for r, sc in all_scores.items()}, seg.sites, out / "finding2_miou.png",
-                         f"k={config.k_segment}, {seg.foreground} rule (solid), oracle (dotted)",
-                         oracle={r: sc.oracle.mean(-1) for r, sc in all_scores.items()})
+        plot_miou_curves(
+            {r: sc.miou.mean(-1) for r, sc in all_scores.items()},
+            seg.sites,
+            out / "finding2_miou.png",
+            f"k={config.k_segment}, {seg.foreground} rule (solid), oracle (dotted)",
+            oracle={r: sc.oracle.mean(-1) for r, sc in all_scores.items()},
+        )
         best_site = found["all images"]["top"]["best_site"]
         plot_segment_overlays(seg, out / "finding2_overlays.png", best_site, seg.steps // 2, masks, max_rows=6)
-        attention_note = (" The attention baseline labels by its own polarity (high attention to the subject's words)."
-                          if positions is not None else "")
+        attention_note = (
+            " The attention baseline labels by its own polarity (high attention to the subject's words)."
+            if positions is not None
+            else ""
+        )
         sections += [
-            Section(verdict.headline, verdict.sentence() + f" Ground truth: {truth_source}. The oracle takes the better "
-                    "labelling of each image (an upper bound that reads the truth); ARI scores the split with no labelling."
-                    + attention_note,
-                    [("finding2_miou.png", "mIoU per site"), ("finding2_overlays.png", "images, truth, masks at the best site")], table2),
+            Section(
+                verdict.headline,
+                verdict.sentence() + f" Ground truth: {truth_source}. The oracle takes the better "
+                "labelling of each image (an upper bound that reads the truth); ARI scores the split with no labelling."
+                + attention_note,
+                [
+                    ("finding2_miou.png", "mIoU per site"),
+                    ("finding2_overlays.png", "images, truth, masks at the best site"),
+                ],
+                table2,
+            ),
             Section("Which K=2 cluster is the subject", "Per foreground rule, on the top-k masks.", [], fg_table),
         ]
     numbers["not_measured"] = not_measured
-    sections.append(Section("Not measured", "; ".join(not_measured) + "." if not_measured else "Everything above was measured.", [], None))
+    sections.append(
+        Section(
+            "Not measured",
+            "; ".join(not_measured) + "." if not_measured else "Everything above was measured.",
+            [],
+            None,
+        )
+    )
     (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
-    intro = (f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
-             f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; random-k over {config.random_draws} seeded draws (mean ± std over draws and images).")
+    intro = (
+        f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
+        f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; random-k over {config.random_draws} seeded draws (mean ± std over draws and images)."
+    )
     return write_markdown(out / "report.md", f"ditlens bench findings ({type(pipe).__name__})", intro, sections)
 
 
@@ -221,16 +304,21 @@ def provenance(command: str, seeds: list[int], started: float) -> str:
     from .bench import _commit
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    return (f"Command: `{command}` · seeds {seeds} · commit {_commit()} · {device} · torch {torch.__version__} · "
-            f"{time.perf_counter() - started:.0f} s")
+    return (
+        f"Command: `{command}` · seeds {seeds} · commit {_commit()} · {device} · torch {torch.__version__} · "
+        f"{time.perf_counter() - started:.0f} s"
+    )
 
 
 def _disruption_sentence(scores: dict[str, dict[str, Any]], ks: list[int]) -> str:
     """At the smallest k: how far each rule moves the images, in the strongest score there is
     (CLIP-I to unedited with a CLIP, else PSNR; lower is further for both), worded from the numbers."""
     k = min(k for k in ks if k > 0)
-    key, name = ("clip_i_to_unedited", "CLIP-I to the unedited image") if "clip_i_to_unedited" in scores["none"] \
+    key, name = (
+        ("clip_i_to_unedited", "CLIP-I to the unedited image")
+        if "clip_i_to_unedited" in scores["none"]
         else ("psnr_db", "PSNR to the unedited image (dB)")
+    )
     means = {}
     for rule in ("top", "bottom", "random"):
         values = [row[key] for row in scores.values() if row["rule"] == rule and row["k"] == k]
@@ -240,7 +328,13 @@ def _disruption_sentence(scores: dict[str, dict[str, Any]], ks: list[int]) -> st
     if "top" not in means or not controls:
         return f"At k = {k} there is no top-k condition and control of the same size to compare."
     gap = min(controls.values()) - means["top"]  # > 0: top-k moved the images further than the nearest control
-    return (f"At k = {k}, {name}: top-k {means['top']:.4f}, " + ", ".join(f"{r}-k {v:.4f}" for r, v in controls.items())
-            + (f". Zeroing the top-k channels moves the images further than every control of the same size (by {gap:.4f})."
-               if gap > 0 else f". Zeroing the top-k channels does not move the images further than every control of the same "
-               f"size (the nearest control is {-gap:.4f} further or as far)."))
+    return (
+        f"At k = {k}, {name}: top-k {means['top']:.4f}, "
+        + ", ".join(f"{r}-k {v:.4f}" for r, v in controls.items())
+        + (
+            f". Zeroing the top-k channels moves the images further than every control of the same size (by {gap:.4f})."
+            if gap > 0
+            else f". Zeroing the top-k channels does not move the images further than every control of the same "
+            f"size (the nearest control is {-gap:.4f} further or as far)."
+        )
+    )

@@ -35,21 +35,38 @@ from .scores import TRANSPORT_COLUMNS, Scorers, transport_scores
 from .transport import TransportConfig, TransportResult, _images, transport_text
 
 #: the four methods, in the order of the tables
-TOP, RANDOM, EMBEDDING, PIXEL = "top-k transport", "random-k transport (control)", "text-embedding interpolation", "pixel blending"
+TOP, RANDOM, EMBEDDING, PIXEL = (
+    "top-k transport",
+    "random-k transport (control)",
+    "text-embedding interpolation",
+    "pixel blending",
+)
 METHODS = (TOP, RANDOM, EMBEDDING, PIXEL)
 SHORT = {TOP: "top-k", RANDOM: "random-k", EMBEDDING: "text emb.", PIXEL: "pixel"}  # figure labels
 TARGET_ALONE = "target alone"
 #: the scores in the tables, in order, with their formats (CLIP scores are absent without a CLIP)
-FORMATS = {"clip_t_to_source": ".2f", "clip_t_to_target": ".2f", "clip_i_to_target_alone": ".3f", "clip_i_to_source": ".3f",
-           "psnr_to_target_alone": ".1f", "psnr_to_source": ".1f"}
+FORMATS = {
+    "clip_t_to_source": ".2f",
+    "clip_t_to_target": ".2f",
+    "clip_i_to_target_alone": ".3f",
+    "clip_i_to_source": ".3f",
+    "psnr_to_target_alone": ".1f",
+    "psnr_to_source": ".1f",
+}
 
 
 @dataclass
 class TransportProtocolConfig:
     pairs: list[tuple[str, str]]  # (source prompt, target prompt)
-    seeds: list[int] = field(default_factory=lambda: [0])  # source and target share each seed, as `ditlens transport` does
-    alphas: list[float] = field(default_factory=lambda: [0.5, 1.0])  # 1 = the paper's rule; 0.5 shows whether the effect is graded
-    transport: TransportConfig = field(default_factory=TransportConfig)  # the measured defaults (choices.py); random-k is derived from it
+    seeds: list[int] = field(
+        default_factory=lambda: [0]
+    )  # source and target share each seed, as `ditlens transport` does
+    alphas: list[float] = field(
+        default_factory=lambda: [0.5, 1.0]
+    )  # 1 = the paper's rule; 0.5 shows whether the effect is graded
+    transport: TransportConfig = field(
+        default_factory=TransportConfig
+    )  # the measured defaults (choices.py); random-k is derived from it
 
     def validate(self) -> None:
         """What can be checked without the model (the transport config's k and sites need it)."""
@@ -68,7 +85,9 @@ class TransportProtocolConfig:
         if len(set(self.alphas)) != len(self.alphas):
             raise ValueError(f"alphas must differ from each other; got {self.alphas}.")
         if self.transport.channels != "top":
-            raise ValueError(f"The protocol's transport moves the top-k channels (random-k is its control); got channels={self.transport.channels!r}.")
+            raise ValueError(
+                f"The protocol's transport moves the top-k channels (random-k is its control); got channels={self.transport.channels!r}."
+            )
         self.transport.generation.validate()
 
 
@@ -78,13 +97,17 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     its number and content."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"Pairs file {str(path)!r} is a folder; give a text file with one 'source prompt | target prompt' per line.")
+        raise ValueError(
+            f"Pairs file {str(path)!r} is a folder; give a text file with one 'source prompt | target prompt' per line."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Pairs file {str(path)!r} does not exist.")
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first prompt
     except UnicodeDecodeError as err:
-        raise ValueError(f"Pairs file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8.") from None
+        raise ValueError(
+            f"Pairs file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8."
+        ) from None
     pairs = []
     for number, line in enumerate(text.splitlines(), start=1):
         content = line.strip()
@@ -131,8 +154,10 @@ def interpolated_text(transformer: torch.nn.Module, weights: list[float]) -> Ite
     def lerp_text(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         present = [name for name in TEXT_ARGUMENTS if isinstance(kwargs.get(name), torch.Tensor)]
         if "encoder_hidden_states" not in present:
-            raise ValueError(f"Text-embedding interpolation needs the prompt as the transformer's encoder_hidden_states keyword; "
-                             f"{type(module).__name__} was called without it.")
+            raise ValueError(
+                f"Text-embedding interpolation needs the prompt as the transformer's encoder_hidden_states keyword; "
+                f"{type(module).__name__} was called without it."
+            )
         B = kwargs["encoder_hidden_states"].shape[0]
         if B % group:
             raise ValueError(f"A transformer call of {B} rows is no multiple of the {group} prompts of the batch.")
@@ -161,8 +186,9 @@ def interpolated_text(transformer: torch.nn.Module, weights: list[float]) -> Ite
         handle.remove()
 
 
-def embedding_interpolation(pipe: Any, source: str, target: str, alphas: list[float], seed: int,
-                            settings: GenerationSettings) -> torch.Tensor:
+def embedding_interpolation(
+    pipe: Any, source: str, target: str, alphas: list[float], seed: int, settings: GenerationSettings
+) -> torch.Tensor:
     """(len(alphas), 3, H, W): the target prompt with its text conditioning lerped towards the
     source's by alpha, on `seed`. One batch: [source, target x len(alphas)]; the source row is
     there for its conditioning (its image is not returned)."""
@@ -177,13 +203,17 @@ def embedding_interpolation(pipe: Any, source: str, target: str, alphas: list[fl
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def run_sample(pipe: Any, config: TransportProtocolConfig, source: str, target: str, seed: int) -> dict[str, TransportResult]:
+def run_sample(
+    pipe: Any, config: TransportProtocolConfig, source: str, target: str, seed: int
+) -> dict[str, TransportResult]:
     """The four methods on one pair and seed, each as a TransportResult that shares the top-k
     run's source and target alone (the references every method is scored against)."""
     alphas = config.alphas
     top = transport_text(pipe, source, target, config.transport, alphas=alphas, source_seed=seed, target_seed=seed)
     control = replace(config.transport, channels="random")
-    rnd = transport_text(pipe, source, target, control, alphas=alphas, source_seed=seed, target_seed=seed, include_target=False)
+    rnd = transport_text(
+        pipe, source, target, control, alphas=alphas, source_seed=seed, target_seed=seed, include_target=False
+    )
     emb = embedding_interpolation(pipe, source, target, alphas, seed, config.transport.generation)
     pix = torch.stack([torch.lerp(top.target, top.source, a) for a in alphas])  # lerp: exact at 0 and 1
     like_top = dict(source=top.source, target=top.target, alphas=alphas)
@@ -229,7 +259,9 @@ def bench_transport_any(
     config.validate()
     adapter = adapter_for(pipe)
     steps = config.transport.generation.num_inference_steps or default_steps(pipe)
-    config.transport.validate(adapter.hidden_size, [s.name for s in adapter.sites()], steps)  # before the first generation
+    config.transport.validate(
+        adapter.hidden_size, [s.name for s in adapter.sites()], steps
+    )  # before the first generation
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -242,15 +274,24 @@ def bench_transport_any(
             scores = {method: transport_scores(r, source, target, scorers) for method, r in results.items()}
             top = results[TOP]
             unmoved += int(all(torch.equal(image, top.target) for image in top.transported))
-            samples.append({"pair": p, "source": source, "target": target, "seed": seed,
-                            "scores": {TARGET_ALONE: scores[TOP][TARGET_ALONE]}
-                            | {m: {k: v for k, v in s.items() if k != TARGET_ALONE} for m, s in scores.items()}})
+            samples.append(
+                {
+                    "pair": p,
+                    "source": source,
+                    "target": target,
+                    "seed": seed,
+                    "scores": {TARGET_ALONE: scores[TOP][TARGET_ALONE]}
+                    | {m: {k: v for k, v in s.items() if k != TARGET_ALONE} for m, s in scores.items()},
+                }
+            )
             if len(strips) < 2 * len(METHODS):  # the first two samples
                 strips += [[r.source, r.target, *r.transported] for r in results.values()]
 
     summary: dict[str, Any] = {TARGET_ALONE: _summary([s["scores"][TARGET_ALONE] for s in samples])}
     for method in METHODS:
-        summary[method] = {_alpha(a): _summary([s["scores"][method][_alpha(a)] for s in samples]) for a in config.alphas}
+        summary[method] = {
+            _alpha(a): _summary([s["scores"][method][_alpha(a)] for s in samples]) for a in config.alphas
+        }
     keys = [k for k in FORMATS if k in summary[TARGET_ALONE]]
     table = [["method", "alpha", *[TRANSPORT_COLUMNS[k] for k in keys]]]
     table.append([TARGET_ALONE, "-", *[_cell(summary[TARGET_ALONE], k) for k in keys]])
@@ -259,53 +300,87 @@ def bench_transport_any(
 
     figures = []
     labels = [f"p{s['pair']} s{s['seed']} {SHORT[m]}" for s in samples[:2] for m in METHODS]
-    plot_image_table(strips, out / "transport_strips.png", labels, ["source", "target alone", *[_alpha(a) for a in config.alphas]])
+    plot_image_table(
+        strips, out / "transport_strips.png", labels, ["source", "target alone", *[_alpha(a) for a in config.alphas]]
+    )
     figures.append(("transport_strips.png", "the first samples: source, target alone, each method over alpha"))
     along = sorted(config.alphas)  # the curves' x axis
     for key in ("clip_t_to_source", "clip_i_to_target_alone", "psnr_to_target_alone", "psnr_to_source"):
         if key in keys:
-            curves = {m: (along, [summary[m][_alpha(a)][key] for a in along], [summary[m][_alpha(a)][f"{key}_std"] for a in along])
-                      for m in METHODS}
-            plot_metric_over_alpha(curves, out / f"transport_{key}.png", TRANSPORT_COLUMNS[key],
-                                   f"{TRANSPORT_COLUMNS[key]} over alpha", reference=(TARGET_ALONE, summary[TARGET_ALONE][key]))
+            curves = {
+                m: (
+                    along,
+                    [summary[m][_alpha(a)][key] for a in along],
+                    [summary[m][_alpha(a)][f"{key}_std"] for a in along],
+                )
+                for m in METHODS
+            }
+            plot_metric_over_alpha(
+                curves,
+                out / f"transport_{key}.png",
+                TRANSPORT_COLUMNS[key],
+                f"{TRANSPORT_COLUMNS[key]} over alpha",
+                reference=(TARGET_ALONE, summary[TARGET_ALONE][key]),
+            )
             figures.append((f"transport_{key}.png", f"{TRANSPORT_COLUMNS[key]} over alpha (dashed: the target alone)"))
 
-    wins = _top_beats_random(samples, max(config.alphas), "clip_t_to_source" if scorers.clip is not None else "psnr_to_source")
+    wins = _top_beats_random(
+        samples, max(config.alphas), "clip_t_to_source" if scorers.clip is not None else "psnr_to_source"
+    )
     headline, sentence = transport_sentence(summary, max(config.alphas), config.transport.k, wins, unmoved, n)
     not_measured = []
     if scorers.clip is None:
-        not_measured.append("CLIP-T to the source's and the target's prompts and CLIP-I to the target alone and to the source: "
-                            "no CLIP model given (--clip PATH, a local CLIPModel folder), so the tables hold pixel distances only")
+        not_measured.append(
+            "CLIP-T to the source's and the target's prompts and CLIP-I to the target alone and to the source: "
+            "no CLIP model given (--clip PATH, a local CLIPModel folder), so the tables hold pixel distances only"
+        )
     if not scorers.builtin:
-        not_measured.append("attribute transfer, layout kept and ghosting: they need the built-in model's exact ground truth "
-                            "(ditlens bench transport on the built-in model)")
-    not_measured.append("which transport settings (k, step window, blocks, mask, streams) work best on this model: this run "
-                        "uses TransportConfig's defaults, chosen on the built-in model (--k sets k); the built-in bench sweeps them")
+        not_measured.append(
+            "attribute transfer, layout kept and ghosting: they need the built-in model's exact ground truth "
+            "(ditlens bench transport on the built-in model)"
+        )
+    not_measured.append(
+        "which transport settings (k, step window, blocks, mask, streams) work best on this model: this run "
+        "uses TransportConfig's defaults, chosen on the built-in model (--k sets k); the built-in bench sweeps them"
+    )
     not_measured.append("image-conditioned transport (a reference image's subject): not part of this protocol")
     numbers = {
         "config": asdict(config) | {"transport": asdict(config.transport)},
-        "model": model_name(pipe), "scores": summary, "samples": samples,
+        "model": model_name(pipe),
+        "scores": summary,
+        "samples": samples,
         "verdict": {"headline": headline, "text": sentence, "top_beats_random": wins, "unmoved_samples": unmoved},
         "not_measured": not_measured,
     }
     tc = config.transport
-    setting = (f"k = {tc.k}, streams = {tc.streams}" + ("" if tc.streams == "txt" else f", mask = {tc.mask}")  # the mask is the image stream's
-               + f", channels from the {tc.channels_from}")
+    setting = (
+        f"k = {tc.k}, streams = {tc.streams}"
+        + ("" if tc.streams == "txt" else f", mask = {tc.mask}")  # the mask is the image stream's
+        + f", channels from the {tc.channels_from}"
+    )
     sections = [
         Section(headline, sentence, [], None),
-        Section("Transport, its control and two baselines at matched strength",
-                f"Top-k transport ({setting}; every site and step), random-k transport (k random channels, one seeded draw, "
-                "otherwise the same), text-embedding interpolation (the target's text conditioning lerped towards the "
-                "source's at the transformer's input) and pixel blending ((1 - alpha) target alone + alpha source), "
-                f"source and target on the same seed. Mean over {n} samples ({len(config.pairs)} pairs x "
-                f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)})" + (", ± standard deviation" if n > 1 else "") + ". Pixel blending at "
-                "alpha = 1 is the source image itself: an upper bound on a copy, not a method.", figures, table),
+        Section(
+            "Transport, its control and two baselines at matched strength",
+            f"Top-k transport ({setting}; every site and step), random-k transport (k random channels, one seeded draw, "
+            "otherwise the same), text-embedding interpolation (the target's text conditioning lerped towards the "
+            "source's at the transformer's input) and pixel blending ((1 - alpha) target alone + alpha source), "
+            f"source and target on the same seed. Mean over {n} samples ({len(config.pairs)} pairs x "
+            f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)})"
+            + (", ± standard deviation" if n > 1 else "")
+            + ". Pixel blending at "
+            "alpha = 1 is the source image itself: an upper bound on a copy, not a method.",
+            figures,
+            table,
+        ),
         Section("Not measured", "; ".join(not_measured) + ".", [], None),
     ]
     (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
-    intro = (f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} "
-             f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; "
-             f"alphas {config.alphas}.")
+    intro = (
+        f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} "
+        f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; "
+        f"alphas {config.alphas}."
+    )
     return write_markdown(out / "report.md", f"ditlens bench transport ({type(pipe).__name__})", intro, sections)
 
 
@@ -321,7 +396,9 @@ def _top_beats_random(samples: list[dict], alpha: float, key: str) -> dict[str, 
     return {"score": key, "alpha": alpha, "higher": int(higher), "samples": len(samples)}
 
 
-def transport_sentence(summary: dict[str, Any], alpha: float, k: int, wins: dict[str, Any], unmoved: int, n: int) -> tuple[str, str]:
+def transport_sentence(
+    summary: dict[str, Any], alpha: float, k: int, wins: dict[str, Any], unmoved: int, n: int
+) -> tuple[str, str]:
     """The verdict (headline, sentence) at the largest alpha, worded from the numbers: does
     top-k transport move the images towards the source more than random-k of the same size,
     and how much of the target's composition does it keep next to the two baselines."""
@@ -329,19 +406,28 @@ def transport_sentence(summary: dict[str, Any], alpha: float, k: int, wins: dict
     alone = summary[TARGET_ALONE]
     notes = ""
     if unmoved:
-        notes = (f" In {unmoved} of {n} samples top-k transport left every image exactly the target alone: the edit moved "
-                 "nothing there (streams = txt on blocks that carry no text stream moves nothing).")
+        notes = (
+            f" In {unmoved} of {n} samples top-k transport left every image exactly the target alone: the edit moved "
+            "nothing there (streams = txt on blocks that carry no text stream moves nothing)."
+        )
     if "clip_t_to_source" in alone:
         # compared as shown (2 and 3 decimals), so that the sentence never contradicts its numbers
         gain = {m: round(round(at[m]["clip_t_to_source"], 2) - round(alone["clip_t_to_source"], 2), 2) for m in METHODS}
         more = gain[TOP] > gain[RANDOM]
-        headline = (f"Top-k transport {'moves' if more else 'does not move'} CLIP-T towards the source more than random-k "
-                    f"of the same size (k = {k}, alpha = {alpha:g})")
+        headline = (
+            f"Top-k transport {'moves' if more else 'does not move'} CLIP-T towards the source more than random-k "
+            f"of the same size (k = {k}, alpha = {alpha:g})"
+        )
         kept = {m: round(at[m]["clip_i_to_target_alone"], 3) for m in (TOP, EMBEDDING, PIXEL)}
-        relation = {m: "more than" if kept[TOP] > kept[m] else "as much as" if kept[TOP] == kept[m] else "less than"
-                    for m in (EMBEDDING, PIXEL)}
-        first = {"more than": "more of the target's composition than", "as much as": "as much of the target's composition as",
-                 "less than": "less of the target's composition than"}[relation[EMBEDDING]]
+        relation = {
+            m: "more than" if kept[TOP] > kept[m] else "as much as" if kept[TOP] == kept[m] else "less than"
+            for m in (EMBEDDING, PIXEL)
+        }
+        first = {
+            "more than": "more of the target's composition than",
+            "as much as": "as much of the target's composition as",
+            "less than": "less of the target's composition than",
+        }[relation[EMBEDDING]]
         keeps = f"{first} {EMBEDDING}, and {relation[PIXEL]} {PIXEL}"
         sentence = (
             f"At alpha = {alpha:g}, CLIP-T to the source prompt goes from {alone['clip_t_to_source']:.2f} (target alone) to "
@@ -350,7 +436,8 @@ def transport_sentence(summary: dict[str, Any], alpha: float, k: int, wins: dict
             f"Text-embedding interpolation reaches {at[EMBEDDING]['clip_t_to_source']:.2f} ({gain[EMBEDDING]:+.2f}), pixel blending "
             f"{at[PIXEL]['clip_t_to_source']:.2f} ({gain[PIXEL]:+.2f}). CLIP-I to the target alone (composition kept): top-k "
             f"{kept[TOP]:.3f}, text-embedding interpolation {kept[EMBEDDING]:.3f}, pixel blending {kept[PIXEL]:.3f}: top-k "
-            f"transport keeps {keeps}." + notes)
+            f"transport keeps {keeps}." + notes
+        )
         return headline, sentence
     closer = round(at[TOP]["psnr_to_source"], 1) > round(at[RANDOM]["psnr_to_source"], 1)
     headline = f"Transport against its control and the baselines in pixels only (k = {k}, alpha = {alpha:g}; no CLIP)"
@@ -362,5 +449,6 @@ def transport_sentence(summary: dict[str, Any], alpha: float, k: int, wins: dict
         f"PSNR to the target alone (higher = more of it kept): top-k {at[TOP]['psnr_to_target_alone']:.1f}, random-k "
         f"{at[RANDOM]['psnr_to_target_alone']:.1f}, text-embedding interpolation {at[EMBEDDING]['psnr_to_target_alone']:.1f}, "
         f"pixel blending {at[PIXEL]['psnr_to_target_alone']:.1f}. Pixel distances do not say whether the source's meaning "
-        "moved: give --clip PATH for CLIP-T and CLIP-I." + notes)
+        "moved: give --clip PATH for CLIP-T and CLIP-I." + notes
+    )
     return headline, sentence

@@ -173,7 +173,9 @@ class ChannelStats:
         tensors |= {f"ran.{k}": v.contiguous() for k, v in self.ran.items()}
         # one metadata entry: safetensors writes several in an order that varies by process,
         # and the same recording must be the same bytes
-        header = {"ditlens": json.dumps({"sites": self.sites, "txt_sites": self.txt_sites, "meta": self.meta}, sort_keys=True)}
+        header = {
+            "ditlens": json.dumps({"sites": self.sites, "txt_sites": self.txt_sites, "meta": self.meta}, sort_keys=True)
+        }
         tmp = path.with_name(path.name + ".tmp")
         write_safetensors(tensors, tmp, header)
         tmp.replace(path)  # never leave a half-written file under the real name

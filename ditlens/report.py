@@ -37,7 +37,9 @@ def write_html(path: str | Path, title: str, intro: str, sections: list[Section]
         if s.text:
             parts.append(f"<p>{html.escape(s.text)}</p>")
         for src, caption in s.images:
-            parts.append(f"<figure><img src='{html.escape(src)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img src='{html.escape(src)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         if s.table:
             parts.append(_table_html(s.table))
     parts.append("</body></html>")

@@ -48,8 +48,10 @@ class Scorers:
         if self.clip is None:
             missing.append("CLIP score and CLIP-I: no CLIP model given (--clip PATH, a local CLIPModel folder)")
         if not self.builtin:
-            missing.append("prompt fidelity, Frechet distance to renders and attribute transfer: they need the built-in "
-                           "model's exact ground truth")
+            missing.append(
+                "prompt fidelity, Frechet distance to renders and attribute transfer: they need the built-in "
+                "model's exact ground truth"
+            )
         return missing
 
 
@@ -85,17 +87,28 @@ def disrupt_scores(result: Any, scorers: Scorers) -> dict[str, dict[str, Any]]:
             score = 100 * (features * text).sum(-1).clamp(min=0)
             similarity = (features * unedited).sum(-1)
             row |= {
-                "clip_score": _mean(score), "clip_i_to_unedited": _mean(similarity),
-                "clip_score_per_image": score.tolist(), "clip_i_to_unedited_per_image": similarity.tolist(),
+                "clip_score": _mean(score),
+                "clip_i_to_unedited": _mean(similarity),
+                "clip_score_per_image": score.tolist(),
+                "clip_i_to_unedited_per_image": similarity.tolist(),
             }
         out[condition.label] = row
     return out
 
 
 #: disrupt's scores as columns: key -> short name, and its format
-DISRUPT_COLUMNS = {"full_object_accuracy": "objects fully correct", "frechet_distance": "FD", "clip_score": "CLIP score",
-                   "clip_i_to_unedited": "CLIP-I to unedited"}
-DISRUPT_FORMATS = {"full_object_accuracy": ".2f", "frechet_distance": ".1f", "clip_score": ".2f", "clip_i_to_unedited": ".3f"}
+DISRUPT_COLUMNS = {
+    "full_object_accuracy": "objects fully correct",
+    "frechet_distance": "FD",
+    "clip_score": "CLIP score",
+    "clip_i_to_unedited": "CLIP-I to unedited",
+}
+DISRUPT_FORMATS = {
+    "full_object_accuracy": ".2f",
+    "frechet_distance": ".1f",
+    "clip_score": ".2f",
+    "clip_i_to_unedited": ".3f",
+}
 #: the scores plotted over k: key -> (axis label, title)
 DISRUPT_CURVES = {
     "full_object_accuracy": ("objects fully correct", "Zeroing channels: prompt fidelity"),
@@ -104,7 +117,9 @@ DISRUPT_CURVES = {
 }
 
 
-def score_curves(scores: dict[str, dict[str, Any]], key: str, rules: list[str]) -> dict[str, tuple[list[int], list[float], list[float] | None]]:
+def score_curves(
+    scores: dict[str, dict[str, Any]], key: str, rules: list[str]
+) -> dict[str, tuple[list[int], list[float], list[float] | None]]:
     """One score over k per rule, as `plots.plot_metric_over_k` takes it: (ks, means, spreads);
     random-k is the mean over its draws with their standard deviation, the others have no
     spread. Empty when no condition has the score."""
@@ -118,28 +133,37 @@ def score_curves(scores: dict[str, dict[str, Any]], key: str, rules: list[str]) 
             continue
         ks = sorted(by_k)
         means = [sum(by_k[k]) / len(by_k[k]) for k in ks]
-        spreads = [float(torch.tensor(by_k[k]).std()) if len(by_k[k]) > 1 else 0.0 for k in ks] if rule == "random" else None
+        spreads = (
+            [float(torch.tensor(by_k[k]).std()) if len(by_k[k]) > 1 else 0.0 for k in ks] if rule == "random" else None
+        )
         curves[rule] = (ks, means, spreads)
     return curves
 
 
 #: transport's scores as columns, in the order shown: key -> short name
 TRANSPORT_COLUMNS = {
-    "psnr_to_target_alone": "PSNR to target", "psnr_to_source": "PSNR to source",
-    "clip_t_to_source": "CLIP-T source", "clip_t_to_target": "CLIP-T target",
-    "clip_i_to_target_alone": "CLIP-I target", "clip_i_to_source": "CLIP-I source",
-    "colour_from_source": "colour moved", "shape_from_source": "shape moved", "mask_iou_with_target": "layout IoU",
+    "psnr_to_target_alone": "PSNR to target",
+    "psnr_to_source": "PSNR to source",
+    "clip_t_to_source": "CLIP-T source",
+    "clip_t_to_target": "CLIP-T target",
+    "clip_i_to_target_alone": "CLIP-I target",
+    "clip_i_to_source": "CLIP-I source",
+    "colour_from_source": "colour moved",
+    "shape_from_source": "shape moved",
+    "mask_iou_with_target": "layout IoU",
     "ghosting": "ghosting",
 }
 
 
-def transport_scores(result: Any, source_prompt: str | None, target_prompt: str | None, scorers: Scorers) -> dict[str, dict[str, float]]:
+def transport_scores(
+    result: Any, source_prompt: str | None, target_prompt: str | None, scorers: Scorers
+) -> dict[str, dict[str, float]]:
     """Per image of a transport run ("target alone", then "a=ALPHA" per transported image):
     PSNR to the target alone and to the source; with a CLIP, CLIP-T to the source's and the
     target's prompts and CLIP-I to the target alone and to the source image; on the built-in
     model, attribute transfer, layout kept and ghosting. A prompt None (a reference image
     without a caption, prompts given as embeddings): no CLIP-T to it."""
-    named = ([("target alone", result.target)] if result.target is not None else [])
+    named = [("target alone", result.target)] if result.target is not None else []
     named += [(f"a={a:g}", image) for a, image in zip(result.alphas, result.transported)]
     images = torch.stack([image for _, image in named])
     rows: dict[str, dict[str, float]] = {name: {} for name, _ in named}
@@ -153,7 +177,11 @@ def transport_scores(result: Any, source_prompt: str | None, target_prompt: str 
         pairs = [("clip_i_to_source", clip.image_features(result.source[None]))]
         if result.target is not None:
             pairs.append(("clip_i_to_target_alone", clip.image_features(result.target[None])))
-        texts = [(key, text) for key, text in (("clip_t_to_target", target_prompt), ("clip_t_to_source", source_prompt)) if text]
+        texts = [
+            (key, text)
+            for key, text in (("clip_t_to_target", target_prompt), ("clip_t_to_source", source_prompt))
+            if text
+        ]
         pairs += [(key, clip.text_features([text])) for key, text in texts]
         for key, reference in pairs:
             cos = (features * reference).sum(-1)
@@ -163,7 +191,9 @@ def transport_scores(result: Any, source_prompt: str | None, target_prompt: str 
     if scorers.builtin and source_prompt and target_prompt and result.target is not None:
         from .metrics.fidelity import transport_scores as builtin_transport
 
-        for (name, _), found in zip(named, builtin_transport(images, source_prompt, target_prompt, result.target, scorers.classifier)):
+        for (name, _), found in zip(
+            named, builtin_transport(images, source_prompt, target_prompt, result.target, scorers.classifier)
+        ):
             rows[name] |= found
     return rows
 

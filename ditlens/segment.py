@@ -19,7 +19,6 @@ from .adapters import adapter_for
 from .channels import TopK, check_k, check_statistic, selector_from_name
 from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
 from .hooks import HookContext, hooks
-from .rows import conditional_slice
 from .masks import (
     DEFAULT_FOREGROUND,
     FOREGROUND_RULES,
@@ -31,6 +30,7 @@ from .masks import (
     token_grid,
     upsample,
 )
+from .rows import conditional_slice
 
 RULES = ("top", "bottom", "random", "all")
 
@@ -101,7 +101,9 @@ class MaskObserver:
     def __call__(self, img: torch.Tensor, txt: torch.Tensor | None, ctx: HookContext) -> None:
         if ctx.site not in self.sites:
             self.sites.append(ctx.site)
-        rows = slice(None) if self.prompts is None else conditional_slice(ctx.step_calls or (img.shape[0],), self.prompts)
+        rows = (
+            slice(None) if self.prompts is None else conditional_slice(ctx.step_calls or (img.shape[0],), self.prompts)
+        )
         if rows is None:  # an unconditional or guidance call
             return
         x = img[rows]
@@ -110,7 +112,9 @@ class MaskObserver:
             channels = None if selector is None else selector.mask(x)
             self._parts[(rule, ctx.step, ctx.site)].append(foreground_tokens(x, channels, self.foregrounds, grid))
         top = self.top1.channel_indices(x)  # (B, 1)
-        self._heat[(ctx.step, ctx.site)].append(x.gather(2, top.unsqueeze(1).expand(-1, x.shape[1], -1))[..., 0].float())
+        self._heat[(ctx.step, ctx.site)].append(
+            x.gather(2, top.unsqueeze(1).expand(-1, x.shape[1], -1))[..., 0].float()
+        )
 
     def _steps(self) -> list[int]:
         return sorted({key[1] for key in self._parts})
@@ -119,7 +123,10 @@ class MaskObserver:
         """foreground rule -> channel rule -> (steps, sites, samples, N) bool on the CPU."""
         stacked = {
             rule: torch.stack(
-                [torch.stack([torch.cat(self._parts[(rule, t, s)], dim=1) for s in self.sites], dim=1) for t in self._steps()],
+                [
+                    torch.stack([torch.cat(self._parts[(rule, t, s)], dim=1) for s in self.sites], dim=1)
+                    for t in self._steps()
+                ],
                 dim=1,
             ).cpu()  # (R, steps, sites, samples, N)
             for rule in self.rules
@@ -129,7 +136,9 @@ class MaskObserver:
     def heat(self) -> torch.Tensor:
         """(steps, sites, samples, N) float32: the top-1 channel's value per token (the
         channel chosen per sample, site and step by the statistic)."""
-        return torch.stack([torch.stack([torch.cat(self._heat[(t, s)]) for s in self.sites]) for t in self._steps()]).cpu()
+        return torch.stack(
+            [torch.stack([torch.cat(self._heat[(t, s)]) for s in self.sites]) for t in self._steps()]
+        ).cpu()
 
 
 @dataclass
@@ -169,7 +178,9 @@ def score_masks(token_masks: torch.Tensor, truth: torch.Tensor, grid: tuple[int,
     pred = upsample(token_masks.reshape(-1, token_masks.shape[-1]), grid, tuple(truth.shape[1:]))
     full = truth.bool().repeat(steps * n_sites, 1, 1)
     shape = (steps, n_sites, samples)
-    return MaskScores(miou(pred, full).view(shape), oracle_miou(pred, full).view(shape), adjusted_rand_index(pred, full).view(shape))
+    return MaskScores(
+        miou(pred, full).view(shape), oracle_miou(pred, full).view(shape), adjusted_rand_index(pred, full).view(shape)
+    )
 
 
 @dataclass
@@ -221,7 +232,9 @@ class SegmentResult:
         if foreground == self.foreground:
             return self.masks
         if foreground not in self.other_foregrounds:
-            raise ValueError(f"Masks were named by {', '.join([self.foreground, *self.other_foregrounds])} only; not {foreground!r}.")
+            raise ValueError(
+                f"Masks were named by {', '.join([self.foreground, *self.other_foregrounds])} only; not {foreground!r}."
+            )
         return self.other_foregrounds[foreground]
 
     def pixel_masks(self, rule: str, step: int, site: str) -> torch.Tensor:
@@ -254,7 +267,10 @@ class SegmentResult:
             best = int(curves["miou"].argmax())
             out[rule] = {name: c.tolist() for name, c in curves.items()} | {
                 "best": {"site": self.sites[best], **{name: float(c[best]) for name, c in curves.items()}},
-                "best_oracle": {"site": self.sites[int(curves["oracle"].argmax())], "oracle": float(curves["oracle"].max())},
+                "best_oracle": {
+                    "site": self.sites[int(curves["oracle"].argmax())],
+                    "oracle": float(curves["oracle"].max()),
+                },
             }
         return out
 
@@ -264,7 +280,11 @@ class SegmentResult:
         from .record import write_safetensors
 
         tensors = {r: m.to(torch.uint8).contiguous() for r, m in self.masks.items()}
-        tensors |= {f"{r}@{fg}": m.to(torch.uint8).contiguous() for fg, masks in self.other_foregrounds.items() for r, m in masks.items()}
+        tensors |= {
+            f"{r}@{fg}": m.to(torch.uint8).contiguous()
+            for fg, masks in self.other_foregrounds.items()
+            for r, m in masks.items()
+        }
         if self.heat is not None:
             tensors["heat_top1"] = self.heat.contiguous()
         tmp = out / "masks.safetensors.tmp"
@@ -273,13 +293,19 @@ class SegmentResult:
         write_safetensors(tensors, tmp, {"segment": json.dumps({"sites": self.sites, "foreground": self.foreground})})
         tmp.replace(out / "masks.safetensors")
         summary: dict[str, Any] = {
-            "sites": self.sites, "image_size": self.image_size, "grid": self.grid, "foreground": self.foreground, "meta": self.meta,
+            "sites": self.sites,
+            "image_size": self.image_size,
+            "grid": self.grid,
+            "foreground": self.foreground,
+            "meta": self.meta,
         }
         if truth is not None:
             summary["scores"] = self.summary(truth)
             # kept for readers of earlier files: the labelling's curve and best site
             summary["miou_per_site_mean_over_steps"] = {r: v["miou"] for r, v in summary["scores"].items()}
-            summary["miou_best"] = {r: {"value": v["best"]["miou"], "site": v["best"]["site"]} for r, v in summary["scores"].items()}
+            summary["miou_best"] = {
+                r: {"value": v["best"]["miou"], "site": v["best"]["site"]} for r, v in summary["scores"].items()
+            }
         tmp = out / "segment.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(out / "segment.json")
@@ -310,15 +336,22 @@ def segment_generated(
     images, heat = [], []
     for seed in config.seeds:  # one observer pass per seed keeps rows = prompts
         observer = MaskObserver(
-            config.rules, config.k, config.statistic, config.random_seed, prompts=len(config.prompts),
-            foregrounds=config.foregrounds, image_size=size,
+            config.rules,
+            config.k,
+            config.statistic,
+            config.random_seed,
+            prompts=len(config.prompts),
+            foregrounds=config.foregrounds,
+            image_size=size,
         )
         with hooks(pipe, observers=[observer]) as run:
             maps = nullcontext()
             if attention_positions is not None:
                 from .attention import AttentionMaps
 
-                maps = AttentionMaps(pipe, attention_positions, prompts=len(config.prompts), step_fn=lambda: run.clock.step)
+                maps = AttentionMaps(
+                    pipe, attention_positions, prompts=len(config.prompts), step_fn=lambda: run.clock.step
+                )
             with maps:
                 images.append(generate(pipe, config.prompts, [seed], config.generation, prompt_kwargs))
         for fg, masks in observer.result().items():
@@ -330,7 +363,9 @@ def segment_generated(
 
             for fg in config.foregrounds:  # attention's own polarity: high attention to the subject's words
                 by_foreground[fg]["attention"].append(attention_masks(maps.result()))
-    stacked = {fg: {rule: torch.cat(parts, dim=2) for rule, parts in masks.items()} for fg, masks in by_foreground.items()}
+    stacked = {
+        fg: {rule: torch.cat(parts, dim=2) for rule, parts in masks.items()} for fg, masks in by_foreground.items()
+    }
     all_images = torch.cat(images)
     return SegmentResult(
         sites=observer.sites,
@@ -338,7 +373,10 @@ def segment_generated(
         image_size=(all_images.shape[-2], all_images.shape[-1]),
         images=all_images,
         meta={
-            "prompts": config.prompts, "seeds": config.seeds, "k": config.k, "statistic": config.statistic,
+            "prompts": config.prompts,
+            "seeds": config.seeds,
+            "k": config.k,
+            "statistic": config.statistic,
             "foreground": config.foreground,
             # what the samples axis holds: one mask per seed x prompt, from its conditional rows
             "samples": [{"seed": seed, "prompt": prompt} for seed in config.seeds for prompt in config.prompts],

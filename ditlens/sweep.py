@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -39,6 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
 from . import __version__
@@ -186,8 +186,10 @@ def _decode(data: bytes, where: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         utf16 = " (it starts with a UTF-16 byte-order mark)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise SweepConfigError(f"{where}: not UTF-8 text{utf16}: byte {data[err.start]:#04x} at offset {err.start} "
-                               "is not valid UTF-8. Save the file as UTF-8.") from None
+        raise SweepConfigError(
+            f"{where}: not UTF-8 text{utf16}: byte {data[err.start]:#04x} at offset {err.start} "
+            "is not valid UTF-8. Save the file as UTF-8."
+        ) from None
 
 
 def _read_raw(path: Path) -> dict[str, Any]:
@@ -200,7 +202,9 @@ def _read_raw(path: Path) -> dict[str, Any]:
         try:
             import yaml
         except ImportError:
-            raise _error(path, "YAML configs need PyYAML (pip install pyyaml); or write the config as TOML (.toml).") from None
+            raise _error(
+                path, "YAML configs need PyYAML (pip install pyyaml); or write the config as TOML (.toml)."
+            ) from None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -225,12 +229,19 @@ def _check_value(kind: str, value: Any, where: str, path: Path) -> Any:
         "path": isinstance(value, str),
         "target": isinstance(value, (str, int)) and not isinstance(value, bool),
         "names": isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value),
-        "window": isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        "window": isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
     }[kind]
     if not ok:
         wanted = {
-            "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "path": "a file path",
-            "target": "a prompt (or an embeddings row number)", "names": "a non-empty list of names",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "path": "a file path",
+            "target": "a prompt (or an embeddings row number)",
+            "names": "a non-empty list of names",
             "window": "two integers [start, stop)",
         }[kind]
         raise _error(path, f"{where} must be {wanted} (or a list of them to sweep); got {_show(value)}.")
@@ -283,8 +294,8 @@ def _check_domains(command: str, job: dict[str, Any], where: str, path: Path) ->
     """What can be checked without the model (k, sites and steps need it: see `Runner.validate`)."""
     from .channels import STATISTICS
     from .disrupt import RULES as DISRUPT_RULES
-    from .segment import RULES as SEGMENT_RULES
     from .masks import FOREGROUND_RULES
+    from .segment import RULES as SEGMENT_RULES
     from .transport import MASK_ORIGINS, STREAMS
 
     def allowed(key: str, values: list[Any], options: tuple[str, ...] | list[str]) -> None:
@@ -339,21 +350,29 @@ def load_config(path: str | Path) -> SweepConfig:
         if key not in MODEL_KEYS:
             raise _error(path, f"unknown key 'model.{key}'; allowed: {', '.join(MODEL_KEYS)}.")
         if not isinstance(value, MODEL_KEYS[key]):
-            raise _error(path, f"'model.{key}' must be {'true or false' if MODEL_KEYS[key] is bool else 'a string'}; got {value!r}.")
+            raise _error(
+                path,
+                f"'model.{key}' must be {'true or false' if MODEL_KEYS[key] is bool else 'a string'}; got {value!r}.",
+            )
     embeds = _relative(path, table["embeds"]) if table.get("embeds") else None
     if embeds is not None and not embeds.is_file():
         raise FileNotFoundError(f"Embeddings file {str(embeds)!r} (model.embeds in {path.name}) does not exist.")
     model = ModelOptions(**{k: v for k, v in table.items() if k != "embeds"}, embeds=embeds)
     if not model.is_builtin and _relative(path, model.name).exists():
-        model = ModelOptions(**{k: v for k, v in table.items() if k != "embeds"}, embeds=embeds, folder=_relative(path, model.name))
+        model = ModelOptions(
+            **{k: v for k, v in table.items() if k != "embeds"}, embeds=embeds, folder=_relative(path, model.name)
+        )
     from .models import parse_dtype
 
     try:
         parse_dtype(model.dtype)
         torch.device(model.device)
     except (ValueError, RuntimeError):
-        raise _error(path, f"'model.dtype' {model.dtype!r} or 'model.device' {model.device!r} is not known; "
-                     "dtypes: float32, bfloat16, float16; devices: cpu, cuda, mps.") from None
+        raise _error(
+            path,
+            f"'model.dtype' {model.dtype!r} or 'model.device' {model.device!r} is not known; "
+            "dtypes: float32, bfloat16, float16; devices: cpu, cuda, mps.",
+        ) from None
 
     # seeds
     seeds = raw.get("seeds", [0])
@@ -361,10 +380,18 @@ def load_config(path: str | Path) -> SweepConfig:
         extra = [k for k in seeds if k not in ("from", "count")]
         start, count = seeds.get("from", 0), seeds.get("count")
         if extra or not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, count)) or count < 1:
-            raise _error(path, f"'seeds' as a table needs integers 'from' (default 0) and 'count' (>= 1); got {seeds!r}.")
+            raise _error(
+                path, f"'seeds' as a table needs integers 'from' (default 0) and 'count' (>= 1); got {seeds!r}."
+            )
         seeds = list(range(start, start + count))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise _error(path, f"'seeds' must be a non-empty list of integers >= 0 (or {{from = 0, count = N}}); got {seeds!r}.")
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise _error(
+            path, f"'seeds' must be a non-empty list of integers >= 0 (or {{from = 0, count = N}}); got {seeds!r}."
+        )
     if len(set(seeds)) != len(seeds):
         raise _error(path, f"'seeds' lists a seed twice: {seeds!r}.")
 
@@ -378,21 +405,37 @@ def load_config(path: str | Path) -> SweepConfig:
         elif embeds is not None:
             given = [(f"model.embeds row {i}", f"<embeds row {i}>") for i in range(_embeds_rows(embeds))]
         else:
-            raise _error(path, "no prompts: give 'prompts' (a list, or a table with 'list' and/or 'file'), or model.embeds.")
+            raise _error(
+                path, "no prompts: give 'prompts' (a list, or a table with 'list' and/or 'file'), or model.embeds."
+            )
     elif not given:
-        default = ("the built-in model's example prompts" if model.is_builtin else
-                   "one item per embeddings row" if embeds is not None else None)
-        raise _error(path, f"'prompts' gives no prompt ({_show(raw['prompts'])}); give at least one"
-                     + (f", or leave 'prompts' out for {default}." if default else "."))
+        default = (
+            "the built-in model's example prompts"
+            if model.is_builtin
+            else "one item per embeddings row"
+            if embeds is not None
+            else None
+        )
+        raise _error(
+            path,
+            f"'prompts' gives no prompt ({_show(raw['prompts'])}); give at least one"
+            + (f", or leave 'prompts' out for {default}." if default else "."),
+        )
     first: dict[str, str] = {}
     for where, prompt in given:
         if prompt in first:
-            raise _error(path, f"prompt {_show(prompt)} is listed twice ({first[prompt]} and {where}); "
-                         "each prompt x seed x setting must be one item.")
+            raise _error(
+                path,
+                f"prompt {_show(prompt)} is listed twice ({first[prompt]} and {where}); "
+                "each prompt x seed x setting must be one item.",
+            )
         first[prompt] = where
     prompts = [prompt for _, prompt in given]
     if embeds is not None and len(prompts) != _embeds_rows(embeds):
-        raise _error(path, f"{len(prompts)} prompts but the embeddings file has {_embeds_rows(embeds)} rows; they must match (one row per prompt).")
+        raise _error(
+            path,
+            f"{len(prompts)} prompts but the embeddings file has {_embeds_rows(embeds)} rows; they must match (one row per prompt).",
+        )
 
     # generation: each key optional (the pipeline's own default otherwise)
     generation = _table(raw, "generation", path)
@@ -421,9 +464,15 @@ def load_config(path: str | Path) -> SweepConfig:
         if job["command"] == "transport":
             for target in job["target"]:
                 if isinstance(target, int) and (embeds is None or not 0 <= target < len(prompts)):
-                    raise _error(path, f"jobs[{j}] (transport) target {target!r}: a row number needs model.embeds and must be in 0..{len(prompts) - 1}.")
+                    raise _error(
+                        path,
+                        f"jobs[{j}] (transport) target {target!r}: a row number needs model.embeds and must be in 0..{len(prompts) - 1}.",
+                    )
                 if isinstance(target, str) and embeds is not None:
-                    raise _error(path, f"jobs[{j}] (transport) target {target!r}: with model.embeds the target is an embeddings row number (0..{len(prompts) - 1}).")
+                    raise _error(
+                        path,
+                        f"jobs[{j}] (transport) target {target!r}: with model.embeds the target is an embeddings row number (0..{len(prompts) - 1}).",
+                    )
             job["mask_image"] = [str(_relative(path, m)) if m else None for m in job["mask_image"]]
 
     out = raw.get("out")
@@ -439,11 +488,23 @@ def load_config(path: str | Path) -> SweepConfig:
             check_clip_folder(_relative(path, clip))
         except ValueError as err:
             raise _error(path, f"'clip': {err}") from None
-    config = SweepConfig(path, model, prompts, seeds, parsed_jobs, generation, _relative(path, out) if out else None,
-                         _relative(path, clip) if clip else None)
+    config = SweepConfig(
+        path,
+        model,
+        prompts,
+        seeds,
+        parsed_jobs,
+        generation,
+        _relative(path, out) if out else None,
+        _relative(path, clip) if clip else None,
+    )
     if model.is_builtin:
-        targets = [(f"jobs[{j}] (transport) setting 'target'", t) for j, job in enumerate(parsed_jobs)
-                   if job["command"] == "transport" for t in job["target"]]
+        targets = [
+            (f"jobs[{j}] (transport) setting 'target'", t)
+            for j, job in enumerate(parsed_jobs)
+            if job["command"] == "transport"
+            for t in job["target"]
+        ]
         _check_builtin_prompts(given + targets, parsed_jobs, path)
     return config
 
@@ -462,7 +523,9 @@ def _read_prompts(raw: dict[str, Any], path: Path) -> list[tuple[str, str]] | No
         if extra:
             raise _error(path, f"unknown key 'prompts.{extra[0]}'; allowed: list, file.")
     else:
-        raise _error(path, f"'prompts' must be a list of strings or a table with 'list' and/or 'file'; got {_show(value)}.")
+        raise _error(
+            path, f"'prompts' must be a list of strings or a table with 'list' and/or 'file'; got {_show(value)}."
+        )
     given = []
     inline = table.get("list", [])
     if not isinstance(inline, list):
@@ -481,7 +544,11 @@ def _read_prompts(raw: dict[str, Any], path: Path) -> list[tuple[str, str]] | No
             raise FileNotFoundError(f"Prompts file {str(file)!r} (prompts.file in {path.name}) does not exist.")
         text = _decode(file.read_bytes(), f"Prompts file {str(file)!r} (prompts.file in {path.name})")
         # blank lines are skipped: they separate groups of prompts, not empty prompts
-        given += [(f"prompts.file {file.name!r} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        given += [
+            (f"prompts.file {file.name!r} line {n}", line.strip())
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
     return given
 
 
@@ -497,8 +564,13 @@ def _check_builtin_prompts(prompts: list[tuple[str, str]], jobs: list[dict[str, 
         try:
             parse_caption(prompt) if grammar else check_words(prompt)
         except ValueError as err:  # UnknownWordError or CaptionError; both quote the whole prompt
-            why = "" if isinstance(err, UnknownWordError) else (
-                " (disrupt, segment and transport score the built-in model's images against the scene the prompt describes)")
+            why = (
+                ""
+                if isinstance(err, UnknownWordError)
+                else (
+                    " (disrupt, segment and transport score the built-in model's images against the scene the prompt describes)"
+                )
+            )
             raise _error(path, f"{where}: {str(err).replace(repr(prompt), _show(prompt))}{why}") from None
 
 
@@ -533,8 +605,16 @@ class Item:
     settings: dict[str, Any]
 
     def record(self) -> dict[str, Any]:
-        return {"index": self.index, "id": self.id, "command": self.command, "job": self.job, "prompt": self.prompt,
-                "seed": self.seed, "settings": self.settings, "path": f"items/{self.id}"}
+        return {
+            "index": self.index,
+            "id": self.id,
+            "command": self.command,
+            "job": self.job,
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "settings": self.settings,
+            "path": f"items/{self.id}",
+        }
 
 
 def _file_sha256(path: Path) -> str:
@@ -597,9 +677,11 @@ def _model_folders(model: ModelOptions) -> dict[str, Path]:
     try:  # the snapshot load_pipeline loaded: the cached revision of the default branch
         return {"": Path(snapshot_download(model.name, local_files_only=True))}
     except Exception:  # not a repo id, or not in the cache (several types)
-        raise ValueError(f"Model {model.name!r} is neither a local folder nor in the local Hugging Face cache, so its "
-                         "weights cannot be fingerprinted for the items' ids; run the sweep with --allow-download "
-                         "(or allow_download = true) to fetch it.") from None
+        raise ValueError(
+            f"Model {model.name!r} is neither a local folder nor in the local Hugging Face cache, so its "
+            "weights cannot be fingerprinted for the items' ids; run the sweep with --allow-download "
+            "(or allow_download = true) to fetch it."
+        ) from None
 
 
 def model_fingerprint(model: ModelOptions, hashes: FileHashes | None = None) -> Fingerprint:
@@ -621,14 +703,20 @@ def model_fingerprint(model: ModelOptions, hashes: FileHashes | None = None) -> 
     for prefix, folder in folders.items():
         for file in sorted(folder.rglob("*")):
             name = file.relative_to(folder).as_posix()
-            if not file.is_file() or not name.endswith(MODEL_FILES) or any(part.startswith(".") for part in name.split("/")):
+            if (
+                not file.is_file()
+                or not name.endswith(MODEL_FILES)
+                or any(part.startswith(".") for part in name.split("/"))
+            ):
                 continue
             if model.embeds is not None and name.startswith(("text_encoder", "tokenizer")):
                 continue
             files[prefix + name] = hashes(file)
     if not files:
-        raise ValueError(f"Model {model.name!r}: no model files ({', '.join(MODEL_FILES)}) in "
-                         f"{', '.join(str(f) for f in folders.values())}.")
+        raise ValueError(
+            f"Model {model.name!r}: no model files ({', '.join(MODEL_FILES)}) in "
+            f"{', '.join(str(f) for f in folders.values())}."
+        )
     lines = "".join(f"{name}\0{sha}\n" for name, sha in sorted(files.items()))
     return Fingerprint(hashlib.sha256(lines.encode()).hexdigest(), files)
 
@@ -648,7 +736,9 @@ def _identity(config: SweepConfig, fingerprint: Fingerprint, hashes: FileHashes 
         "device": torch.device(m.device).type if m.device else "cpu",
         "embeds_sha256": (hashes or FileHashes())(m.embeds) if m.embeds else None,
         "generation": {k: config.generation[k] for k in sorted(config.generation)},
-    } | ({"clip": _folder_sha256(config.clip, hashes or FileHashes())} if config.clip else {})  # absent key: ids as before
+    } | (
+        {"clip": _folder_sha256(config.clip, hashes or FileHashes())} if config.clip else {}
+    )  # absent key: ids as before
 
 
 def _folder_sha256(folder: Path, hashes: FileHashes) -> str:
@@ -665,11 +755,24 @@ def _item_settings(command: str, combo: dict[str, Any]) -> list[dict[str, Any]]:
     if command == "disrupt":
         if combo["k"] == 0:
             return [{"rule": "none"}]
-        common = {"k": combo["k"], "factor": combo["factor"], "statistic": combo["statistic"], "sites": combo["sites"], "window": combo["window"]}
+        common = {
+            "k": combo["k"],
+            "factor": combo["factor"],
+            "statistic": combo["statistic"],
+            "sites": combo["sites"],
+            "window": combo["window"],
+        }
         draws = range(combo["draws"]) if combo["rule"] == "random" else [0]
         return [{"rule": combo["rule"], **common, "draw": d} for d in draws]
     if command == "segment":
-        return [{"k": combo["k"], "rules": combo["rules"], "statistic": combo["statistic"], "foreground": combo["foreground"]}]
+        return [
+            {
+                "k": combo["k"],
+                "rules": combo["rules"],
+                "statistic": combo["statistic"],
+                "foreground": combo["foreground"],
+            }
+        ]
     settings = {key: combo[key] for key in JOB_SETTINGS["transport"]}
     return [settings]
 
@@ -694,10 +797,18 @@ def plan(config: SweepConfig, identity: dict[str, Any] | None = None, hashes: Fi
     for j, job in enumerate(config.jobs):
         for settings in job_settings(job):
             # a mask image is named by its path in the settings: its content goes into the id too
-            files = {"mask_image_sha256": _mask_sha256(settings["mask_image"], config, j, hashes)} if settings.get("mask_image") else {}
+            files = (
+                {"mask_image_sha256": _mask_sha256(settings["mask_image"], config, j, hashes)}
+                if settings.get("mask_image")
+                else {}
+            )
             for row, prompt in enumerate(config.prompts):
                 for seed in config.seeds:
-                    key = identity | files | {"command": job["command"], "prompt": prompt, "seed": seed, "settings": settings}
+                    key = (
+                        identity
+                        | files
+                        | {"command": job["command"], "prompt": prompt, "seed": seed, "settings": settings}
+                    )
                     digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
                     item_id = f"{job['command']}-{digest[:16]}"
                     if item_id in seen:
@@ -709,8 +820,10 @@ def plan(config: SweepConfig, identity: dict[str, Any] | None = None, hashes: Fi
 
 def _mask_sha256(mask: str, config: SweepConfig, job: int, hashes: FileHashes) -> str:
     if not Path(mask).is_file():
-        raise FileNotFoundError(f"Mask image {mask!r} ({config.where(job)} setting 'mask_image') does not exist; "
-                                "its content is part of the items' ids.")
+        raise FileNotFoundError(
+            f"Mask image {mask!r} ({config.where(job)} setting 'mask_image') does not exist; "
+            "its content is part of the items' ids."
+        )
     return hashes(Path(mask))
 
 
@@ -776,8 +889,15 @@ def _seal(tmp: Path, item: Item, identity: dict[str, Any], metrics: dict[str, An
         _fsync_path(p)
         files[p.name] = {"bytes": p.stat().st_size, "sha256": _file_sha256(p)}
     record = {
-        "id": item.id, "command": item.command, "prompt": item.prompt, "seed": item.seed, "settings": item.settings,
-        "identity": identity, "metrics": metrics, "files": files, "done": True,
+        "id": item.id,
+        "command": item.command,
+        "prompt": item.prompt,
+        "seed": item.seed,
+        "settings": item.settings,
+        "identity": identity,
+        "metrics": metrics,
+        "files": files,
+        "done": True,
     }
     _write_file(tmp / RESULT, (json.dumps(record, indent=1) + "\n").encode())
     _fsync_path(tmp)
@@ -866,11 +986,21 @@ class Runner:
                     if command == "find":
                         FindConfig(prompts=["-"], k=s["k"], statistic=s["statistic"]).validate(hidden, sites)
                     elif command == "disrupt" and s["rule"] != "none":
-                        DisruptConfig(prompts=["-"], ks=[s["k"]], rules=[s["rule"]], factor=s["factor"], statistic=s["statistic"],
-                                      sites=s["sites"], steps=_window(s["window"]), generation=self.generation).validate(hidden, sites)
+                        DisruptConfig(
+                            prompts=["-"],
+                            ks=[s["k"]],
+                            rules=[s["rule"]],
+                            factor=s["factor"],
+                            statistic=s["statistic"],
+                            sites=s["sites"],
+                            steps=_window(s["window"]),
+                            generation=self.generation,
+                        ).validate(hidden, sites)
                         Scope(steps=_window(s["window"])).validate(sites, num_steps)
                     elif command == "segment":
-                        SegmentConfig(prompts=["-"], k=s["k"], rules=s["rules"], statistic=s["statistic"]).validate(hidden)
+                        SegmentConfig(prompts=["-"], k=s["k"], rules=s["rules"], statistic=s["statistic"]).validate(
+                            hidden
+                        )
                     elif command == "transport":
                         self.transport_config(s).validate(hidden, sites, num_steps)
                         if s["mask_image"]:
@@ -883,9 +1013,17 @@ class Runner:
     def transport_config(self, s: dict[str, Any]):
         from .transport import TransportConfig
 
-        return TransportConfig(k=s["k"], alpha=s["alpha"], mask=s["mask"], statistic=s["statistic"],
-                               foreground=s["foreground"], streams=s["streams"],
-                               sites=tuple(s["sites"]) if s["sites"] else None, steps=_window(s["window"]), generation=self.generation)
+        return TransportConfig(
+            k=s["k"],
+            alpha=s["alpha"],
+            mask=s["mask"],
+            statistic=s["statistic"],
+            foreground=s["foreground"],
+            streams=s["streams"],
+            sites=tuple(s["sites"]) if s["sites"] else None,
+            steps=_window(s["window"]),
+            generation=self.generation,
+        )
 
     # ---- one item per command: write its files into `out`, return its scalar metrics ----------
     def find(self, item: Item, out: Path) -> dict[str, Any]:
@@ -893,8 +1031,16 @@ class Runner:
         from .find import FindConfig, find_channels
 
         s, g = item.settings, self.generation
-        config = FindConfig(prompts=[item.prompt], seeds=[item.seed], k=s["k"], statistic=s["statistic"],
-                            num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale, height=g.height, width=g.width)
+        config = FindConfig(
+            prompts=[item.prompt],
+            seeds=[item.seed],
+            k=s["k"],
+            statistic=s["statistic"],
+            num_inference_steps=g.num_inference_steps,
+            guidance_scale=g.guidance_scale,
+            height=g.height,
+            width=g.width,
+        )
         result = find_channels(self.pipe, config, prompt_kwargs=self.rows([item.row]))
         for stat, table in result.samples.img.items():  # the sample's conditional row: no absent (NaN) entries
             check_finite(table, f"the recorded {stat} statistics of item {item.id}")
@@ -906,7 +1052,9 @@ class Runner:
         sites = summary["sites"].values()
         return {
             "top_ratio_to_median": _mean([info["ratio_to_median"][0] for info in sites]),
-            "jaccard_across_steps": _mean([info["jaccard_across_steps"] for info in sites if info["jaccard_across_steps"] is not None]),
+            "jaccard_across_steps": _mean(
+                [info["jaccard_across_steps"] for info in sites if info["jaccard_across_steps"] is not None]
+            ),
         }
 
     def disrupt(self, item: Item, out: Path) -> dict[str, Any]:
@@ -920,8 +1068,15 @@ class Runner:
             condition, config = Condition("none", 0), DisruptConfig(prompts=[item.prompt])
         else:
             condition = Condition(s["rule"], s["k"], s["draw"])
-            config = DisruptConfig(prompts=[item.prompt], ks=[s["k"]], rules=[s["rule"]], factor=s["factor"],
-                                   statistic=s["statistic"], sites=s["sites"], steps=_window(s["window"]))
+            config = DisruptConfig(
+                prompts=[item.prompt],
+                ks=[s["k"]],
+                rules=[s["rule"]],
+                factor=s["factor"],
+                statistic=s["statistic"],
+                sites=s["sites"],
+                steps=_window(s["window"]),
+            )
         with hooks(self.pipe, edits=edit_for(condition, config), observers=[FiniteCheck()]):
             images = generate(self.pipe, [item.prompt], [item.seed], self.generation, self.rows([item.row]))
         check_finite(images, f"the image of item {item.id}")
@@ -932,7 +1087,9 @@ class Runner:
 
             features = self.clip.image_features(images)
             save_file({"image": features[0].contiguous()}, str(out / CLIP_FEATURES))
-            metrics["clip_score"] = float(100 * (features * self.clip.text_features([item.prompt])).sum(-1).clamp(min=0)[0])
+            metrics["clip_score"] = float(
+                100 * (features * self.clip.text_features([item.prompt])).sum(-1).clamp(min=0)[0]
+            )
         if self.config.model.is_builtin:
             from .metrics.fidelity import objects_fully_correct
 
@@ -944,8 +1101,15 @@ class Runner:
         from .segment import SegmentConfig, segment_generated
 
         s = item.settings
-        config = SegmentConfig(prompts=[item.prompt], seeds=[item.seed], k=s["k"], rules=s["rules"], statistic=s["statistic"],
-                               foreground=s["foreground"], generation=self.generation)
+        config = SegmentConfig(
+            prompts=[item.prompt],
+            seeds=[item.seed],
+            k=s["k"],
+            rules=s["rules"],
+            statistic=s["statistic"],
+            foreground=s["foreground"],
+            generation=self.generation,
+        )
         result = segment_generated(self.pipe, config, prompt_kwargs=self.rows([item.row]))
         check_finite(result.images, f"the image of item {item.id}")
         truth = None
@@ -961,7 +1125,10 @@ class Runner:
         for rule, scores in result.scores(truth).items():
             curves = scores.per_site()
             best = int(curves["miou"].argmax())
-            metrics |= {f"miou_best_{rule}": float(curves["miou"][best]), f"oracle_at_best_{rule}": float(curves["oracle"][best])}
+            metrics |= {
+                f"miou_best_{rule}": float(curves["miou"][best]),
+                f"oracle_at_best_{rule}": float(curves["oracle"][best]),
+            }
         return metrics
 
     def transport(self, item: Item, out: Path) -> dict[str, Any]:
@@ -976,8 +1143,16 @@ class Runner:
         mask = load_mask(s["mask_image"], image_size(self.pipe, self.generation)).float() if s["mask_image"] else None
         seed = item.seed if s["target_seed"] is None else s["target_seed"]
         embeds = self.rows([item.row, target_row, target_row])
-        result = transport_text(self.pipe, item.prompt, target, config, source_seed=item.seed, target_seed=seed,
-                                mask_image=mask, prompt_embeds=embeds)
+        result = transport_text(
+            self.pipe,
+            item.prompt,
+            target,
+            config,
+            source_seed=item.seed,
+            target_seed=seed,
+            mask_image=mask,
+            prompt_embeds=embeds,
+        )
         for name, images in (("source", result.source), ("target", result.target), ("transported", result.transported)):
             check_finite(images, f"the {name} image of item {item.id}")
         result.save(out)
@@ -1016,7 +1191,9 @@ class Runner:
             ) from None
         except ValueError as err:  # e.g. NaN activations: say which item, keep the type
             shutil.rmtree(tmp, ignore_errors=True)
-            raise type(err)(f"Item {item.id} ({item.command}, prompt {item.prompt!r}, seed {item.seed}): {err}") from None
+            raise type(err)(
+                f"Item {item.id} ({item.command}, prompt {item.prompt!r}, seed {item.seed}): {err}"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -1063,7 +1240,9 @@ class Distributed:
             return values
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.int64, device=f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu")
+        t = torch.tensor(
+            values, dtype=torch.int64, device=f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu"
+        )
         dist.all_reduce(t)
         return [int(v) for v in t.tolist()]
 
@@ -1072,7 +1251,9 @@ class Distributed:
 def distributed(device: str) -> Iterator[Distributed]:
     """Join the torchrun world if there is one (gloo on CPU, nccl on CUDA); always leave it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    d = Distributed(rank=int(os.environ.get("RANK", "0")), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    d = Distributed(
+        rank=int(os.environ.get("RANK", "0")), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0"))
+    )
     if world == 1:
         yield d
         return
@@ -1081,10 +1262,14 @@ def distributed(device: str) -> Iterator[Distributed]:
     cuda = torch.device(device).type == "cuda"
     if cuda:
         if not torch.cuda.is_available():
-            raise ValueError(f"model.device {device!r} was asked for, but this torch build sees no CUDA GPU. Use device = \"cpu\".")
+            raise ValueError(
+                f'model.device {device!r} was asked for, but this torch build sees no CUDA GPU. Use device = "cpu".'
+            )
         if d.local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {d.local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
-                             "use at most one process per GPU (torchrun --nproc-per-node).")
+            raise ValueError(
+                f"LOCAL_RANK {d.local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
+                "use at most one process per GPU (torchrun --nproc-per-node)."
+            )
         torch.cuda.set_device(d.local_rank)
     d.backend = "nccl" if cuda else "gloo"
     dist.init_process_group(d.backend, timeout=BARRIER_TIMEOUT)
@@ -1105,7 +1290,9 @@ def _lock(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"Another sweep is writing to {str(out)!r}; wait for it to finish, or give another --out.") from None
+            raise ValueError(
+                f"Another sweep is writing to {str(out)!r}; wait for it to finish, or give another --out."
+            ) from None
         yield
 
 
@@ -1153,7 +1340,11 @@ def check_writable(out: Path) -> None:
             str(out),
         )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, f"Output folder {str(out)!r} is not writable (no write permission on {str(probe)!r}). Give --out a folder you can write to", str(out))
+        raise PermissionError(
+            errno.EACCES,
+            f"Output folder {str(out)!r} is not writable (no write permission on {str(probe)!r}). Give --out a folder you can write to",
+            str(out),
+        )
 
 
 def default_out(config: SweepConfig) -> Path:
@@ -1182,17 +1373,25 @@ def _previous_manifest(out: Path) -> dict[str, Any] | None:
     if found == FORMAT_VERSION:
         return manifest
     if isinstance(found, int) and found < FORMAT_VERSION:
-        why = ("whose item ids do not cover the content of the model's weights, so its results cannot be checked "
-               "against the model" if found == 1 else "whose item ids mean other things")
+        why = (
+            "whose item ids do not cover the content of the model's weights, so its results cannot be checked "
+            "against the model"
+            if found == 1
+            else "whose item ids mean other things"
+        )
         hint = "merge them with the ditlens version that wrote them"
     else:
         why, hint = "which this ditlens cannot read", "update ditlens"
-    raise ValueError(f"Output folder {str(out)!r} holds a sweep of format {found!r} (this ditlens writes format "
-                     f"{FORMAT_VERSION}), {why}. To compute its items again give another --out, or delete "
-                     f"{str(out / 'items')!r} and {str(out / MANIFEST)!r}; to keep its results, {hint}.")
+    raise ValueError(
+        f"Output folder {str(out)!r} holds a sweep of format {found!r} (this ditlens writes format "
+        f"{FORMAT_VERSION}), {why}. To compute its items again give another --out, or delete "
+        f"{str(out / 'items')!r} and {str(out / MANIFEST)!r}; to keep its results, {hint}."
+    )
 
 
-def _why_changed(before: dict[str, Any], now: dict[str, Any], files_before: dict[str, str], files_now: dict[str, str]) -> str:
+def _why_changed(
+    before: dict[str, Any], now: dict[str, Any], files_before: dict[str, str], files_now: dict[str, str]
+) -> str:
     """What changed between two identities, in words: 'the model's weights changed (vae/...)'."""
     parts = []
     for key in sorted(set(before) | set(now)):
@@ -1214,14 +1413,22 @@ def _why_changed(before: dict[str, Any], now: dict[str, Any], files_before: dict
     return ", ".join(parts)
 
 
-def _rerun_note(config: SweepConfig, previous: dict[str, Any] | None, identity: dict[str, Any], fingerprint: Fingerprint,
-                items: list[Item], items_dir: Path, hashes: FileHashes) -> str | None:
+def _rerun_note(
+    config: SweepConfig,
+    previous: dict[str, Any] | None,
+    identity: dict[str, Any],
+    fingerprint: Fingerprint,
+    items: list[Item],
+    items_dir: Path,
+    hashes: FileHashes,
+) -> str | None:
     """One line saying why items that a former run finished are computed again (None if none
     are): the same items under the former identity that are done, while their new ones are not."""
     if previous is None or previous["identity"] == identity:
         return None
     former = plan(config, previous["identity"], hashes)
     assert len(former) == len(items)  # the same config: the same items, other ids
+
     def done(item: Item) -> bool:
         return read_result(items_dir / item.id, item.id, verify=False) is not None
 
@@ -1229,8 +1436,10 @@ def _rerun_note(config: SweepConfig, previous: dict[str, Any] | None, identity: 
     if not redo:
         return None
     why = _why_changed(previous["identity"], identity, previous.get("weights", {}).get("files", {}), fingerprint.files)
-    return (f"sweep {config.path.name}: {why} since the items in {items_dir}/ were written: rerunning {redo} "
-            f"(the former results stay in items/, unused)")
+    return (
+        f"sweep {config.path.name}: {why} since the items in {items_dir}/ were written: rerunning {redo} "
+        f"(the former results stay in items/, unused)"
+    )
 
 
 def run_sweep(
@@ -1253,9 +1462,14 @@ def run_sweep(
         device = d.device(config.model.device)
         m = config.model
         with _quiet_loading(quiet):
-            pipe = load_pipeline(m.load_name, dtype=m.dtype, device=device,
-                                 allow_download=m.allow_download or allow_download, cpu_offload=m.cpu_offload,
-                                 without_text_encoders=m.embeds is not None)
+            pipe = load_pipeline(
+                m.load_name,
+                dtype=m.dtype,
+                device=device,
+                allow_download=m.allow_download or allow_download,
+                cpu_offload=m.cpu_offload,
+                without_text_encoders=m.embeds is not None,
+            )
         pipe.set_progress_bar_config(disable=True)
         runner = Runner(config, pipe, device)
         runner.validate()
@@ -1272,23 +1486,38 @@ def run_sweep(
                 note = _rerun_note(config, previous, identity, fingerprint, items, items_dir, hashes)
                 if note and not quiet:
                     say(note)
-                manifest = {"config": str(config.path), "identity": identity, "prompts": config.prompts,
-                            "seeds": config.seeds, "n_items": len(items),
-                            "weights": {"sha256": fingerprint.sha256, "files": fingerprint.files},
-                            "versions": _versions(), "items": [item.record() for item in items]}
+                manifest = {
+                    "config": str(config.path),
+                    "identity": identity,
+                    "prompts": config.prompts,
+                    "seeds": config.seeds,
+                    "n_items": len(items),
+                    "weights": {"sha256": fingerprint.sha256, "files": fingerprint.files},
+                    "versions": _versions(),
+                    "items": [item.record() for item in items],
+                }
                 write_atomic(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
             d.barrier()  # no rank starts before the stale temps are gone
             if d.rank > 0:  # ... the others then find the hashes rank 0 saved
                 fingerprint, identity, items = _fingerprinted_plan(config, FileHashes(out / HASHES))
                 written = json.loads((out / MANIFEST).read_text())["identity"]
                 if written != identity:
-                    raise ValueError(f"Process {d.rank} sees another model or other settings than process 0: "
-                                     f"{_why_changed(written, identity, {}, {})}; every process must read the same files.")
+                    raise ValueError(
+                        f"Process {d.rank} sees another model or other settings than process 0: "
+                        f"{_why_changed(written, identity, {}, {})}; every process must read the same files."
+                    )
 
             mine = [item for item in items if item.index % d.world == d.rank]
             todo = [item for item in mine if read_result(items_dir / item.id, item.id) is None]
-            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"rank {d.rank}/{d.world}",
-                       position=d.rank, disable=quiet, leave=d.world == 1, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(mine),
+                initial=len(mine) - len(todo),
+                desc=f"rank {d.rank}/{d.world}",
+                position=d.rank,
+                disable=quiet,
+                leave=d.world == 1,
+                dynamic_ncols=True,
+            )
             for item in todo:
                 bar.set_postfix_str(item.id, refresh=False)
                 runner.run(item, items_dir, identity)
@@ -1297,8 +1526,10 @@ def run_sweep(
         skipped, ran = d.sum([len(mine) - len(todo), len(todo)])
         report = SweepReport(total=len(items), skipped=skipped, ran=ran, out=out)
         if d.rank == 0 and not quiet:
-            say(f"sweep {config.path.name}: {ran} items run, {skipped} already done, {len(items)} in all "
-                f"({d.world} process{'es' if d.world > 1 else ''}); results in {items_dir}/")
+            say(
+                f"sweep {config.path.name}: {ran} items run, {skipped} already done, {len(items)} in all "
+                f"({d.world} process{'es' if d.world > 1 else ''}); results in {items_dir}/"
+            )
         return report
 
 
@@ -1325,8 +1556,11 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 
 def _setting_label(command: str, settings: dict[str, Any]) -> str:
-    parts = [f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in settings.items()
-             if k != "draw" and v is not None and not (command == "transport" and k == "target")]
+    parts = [
+        f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in settings.items()
+        if k != "draw" and v is not None and not (command == "transport" and k == "target")
+    ]
     return " ".join(parts)
 
 
@@ -1346,10 +1580,19 @@ def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[
             records[item.id] = record
     if not records:
         changed = previous is not None and previous["identity"] != identity
-        why = _why_changed(previous["identity"], identity, previous.get("weights", {}).get("files", {}), fingerprint.files) if changed else ""
-        raise ValueError(f"No finished items of {config.path.name} in {str(out / 'items')!r}"
-                         + (f" ({why} since its items were written)" if why else "")
-                         + f"; run `ditlens sweep {config.path}` first" + (" (with the same --out)." if out != default_out(config) else "."))
+        why = (
+            _why_changed(
+                previous["identity"], identity, previous.get("weights", {}).get("files", {}), fingerprint.files
+            )
+            if changed
+            else ""
+        )
+        raise ValueError(
+            f"No finished items of {config.path.name} in {str(out / 'items')!r}"
+            + (f" ({why} since its items were written)" if why else "")
+            + f"; run `ditlens sweep {config.path}` first"
+            + (" (with the same --out)." if out != default_out(config) else ".")
+        )
 
     # disrupt: pixel distance of each edited image to its unedited baseline (same prompt and seed)
     baselines = {(i.prompt, i.seed): i.id for i in items if i.command == "disrupt" and i.settings["rule"] == "none"}
@@ -1361,9 +1604,13 @@ def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[
         if item.command == "disrupt" and item.settings["rule"] != "none":
             base = baselines.get((item.prompt, item.seed))
             if base in records:
-                mse, psnr = _psnr(_load_png(out / "items" / item.id / "image.png"), _load_png(out / "items" / base / "image.png"))
+                mse, psnr = _psnr(
+                    _load_png(out / "items" / item.id / "image.png"), _load_png(out / "items" / base / "image.png")
+                )
                 metrics |= {"mse_to_unedited": mse, "psnr_to_unedited": psnr}
-                if (out / "items" / base / CLIP_FEATURES).is_file() and (out / "items" / item.id / CLIP_FEATURES).is_file():
+                if (out / "items" / base / CLIP_FEATURES).is_file() and (
+                    out / "items" / item.id / CLIP_FEATURES
+                ).is_file():
                     from safetensors.torch import load_file
 
                     a, b = (load_file(str(out / "items" / i / CLIP_FEATURES))["image"] for i in (item.id, base))
@@ -1391,16 +1638,25 @@ def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[
 
     folder = out / "summary"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"items_csv": folder / "items.csv", "by_setting_csv": folder / "by_setting.csv",
-             "json": folder / "summary.json", "figure": folder / "summary.png"}
+    paths = {
+        "items_csv": folder / "items.csv",
+        "by_setting_csv": folder / "by_setting.csv",
+        "json": folder / "summary.json",
+        "figure": folder / "summary.png",
+    }
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["id", "command", "job", "prompt", "seed", *setting_keys, *metric_keys])
     for r in rows:
         it = r["item"]
-        settings = [json.dumps(it.settings[k]) if isinstance(it.settings.get(k), list) else it.settings.get(k, "") for k in setting_keys]
-        writer.writerow([it.id, it.command, it.job, it.prompt, it.seed, *settings, *[r["metrics"].get(m, "") for m in metric_keys]])
+        settings = [
+            json.dumps(it.settings[k]) if isinstance(it.settings.get(k), list) else it.settings.get(k, "")
+            for k in setting_keys
+        ]
+        writer.writerow(
+            [it.id, it.command, it.job, it.prompt, it.seed, *settings, *[r["metrics"].get(m, "") for m in metric_keys]]
+        )
     write_atomic(paths["items_csv"], buffer.getvalue().encode())
 
     buffer = io.StringIO()
@@ -1411,17 +1667,28 @@ def merge(config: SweepConfig, out: str | Path | None = None, *, say: Callable[[
         writer.writerow([e["command"], e["job"], _setting_label(e["command"], e["settings"]), e["n"], *values])
     write_atomic(paths["by_setting_csv"], buffer.getvalue().encode())
 
-    summary = {"config": str(config.path), "n_items": len(items), "n_finished": len(records), "missing": missing,
-               "by_setting": summary_rows,
-               "items": [{**r["item"].record(), "metrics": r["metrics"]} for r in rows]}
+    summary = {
+        "config": str(config.path),
+        "n_items": len(items),
+        "n_finished": len(records),
+        "missing": missing,
+        "by_setting": summary_rows,
+        "items": [{**r["item"].record(), "metrics": r["metrics"]} for r in rows],
+    }
     write_atomic(paths["json"], (json.dumps(summary, indent=1) + "\n").encode())
     _plot(summary_rows, out, records, items, paths["figure"])
-    note = f" ({len(missing)} of {len(items)} items are not finished: rerun `ditlens sweep {config.path}`)" if missing else ""
+    note = (
+        f" ({len(missing)} of {len(items)} items are not finished: rerun `ditlens sweep {config.path}`)"
+        if missing
+        else ""
+    )
     say(f"merged {len(records)} items into {folder}/: items.csv, by_setting.csv, summary.json, summary.png{note}")
     return paths
 
 
-def _plot(summary_rows: list[dict[str, Any]], out: Path, records: dict[str, Any], items: list[Item], path: Path) -> None:
+def _plot(
+    summary_rows: list[dict[str, Any]], out: Path, records: dict[str, Any], items: list[Item], path: Path
+) -> None:
     """One panel per command: the headline number of each against its main setting."""
     import matplotlib
 
@@ -1441,13 +1708,22 @@ def _plot(summary_rows: list[dict[str, Any]], out: Path, records: dict[str, Any]
                         for s, (site, info) in enumerate(summary["sites"].items()):
                             per_site[s].append(info["ratio_to_median"][0])
                 sites = sorted(per_site)
-                ax.plot(sites, [_mean(per_site[s]) for s in sites], marker="o", label=_setting_label(command, e["settings"]))
-            ax.set(xlabel="site (forward order)", ylabel="top channel / median", yscale="log", title="find: massive channels")
+                ax.plot(
+                    sites, [_mean(per_site[s]) for s in sites], marker="o", label=_setting_label(command, e["settings"])
+                )
+            ax.set(
+                xlabel="site (forward order)",
+                ylabel="top channel / median",
+                yscale="log",
+                title="find: massive channels",
+            )
         elif command == "disrupt":  # PSNR to the unedited image against k, per rule
             lines = defaultdict(list)
             for e in entries:
                 if e["settings"]["rule"] != "none" and "psnr_to_unedited" in e:
-                    label = e["settings"]["rule"] + (f" x{e['settings']['factor']:g}" if e["settings"]["factor"] else "")
+                    label = e["settings"]["rule"] + (
+                        f" x{e['settings']['factor']:g}" if e["settings"]["factor"] else ""
+                    )
                     lines[label].append((e["settings"]["k"], e["psnr_to_unedited"]["mean"]))
             for label, points in lines.items():
                 points.sort()
@@ -1457,8 +1733,12 @@ def _plot(summary_rows: list[dict[str, Any]], out: Path, records: dict[str, Any]
             key = "miou_best_" if any(k.startswith("miou_best_") for e in entries for k in e) else "foreground_"
             for n, e in enumerate(entries):
                 names = [f"{key}{rule}" for rule in ("top", "bottom", "random", "all") if f"{key}{rule}" in e]
-                ax.bar([x + 0.8 * n / len(entries) for x in range(len(names))], [e[k]["mean"] for k in names],
-                       width=0.8 / len(entries), label=_setting_label(command, e["settings"]))
+                ax.bar(
+                    [x + 0.8 * n / len(entries) for x in range(len(names))],
+                    [e[k]["mean"] for k in names],
+                    width=0.8 / len(entries),
+                    label=_setting_label(command, e["settings"]),
+                )
                 ax.set_xticks(range(len(names)), [k.removeprefix(key) for k in names])
             ax.set(ylabel="best-site mIoU" if key == "miou_best_" else "foreground share", title="segment")
         else:  # transport: distance to the target alone against alpha

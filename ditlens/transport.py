@@ -27,11 +27,6 @@ import torch.nn.functional as F
 
 from .adapters import adapter_for
 from .channels import RandomK, TopK, check_k, check_statistic
-from .generation import GenerationSettings, image_size, to_pil
-from .hooks import HookContext, hooks
-from .intervene import ReplaceFromRows, Scope, source_rows
-from .masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
-
 from .choices import (  # the named choices and measured defaults, shared with the CLI's parser
     MASK_ORIGINS,
     REFERENCE_PATHS,
@@ -42,12 +37,14 @@ from .choices import (  # the named choices and measured defaults, shared with t
     TRANSPORT_STREAMS,
     check_streams,
 )
-
+from .generation import GenerationSettings, image_size, to_pil
+from .hooks import HookContext, hooks
+from .intervene import ReplaceFromRows, Scope, source_rows
+from .masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
 
 #: which k channels transport moves
 CHANNEL_RULES = ("top", "random")
 RANDOM_CHANNELS_SEED = 0  # the random-k control's channels: one fixed draw, the same at every site and step
-
 
 
 @dataclass
@@ -55,12 +52,16 @@ class TransportConfig:
     # k, mask, streams and channels_from: chosen by measurement (the figures are in choices.py)
     k: int = TRANSPORT_K  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
-    mask: str = TRANSPORT_MASK  # spatial mask origin for the image stream: source / target / union foreground, all tokens, user
+    mask: str = (
+        TRANSPORT_MASK  # spatial mask origin for the image stream: source / target / union foreground, all tokens, user
+    )
     foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (masks.py)
     streams: str = TRANSPORT_STREAMS  # which streams move (STREAMS)
     statistic: str = "abs_mean"  # the paper's |mean over tokens|
     channels_from: str = TRANSPORT_CHANNELS_FROM  # select the k channels on the source row (or "union", "target")
-    channels: str = "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)
+    channels: str = (
+        "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)
+    )
     sites: tuple[str, ...] | None = None  # None: every image-stream site
     steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -110,7 +111,14 @@ class SpatialMask:
         """What makes two masks equal, for sharing a captured edit (None for a user's mask)."""
         if self.origin == "user":
             return None
-        return (self.origin, self.foreground, self.image_size, self.selector, self.group_size, tuple(sorted(self.source_of.items())))
+        return (
+            self.origin,
+            self.foreground,
+            self.image_size,
+            self.selector,
+            self.group_size,
+            tuple(sorted(self.source_of.items())),
+        )
 
     def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
         B, N, _ = img.shape
@@ -118,13 +126,17 @@ class SpatialMask:
             return torch.ones(B, N, device=img.device)
         if self.origin == "user":
             if (N, img.device) not in self._user_tokens:  # once: no host-to-device copy per site
-                self._user_tokens[(N, img.device)] = mask_image_to_tokens(self.user_mask, N, self.image_size).to(img.device)
+                self._user_tokens[(N, img.device)] = mask_image_to_tokens(self.user_mask, N, self.image_size).to(
+                    img.device
+                )
             return self._user_tokens[(N, img.device)].expand(B, N)
         targets, sources, which = self._plan(B, img.device)
         p = torch.zeros(B, N, device=img.device)
         if targets.numel() == 0:
             return p
-        grid = getattr(ctx, "grid", None) or token_grid(N, *(self.image_size or (None, None)))  # the call's own grid first
+        grid = getattr(ctx, "grid", None) or token_grid(
+            N, *(self.image_size or (None, None))
+        )  # the call's own grid first
         src = img[sources]
         fg = foreground_tokens(src, self.selector.channel_indices(src), self.foreground, grid)[which]  # (targets, N)
         if self.origin != "source":
@@ -194,13 +206,17 @@ def _edits(
     if config.mask == "user" and mask_image is None:
         raise ValueError("mask='user' needs a mask image (--mask-image).")
     if mask_image is not None and tuple(mask_image.shape) != tuple(image_size):
-        raise ValueError(f"Mask image is {tuple(mask_image.shape)} (H, W) but generated images are {tuple(image_size)}.")
+        raise ValueError(
+            f"Mask image is {tuple(mask_image.shape)} (H, W) but generated images are {tuple(image_size)}."
+        )
     targets = list(range(first_target, first_target + len(alphas)))
     source_of = {t: 0 for t in targets}
     common = dict(
         source_of=source_of,
         group_size=group_size,
-        channels=TopK(config.k, config.statistic) if config.channels == "top" else RandomK(config.k, RANDOM_CHANNELS_SEED),
+        channels=TopK(config.k, config.statistic)
+        if config.channels == "top"
+        else RandomK(config.k, RANDOM_CHANNELS_SEED),
         alpha=1.0,
         alphas=dict(zip(targets, alphas)),
         channels_from=config.channels_from,
@@ -211,7 +227,16 @@ def _edits(
         # every token: no token mask at all (None), which spares the edit the mask's kernels
         tokens = None
         if config.mask != "all":
-            tokens = SpatialMask(config.mask, config.k, config.statistic, group_size, source_of, mask_image, image_size, config.foreground)
+            tokens = SpatialMask(
+                config.mask,
+                config.k,
+                config.statistic,
+                group_size,
+                source_of,
+                mask_image,
+                image_size,
+                config.foreground,
+            )
         edits.append(ReplaceFromRows(tokens=tokens, **common))
     if config.streams in ("txt", "both"):
         edits.append(ReplaceFromRows(tokens=None, stream="txt", **common))
@@ -256,10 +281,19 @@ def transport_text(
     generators = [torch.Generator().manual_seed(source_seed)] + [
         torch.Generator().manual_seed(target_seed) for _ in prompts[1:]
     ]
-    edits = _edits(config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation))
+    edits = _edits(
+        config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation)
+    )
     with hooks(pipe, edits=edits):
         prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
-        images = _images(pipe(**prompt_args, generator=generators, output_type="pt", **config.generation.kwargs(pipe, len(prompts), prompt_args)))
+        images = _images(
+            pipe(
+                **prompt_args,
+                generator=generators,
+                output_type="pt",
+                **config.generation.kwargs(pipe, len(prompts), prompt_args),
+            )
+        )
     settings = _settings(config, alphas) | {
         "source_prompt": source_prompt,
         "target_prompt": target_prompt,
@@ -310,7 +344,9 @@ def transport_image(
     noise = torch.randn(x0.shape, generator=gen).to(x0)
     target_noise = torch.randn(x0.shape, generator=gen).to(x0)
     n_targets = int(include_target) + len(alphas)
-    prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": [reference_prompt] + [target_prompt] * n_targets}
+    prompt_args = (
+        prompt_embeds if prompt_embeds is not None else {"prompt": [reference_prompt] + [target_prompt] * n_targets}
+    )
     levels = invert(pipe, x0, _first_row(prompt_args), config.generation) if reference_path == "invert" else None
     start = levels[0] if levels is not None else noise
     latents = torch.cat([start.to(x0), target_noise.expand(n_targets, *x0.shape[1:])])
@@ -362,7 +398,9 @@ def check_invertible(scheduler_mro: list[str], pipeline: str) -> None:
         )
 
 
-def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: GenerationSettings) -> list[torch.Tensor]:
+def invert(
+    pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: GenerationSettings
+) -> list[torch.Tensor]:
     """Carry clean latents `x0` (1, ...) up the flow ODE: Euler steps over the generation's
     own sigmas in reverse order, the velocity taken at the start of each interval (the
     usual inversion of a flow-matching Euler sampler), conditioned on `prompt_args` (one row)
@@ -381,8 +419,14 @@ def invert(pipe: Any, x0: torch.Tensor, prompt_args: dict[str, Any], settings: G
 
     start = adapter_for(pipe).latents_argument(pipe, x0, *image_size(pipe, settings))  # FLUX.2 takes them unpacked
     with _reversed_schedule(scheduler):
-        pipe(**prompt_args, latents=start, output_type="latent", callback_on_step_end=keep,
-             callback_on_step_end_tensor_inputs=["latents"], **settings.kwargs(pipe, 1, prompt_args))
+        pipe(
+            **prompt_args,
+            latents=start,
+            output_type="latent",
+            callback_on_step_end=keep,
+            callback_on_step_end_tensor_inputs=["latents"],
+            **settings.kwargs(pipe, 1, prompt_args),
+        )
     return path[::-1]
 
 
@@ -409,8 +453,7 @@ def _reversed_schedule(scheduler: Any) -> Iterator[None]:
 def _first_row(prompt_args: dict[str, Any]) -> dict[str, Any]:
     """The pipeline arguments of row 0 only (the reference's prompt or embeddings)."""
     return {
-        name: value[:1] if isinstance(value, (torch.Tensor, list)) else value
-        for name, value in prompt_args.items()
+        name: value[:1] if isinstance(value, (torch.Tensor, list)) else value for name, value in prompt_args.items()
     }
 
 
@@ -418,5 +461,3 @@ def _settings(config: TransportConfig, alphas: list[float]) -> dict[str, Any]:
     s = asdict(config)
     s["alphas"] = alphas
     return s
-
-

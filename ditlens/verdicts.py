@@ -43,7 +43,13 @@ class Verdict:
         return f"{self.headline}. {self.evidence} (Criterion: {self.criterion}.)"
 
     def as_dict(self) -> dict[str, str]:
-        return {"finding": self.finding, "status": self.status, "evidence": self.evidence, "criterion": self.criterion, "text": self.sentence()}
+        return {
+            "finding": self.finding,
+            "status": self.status,
+            "evidence": self.evidence,
+            "criterion": self.criterion,
+            "text": self.sentence(),
+        }
 
 
 def disruption_verdict(base: dict[str, float], by_rule: dict[str, dict[int, dict[str, float]]]) -> Verdict:
@@ -142,8 +148,10 @@ def transport_verdict(
         status = FAILS
 
     def figures(x: dict[str, float]) -> str:
-        return (f"colour {x['colour_from_source']:.2f}, shape {x['shape_from_source']:.2f}, both {x['both_from_source']:.2f}, "
-                f"layout IoU {x['mask_iou_with_target']:.2f}, ghosting {x['ghosting']:.2f}")
+        return (
+            f"colour {x['colour_from_source']:.2f}, shape {x['shape_from_source']:.2f}, both {x['both_from_source']:.2f}, "
+            f"layout IoU {x['mask_iou_with_target']:.2f}, ghosting {x['ghosting']:.2f}"
+        )
 
     evidence = (
         f"At alpha = 1, the best few-channel setting (k = {k} of {hidden_size}) moves the source's {figures(m)}"

@@ -61,11 +61,19 @@ def free_port() -> int:
 def start_app(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
     """`ditlens app` on the built-in model on a free localhost port: (process, url, its log)."""
     port, log = free_port(), tmp / "app.log"
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"), "PYTHONUNBUFFERED": "1"}
+    env = os.environ | {
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+        "PYTHONUNBUFFERED": "1",
+    }
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ditlens.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp, env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp,
+            env=env,
         )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -79,7 +87,9 @@ def start_app(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
         except OSError:
             time.sleep(0.5)
     proc.terminate()
-    raise ScreenshotError(f"ditlens app did not answer at {url} within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+    raise ScreenshotError(
+        f"ditlens app did not answer at {url} within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
+    )
 
 
 def start_browser(profile: Path):
@@ -100,14 +110,18 @@ def script(driver, code: str):
 
 
 def status_text(driver) -> str:
-    return script(driver, "const s = document.querySelector('#transport-status .ditlens-status'); return s ? s.innerText : '';")
+    return script(
+        driver, "const s = document.querySelector('#transport-status .ditlens-status'); return s ? s.innerText : '';"
+    )
 
 
 def wait(driver, condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition(driver):
         if time.monotonic() > deadline:
-            raise ScreenshotError(f"timed out after {timeout:.0f} s waiting for {what}; status line: {status_text(driver)!r}")
+            raise ScreenshotError(
+                f"timed out after {timeout:.0f} s waiting for {what}; status line: {status_text(driver)!r}"
+            )
         time.sleep(0.2)
 
 
@@ -141,12 +155,26 @@ def run_transport(driver, url: str, alpha: float) -> str:
         ("#transport-result img", "the result image"),
         ("#transport-strip img", "the strip"),
     ):
-        wait(driver, lambda d, s=selector: script(d, f"const i = document.querySelector('{s}'); "
-                                                     "return !!(i && i.complete && i.naturalWidth > 0);"), 15, what)
-    wait(driver, lambda d: "PSNR to target" in script(d, "return document.querySelector('#transport-scores').innerText;"),
-         15, "the score table")
-    wait(driver, lambda d: ".zip" in script(d, "return document.querySelector('#transport-download').innerText;"),
-         15, "the download of the run's files")
+        wait(
+            driver,
+            lambda d, s=selector: script(
+                d, f"const i = document.querySelector('{s}'); return !!(i && i.complete && i.naturalWidth > 0);"
+            ),
+            15,
+            what,
+        )
+    wait(
+        driver,
+        lambda d: "PSNR to target" in script(d, "return document.querySelector('#transport-scores').innerText;"),
+        15,
+        "the score table",
+    )
+    wait(
+        driver,
+        lambda d: ".zip" in script(d, "return document.querySelector('#transport-download').innerText;"),
+        15,
+        "the download of the run's files",
+    )
     return status
 
 
@@ -154,7 +182,9 @@ def screenshot(out: Path, alpha: float) -> str:
     """Run the app and the browser, write the picture to `out`; the run's status line."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not path.exists():
-            raise ScreenshotError(f"{path} is missing: scripts/setup.sh installs chromium and chromium-driver with apt.")
+            raise ScreenshotError(
+                f"{path} is missing: scripts/setup.sh installs chromium and chromium-driver with apt."
+            )
     with tempfile.TemporaryDirectory(prefix="ditlens-screenshot-") as name:
         tmp = Path(name)
         proc, url, _ = start_app(tmp)
@@ -166,8 +196,11 @@ def screenshot(out: Path, alpha: float) -> str:
             driver.set_window_size(WIDTH, MAX_HEIGHT)
             time.sleep(1.0)  # let the page lay out at the new size
             script(driver, "window.scrollTo(0, 0);")
-            bottom = script(driver, "const r = document.querySelector('#transport-download').getBoundingClientRect();"
-                                    "return Math.ceil((r.bottom + 24) * window.devicePixelRatio);")
+            bottom = script(
+                driver,
+                "const r = document.querySelector('#transport-download').getBoundingClientRect();"
+                "return Math.ceil((r.bottom + 24) * window.devicePixelRatio);",
+            )
             shot = tmp / "app.png"
             if not driver.save_screenshot(str(shot)):
                 raise ScreenshotError("Chromium saved no screenshot.")
@@ -193,7 +226,9 @@ def screenshot(out: Path, alpha: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the picture (default: {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"the picture (default: {DEFAULT_OUT.relative_to(ROOT)})"
+    )
     parser.add_argument("--alpha", type=float, default=0.75, help="transport strength of the run shown (default: 0.75)")
     args = parser.parse_args(argv)
     started = time.perf_counter()

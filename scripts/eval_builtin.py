@@ -34,7 +34,13 @@ from ditlens.builtin.examples import EXAMPLE_PROMPTS  # noqa: E402
 from ditlens.builtin.pipeline import DEFAULT_WEIGHTS, BuiltinPipeline  # noqa: E402
 from ditlens.metrics.classifier import AttributeClassifier, score_fidelity  # noqa: E402
 
-TARGETS = {"single_shape": 0.90, "single_colour": 0.90, "single_position": 0.90, "two_full_object": 0.70, "cpu_seconds_8": 20.0}
+TARGETS = {
+    "single_shape": 0.90,
+    "single_colour": 0.90,
+    "single_position": 0.90,
+    "two_full_object": 0.70,
+    "cpu_seconds_8": 20.0,
+}
 
 
 def _defaults() -> tuple[int, float]:
@@ -42,16 +48,30 @@ def _defaults() -> tuple[int, float]:
     return params["num_inference_steps"].default, params["guidance_scale"].default
 
 
-def fidelity(pipe: BuiltinPipeline, classifier: AttributeClassifier, n: int, seed: int, steps: int,
-             guidance: float, batch_size: int) -> dict:
+def fidelity(
+    pipe: BuiltinPipeline,
+    classifier: AttributeClassifier,
+    n: int,
+    seed: int,
+    steps: int,
+    guidance: float,
+    batch_size: int,
+) -> dict:
     out = {}
     for n_objects, name in ((1, "single"), (2, "two")):
         batch = scenes.sample_batch(n, seed=seed + n_objects, split="heldout", n_objects=n_objects)
         images = []
         for i in range(0, n, batch_size):
             g = torch.Generator(pipe.device).manual_seed(seed * 1000 + i)
-            images.append(pipe(batch.captions[i : i + batch_size], num_inference_steps=steps,
-                               guidance_scale=guidance, generator=g, output_type="pt").images.cpu())
+            images.append(
+                pipe(
+                    batch.captions[i : i + batch_size],
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    generator=g,
+                    output_type="pt",
+                ).images.cpu()
+            )
         scores = score_fidelity(classifier, torch.cat(images) * 2 - 1, batch.captions)
         out[name] = scores.to_dict()
     return out
@@ -72,8 +92,12 @@ def cpu_time(weights: Path, runs: int = 5) -> dict:
     # Wall time is the target; CPU seconds / threads is what the wall time would be on two
     # otherwise idle cores, and shows when other processes were competing for them.
     return {
-        "images": len(prompts), "threads": 2, "runs_s": [round(t, 3) for t in times], "median_s": statistics.median(times),
-        "process_cpu_s": [round(c, 3) for c in cpu], "median_cpu_s_per_thread": statistics.median(cpu) / 2,
+        "images": len(prompts),
+        "threads": 2,
+        "runs_s": [round(t, 3) for t in times],
+        "median_s": statistics.median(times),
+        "process_cpu_s": [round(c, 3) for c in cpu],
+        "median_cpu_s_per_thread": statistics.median(cpu) / 2,
         "load_average": list(os.getloadavg()),
     }
 
@@ -102,16 +126,26 @@ def main(argv: list[str] | None = None) -> None:
         fid = fidelity(pipe, classifier, args.n, args.seed, s, g, args.batch_size)
         single, two = fid["single"]["accuracy"], fid["two"]["accuracy"]
         row = {
-            "steps": s, "guidance": g,
-            "single_shape": single["shape"], "single_colour": single["colour"], "single_position": single["position"],
-            "single_size": single["size"], "single_full_object": single["full_object"], "single_background": single["background"],
-            "two_full_object": two["full_object"], "two_position": two["position"],
-            "seconds": round(time.perf_counter() - start, 1), "details": fid,
+            "steps": s,
+            "guidance": g,
+            "single_shape": single["shape"],
+            "single_colour": single["colour"],
+            "single_position": single["position"],
+            "single_size": single["size"],
+            "single_full_object": single["full_object"],
+            "single_background": single["background"],
+            "two_full_object": two["full_object"],
+            "two_position": two["position"],
+            "seconds": round(time.perf_counter() - start, 1),
+            "details": fid,
         }
         results["settings"].append(row)
-        print(f"steps {s:3d} guidance {g:4.1f} | single: shape {row['single_shape']:.3f} colour {row['single_colour']:.3f} "
-              f"position {row['single_position']:.3f} size {row['single_size']:.3f} bg {row['single_background']:.3f} "
-              f"| two: full object {row['two_full_object']:.3f} | {row['seconds']} s", flush=True)
+        print(
+            f"steps {s:3d} guidance {g:4.1f} | single: shape {row['single_shape']:.3f} colour {row['single_colour']:.3f} "
+            f"position {row['single_position']:.3f} size {row['single_size']:.3f} bg {row['single_background']:.3f} "
+            f"| two: full object {row['two_full_object']:.3f} | {row['seconds']} s",
+            flush=True,
+        )
     if args.timing:
         results["cpu_time"] = cpu_time(args.weights)
 
@@ -124,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.timing:
         t = results["cpu_time"]
         print(f"{'cpu_seconds_8 (median of 5)':<34}{t['median_s']:>10.2f}{'<= 20':>10}")
-        print(f"{'  process CPU s / 2 threads':<34}{t['median_cpu_s_per_thread']:>10.2f}   (load average {t['load_average'][0]:.1f})")
+        print(
+            f"{'  process CPU s / 2 threads':<34}{t['median_cpu_s_per_thread']:>10.2f}   (load average {t['load_average'][0]:.1f})"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -60,8 +60,14 @@ def activations_row(rung: Rung) -> list[str]:
         return [rung.name, rung.world, MISSING, MISSING, MISSING, MISSING]
     top1 = [site["ratio_to_median"][0] for site in found["sites"].values()]
     channels = sorted({site["top_channels"][0] for site in found["sites"].values()})
-    return [rung.name, rung.world, f"{statistics.median(top1):.1f}x ({min(top1):.1f}-{max(top1):.1f})",
-            ", ".join(map(str, channels)), f"{len(found['prompts'])} prompts, k = {found['k']}", _link(rung.find, "channels.json")]
+    return [
+        rung.name,
+        rung.world,
+        f"{statistics.median(top1):.1f}x ({min(top1):.1f}-{max(top1):.1f})",
+        ", ".join(map(str, channels)),
+        f"{len(found['prompts'])} prompts, k = {found['k']}",
+        _link(rung.find, "channels.json"),
+    ]
 
 
 def _random(finding1: dict, k: int, key: str) -> float:
@@ -76,14 +82,42 @@ def findings_row(rung: Rung) -> list[str]:
     f1, f2 = numbers["finding1"], numbers["finding2"]
     k = min(numbers["config"]["ks"])
     if "full_object_accuracy" not in f1["none"]:  # a v2 run without a classifier: pixel distances only
-        return [rung.name, rung.world, "not measured (no classifier)", "not measured (no classifier)",
-                f1.get("verdict", {}).get("status", "not decided"), *_masks(f2), _link(rung.findings, "findings.json")]
-    fidelity = " / ".join(f"{v:.2f}" for v in (f1["none"]["full_object_accuracy"], f1[f"top-{k}"]["full_object_accuracy"],
-                                                f1[f"bottom-{k}"]["full_object_accuracy"], _random(f1, k, "full_object_accuracy")))
-    frechet = " / ".join(f"{v:.0f}" for v in (f1["none"]["frechet_distance"], f1[f"top-{k}"]["frechet_distance"],
-                                               f1[f"bottom-{k}"]["frechet_distance"], _random(f1, k, "frechet_distance")))
-    return [rung.name, rung.world, f"k = {k}: {fidelity}", f"{frechet}", f1["verdict"]["status"], *_masks(f2),
-            _link(rung.findings, "findings.json")]
+        return [
+            rung.name,
+            rung.world,
+            "not measured (no classifier)",
+            "not measured (no classifier)",
+            f1.get("verdict", {}).get("status", "not decided"),
+            *_masks(f2),
+            _link(rung.findings, "findings.json"),
+        ]
+    fidelity = " / ".join(
+        f"{v:.2f}"
+        for v in (
+            f1["none"]["full_object_accuracy"],
+            f1[f"top-{k}"]["full_object_accuracy"],
+            f1[f"bottom-{k}"]["full_object_accuracy"],
+            _random(f1, k, "full_object_accuracy"),
+        )
+    )
+    frechet = " / ".join(
+        f"{v:.0f}"
+        for v in (
+            f1["none"]["frechet_distance"],
+            f1[f"top-{k}"]["frechet_distance"],
+            f1[f"bottom-{k}"]["frechet_distance"],
+            _random(f1, k, "frechet_distance"),
+        )
+    )
+    return [
+        rung.name,
+        rung.world,
+        f"k = {k}: {fidelity}",
+        f"{frechet}",
+        f1["verdict"]["status"],
+        *_masks(f2),
+        _link(rung.findings, "findings.json"),
+    ]
 
 
 def _masks(f2: dict) -> list[str]:
@@ -108,7 +142,14 @@ def transport_row(rung: Rung) -> list[str]:
     window = f"steps [{chosen['steps'][0]}, {chosen['steps'][1]})" if chosen["steps"] else "all steps"
     setting = f"k = {chosen['k']}, {window}, mask {chosen['mask']}, streams {chosen['streams']}"
     verdict = numbers.get("verdict", {}).get("status", "not decided")
-    return [rung.name, rung.world, f"{numbers['config']['n_pairs']} pairs; {setting}", *cells, verdict, _link(rung.transport, "transport.json")]
+    return [
+        rung.name,
+        rung.world,
+        f"{numbers['config']['n_pairs']} pairs; {setting}",
+        *cells,
+        verdict,
+        _link(rung.transport, "transport.json"),
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -120,24 +161,42 @@ def tables() -> str:
     parts = [
         "**Massive activations** (`ditlens find`, CPU): the top-1 channel's ratio to the median channel, median over "
         "sites (range), and the top-1 channels found.",
-        _table(["rung", "world", "top-1 / median", "top-1 channels", "run", "report"], [activations_row(r) for r in RUNGS]),
+        _table(
+            ["rung", "world", "top-1 / median", "top-1 channels", "run", "report"], [activations_row(r) for r in RUNGS]
+        ),
         "**Findings 1 and 2** (`ditlens bench findings --quick`): objects fully correct and Frechet distance for no edit "
         "/ top-k / bottom-k / random-k zeroing; best-site mIoU of the K = 2 masks on generated images for top-k / "
         "bottom-k / random-k / all channels / attention.",
-        _table(["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
-               [findings_row(r) for r in RUNGS]),
+        _table(
+            ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
+            [findings_row(r) for r in RUNGS],
+        ),
         "**Finding 3** (`ditlens bench transport`): at alpha = 1, the share of pairs whose colour, shape and texture "
         "come from the source, and the foreground IoU with the target alone (composition kept), for massive-channel "
         "transport / text-embedding interpolation / pixel blending, at the defaults the bench chose on that model.",
-        _table(["rung", "world", "pairs; chosen setting", "colour from source", "shape from source", "texture from source",
-                "mask IoU with target", "Finding 3", "report"], [transport_row(r) for r in RUNGS]),
+        _table(
+            [
+                "rung",
+                "world",
+                "pairs; chosen setting",
+                "colour from source",
+                "shape from source",
+                "texture from source",
+                "mask IoU with target",
+                "Finding 3",
+                "report",
+            ],
+            [transport_row(r) for r in RUNGS],
+        ),
     ]
     return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help=f"exit 1 unless {DOC.relative_to(ROOT)} holds these tables")
+    parser.add_argument(
+        "--check", action="store_true", help=f"exit 1 unless {DOC.relative_to(ROOT)} holds these tables"
+    )
     args = parser.parse_args(argv)
     text = tables()
     if not args.check:
@@ -149,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     held = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     if held != text:
-        print(f"{DOC}'s ladder table differs from the reports; run `python scripts/ladder_table.py` and paste it", file=sys.stderr)
+        print(
+            f"{DOC}'s ladder table differs from the reports; run `python scripts/ladder_table.py` and paste it",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

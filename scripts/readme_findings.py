@@ -57,10 +57,18 @@ def section() -> str:
         f"'{choice['default']}' (the default) picks the better labelling in "
         f"{rules[choice['default']]['generated']['agreement']:.3f} of {f2['headline_group']} (every step and block), "
         f"'high' (the rule ditlens used before) in {rules['high']['generated']['agreement']:.3f}"
-        + (": the higher-valued cluster is mostly the background." if rules["high"]["generated"]["agreement"] < 0.5 else "."),
+        + (
+            ": the higher-valued cluster is mostly the background."
+            if rules["high"]["generated"]["agreement"] < 0.5
+            else "."
+        ),
         f"- **{v3['finding']}: {v3['status']}.** {v3['evidence']} Two-object targets at alpha = 1, shape moved / "
         f"other object kept: {locality}"
-        + (" (the chosen streams = txt edit no image token, so every mask origin acts alike)" if transport["chosen"]["streams"] == "txt" else "")
+        + (
+            " (the chosen streams = txt edit no image token, so every mask origin acts alike)"
+            if transport["chosen"]["streams"] == "txt"
+            else ""
+        )
         + f". Image-conditioned (k = {transport['chosen']['k']}): the reference's colour "
         f"{image['renoise']['colour_from_source']:.2f} and shape {image['renoise']['shape_from_source']:.2f} "
         f"re-noised, {image['invert']['colour_from_source']:.2f} and {image['invert']['shape_from_source']:.2f} "
@@ -77,13 +85,18 @@ def rewrite(text: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md's section is not what the reports say")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if README.md's section is not what the reports say"
+    )
     args = parser.parse_args()
     text = README.read_text()
     new = rewrite(text)
     if args.check:
         if new != text:
-            print("README.md's findings section differs from the reports: run python scripts/readme_findings.py", file=sys.stderr)
+            print(
+                "README.md's findings section differs from the reports: run python scripts/readme_findings.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     README.write_text(new)

@@ -36,9 +36,9 @@ from diffusers import (
     AutoencoderKLQwenImage,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
     Flux2Transformer2DModel,
-    FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
     QwenImagePipeline,
@@ -104,9 +104,17 @@ FAMILY_CALL["sana"]["use_resolution_binning"] = False
 # Settings that make TWO transformer calls per step: the conditional call first, then the
 # unconditional one, each with the batch of the prompts.
 TWO_CALL_CFG: dict[str, dict] = {
-    "flux": {"true_cfg_scale": 2.0, "negative_prompt": NEGATIVE_PROMPTS},  # guidance_scale is FLUX.1-dev's embedded guidance
-    "qwenimage": {"true_cfg_scale": 2.0, "negative_prompt": NEGATIVE_PROMPTS},  # default true_cfg_scale=4 needs a negative prompt
-    "flux2": {"guidance_scale": 4.0},  # the default: klein base (is_distilled=False) always runs CFG, negative prompt ""
+    "flux": {
+        "true_cfg_scale": 2.0,
+        "negative_prompt": NEGATIVE_PROMPTS,
+    },  # guidance_scale is FLUX.1-dev's embedded guidance
+    "qwenimage": {
+        "true_cfg_scale": 2.0,
+        "negative_prompt": NEGATIVE_PROMPTS,
+    },  # default true_cfg_scale=4 needs a negative prompt
+    "flux2": {
+        "guidance_scale": 4.0
+    },  # the default: klein base (is_distilled=False) always runs CFG, negative prompt ""
 }
 # SANA and SD3 run classifier-free guidance by default (guidance_scale > 1) as ONE transformer
 # call per step on 2B rows: torch.cat([uncond, cond]) (the unconditional half first).
@@ -114,7 +122,11 @@ BATCHED_CFG: dict[str, dict] = {"sana": {"guidance_scale": 4.5}, "sd3": {"guidan
 # SD3 skip-layer guidance adds a third pass (B rows, cond only, `skip_layers`) in the steps i with
 # start * num_inference_steps < i < stop * num_inference_steps. With the defaults (0.01, 0.2) that
 # needs num_inference_steps >= 6 (then only step 1); these bounds give step 1 of a 2-step run.
-SD3_SKIP_LAYER_GUIDANCE = {"skip_guidance_layers": [1], "skip_layer_guidance_start": 0.0, "skip_layer_guidance_stop": 1.0}
+SD3_SKIP_LAYER_GUIDANCE = {
+    "skip_guidance_layers": [1],
+    "skip_layer_guidance_start": 0.0,
+    "skip_layer_guidance_stop": 1.0,
+}
 
 HEADS, HEAD_DIM = 2, 16
 SEED = 0
@@ -458,7 +470,9 @@ def _qwenimage() -> QwenImagePipeline:
         shift_terminal=0.02,
         time_shift_type="exponential",
     )
-    return QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
+    return QwenImagePipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
+    )
 
 
 def _sana() -> SanaPipeline:
@@ -536,7 +550,9 @@ def _sana() -> SanaPipeline:
         algorithm_type="dpmsolver++",
         final_sigmas_type="zero",
     )
-    return SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+    return SanaPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
 
 
 def _sd3() -> StableDiffusion3Pipeline:

@@ -31,10 +31,14 @@ from .tiny_models import TinyModel, tiny_model
 B = 2
 D = 32  # hidden size of every tiny model
 EXPECTED = {  # name -> (adapter, site names in forward order)
-    "flux": (FluxAdapter, ["transformer_blocks.0", "transformer_blocks.1",
-                           "single_transformer_blocks.0", "single_transformer_blocks.1"]),
-    "flux2": (Flux2Adapter, ["transformer_blocks.0", "transformer_blocks.1",
-                             "single_transformer_blocks.0", "single_transformer_blocks.1"]),
+    "flux": (
+        FluxAdapter,
+        ["transformer_blocks.0", "transformer_blocks.1", "single_transformer_blocks.0", "single_transformer_blocks.1"],
+    ),
+    "flux2": (
+        Flux2Adapter,
+        ["transformer_blocks.0", "transformer_blocks.1", "single_transformer_blocks.0", "single_transformer_blocks.1"],
+    ),
     "qwenimage": (QwenImageAdapter, ["transformer_blocks.0", "transformer_blocks.1"]),
     "sana": (SanaAdapter, ["transformer_blocks.0", "transformer_blocks.1"]),
     "sd3": (SD3Adapter, ["transformer_blocks.0", "transformer_blocks.1", "transformer_blocks.2"]),
@@ -67,6 +71,7 @@ def _forward(
     handles = []
     try:
         for site in sites:
+
             def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any, site=site) -> Any:
                 return site_hook(site, output, args, kwargs)
 
@@ -161,8 +166,13 @@ def test_unsupported_model_lists_supported_classes():
         adapter_for(nn.Linear(2, 2))
     message = str(info.value)
     assert "Linear" in message
-    for name in ("FluxTransformer2DModel", "Flux2Transformer2DModel", "QwenImageTransformer2DModel",
-                 "SanaTransformer2DModel", "SD3Transformer2DModel"):
+    for name in (
+        "FluxTransformer2DModel",
+        "Flux2Transformer2DModel",
+        "QwenImageTransformer2DModel",
+        "SanaTransformer2DModel",
+        "SD3Transformer2DModel",
+    ):
         assert name in message
         assert name in supported_classes()
     assert len(ADAPTERS) == 5
@@ -201,8 +211,9 @@ def test_flux2_single_blocks_alone_need_the_text_length():
         lambda module, args, kwargs: adapter.on_transformer_call(args, kwargs), with_kwargs=True
     )
     try:
-        _forward(tiny, adapter, _look(lambda s, o, a, k: seen.setdefault(s.name, adapter.split(o, a, k))),
-                 sites=singles)
+        _forward(
+            tiny, adapter, _look(lambda s, o, a, k: seen.setdefault(s.name, adapter.split(o, a, k))), sites=singles
+        )
     finally:
         handle.remove()
     for streams in seen.values():
@@ -215,6 +226,7 @@ def test_flux2_single_block_called_with_split_or_text_seq_len():
     adapter = adapter_for(tiny.transformer)
     block = tiny.transformer.single_transformer_blocks[0]
     captured: dict[str, Any] = {}
+
     def capture(s, o, a, k):
         if s.module is block:
             captured.update(kwargs=k, out=o)

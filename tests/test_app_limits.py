@@ -65,7 +65,8 @@ OVERSIZED = {
     # name: (call on the explorer, words the message must hold: field, value, range)
     "steps": (lambda e: e.find([PROMPT], [0], 2, "abs_mean", settings(200000)), ["steps", "200000", "1..200"]),
     "height": (
-        lambda e: e.find([PROMPT], [0], 2, "abs_mean", settings(height=100000)), ["height", "100000", "1..2048"]
+        lambda e: e.find([PROMPT], [0], 2, "abs_mean", settings(height=100000)),
+        ["height", "100000", "1..2048"],
     ),
     "prompts": (lambda e: e.find([PROMPT] * 1000, [0], 2, "abs_mean", settings()), ["prompts", "1000", "1..16"]),
     "prompt length": (
@@ -74,7 +75,8 @@ OVERSIZED = {
     ),
     "seeds": (lambda e: e.find([PROMPT], list(range(17)), 2, "abs_mean", settings()), ["seeds", "17", "1..16"]),
     "seed value": (
-        lambda e: e.find([PROMPT], [2**40], 2, "abs_mean", settings()), ["seeds", str(2**40), "0..4294967295"]
+        lambda e: e.find([PROMPT], [2**40], 2, "abs_mean", settings()),
+        ["seeds", str(2**40), "0..4294967295"],
     ),
     "k": (lambda e: e.find([PROMPT], [0], 10**6, "abs_mean", settings()), ["k", "1000000", "1..256"]),
     "images": (
@@ -229,7 +231,11 @@ def page(explorer, tmp_path_factory):
         app = build_app(explorer)
         port = free_port()
         app.launch(
-            server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+            server_name="127.0.0.1",
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            ssr_mode=False,
             show_error=False,
         )
         try:
@@ -349,16 +355,37 @@ def test_every_tab_answers_with_its_scores_and_a_zip_of_its_commands_files(page)
     requests = {
         "find": (find_inputs(2), "find", "site"),
         "disrupt": (
-            (f"{PROMPT}\n{TARGET}", "0", [1], ["top"], 0, 1, "abs_mean", 0, 0, *settings), "disrupt", "objects fully correct"
+            (f"{PROMPT}\n{TARGET}", "0", [1], ["top"], 0, 1, "abs_mean", 0, 0, *settings),
+            "disrupt",
+            "objects fully correct",
         ),
         "segment": (
             (f"{PROMPT}\n{TARGET}", "0", 2, ["top"], "border", "abs_mean", *settings, "single_transformer_blocks.1"),
-            "segment", "mIoU at the best site",
+            "segment",
+            "mIoU at the best site",
         ),
         "transport": (
-            ("two prompts", PROMPT, None, "", TARGET, 0.75, False, 64, "source", "border", "txt", "abs_mean", 0, 0, 0, 1,
-             *settings),
-            "transport", "colour moved",
+            (
+                "two prompts",
+                PROMPT,
+                None,
+                "",
+                TARGET,
+                0.75,
+                False,
+                64,
+                "source",
+                "border",
+                "txt",
+                "abs_mean",
+                0,
+                0,
+                0,
+                1,
+                *settings,
+            ),
+            "transport",
+            "colour moved",
         ),
     }
     for tab, (inputs, command, column) in requests.items():

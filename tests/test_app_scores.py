@@ -131,8 +131,11 @@ def test_segment_table_holds_the_commands_scores(explorer):
         curves = sc.per_site()
         best = int(curves["miou"].argmax())
         assert row[1:] == [
-            round(float(curves["miou"][best]), 3), view.result.sites[best], round(float(curves["oracle"][best]), 3),
-            round(float(curves["agreement"][best]), 2), round(float(curves["miou"].mean()), 3),
+            round(float(curves["miou"][best]), 3),
+            view.result.sites[best],
+            round(float(curves["oracle"][best]), 3),
+            round(float(curves["agreement"][best]), 2),
+            round(float(curves["miou"].mean()), 3),
         ], rule
 
 
@@ -194,7 +197,7 @@ def test_a_run_leaves_the_files_its_command_writes(explorer, tab, tmp_path):
     assert words[:2] == ["ditlens", "interpolate" if tab == "transport strip" else tab.split()[0]]
     assert main(words[1:] + ["--out", str(tmp_path / "cli"), "--quiet"]) == 0
     app, cli = files(tmp_path / "app"), files(tmp_path / "cli")
-    assert app - {"command.txt"} == cli, (app ^ cli)
+    assert app - {"command.txt"} == cli, app ^ cli
     differ = {n for n in cli if not filecmp.cmp(tmp_path / "app" / n, tmp_path / "cli" / n, shallow=False)}
     assert differ <= RICHER, differ
 
@@ -240,7 +243,9 @@ def test_a_reference_without_a_caption_runs_with_the_empty_prompt_on_the_image_s
 
 
 @pytest.mark.parametrize("streams", ["txt", "both"])
-def test_a_reference_without_a_caption_is_refused_on_the_text_stream_with_the_reason(explorer, reference, calls, streams):
+def test_a_reference_without_a_caption_is_refused_on_the_text_stream_with_the_reason(
+    explorer, reference, calls, streams
+):
     with pytest.raises(ValueError) as refused:
         explorer.transport(TARGET, TransportConfig(streams=streams), reference=reference)
     message = str(refused.value)
@@ -261,7 +266,9 @@ def test_the_refusal_is_measured_the_text_stream_of_the_empty_prompt_loses_the_t
     for seed in (0, 1):
         layout = {}
         for caption in ("", PROMPTS[0]):
-            result = transport_image(explorer.pipe, image, TARGET, TransportConfig(), reference_prompt=caption, seed=seed)
+            result = transport_image(
+                explorer.pipe, image, TARGET, TransportConfig(), reference_prompt=caption, seed=seed
+            )
             # the reference is PROMPTS[0]'s image: its caption scores both runs
             layout[caption] = transport_scores(result, PROMPTS[0], TARGET, scorers)["a=1"]["mask_iou_with_target"]
         assert layout[""] < 0.5 < 0.8 < layout[PROMPTS[0]], (seed, layout)
@@ -287,7 +294,10 @@ def test_the_degenerate_rule_names_noise_constant_blank_and_non_finite_images(ex
     assert check_image(faint).problem is None  # alone it is an image...
     assert "blank" in check_image(faint, picture).problem  # ...but it lost what the unedited image showed
     assert check_image(picture).noise_share < NOISE_SHARE / 3
-    assert degenerate("x", torch.stack([picture, noise])) == f"x: 1 of 2 images degenerate, e.g. {check_image(noise).problem}"
+    assert (
+        degenerate("x", torch.stack([picture, noise]))
+        == f"x: 1 of 2 images degenerate, e.g. {check_image(noise).problem}"
+    )
     assert degenerate("x", picture[None]) is None
     from ditlens.app import degenerate_images
 
@@ -364,5 +374,6 @@ def test_the_segment_pickers_leave_a_runs_status_on_the_page(explorer):
     assert len(picks) == 2, [d.get("api_name") for d in config["dependencies"]]
     for dependency in picks:
         assert [(ids[target], event) for target, event in dependency["targets"]] in (
-            [("segment-site", "input")], [("segment-step", "input")]
+            [("segment-site", "input")],
+            [("segment-step", "input")],
         ), dependency["targets"]

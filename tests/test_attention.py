@@ -156,7 +156,12 @@ def test_rows_and_per_sample_positions():
     tiny = peaky(tiny_flux())
     inputs = tiny.make_inputs(2, torch.Generator().manual_seed(3))
     results = {}
-    for key, positions, rows in (("both", [[1], [2, 3]], None), ("a", [1], None), ("b", [2, 3], None), ("last", [2, 3], 1)):  # prompts=1 on 2 rows: [uncond, cond], the last row
+    for key, positions, rows in (
+        ("both", [[1], [2, 3]], None),
+        ("a", [1], None),
+        ("b", [2, 3], None),
+        ("last", [2, 3], 1),
+    ):  # prompts=1 on 2 rows: [uncond, cond], the last row
         with AttentionMaps(tiny.transformer, positions, prompts=rows) as maps, torch.no_grad():
             tiny.transformer(**inputs)
             tiny.transformer(**inputs)  # a bare transformer: every call is one step
@@ -203,8 +208,15 @@ def test_refusals_are_clear():
     assert all(type(p) is FluxAttnProcessor for p in processors(tiny.transformer).values())
 
     class WithExtras(FluxAttnProcessor):
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                     image_rotary_emb=None, ip_hidden_states=None):  # an IP-Adapter-like extra argument
+        def __call__(
+            self,
+            attn,
+            hidden_states,
+            encoder_hidden_states=None,
+            attention_mask=None,
+            image_rotary_emb=None,
+            ip_hidden_states=None,
+        ):  # an IP-Adapter-like extra argument
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
     odd = WithExtras()

@@ -29,7 +29,11 @@ SITES = {
     "flux2": ("transformer_blocks.0", "single_transformer_blocks.1"),  # dual; parallel single (fused qkv + MLP)
     "qwenimage": ("transformer_blocks.1",),
     "sana": ("transformer_blocks.1",),  # the map is attn2's (cross-attention)
-    "sd3": ("transformer_blocks.0", "transformer_blocks.1", "transformer_blocks.2"),  # SD3.5 dual attention; plain; context_pre_only
+    "sd3": (
+        "transformer_blocks.0",
+        "transformer_blocks.1",
+        "transformer_blocks.2",
+    ),  # SD3.5 dual attention; plain; context_pre_only
 }
 POSITIONS = [[1, 3], [0]]  # per sample: text positions of the subject's words
 PADDED = 2  # sample 1's text ends in this many padding tokens (masked) where the family takes a text mask
@@ -74,12 +78,22 @@ def processor_softmax(tiny, inputs, attn, monkeypatch) -> torch.Tensor:
     def spy(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if inside:
             calls.append((query, key, attn_mask, scale))
-        return real(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                    scale=scale, enable_gqa=enable_gqa)
+        return real(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=enable_gqa,
+        )
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    handles = [attn.register_forward_pre_hook(lambda *a: inside.append(1)),
-               attn.register_forward_hook(lambda *a: inside.clear())]
+    handles = [
+        attn.register_forward_pre_hook(lambda *a: inside.append(1)),
+        attn.register_forward_hook(lambda *a: inside.clear()),
+    ]
     try:
         with torch.no_grad():
             tiny.transformer(**inputs)
@@ -134,7 +148,9 @@ def test_outputs_bit_identical_and_layout(name):
         for p in wrapped.values():  # the attention module reads the processor's signature to pick its arguments
             assert inspect.signature(p.__call__) == inspect.signature(p.original.__call__)
         with torch.no_grad():
-            seen = [transformer(**inputs, return_dict=False)[0] for _ in range(2)]  # a bare transformer: a call is a step
+            seen = [
+                transformer(**inputs, return_dict=False)[0] for _ in range(2)
+            ]  # a bare transformer: a call is a step
     assert all(torch.equal(plain, s) for s in seen)
     after = dict(transformer.attn_processors)
     assert all(after[k] is before[k] for k in before) and not transformer._forward_pre_hooks
@@ -155,20 +171,41 @@ def test_outputs_bit_identical_and_layout(name):
 
 
 def test_a_family_without_locator_is_refused(monkeypatch):
-    assert set(SUPPORTED_CLASSES) == {"FluxTransformer2DModel", "Flux2Transformer2DModel", "QwenImageTransformer2DModel",
-                                      "SanaTransformer2DModel", "SD3Transformer2DModel"}
+    assert set(SUPPORTED_CLASSES) == {
+        "FluxTransformer2DModel",
+        "Flux2Transformer2DModel",
+        "QwenImageTransformer2DModel",
+        "SanaTransformer2DModel",
+        "SD3Transformer2DModel",
+    }
     tiny, _ = sharp("sd3")
     monkeypatch.setattr(SD3Adapter, "attention_locator", None)
-    with pytest.raises(ValueError, match=r"Attention maps are not wired for SD3Transformer2DModel\. Supported: "
-                                         r"Flux2Transformer2DModel, FluxTransformer2DModel, QwenImageTransformer2DModel, "
-                                         r"SanaTransformer2DModel\."):
+    with pytest.raises(
+        ValueError,
+        match=r"Attention maps are not wired for SD3Transformer2DModel\. Supported: "
+        r"Flux2Transformer2DModel, FluxTransformer2DModel, QwenImageTransformer2DModel, "
+        r"SanaTransformer2DModel\.",
+    ):
         AttentionMaps(tiny.transformer, [0])
 
 
-@pytest.mark.parametrize(("name", "site", "processor", "why"), [
-    ("sd3", "transformer_blocks.1", FusedJointAttnProcessor2_0, "reproduces the softmax of JointAttnProcessor2_0 only"),
-    ("flux2", "transformer_blocks.0", Flux2KVAttnProcessor, "softmax of Flux2AttnProcessor, Flux2ParallelSelfAttnProcessor only"),
-])
+@pytest.mark.parametrize(
+    ("name", "site", "processor", "why"),
+    [
+        (
+            "sd3",
+            "transformer_blocks.1",
+            FusedJointAttnProcessor2_0,
+            "reproduces the softmax of JointAttnProcessor2_0 only",
+        ),
+        (
+            "flux2",
+            "transformer_blocks.0",
+            Flux2KVAttnProcessor,
+            "softmax of Flux2AttnProcessor, Flux2ParallelSelfAttnProcessor only",
+        ),
+    ],
+)
 def test_processors_it_cannot_reproduce_are_refused(name, site, processor, why):
     tiny, _ = sharp(name)
     attn = attention_of(tiny, site)

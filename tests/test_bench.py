@@ -49,8 +49,13 @@ def test_findings_report_headlines_are_the_verdicts_of_its_numbers(pipe, tmp_pat
 
 def test_transport_report_headline_is_the_verdict_of_its_numbers(pipe, tmp_path):
     config = TransportBenchConfig(
-        n_pairs=2, alphas=[0.0, 1.0], sweep_k=[2, 256], sweep_windows=[None], sweep_sites=["all"],
-        sweep_masks=["source", "all"], sweep_streams=["img", "txt"],
+        n_pairs=2,
+        alphas=[0.0, 1.0],
+        sweep_k=[2, 256],
+        sweep_windows=[None],
+        sweep_sites=["all"],
+        sweep_masks=["source", "all"],
+        sweep_streams=["img", "txt"],
     )
     bench_transport(pipe, tmp_path, config, "test", say=lambda _: None)
     numbers = json.loads((tmp_path / "transport.json").read_text())
@@ -61,7 +66,9 @@ def test_transport_report_headline_is_the_verdict_of_its_numbers(pipe, tmp_path)
     assert f"colour {curve['colour_from_source']:.2f}, shape {curve['shape_from_source']:.2f}" in verdict["evidence"]
     few = numbers["defaults_sweep"]["k=2"]  # the only few-channel k here (k <= 256 / 8)
     assert f"(k = 2 of 256) moves the source's colour {few['colour_from_source']:.2f}" in verdict["evidence"]
-    assert {"streams=img", "streams=txt", "k=2", "k=256", "random k=2 (control)", "mask=source", "mask=all"} <= set(numbers["defaults_sweep"])
+    assert {"streams=img", "streams=txt", "k=2", "k=256", "random k=2 (control)", "mask=source", "mask=all"} <= set(
+        numbers["defaults_sweep"]
+    )
     two = numbers["two_object_targets"]
     assert "massive-channel transport (mask = source)" in two and "massive-channel transport (mask = all)" in two
     edge = numbers["k_sweep_edge"]

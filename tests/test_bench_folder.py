@@ -20,8 +20,20 @@ from ditlens.bench import (
 from ditlens.builtin import scenes_v2
 from ditlens.cli import main
 
-TINY = {"steps": 4, "batch_size": 4, "hidden_size": 32, "num_heads": 2, "num_double_blocks": 1, "num_single_blocks": 1,
-        "text_layers": 1, "num_workers": 0, "warmup_steps": 2, "log_every": 2, "sample_every": 1000, "sample_steps": 2}
+TINY = {
+    "steps": 4,
+    "batch_size": 4,
+    "hidden_size": 32,
+    "num_heads": 2,
+    "num_double_blocks": 1,
+    "num_single_blocks": 1,
+    "text_layers": 1,
+    "num_workers": 0,
+    "warmup_steps": 2,
+    "log_every": 2,
+    "sample_every": 1000,
+    "sample_steps": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +52,9 @@ def classifier_v2(tmp_path_factory, one_thread) -> str:
     from ditlens.metrics import classifier as clf
 
     folder = tmp_path_factory.mktemp("clf") / "classifier-v2"
-    model = clf.train_classifier_v2(steps=2, batch_size=8, config=clf.ClassifierV2Config(channels=(8, 16, 16), feature_dim=32), progress=False)
+    model = clf.train_classifier_v2(
+        steps=2, batch_size=8, config=clf.ClassifierV2Config(channels=(8, 16, 16), feature_dim=32), progress=False
+    )
     model.save_pretrained(folder)
     return str(folder)
 
@@ -87,7 +101,12 @@ def names_model(report: str, numbers: dict, folder: str, world: str, command: st
     assert f"Model: `{folder}` (world {world};" in first and "hidden size 32, 1 double + 1 single blocks" in first
     assert "trained with " in first and "steps 4, batch size 4" in first and "train_config.json" in first
     model = numbers["model"]
-    assert (model["folder"], model["world"], model["shipped"], model["train_config"]["steps"]) == (folder, world, False, 4)
+    assert (model["folder"], model["world"], model["shipped"], model["train_config"]["steps"]) == (
+        folder,
+        world,
+        False,
+        4,
+    )
 
 
 def test_the_band_rule_reads_exact_masks_on_textured_renders():
@@ -101,19 +120,29 @@ def test_the_band_rule_reads_exact_masks_on_textured_renders():
 
     source, target = transport_pairs(1, world=scenes_v2)[0]
     image = fidelity_v2.renders([target], [5])
-    assert fidelity_v2.transport_scores(image, source, target, image[0], None) == [{"mask_iou_with_target": 1.0, "ghosting": 0.0}]
+    assert fidelity_v2.transport_scores(image, source, target, image[0], None) == [
+        {"mask_iou_with_target": 1.0, "ghosting": 0.0}
+    ]
 
 
 def test_world_helpers_follow_the_world_and_keep_v1():
     # v1: the very prompts and pairs the committed reports were made from
     v1 = held_out_prompts(2)
-    assert v1 == ["a large blue cross on the right and a small yellow diamond at the bottom on a navy background",
-                  "a small red circle at the bottom on a white background"]
+    assert v1 == [
+        "a large blue cross on the right and a small yellow diamond at the bottom on a navy background",
+        "a small red circle at the bottom on a white background",
+    ]
     assert [subject_positions(p) for p in v1] == [[2, 3, 4, 10, 11, 12], [2, 3, 4]]
-    assert transport_pairs(2)[1] == ("a large orange circle at the top on a brown background", "a large yellow cross at the top on a black background")
-    assert transport_pairs(1, seed=1235, second_object=True) == [(
-        "a small pink diamond on the right on a brown background",
-        "a small blue cross on the right and a small orange square at the bottom on a olive background")]
+    assert transport_pairs(2)[1] == (
+        "a large orange circle at the top on a brown background",
+        "a large yellow cross at the top on a black background",
+    )
+    assert transport_pairs(1, seed=1235, second_object=True) == [
+        (
+            "a small pink diamond on the right on a brown background",
+            "a small blue cross on the right and a small orange square at the bottom on a olive background",
+        )
+    ]
     # v2: held-out captions of its grammar; the subject words stop before the background's texture
     prompt = "a large striped red star at the top left on a checked navy background"
     assert subject_positions(prompt, scenes_v2) == [2, 3, 4, 5]
@@ -133,7 +162,14 @@ def test_findings_on_a_v1_folder(models, findings_v1):
     assert f"| none | 0 | {none['full_object_accuracy']:.3f} | {none['frechet_distance']:.1f} |" in report
     top = numbers["finding2"]["image_sets"]["generated"][numbers["finding2"]["headline_group"]]["top"]
     assert f"| {top['miou']:.3f} ({top['best_site']}) | {top['oracle']:.3f} |" in report
-    assert set(numbers["finding1"]["none"]["accuracy"]) == {"position", "shape", "colour", "size", "full_object", "background"}
+    assert set(numbers["finding1"]["none"]["accuracy"]) == {
+        "position",
+        "shape",
+        "colour",
+        "size",
+        "full_object",
+        "background",
+    }
 
 
 def test_findings_on_a_v2_folder_without_a_classifier_lists_what_it_could_not_measure(models, findings_v2):
@@ -142,16 +178,27 @@ def test_findings_on_a_v2_folder_without_a_classifier_lists_what_it_could_not_me
     assert headings(report)[0] == "Finding 1 (functionally critical): not decided"
     assert headings(report)[-1] == "Not measured"
     missing = numbers["not_measured"]
-    assert len(missing) == 1 and "prompt fidelity" in missing[0] and "Frechet distance" in missing[0] and "--classifier FOLDER" in missing[0]
+    assert (
+        len(missing) == 1
+        and "prompt fidelity" in missing[0]
+        and "Frechet distance" in missing[0]
+        and "--classifier FOLDER" in missing[0]
+    )
     assert missing[0] in report
     assert "verdict" not in numbers["finding1"]
     top16 = numbers["finding1"]["top-16"]["psnr_db_to_unedited"]
     assert f"| top | 16 | {top16:.1f} |" in report
     # Finding 2 runs: v2's groups, exact masks for renders, the band rule for generated images
     f2 = numbers["finding2"]
-    assert f2["headline_group"] == "all images" and set(f2["image_sets"]["renders"]) <= {"all images", "plain backgrounds", "textured backgrounds"}
+    assert f2["headline_group"] == "all images" and set(f2["image_sets"]["renders"]) <= {
+        "all images",
+        "plain backgrounds",
+        "textured backgrounds",
+    }
     top = f2["image_sets"]["renders"]["all images"]["top"]
-    assert f"| renders, all images (2) | top-2 | {top['miou']:.3f} ({top['best_site']}) | {top['oracle']:.3f} |" in report
+    assert (
+        f"| renders, all images (2) | top-2 | {top['miou']:.3f} ({top['best_site']}) | {top['oracle']:.3f} |" in report
+    )
     assert f2["verdict"]["text"] in report and "nearest colour band" in report
 
 
@@ -172,9 +219,13 @@ def test_transport_on_a_v2_folder_moves_colour_shape_and_texture(models, transpo
     verdict = numbers["verdict"]
     assert headings(report)[0] == f"{verdict['finding']}: {verdict['status']}"
     curve = numbers["strength_curve"]["transport"]["1.0"]
-    assert {"colour_from_source", "shape_from_source", "texture_from_source", "others_kept"} - set(curve) == {"others_kept"}
-    row = (f"| massive-channel transport | 1 | {curve['both_from_source']:.3f} | {curve['colour_from_source']:.3f} | "
-           f"{curve['shape_from_source']:.3f} | {curve['texture_from_source']:.3f} | {curve['mask_iou_with_target']:.3f} |")
+    assert {"colour_from_source", "shape_from_source", "texture_from_source", "others_kept"} - set(curve) == {
+        "others_kept"
+    }
+    row = (
+        f"| massive-channel transport | 1 | {curve['both_from_source']:.3f} | {curve['colour_from_source']:.3f} | "
+        f"{curve['shape_from_source']:.3f} | {curve['texture_from_source']:.3f} | {curve['mask_iou_with_target']:.3f} |"
+    )
     assert row in report
     assert "texture_from_source" in numbers["two_object_targets"]["pixel blending"]["1.0"]
     assert numbers["chosen"]["by_measurement"] is True
@@ -211,12 +262,16 @@ def test_bad_folders_and_classifiers_are_refused_before_anything_runs(models, cl
     assert "lacks transformer/diffusion_pytorch_model.safetensors" in run_error(capsys, [*base, "--model", str(broken)])
     err = run_error(capsys, [*base, "--model", models["v2"], "--classifier", str(DEFAULT_WEIGHTS)])
     assert "is for world v1, but the model is of world v2" in err
-    err = run_error(capsys, ["bench", "transport", "--out", str(out), "--model", models["v1"], "--classifier", classifier_v2])
+    err = run_error(
+        capsys, ["bench", "transport", "--out", str(out), "--model", models["v1"], "--classifier", classifier_v2]
+    )
     assert "is for world v2, but the model is of world v1" in err
     assert "No classifier at" in run_error(capsys, [*base, "--model", models["v2"], "--classifier", str(empty)])
     real = tmp_path / "real"
     real.mkdir()
     (real / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    assert "--classifier is for a built-in-family model" in run_error(capsys, [*base, "--model", str(real), "--classifier", classifier_v2])
+    assert "--classifier is for a built-in-family model" in run_error(
+        capsys, [*base, "--model", str(real), "--classifier", classifier_v2]
+    )
     assert not out.exists()  # nothing was written
     assert check_model_folder(models["v1"]) == "v1" and check_model_folder(models["v2"]) == "v2"

@@ -20,7 +20,11 @@ SCRIPTS = {  # script and arguments -> what its output must contain
     ("recording_overhead.py", "--quick"): ["RESULT recording overhead", "RESULT recording work alone"],
     ("stats_memory.py", "--quick"): ["RESULT default RecordConfig", "independent of the token count"],
     ("mask_cost.py", "--quick"): ["RESULT K=2 mask"],
-    ("transport_cost.py", "--quick"): ["RESULT transport (defaults: mask", "RESULT transport (mask 'source', image stream)", "RESULT transport (every token"],
+    ("transport_cost.py", "--quick"): [
+        "RESULT transport (defaults: mask",
+        "RESULT transport (mask 'source', image stream)",
+        "RESULT transport (every token",
+    ],
     ("transport_parts.py", "--quick"): ["RESULT + hooks, nothing done", "RESULT transport_text (a new edit per call)"],
     ("nnsight_compare.py", "--quick"): ["RESULT naive hooks / ditlens"],
     ("inversion.py", "--quick"): ["MSE from the inverted start"],
@@ -32,7 +36,11 @@ def test_bench_script_runs_and_prints_its_results(script):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script[0]), *script[1:]],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for expected in SCRIPTS[script]:

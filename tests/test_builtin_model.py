@@ -69,7 +69,9 @@ def test_deterministic_with_generator(pipe):
 
 def test_cfg_is_one_call_uncond_then_cond(pipe):
     seen = []
-    handle = pipe.transformer.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape[0]), with_kwargs=True)
+    handle = pipe.transformer.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape[0]), with_kwargs=True
+    )
     try:
         pipe(PROMPTS[:3], num_inference_steps=2, guidance_scale=4.0, output_type="latent")
         pipe(PROMPTS[:3], num_inference_steps=1, guidance_scale=1.0, output_type="latent")
@@ -93,7 +95,9 @@ def test_fidelity_above_chance(pipe):
     classifier_module = pytest.importorskip("ditlens.metrics.classifier")
     classifier = classifier_module.AttributeClassifier.from_pretrained()
     batch = scenes.sample_batch(8, seed=7, split="heldout", n_objects=1)
-    images = pipe(batch.captions, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    images = pipe(
+        batch.captions, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     scores = classifier_module.score_fidelity(classifier, images * 2 - 1, batch.captions)
     # chance: shape 1/5, colour 1/8; the trained model is far above it even at 4 steps
     assert scores.accuracy("shape") >= 0.75

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ditlens.channels import BottomK, Fixed, RandomK, Threshold, TopK, jaccard, mean_pairwise_jaccard, selector_from_name
+from ditlens.channels import (
+    BottomK,
+    Fixed,
+    RandomK,
+    Threshold,
+    TopK,
+    jaccard,
+    mean_pairwise_jaccard,
+    selector_from_name,
+)
 from ditlens.hooks import HookContext
 from ditlens.intervene import ReplaceFromRows, ScaleChannels, Scope, ZeroChannels
 
@@ -117,7 +126,9 @@ def test_replace_on_selected_channels_equals_the_generic_mask_path(channels_from
     img = torch.randn(6, 16, 32, generator=gen).to(torch.bfloat16)  # 2 CFG halves x 3 prompts
     tokens = (torch.rand(6, 16, generator=gen) > 0.5).float()
     ctx = HookContext("transformer_blocks.0", 0, 0, 6)
-    common = dict(source_of={1: 0, 2: 0}, group_size=3, tokens=tokens, alphas={1: 0.5, 2: 1.0}, channels_from=channels_from)
+    common = dict(
+        source_of={1: 0, 2: 0}, group_size=3, tokens=tokens, alphas={1: 0.5, 2: 1.0}, channels_from=channels_from
+    )
     fast = ReplaceFromRows(channels=TopK(4), **common)(img, ctx)
     generic = ReplaceFromRows(channels=_MaskOnly(4), **common)(img, ctx)
     assert torch.equal(fast, generic)
@@ -154,8 +165,13 @@ def test_replace_equals_the_rule_written_out_bit_for_bit(channels_from, selector
     ctx = HookContext("transformer_blocks.0", 0, 0, 6)
     rows = (0, 1, 2, 3, 5)  # row 4, a target, out of scope
     edit = ReplaceFromRows(
-        source_of={1: 0, 2: 0}, group_size=3, channels=TopK(4) if selector == "top_k" else _MaskOnly(4),
-        tokens=token_mask, alphas={1: 0.5, 2: 1.0}, channels_from=channels_from, scope=Scope(rows=rows),
+        source_of={1: 0, 2: 0},
+        group_size=3,
+        channels=TopK(4) if selector == "top_k" else _MaskOnly(4),
+        tokens=token_mask,
+        alphas={1: 0.5, 2: 1.0},
+        channels_from=channels_from,
+        scope=Scope(rows=rows),
     )
     expected = reference_replace(img, {1: 0, 2: 0}, 3, 4, {1: 0.5, 2: 1.0}, token_mask, channels_from, rows)
     assert torch.equal(edit(img, ctx), expected)

@@ -68,8 +68,7 @@ def test_shipped_classifier_reads_fresh_renders(shipped, heldout):
     predicted = predict_scenes(shipped, heldout.images)
     # predictions list objects in POSITIONS order, scenes in drawing order
     exact = sum(
-        set(p.objects) == set(s.objects) and p.background == s.background
-        for p, s in zip(predicted, heldout.scenes)
+        set(p.objects) == set(s.objects) and p.background == s.background for p, s in zip(predicted, heldout.scenes)
     ) / len(heldout)
     assert exact >= 0.95
 
@@ -127,23 +126,23 @@ def test_frechet_distance_matches_closed_form():
 
 def test_score_fidelity_hand_made_case():
     shown = [
-        Scene((SceneObject("circle", "red", "large", "left"),
-               SceneObject("square", "blue", "small", "bottom")), ("gray",)),
-        Scene((SceneObject("circle", "red", "large", "left"),
-               SceneObject("square", "blue", "small", "bottom")), ("gray",)),
+        Scene(
+            (SceneObject("circle", "red", "large", "left"), SceneObject("square", "blue", "small", "bottom")), ("gray",)
+        ),
+        Scene(
+            (SceneObject("circle", "red", "large", "left"), SceneObject("square", "blue", "small", "bottom")), ("gray",)
+        ),
         Scene((SceneObject("triangle", "yellow", "small", "center"),), ("black", "white")),
     ]
     prompts = [
         caption(shown[0]),  # all right
         # wrong colour on the left, object asked at the top but drawn at the bottom, wrong bg
-        "a large green circle on the left and a small blue square at the top "
-        "on a gray and navy background",
+        "a large green circle on the left and a small blue square at the top on a gray and navy background",
         "a large yellow triangle in the center on a black and white background",  # wrong size
     ]
     scores = score_fidelity(_Oracle(shown), _images(shown), prompts)
     assert scores.n_images == 3 and scores.n_objects == 5
-    assert scores.correct == {"position": 4, "shape": 4, "colour": 3, "size": 3,
-                              "full_object": 2, "background": 2}
+    assert scores.correct == {"position": 4, "shape": 4, "colour": 3, "size": 3, "full_object": 2, "background": 2}
     assert scores.extra_objects == 1  # the square at the bottom, which no prompt names there
     assert scores.accuracy("colour") == pytest.approx(3 / 5)
     assert scores.accuracy("background") == pytest.approx(2 / 3)

@@ -25,21 +25,42 @@ def flux_dir(tmp_path_factory):
 
 def common(flux_dir, out) -> list[str]:
     return [
-        "--model", str(flux_dir / "pipe"), "--embeds", str(flux_dir / "embeds.safetensors"),
-        "--steps", "2", "--height", "32", "--width", "32", "--quiet", "--out", str(out),
+        "--model",
+        str(flux_dir / "pipe"),
+        "--embeds",
+        str(flux_dir / "embeds.safetensors"),
+        "--steps",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--quiet",
+        "--out",
+        str(out),
     ]
 
 
 def test_find_writes_statistics_channels_and_plots(flux_dir, tmp_path):
     assert main(["find", *common(flux_dir, tmp_path), "--k", "2", "--seeds", "0", "1"]) == 0
-    for name in ("stats.safetensors", "channels.json", "top_vs_median.png", "channel_atlas.png", "surface.png", "images.png"):
+    for name in (
+        "stats.safetensors",
+        "channels.json",
+        "top_vs_median.png",
+        "channel_atlas.png",
+        "surface.png",
+        "images.png",
+    ):
         assert (tmp_path / name).is_file(), name
     summary = json.loads((tmp_path / "channels.json").read_text())
     assert len(summary["sites"]) == 4 and summary["layout"]["num_steps"] == 2
 
 
 def test_disrupt_k0_equals_plain_generation_and_writes_grid(flux_dir, tmp_path):
-    assert main(["disrupt", *common(flux_dir, tmp_path), "--ks", "0", "2", "--rules", "top", "random", "--draws", "2"]) == 0
+    assert (
+        main(["disrupt", *common(flux_dir, tmp_path), "--ks", "0", "2", "--rules", "top", "random", "--draws", "2"])
+        == 0
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["scores"]["none"]["mse"] == 0.0 and "clip_score" not in metrics["scores"]["none"]
     assert metrics["scores"]["top-2"]["mse"] > 0 and metrics["not_measured"]
@@ -66,19 +87,41 @@ def test_transport_text_and_image_write_images_and_settings(flux_dir, tmp_path):
     from PIL import Image
 
     text = tmp_path / "text"
-    assert main(["transport", *common(flux_dir, text), "--k", "4", "--alpha", "0.5", "--source", "A", "--target", "B"]) == 0
+    assert (
+        main(["transport", *common(flux_dir, text), "--k", "4", "--alpha", "0.5", "--source", "A", "--target", "B"])
+        == 0
+    )
     settings = json.loads((text / "settings.json").read_text())
     assert settings["k"] == 4 and settings["alphas"] == [0.5] and settings["mask"] == TransportConfig.mask
     assert settings["streams"] == TransportConfig.streams and settings["foreground"] == TransportConfig.foreground
     for name in ("source.png", "target.png", "transported_alpha0.50.png", "strip.png"):
         assert (text / name).is_file(), name
     reference = tmp_path / "reference.png"
-    Image.fromarray((torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(reference)
+    Image.fromarray((torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(
+        reference
+    )
     image = tmp_path / "image"
-    argv = ["transport", *common(flux_dir, image), "--k", "4", "--mask", "source", "--channels-from", "union", "--reference", str(reference), "--target", "B"]
+    argv = [
+        "transport",
+        *common(flux_dir, image),
+        "--k",
+        "4",
+        "--mask",
+        "source",
+        "--channels-from",
+        "union",
+        "--reference",
+        str(reference),
+        "--target",
+        "B",
+    ]
     assert main(argv) == 0
     settings = json.loads((image / "settings.json").read_text())
-    assert settings["mask"] == "source" and settings["channels_from"] == "union" and settings["reference_path"] == "renoise"
+    assert (
+        settings["mask"] == "source"
+        and settings["channels_from"] == "union"
+        and settings["reference_path"] == "renoise"
+    )
     assert (image / "transported_alpha1.00.png").is_file()
 
 
@@ -87,20 +130,48 @@ def test_a_reference_of_another_size_is_resized_with_a_note(flux_dir, tmp_path, 
 
     reference = tmp_path / "small.png"
     Image.new("RGB", (20, 12), (200, 30, 30)).save(reference)
-    argv = ["transport", *common(flux_dir, tmp_path / "out"), "--k", "4", "--reference", str(reference), "--target", "B"]
+    argv = [
+        "transport",
+        *common(flux_dir, tmp_path / "out"),
+        "--k",
+        "4",
+        "--reference",
+        str(reference),
+        "--target",
+        "B",
+    ]
     argv.remove("--quiet")
     assert main(argv) == 0
     assert f"resized {reference} from 12x20 to 32x32" in capsys.readouterr().out
     assert (tmp_path / "out" / "source.png").is_file()
 
 
-@pytest.mark.parametrize("over, values, frames", [
-    ("alpha", ["--alphas", "0", "0.5", "1"], ["frame_000_alpha0.00.png", "frame_001_alpha0.50.png", "frame_002_alpha1.00.png"]),
-    ("k", ["--ks", "2", "8"], ["frame_000_k2.png", "frame_001_k8.png"]),
-    ("window", ["--windows", "0:1", "1:2"], ["frame_000_window0-1.png", "frame_001_window1-2.png"]),
-])
+@pytest.mark.parametrize(
+    "over, values, frames",
+    [
+        (
+            "alpha",
+            ["--alphas", "0", "0.5", "1"],
+            ["frame_000_alpha0.00.png", "frame_001_alpha0.50.png", "frame_002_alpha1.00.png"],
+        ),
+        ("k", ["--ks", "2", "8"], ["frame_000_k2.png", "frame_001_k8.png"]),
+        ("window", ["--windows", "0:1", "1:2"], ["frame_000_window0-1.png", "frame_001_window1-2.png"]),
+    ],
+)
 def test_interpolate_writes_a_strip_and_one_frame_per_value(flux_dir, tmp_path, over, values, frames):
-    argv = ["interpolate", *common(flux_dir, tmp_path), "--k", "4", "--source", "A", "--target", "B", "--over", over, *values]
+    argv = [
+        "interpolate",
+        *common(flux_dir, tmp_path),
+        "--k",
+        "4",
+        "--source",
+        "A",
+        "--target",
+        "B",
+        "--over",
+        over,
+        *values,
+    ]
     assert main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == frames
     assert (tmp_path / "strip.png").is_file() and (tmp_path / "target.png").is_file()
@@ -126,7 +197,9 @@ def test_bad_inputs_exit_2_with_a_message(flux_dir, tmp_path, capsys):
     assert "Unknown site 'nope'" in run_error(capsys, ["find", *base, "--site", "nope"])
     assert "no such local folder" in run_error(capsys, ["find", "--model", str(tmp_path / "missing"), "--prompt", "x"])
     assert "not a diffusers pipeline folder" in run_error(capsys, ["find", "--model", str(tmp_path), "--prompt", "x"])
-    assert "Unknown word 'dog'" in run_error(capsys, ["generate", "--prompt", "a large red dog on the left on a gray background"])
+    assert "Unknown word 'dog'" in run_error(
+        capsys, ["generate", "--prompt", "a large red dog on the left on a gray background"]
+    )
     assert "does not exist" in run_error(capsys, ["find", *base, "--prompts-file", str(tmp_path / "none.txt")])
     truth = tmp_path / "one_mask"
     truth.mkdir()
@@ -134,11 +207,19 @@ def test_bad_inputs_exit_2_with_a_message(flux_dir, tmp_path, capsys):
     assert "holds 1 mask images but there are 2" in run_error(capsys, ["segment", *base, "--truth-dir", str(truth)])
     assert "k must be an integer in 0..32" in run_error(capsys, ["disrupt", *base, "--ks", "64"])
     assert "Unknown channel rule 'best'" in run_error(capsys, ["disrupt", *base, "--rules", "best"])
-    assert "Step window [1, 5] is outside the schedule" in run_error(capsys, ["disrupt", *base, "--ks", "1", "--rules", "top", "--window", "1", "5"])
+    assert "Step window [1, 5] is outside the schedule" in run_error(
+        capsys, ["disrupt", *base, "--ks", "1", "--rules", "top", "--window", "1", "5"]
+    )
     pair = ["--k", "4", "--source", "A", "--target", "B"]
-    assert "Step window [1, 3] is outside the schedule" in run_error(capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0:1", "1:3"])
-    assert "START:STOP with whole numbers" in run_error(capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0-1"])
-    assert "k must be an integer in 1..32" in run_error(capsys, ["interpolate", *base, *pair, "--over", "k", "--ks", "2", "64"])
+    assert "Step window [1, 3] is outside the schedule" in run_error(
+        capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0:1", "1:3"]
+    )
+    assert "START:STOP with whole numbers" in run_error(
+        capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0-1"]
+    )
+    assert "k must be an integer in 1..32" in run_error(
+        capsys, ["interpolate", *base, *pair, "--over", "k", "--ks", "2", "64"]
+    )
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("*.tmp"))
 
 

@@ -52,13 +52,38 @@ def _run(argv: list[str]) -> None:
 
 def _common(family: str, model, size=SIZE) -> list[str]:
     prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
-    return ["--model", str(model), *prompts, "--seeds", *SEEDS, "--steps", "2",
-            "--height", str(size[0]), "--width", str(size[1]), *GUIDANCE[family]]
+    return [
+        "--model",
+        str(model),
+        *prompts,
+        "--seeds",
+        *SEEDS,
+        "--steps",
+        "2",
+        "--height",
+        str(size[0]),
+        "--width",
+        str(size[1]),
+        *GUIDANCE[family],
+    ]
 
 
 def _transport_common(family: str, model) -> list[str]:
-    return ["--model", str(model), "--target", "a blue ball", "--steps", "2", "--height", "32", "--width", "32",
-            "--k", "4", *GUIDANCE[family]]
+    return [
+        "--model",
+        str(model),
+        "--target",
+        "a blue ball",
+        "--steps",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--k",
+        "4",
+        *GUIDANCE[family],
+    ]
 
 
 def _truth(tmp_path, n: int, size=SIZE):
@@ -97,7 +122,21 @@ def test_find(folder, tmp_path, request):
 def test_disrupt(folder, tmp_path, request):
     family = request.node.callspec.id
     out = tmp_path / "disrupt"
-    _run(["disrupt", *_common(family, folder), "--ks", "1", "--rules", "top", "random", "--draws", "1", "--out", str(out)])
+    _run(
+        [
+            "disrupt",
+            *_common(family, folder),
+            "--ks",
+            "1",
+            "--rules",
+            "top",
+            "random",
+            "--draws",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads((out / "disrupt.json").read_text())
     assert (out / "grid.png").is_file() and (out / "metrics.json").is_file()
     labels = [c["label"].replace("#", "_draw") for c in report["conditions"]]
@@ -106,8 +145,12 @@ def test_disrupt(folder, tmp_path, request):
         assert sorted(p.name for p in out.glob(f"{label}_*.png")) == [f"{label}_{i:03d}.png" for i in range(SAMPLES)]
 
 
-@pytest.mark.parametrize("folder, size", [(f, s) for f in FAMILIES for s in (SIZE, NON_SQUARE[f])], indirect=["folder"],
-                         ids=[f"{f}-{s[0]}x{s[1]}" for f in FAMILIES for s in (SIZE, NON_SQUARE[f])])
+@pytest.mark.parametrize(
+    "folder, size",
+    [(f, s) for f in FAMILIES for s in (SIZE, NON_SQUARE[f])],
+    indirect=["folder"],
+    ids=[f"{f}-{s[0]}x{s[1]}" for f in FAMILIES for s in (SIZE, NON_SQUARE[f])],
+)
 def test_segment_with_a_truth_folder(folder, size, tmp_path, request):
     family = request.node.callspec.id.split("-")[0]
     out = tmp_path / "segment"
@@ -118,7 +161,9 @@ def test_segment_with_a_truth_folder(folder, size, tmp_path, request):
     rows, cols = summary["grid"]  # the latent's own grid: its aspect is the image's
     assert rows * size[1] == cols * size[0] and rows >= 1
     assert set(summary["scores"]) >= {"top", "bottom", "random", "all"}
-    assert [(s["seed"], s["prompt"]) for s in summary["meta"]["samples"]] == [(int(seed), p) for seed in SEEDS for p in PROMPTS]
+    assert [(s["seed"], s["prompt"]) for s in summary["meta"]["samples"]] == [
+        (int(seed), p) for seed in SEEDS for p in PROMPTS
+    ]
     with safe_open(str(out / "masks.safetensors"), "pt") as f:
         top = f.get_tensor("top")
     assert top.shape[2] == SAMPLES  # (steps, sites, samples, N): no unconditional masks among the samples
@@ -136,8 +181,18 @@ def test_transport_text_and_reference(folder, tmp_path, request):
     paths = ["renoise"] if family in NOT_INVERTIBLE else ["renoise", "invert"]
     for path in paths:
         out = tmp_path / f"reference-{path}"
-        _run(["transport", *_transport_common(family, folder), "--reference", str(reference),
-              "--reference-path", path, "--out", str(out)])
+        _run(
+            [
+                "transport",
+                *_transport_common(family, folder),
+                "--reference",
+                str(reference),
+                "--reference-path",
+                path,
+                "--out",
+                str(out),
+            ]
+        )
         settings = json.loads((out / "settings.json").read_text())
         assert settings["reference_path"] == path
         image = Image.open(out / "transported_alpha1.00.png")
@@ -146,8 +201,17 @@ def test_transport_text_and_reference(folder, tmp_path, request):
         import time
 
         start = time.perf_counter()
-        argv = ["transport", *_transport_common(family, folder), "--reference", str(reference), "--reference-path", "invert",
-                "--out", str(tmp_path / "refused"), "--quiet"]
+        argv = [
+            "transport",
+            *_transport_common(family, folder),
+            "--reference",
+            str(reference),
+            "--reference-path",
+            "invert",
+            "--out",
+            str(tmp_path / "refused"),
+            "--quiet",
+        ]
         assert main(argv) == 2
         assert time.perf_counter() - start < 1.0
         assert not (tmp_path / "refused").exists()
@@ -157,7 +221,19 @@ def test_transport_text_and_reference(folder, tmp_path, request):
 def test_interpolate(folder, tmp_path, request):
     family = request.node.callspec.id
     out = tmp_path / "interpolate"
-    _run(["interpolate", *_transport_common(family, folder), "--source", "a red cube", "--alphas", "0", "1", "--out", str(out)])
+    _run(
+        [
+            "interpolate",
+            *_transport_common(family, folder),
+            "--source",
+            "a red cube",
+            "--alphas",
+            "0",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert (out / "strip.png").is_file()
     assert len(list((out / "frames").glob("*.png"))) == 2
 
@@ -183,4 +259,6 @@ def test_the_first_of_two_calls_is_the_conditional_one(folder, request):
     assert with_cfg.stats.meta["rows_per_call"] == [2, 2] and without.stats.meta["rows_per_call"] == [2]
     got, want = with_cfg.samples.img["abs_mean"][0], without.samples.img["abs_mean"][0]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(with_cfg.stats.img["abs_mean"][0, :, 2:], want, rtol=1e-4, atol=1e-6)  # the negative rows differ
+    assert not torch.allclose(
+        with_cfg.stats.img["abs_mean"][0, :, 2:], want, rtol=1e-4, atol=1e-6
+    )  # the negative rows differ

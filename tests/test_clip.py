@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import json
 
 import pytest
@@ -13,6 +12,7 @@ from ditlens.metrics.clip import ClipScorer
 
 from .tiny_scorers import clip_image_processor as image_processor
 from .tiny_scorers import save_tiny_clip
+
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
@@ -66,7 +66,9 @@ def test_torch_preprocessing_matches_transformers_processor(scorer):
     theirs = image_processor(32)(images=list((x * 255).to(torch.uint8)), return_tensors="pt")["pixel_values"]
     assert ours.shape == theirs.shape == (2, 3, 32, 32)
     diff = (ours - theirs).abs()
-    assert diff.mean() < 0.01 and diff.max() < 0.05  # torch antialiased bicubic vs PIL (measured 0.005, 0.02), std units
+    assert (
+        diff.mean() < 0.01 and diff.max() < 0.05
+    )  # torch antialiased bicubic vs PIL (measured 0.005, 0.02), std units
     wide = scorer.pixel_values(torch.rand(1, 3, 40, 80))  # shortest edge to 32, then centre crop
     assert wide.shape == (1, 3, 32, 32)
 

@@ -51,7 +51,9 @@ def recorded(model, steps):
     dynamo.reset()
     counters.clear()
     try:
-        compiled_out, compiled_run = run_steps(model.transformer, steps, "eager", record=RecordConfig(streams=("img", "txt")))
+        compiled_out, compiled_run = run_steps(
+            model.transformer, steps, "eager", record=RecordConfig(streams=("img", "txt"))
+        )
         graphs = int(counters["stats"]["unique_graphs"])
         breaks = dict(counters["graph_break"])
     finally:
@@ -116,4 +118,4 @@ def test_hooking_an_already_compiled_model_is_a_clear_error(model, steps):
                     compiled(**steps[0], return_dict=False)
     finally:
         dynamo.reset()
-    assert not getattr(model.transformer, "_ditlens_hooked")  # the context still cleaned up
+    assert not model.transformer._ditlens_hooked  # the context still cleaned up

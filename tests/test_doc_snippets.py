@@ -31,7 +31,10 @@ from ditlens.models import load_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PROMPTS = ["a large red square on the left on a gray background", "a small blue circle in the center on a white background"]
+PROMPTS = [
+    "a large red square on the left on a gray background",
+    "a small blue circle in the center on a white background",
+]
 
 LOADED_MODEL = re.compile(r"""(?:load_pipeline|from_pretrained)\(\s*["']([^"']+)["']""")
 REAL_PIPELINE = re.compile(r"\b(?!Builtin)(\w+Pipeline)\b")
@@ -48,7 +51,9 @@ def _snippets() -> list[tuple[str, str]]:
             if start is None and line.strip() == "```python":
                 start = number
             elif start is not None and line.strip() == "```":
-                found.append((f"{doc.relative_to(ROOT)}:{start}", "\n" * start + "\n".join(lines[start:number - 1]) + "\n"))
+                found.append(
+                    (f"{doc.relative_to(ROOT)}:{start}", "\n" * start + "\n".join(lines[start : number - 1]) + "\n")
+                )
                 start = None
     return found
 
@@ -94,5 +99,11 @@ def test_snippet_runs(name, code, builtin_pipe, tmp_path, monkeypatch):
         from ditlens import app
 
         monkeypatch.setattr(app, "serve", _serve_stand_in)
-    namespace = {"__name__": "__doc_snippet__", "torch": torch, "ditlens": ditlens, "pipe": builtin_pipe, "prompts": list(PROMPTS)}
+    namespace = {
+        "__name__": "__doc_snippet__",
+        "torch": torch,
+        "ditlens": ditlens,
+        "pipe": builtin_pipe,
+        "prompts": list(PROMPTS),
+    }
     exec(compile(code, str(ROOT / name.rsplit(":", 1)[0]), "exec"), namespace)

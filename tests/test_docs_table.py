@@ -13,8 +13,12 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "real-models.md"
 def _rows() -> dict[str, list[str]]:
     lines = DOC.read_text().split("## Family x capability x guidance layout", 1)[1].splitlines()
     table = [line for line in lines if line.startswith("| ") and "`" in line]
-    return {next(cls for cls in PIPELINE_CLASSES.values() if f"`{cls.__name__}`" in line).__name__:
-            [cell.strip() for cell in line.strip("|").split("|")] for line in table}
+    return {
+        next(cls for cls in PIPELINE_CLASSES.values() if f"`{cls.__name__}`" in line).__name__: [
+            cell.strip() for cell in line.strip("|").split("|")
+        ]
+        for line in table
+    }
 
 
 def test_one_row_per_tested_family_with_its_layout_and_sizes():

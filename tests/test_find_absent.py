@@ -56,8 +56,16 @@ def found():
             calls[-1][name] = adapter.split(o, a, k).img.detach().clone()
 
         handles.append(site.module.register_forward_hook(keep, with_kwargs=True))
-    config = FindConfig(prompts=["a", "b"], seeds=[0], k=K, num_inference_steps=4, guidance_scale=3.0,
-                        height=16, width=16, surface_step=1)
+    config = FindConfig(
+        prompts=["a", "b"],
+        seeds=[0],
+        k=K,
+        num_inference_steps=4,
+        guidance_scale=3.0,
+        height=16,
+        width=16,
+        surface_step=1,
+    )
     try:
         result = find_channels(pipe, config, prompt_kwargs=_prompt_kwargs(2))
     finally:
@@ -123,8 +131,17 @@ def test_unconditional_and_guidance_rows_do_not_change_the_summary(found):
     assert bool(cut.stats.ran["img"].all())
     for site in result.stats.sites:
         want, got = cut.summary()["sites"][site], result.summary()["sites"][site]
-        for name in ("top_channels", "frequency_in_top_k", "ratio_to_median", "top_value_mean", "median_mean",
-                     "jaccard_across_prompts", "jaccard_across_seeds", "jaccard_across_steps", "top_k_per_step_first_sample"):
+        for name in (
+            "top_channels",
+            "frequency_in_top_k",
+            "ratio_to_median",
+            "top_value_mean",
+            "median_mean",
+            "jaccard_across_prompts",
+            "jaccard_across_seeds",
+            "jaccard_across_steps",
+            "top_k_per_step_first_sample",
+        ):
             assert got[name] == want[name], (site, name)
 
 
@@ -134,11 +151,16 @@ def test_non_finite_activations_where_a_block_ran_still_raise():
 
     pipe = _sd3_pipeline()
     block = pipe.transformer.transformer_blocks[2]
-    handle = block.register_forward_hook(lambda m, a, o: (o[0], o[1] * float("nan")) if isinstance(o, tuple) else o * float("nan"))
+    handle = block.register_forward_hook(
+        lambda m, a, o: (o[0], o[1] * float("nan")) if isinstance(o, tuple) else o * float("nan")
+    )
     try:
         with pytest.raises(NonFiniteError, match="transformer_blocks.2"):
-            find_channels(pipe, FindConfig(prompts=["a"], k=K, num_inference_steps=2, guidance_scale=3.0, height=16, width=16),
-                          prompt_kwargs={k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in _prompt_kwargs(2).items()})
+            find_channels(
+                pipe,
+                FindConfig(prompts=["a"], k=K, num_inference_steps=2, guidance_scale=3.0, height=16, width=16),
+                prompt_kwargs={k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in _prompt_kwargs(2).items()},
+            )
     finally:
         handle.remove()
 

@@ -22,7 +22,6 @@ from .full_pipelines import (
     pipeline_folder,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -70,7 +69,9 @@ def test_saved_tokenizers_load_back_unchanged(loaded):
     built = build_pipeline(family)
     texts = [*PROMPTS, "Zebra! é 3", "<|im_start|>user\nhi<|im_end|>"]
     for name in [n for n in pipe.components if n.startswith("tokenizer")]:
-        assert [getattr(pipe, name)(t).input_ids for t in texts] == [getattr(built, name)(t).input_ids for t in texts], name
+        assert [getattr(pipe, name)(t).input_ids for t in texts] == [
+            getattr(built, name)(t).input_ids for t in texts
+        ], name
 
 
 def test_two_prompts_make_two_finite_images(loaded):

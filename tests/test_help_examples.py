@@ -52,7 +52,7 @@ def page_examples(command: str, text: str) -> list[Example]:
         line = line.strip()
         launcher = TORCHRUN.match(line)
         if launcher:
-            words, start = shlex.split(line[launcher.end():], comments=True), launcher.group().strip()
+            words, start = shlex.split(line[launcher.end() :], comments=True), launcher.group().strip()
         elif line.startswith("ditlens "):
             words, start = shlex.split(line, comments=True)[1:], None
         else:
@@ -70,7 +70,9 @@ ALL = [example for examples in PAGES.values() for example in examples]
 
 
 def test_every_help_page_has_examples():
-    assert set(PAGES) == set(build_parser()._subparsers._group_actions[0].choices), "a command without examples, or examples of no command"
+    assert set(PAGES) == set(build_parser()._subparsers._group_actions[0].choices), (
+        "a command without examples, or examples of no command"
+    )
     assert all(PAGES.values()), [command for command, examples in PAGES.items() if not examples]
 
 
@@ -119,7 +121,9 @@ def skip_reason(example: Example, args: argparse.Namespace) -> str | None:
     if example.command == "app":
         return "serves a web app until stopped (its arguments are checked by test_example_parses)"
     if example.command == "bench" and not args.quick:
-        return "the full benchmark (no --quick): hours on a CPU" + (f", and --device {args.device}" if args.device != "cpu" else "")
+        return "the full benchmark (no --quick): hours on a CPU" + (
+            f", and --device {args.device}" if args.device != "cpu" else ""
+        )
     if getattr(args, "device", "cpu") != "cpu":
         return f"needs --device {args.device}"
     return TOO_SLOW.get(example.id)

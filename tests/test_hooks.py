@@ -25,7 +25,9 @@ def _capture_outputs(transformer):
         for i, block in enumerate(getattr(transformer, list_name)):
             name = f"{list_name}.{i}"
             handles.append(
-                block.register_forward_hook(lambda m, a, o, name=name: captured.append((name, o[0].clone(), o[1].clone())))
+                block.register_forward_hook(
+                    lambda m, a, o, name=name: captured.append((name, o[0].clone(), o[1].clone()))
+                )
             )
     return captured, handles
 
@@ -49,7 +51,12 @@ def test_statistics_equal_direct_computation_and_steps_are_right(pipe):
             h.remove()
     stats = run.stats
     sites = stats.sites
-    assert sites == ["transformer_blocks.0", "transformer_blocks.1", "single_transformer_blocks.0", "single_transformer_blocks.1"]
+    assert sites == [
+        "transformer_blocks.0",
+        "transformer_blocks.1",
+        "single_transformer_blocks.0",
+        "single_transformer_blocks.1",
+    ]
     assert stats.img["abs_mean"].shape == (3, 4, 2, transformer.inner_dim)
     assert len(captured) == 3 * len(sites)  # one call per step, blocks in order
     for n, (name, txt, img) in enumerate(captured):

@@ -35,7 +35,8 @@ def test_parity_statistics_cleanup_and_edits(name):
     with torch.no_grad(), ditlens.hooks(model, record=True) as run:
         handles = [
             s.module.register_forward_hook(
-                lambda m, a, k, o, s=s: captured.__setitem__(s.name, adapter.split(o, a, k).img.clone()), with_kwargs=True
+                lambda m, a, k, o, s=s: captured.__setitem__(s.name, adapter.split(o, a, k).img.clone()),
+                with_kwargs=True,
             )
             for s in sites
         ]

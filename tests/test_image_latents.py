@@ -54,9 +54,15 @@ def _down_up(n: int) -> dict[str, Any]:
 
 
 def _flux2_vae() -> AutoencoderKLFlux2:
-    vae = _seeded(lambda: AutoencoderKLFlux2(
-        block_out_channels=(8, 16), **_down_up(2), latent_channels=2, norm_num_groups=4, layers_per_block=1,
-    ))
+    vae = _seeded(
+        lambda: AutoencoderKLFlux2(
+            block_out_channels=(8, 16),
+            **_down_up(2),
+            latent_channels=2,
+            norm_num_groups=4,
+            layers_per_block=1,
+        )
+    )
     g = torch.Generator().manual_seed(1)  # batch-norm statistics away from (0, 1)
     vae.bn.running_mean.copy_(torch.randn(vae.bn.num_features, generator=g) * 0.5)
     vae.bn.running_var.copy_(torch.rand(vae.bn.num_features, generator=g) * 2 + 0.3)
@@ -65,52 +71,93 @@ def _flux2_vae() -> AutoencoderKLFlux2:
 
 def flux2_klein() -> Flux2KleinPipeline:
     return Flux2KleinPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(), text_encoder=None, tokenizer=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux2_vae(),
+        text_encoder=None,
+        tokenizer=None,
         transformer=tiny_model("flux2").transformer,  # in_channels 8 = 2 latent channels patchified 2x2
     )
 
 
 def flux2_dev() -> Flux2Pipeline:
     return Flux2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(), text_encoder=None, tokenizer=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_flux2_vae(),
+        text_encoder=None,
+        tokenizer=None,
         transformer=tiny_model("flux2").transformer,
     )
 
 
 def qwenimage() -> QwenImagePipeline:
-    vae = _seeded(lambda: AutoencoderKLQwenImage(
-        base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[False],  # 2x down
-        latents_mean=[0.3, -0.2, 0.5, -0.7], latents_std=[1.7, 0.6, 2.5, 1.2],
-    ))
+    vae = _seeded(
+        lambda: AutoencoderKLQwenImage(
+            base_dim=8,
+            z_dim=4,
+            dim_mult=[1, 2],
+            num_res_blocks=1,
+            temperal_downsample=[False],  # 2x down
+            latents_mean=[0.3, -0.2, 0.5, -0.7],
+            latents_std=[1.7, 0.6, 2.5, 1.2],
+        )
+    )
     return QwenImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
         transformer=tiny_model("qwenimage").transformer,  # in_channels 16 = 4 z_dim packed 2x2
     )
 
 
 def sana() -> SanaPipeline:
-    vae = _seeded(lambda: AutoencoderDC(
-        in_channels=3, latent_channels=4, attention_head_dim=4,
-        encoder_block_types=("ResBlock", "EfficientViTBlock"), decoder_block_types=("ResBlock", "EfficientViTBlock"),
-        encoder_block_out_channels=(8, 16), decoder_block_out_channels=(8, 16),
-        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
-        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
-        decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41,
-    ))
+    vae = _seeded(
+        lambda: AutoencoderDC(
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=4,
+            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 16),
+            decoder_block_out_channels=(8, 16),
+            encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=(1, 1),
+            encoder_qkv_multiscales=((), (5,)),
+            decoder_qkv_multiscales=((), (5,)),
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41,
+        )
+    )
     # SANA's own scheduler config: DPM-Solver++ in flow-matching sigmas
     scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
-    return SanaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=tiny_model("sana").transformer,
-                        scheduler=scheduler)
+    return SanaPipeline(
+        tokenizer=None, text_encoder=None, vae=vae, transformer=tiny_model("sana").transformer, scheduler=scheduler
+    )
 
 
 def sd3() -> StableDiffusion3Pipeline:
-    vae = _seeded(lambda: AutoencoderKL(
-        block_out_channels=(8, 16, 16), **_down_up(3), latent_channels=4, norm_num_groups=4, layers_per_block=1,
-        shift_factor=0.3, scaling_factor=1.7,  # 4x down: 64 px is 16 latents, 8 patches (pos_embed_max_size)
-    ))
+    vae = _seeded(
+        lambda: AutoencoderKL(
+            block_out_channels=(8, 16, 16),
+            **_down_up(3),
+            latent_channels=4,
+            norm_num_groups=4,
+            layers_per_block=1,
+            shift_factor=0.3,
+            scaling_factor=1.7,  # 4x down: 64 px is 16 latents, 8 patches (pos_embed_max_size)
+        )
+    )
     return StableDiffusion3Pipeline(
-        transformer=tiny_model("sd3").transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+        transformer=tiny_model("sd3").transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
     )
 
 
@@ -133,8 +180,9 @@ class Family:
 
 def _prepare(channels: Callable[[Any], int], first: bool = False) -> Callable[[Any, int, int, int], torch.Tensor]:
     def prepare(pipe: Any, b: int, height: int, width: int) -> torch.Tensor:
-        out = pipe.prepare_latents(b, channels(pipe), height, width, torch.float32, torch.device("cpu"),
-                                   torch.Generator().manual_seed(0))
+        out = pipe.prepare_latents(
+            b, channels(pipe), height, width, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0)
+        )
         return out[0] if first else out  # FLUX.2 returns (latents, latent_ids)
 
     return prepare
@@ -145,20 +193,40 @@ def _mode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 FAMILIES: dict[str, Family] = {
-    "flux2_klein": Family(flux2_klein, _prepare(lambda p: p.transformer.config.in_channels // 4, first=True), _mode,
-                          lambda b: _embeds(b) | {"guidance_scale": 1.0}),
-    "flux2_dev": Family(flux2_dev, _prepare(lambda p: p.transformer.config.in_channels // 4, first=True), _mode,
-                        lambda b: _embeds(b) | {"guidance_scale": 1.0}),
-    "qwenimage": Family(qwenimage, _prepare(lambda p: p.transformer.config.in_channels // 4),
-                        lambda vae, x: _mode(vae, x[:, :, None]),  # a one-frame video
-                        lambda b: _embeds(b) | {"prompt_embeds_mask": torch.ones(b, N_TXT, dtype=torch.long),
-                                             "true_cfg_scale": 1.0},
-                        image=lambda decoded: (decoded[:, :, 0] / 2 + 0.5).clamp(0, 1)),
-    "sana": Family(sana, _prepare(lambda p: p.transformer.config.in_channels), lambda vae, x: vae.encode(x).latent,
-                   lambda b: _embeds(b) | {"prompt_attention_mask": torch.ones(b, N_TXT), "guidance_scale": 1.0,
-                                           "use_resolution_binning": False}),
-    "sd3": Family(sd3, _prepare(lambda p: p.transformer.config.in_channels), _mode,
-                  lambda b: _embeds(b) | {"pooled_prompt_embeds": torch.randn(b, POOLED_DIM), "guidance_scale": 1.0}),
+    "flux2_klein": Family(
+        flux2_klein,
+        _prepare(lambda p: p.transformer.config.in_channels // 4, first=True),
+        _mode,
+        lambda b: _embeds(b) | {"guidance_scale": 1.0},
+    ),
+    "flux2_dev": Family(
+        flux2_dev,
+        _prepare(lambda p: p.transformer.config.in_channels // 4, first=True),
+        _mode,
+        lambda b: _embeds(b) | {"guidance_scale": 1.0},
+    ),
+    "qwenimage": Family(
+        qwenimage,
+        _prepare(lambda p: p.transformer.config.in_channels // 4),
+        lambda vae, x: _mode(vae, x[:, :, None]),  # a one-frame video
+        lambda b: _embeds(b) | {"prompt_embeds_mask": torch.ones(b, N_TXT, dtype=torch.long), "true_cfg_scale": 1.0},
+        image=lambda decoded: (decoded[:, :, 0] / 2 + 0.5).clamp(0, 1),
+    ),
+    "sana": Family(
+        sana,
+        _prepare(lambda p: p.transformer.config.in_channels),
+        lambda vae, x: vae.encode(x).latent,
+        lambda b: (
+            _embeds(b)
+            | {"prompt_attention_mask": torch.ones(b, N_TXT), "guidance_scale": 1.0, "use_resolution_binning": False}
+        ),
+    ),
+    "sd3": Family(
+        sd3,
+        _prepare(lambda p: p.transformer.config.in_channels),
+        _mode,
+        lambda b: _embeds(b) | {"pooled_prompt_embeds": torch.randn(b, POOLED_DIM), "guidance_scale": 1.0},
+    ),
 }
 
 
@@ -216,9 +284,16 @@ def test_the_pipelines_decode_inverts_image_to_latents(name: str, size: tuple[in
 
     pipe.vae.decode = recording_decode
     try:
-        out = pipe(**family.prompt(2), latents=_latents_argument(pipe, latents, *size), height=size[0], width=size[1],
-                   num_inference_steps=1, output_type="pt", callback_on_step_end=put_back,
-                   callback_on_step_end_tensor_inputs=["latents"])
+        out = pipe(
+            **family.prompt(2),
+            latents=_latents_argument(pipe, latents, *size),
+            height=size[0],
+            width=size[1],
+            num_inference_steps=1,
+            output_type="pt",
+            callback_on_step_end=put_back,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
     finally:
         del pipe.vae.decode  # the class's method again
     assert len(seen) == 1
@@ -253,8 +328,9 @@ def test_flux2_latents_argument_is_what_prepare_latents_packs_back(name: str, si
     latents = adapter.image_to_latents(pipe, _images(2, *size))
     argument = adapter.latents_argument(pipe, latents, *size)
     assert argument.shape == (2, latents.shape[2], size[0] // 4, size[1] // 4)  # (B, 4C, h/2, w/2); VAE 2x down
-    packed, ids = pipe.prepare_latents(2, pipe.transformer.config.in_channels // 4, *size, torch.float32,
-                                       torch.device("cpu"), None, latents=argument)
+    packed, ids = pipe.prepare_latents(
+        2, pipe.transformer.config.in_channels // 4, *size, torch.float32, torch.device("cpu"), None, latents=argument
+    )
     assert torch.equal(packed, latents)
     # token j sits at the (h, w) its position id says
     h, w = ids[0, :, 1], ids[0, :, 2]
@@ -286,7 +362,11 @@ def _transport_prompts(name: str, rows: int, cfg: bool) -> dict[str, Any]:
     elif name == "qwenimage":
         args |= ones | {"true_cfg_scale": scale}
     elif name == "sana":
-        args |= {"prompt_attention_mask": torch.ones(rows, N_TXT), "guidance_scale": scale, "use_resolution_binning": False}
+        args |= {
+            "prompt_attention_mask": torch.ones(rows, N_TXT),
+            "guidance_scale": scale,
+            "use_resolution_binning": False,
+        }
     elif name == "sd3":
         args |= {"pooled_prompt_embeds": per_row(POOLED_DIM), "guidance_scale": scale}
     if cfg:
@@ -312,8 +392,9 @@ TRANSPORT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "cfg"), TRANSPORT_CASES,
-                         ids=[f"{n}-{p}-{'cfg' if c else 'nocfg'}" for n, p, c in TRANSPORT_CASES])
+@pytest.mark.parametrize(
+    ("name", "path", "cfg"), TRANSPORT_CASES, ids=[f"{n}-{p}-{'cfg' if c else 'nocfg'}" for n, p, c in TRANSPORT_CASES]
+)
 def test_image_conditioned_transport(name: str, path: str, cfg: bool, monkeypatch: pytest.MonkeyPatch):
     """transport_image on the real pipeline (FLUX.2 takes `latents=` unpacked, its loop and
     callbacks see them packed): alpha 0 is the target bit for bit; every channel, every
@@ -332,8 +413,16 @@ def test_image_conditioned_transport(name: str, path: str, cfg: bool, monkeypatc
     settings = GenerationSettings(num_inference_steps=3, height=32, width=64)
     reference = torch.rand(3, 32, 64, generator=torch.Generator().manual_seed(5))
 
-    result = transport_image(pipe, reference, "B", TransportConfig(k=4, streams="img", generation=settings), alphas=[0.0, 1.0],
-                             seed=4, prompt_embeds=_transport_prompts(name, 4, cfg), reference_path=path)
+    result = transport_image(
+        pipe,
+        reference,
+        "B",
+        TransportConfig(k=4, streams="img", generation=settings),
+        alphas=[0.0, 1.0],
+        seed=4,
+        prompt_embeds=_transport_prompts(name, 4, cfg),
+        reference_path=path,
+    )
     assert result.transported.shape == (2, 3, 32, 64)
     assert torch.equal(result.transported[0], result.target)
     assert not torch.equal(result.transported[1], result.target)
@@ -350,8 +439,16 @@ def test_image_conditioned_transport(name: str, path: str, cfg: bool, monkeypatc
 
     monkeypatch.setattr(ditlens.transport, "hooks", recording)
     config = TransportConfig(k=adapter.hidden_size, mask="all", streams="img", generation=settings)
-    transport_image(pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=_transport_prompts(name, 3, cfg),
-                    reference_path=path)
+    transport_image(
+        pipe,
+        reference,
+        "B",
+        config,
+        alphas=[1.0],
+        seed=4,
+        prompt_embeds=_transport_prompts(name, 3, cfg),
+        reference_path=path,
+    )
     (run,) = runs  # the inversion runs unhooked
     stats = run.stats
     layout = CFG_LAYOUT[name] if cfg else [3]
@@ -373,6 +470,14 @@ def test_sana_cannot_invert_the_reference():
 
     pipe = _pipe("sana")
     config = TransportConfig(k=4, generation=GenerationSettings(num_inference_steps=3, height=32, width=32))
-    with pytest.raises(ValueError, match="needs a FlowMatchEulerDiscreteScheduler; SanaPipeline uses DPMSolverMultistepScheduler"):
-        transport_image(pipe, torch.rand(3, 32, 32), "B", config, prompt_embeds=_transport_prompts("sana", 3, False),
-                        reference_path="invert")
+    with pytest.raises(
+        ValueError, match="needs a FlowMatchEulerDiscreteScheduler; SanaPipeline uses DPMSolverMultistepScheduler"
+    ):
+        transport_image(
+            pipe,
+            torch.rand(3, 32, 32),
+            "B",
+            config,
+            prompt_embeds=_transport_prompts("sana", 3, False),
+            reference_path="invert",
+        )

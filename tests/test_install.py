@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +24,18 @@ def test_dependencies_are_ranges_that_admit_the_tested_versions():
         assert not any(spec.operator in ("==", "===") for spec in req.specifier), f"{name} is pinned exactly: {req}"
     for name, versions in TESTED.items():
         for version in versions:
-            assert reqs[name].specifier.contains(version), f"{name} {version} (tested) is outside {reqs[name].specifier}"
-    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
+            assert reqs[name].specifier.contains(version), (
+                f"{name} {version} (tested) is outside {reqs[name].specifier}"
+            )
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     for name, version in pins.items():  # what CI installs lies inside the library's ranges
-        assert reqs[name].specifier.contains(version), f"constraints.txt {name}=={version} is outside {reqs[name].specifier}"
+        assert reqs[name].specifier.contains(version), (
+            f"constraints.txt {name}=={version} is outside {reqs[name].specifier}"
+        )
 
 
 @pytest.mark.skipif(not (ROOT / "pyproject.toml").is_file(), reason="needs the source checkout")
@@ -41,8 +49,12 @@ def test_editable_install_without_the_constraints_keeps_the_installed_torch(tmp_
     done = subprocess.run([*pip, "--dry-run", "--report", str(report), "-e", str(ROOT)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     would = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert would == {"ditlens"}, f"installing ditlens beside torch {before} would also install {sorted(would - {'ditlens'})}"
+    assert would == {"ditlens"}, (
+        f"installing ditlens beside torch {before} would also install {sorted(would - {'ditlens'})}"
+    )
     done = subprocess.run([*pip, "-e", str(ROOT)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    after = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    after = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    )
     assert after.stdout.strip() == before

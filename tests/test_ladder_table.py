@@ -30,10 +30,14 @@ def test_a_findings_row_by_hand():
     f1 = numbers["finding1"]
     k = min(numbers["config"]["ks"])
     randoms = [f1[name]["full_object_accuracy"] for name in f1 if name.startswith(f"random-{k}#")]
-    expected = (f"k = {k}: {f1['none']['full_object_accuracy']:.2f} / {f1[f'top-{k}']['full_object_accuracy']:.2f} / "
-                f"{f1[f'bottom-{k}']['full_object_accuracy']:.2f} / {sum(randoms) / len(randoms):.2f}")
+    expected = (
+        f"k = {k}: {f1['none']['full_object_accuracy']:.2f} / {f1[f'top-{k}']['full_object_accuracy']:.2f} / "
+        f"{f1[f'bottom-{k}']['full_object_accuracy']:.2f} / {sum(randoms) / len(randoms):.2f}"
+    )
     row = table.findings_row(rung)
-    assert row[2] == expected and row[4] == f1["verdict"]["status"] and row[6] == numbers["finding2"]["verdict"]["status"]
+    assert (
+        row[2] == expected and row[4] == f1["verdict"]["status"] and row[6] == numbers["finding2"]["verdict"]["status"]
+    )
 
 
 def test_a_missing_report_says_so(tmp_path, monkeypatch):

@@ -117,7 +117,9 @@ def test_folders_ditlens_did_not_write_are_refused_and_untouched(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "image_000.png").write_text("the user's")
-    with pytest.raises(OutputFolderError, match=f"'{mine}' holds files that ditlens did not mark as its own .image_000.png"):
+    with pytest.raises(
+        OutputFolderError, match=f"'{mine}' holds files that ditlens did not mark as its own .image_000.png"
+    ):
         with output_folder(mine):
             pass
     assert snapshot(mine) == {"image_000.png": b"the user's"}
@@ -177,8 +179,13 @@ sys.exit(main(argv))
 def start_paused(tmp_path: Path, argv: list[str]) -> tuple[subprocess.Popen, Path]:
     go = tmp_path / "go"
     ready = tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", PAUSED, str(ready), str(go), *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED, str(ready), str(go), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -203,7 +210,9 @@ def test_cli_two_runs_on_one_folder_one_succeeds_the_other_exits_2(tmp_path, cap
     try:
         assert main(generate(out, P2)) == 2
         err = capsys.readouterr().err
-        assert f"ditlens generate: error: Output folder {str(out)!r} is in use: another run (process {first.pid})" in err
+        assert (
+            f"ditlens generate: error: Output folder {str(out)!r} is in use: another run (process {first.pid})" in err
+        )
     finally:
         go.touch()
         stdout, stderr = first.communicate(timeout=120)
@@ -226,7 +235,10 @@ def test_cli_sigterm_inside_the_write_then_a_rerun(tmp_path, capsys):
     assert snapshot(out) == before and temporary.is_dir()  # the previous results intact; its leftovers stay
     capsys.readouterr()
     assert main(generate(out, P1, P2)) == 0
-    assert f"ditlens: note: removed {temporary.name} beside {str(out)!r}, left by an interrupted run" in capsys.readouterr().err
+    assert (
+        f"ditlens: note: removed {temporary.name} beside {str(out)!r}, left by an interrupted run"
+        in capsys.readouterr().err
+    )
     assert json.loads((out / "generate.json").read_text())["prompts"] == [P1, P2]
     assert sorted(snapshot(out)) == [MARKER, "generate.json", "grid.png", "image_000.png", "image_001.png"]
     assert leftovers(tmp_path) == []
@@ -238,7 +250,11 @@ def test_cli_out_current_folder_refused_and_the_users_files_kept(value, tmp_path
     (tmp_path / "image_000.png").write_bytes(b"the user's")
     assert main(generate(value, P0)) == 2
     err = capsys.readouterr().err
-    said = "Output folder '' refused: an empty name means the current folder" if value == "" else "Output folder '.' refused: it is the current folder"
+    said = (
+        "Output folder '' refused: an empty name means the current folder"
+        if value == ""
+        else "Output folder '.' refused: it is the current folder"
+    )
     assert f"ditlens generate: error: {said}" in err and "Traceback" not in err
     assert snapshot(tmp_path) == {"image_000.png": b"the user's"}
 
@@ -247,15 +263,24 @@ def test_cli_demo_refuses_before_it_starts(tmp_path, capsys):
     """`ditlens demo` (the real entry point) checks its folder before loading the model: a
     refusal takes a second, not the demo's minutes."""
     (tmp_path / "index.html").write_text("the user's page")
-    done = subprocess.run([sys.executable, "-m", "ditlens.cli", "demo", "--quiet", "--out", ""], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "ditlens.cli", "demo", "--quiet", "--out", ""],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     says = "ditlens demo: error: Output folder '' refused: an empty name means the current folder"
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "index.html").write_text("the user's page")
     assert main(["demo", "--quiet", "--out", str(mine)]) == 2
-    assert f"Output folder {str(mine)!r} holds files that ditlens did not mark as its own (index.html;" in capsys.readouterr().err
+    assert (
+        f"Output folder {str(mine)!r} holds files that ditlens did not mark as its own (index.html;"
+        in capsys.readouterr().err
+    )
     assert snapshot(tmp_path) == {"index.html": b"the user's page", "mine/index.html": b"the user's page"}
 
 
@@ -297,7 +322,9 @@ def test_an_interrupted_demo_leaves_the_previous_one(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     find_channels = demo.find_channels
-    monkeypatch.setattr(demo, "find_channels", lambda pipe, config: find_channels(pipe, replace(config, num_inference_steps=1)))
+    monkeypatch.setattr(
+        demo, "find_channels", lambda pipe, config: find_channels(pipe, replace(config, num_inference_steps=1))
+    )
     monkeypatch.setattr(demo, "disrupt", interrupted)
     pipe = load_pipeline(None)
     pipe.set_progress_bar_config(disable=True)

@@ -10,10 +10,19 @@ import pytest
 import torch
 
 from ditlens.cli import main
-from ditlens.protocol_transport import (
-    EMBEDDING, FORMATS, METHODS, PIXEL, RANDOM, TARGET_ALONE, TOP, embedding_interpolation, interpolated_text, read_pairs,
-)
 from ditlens.generation import GenerationSettings
+from ditlens.protocol_transport import (
+    EMBEDDING,
+    FORMATS,
+    METHODS,
+    PIXEL,
+    RANDOM,
+    TARGET_ALONE,
+    TOP,
+    embedding_interpolation,
+    interpolated_text,
+    read_pairs,
+)
 
 from .full_pipelines import FAMILIES, build_pipeline, pipeline_folder
 from .tiny_scorers import save_tiny_clip
@@ -34,8 +43,25 @@ def test_bench_transport_on_flux_reports_its_own_numbers(tmp_path_factory, tmp_p
     model, clip = pipeline_folder(tmp_path_factory, "flux"), save_tiny_clip(tmp_path / "clip")
     (tmp_path / "pairs.txt").write_text(PAIRS)
     out = tmp_path / "bench"
-    argv = ["bench", "transport", "--model", str(model), "--pairs", str(tmp_path / "pairs.txt"), "--clip", str(clip),
-            "--alphas", "0", "1", "--seeds", "0", "1", *FAST, "--out", str(out)]
+    argv = [
+        "bench",
+        "transport",
+        "--model",
+        str(model),
+        "--pairs",
+        str(tmp_path / "pairs.txt"),
+        "--clip",
+        str(clip),
+        "--alphas",
+        "0",
+        "1",
+        "--seeds",
+        "0",
+        "1",
+        *FAST,
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     numbers, report = json.loads((out / "findings.json").read_text()), (out / "report.md").read_text()
     assert numbers["config"]["pairs"] == [["a red cube", "a blue ball"], ["a green cube on the left", "a cat"]]
@@ -55,7 +81,9 @@ def test_bench_transport_on_flux_reports_its_own_numbers(tmp_path_factory, tmp_p
     for s in samples:
         alone, pix, emb, top = (s["scores"][m] for m in (TARGET_ALONE, PIXEL, EMBEDDING, TOP))
         # pixel blending at alpha 0 is the target alone, at alpha 1 the source image (by hand: lerp's ends)
-        assert pix["a=0"]["psnr_to_target_alone"] == 100.0 and pix["a=0"]["clip_i_to_target_alone"] == pytest.approx(1.0, abs=1e-5)
+        assert pix["a=0"]["psnr_to_target_alone"] == 100.0 and pix["a=0"]["clip_i_to_target_alone"] == pytest.approx(
+            1.0, abs=1e-5
+        )
         assert pix["a=0"]["clip_t_to_target"] == pytest.approx(alone["clip_t_to_target"], abs=1e-4)
         assert pix["a=1"]["psnr_to_source"] == 100.0 and pix["a=1"]["clip_i_to_source"] == pytest.approx(1.0, abs=1e-5)
         # text-embedding interpolation: the target's conditioning at 0, the source's at 1 (same seed: the source image)
@@ -65,13 +93,24 @@ def test_bench_transport_on_flux_reports_its_own_numbers(tmp_path_factory, tmp_p
     verdict = numbers["verdict"]
     assert verdict["headline"] in report and verdict["text"] in report
     assert f"{scores[TARGET_ALONE]['clip_t_to_source']:.2f} (target alone)" in verdict["text"]
-    higher = sum(s["scores"][TOP]["a=1"]["clip_t_to_source"] > s["scores"][RANDOM]["a=1"]["clip_t_to_source"] for s in samples)
+    higher = sum(
+        s["scores"][TOP]["a=1"]["clip_t_to_source"] > s["scores"][RANDOM]["a=1"]["clip_t_to_source"] for s in samples
+    )
     assert verdict["top_beats_random"] == {"score": "clip_t_to_source", "alpha": 1.0, "higher": higher, "samples": 4}
     assert f"top-k is higher than random-k in {higher} of 4 samples" in verdict["text"]
-    assert "## Not measured" in report and "no CLIP model given" not in report and "built-in model's exact ground truth" in report
+    assert (
+        "## Not measured" in report
+        and "no CLIP model given" not in report
+        and "built-in model's exact ground truth" in report
+    )
     assert "commit " in report and f"--pairs {tmp_path / 'pairs.txt'}" in report and f"Model {model}" in report
-    for name in ("transport_strips.png", "transport_clip_t_to_source.png", "transport_clip_i_to_target_alone.png",
-                 "transport_psnr_to_target_alone.png", "transport_psnr_to_source.png"):
+    for name in (
+        "transport_strips.png",
+        "transport_clip_t_to_source.png",
+        "transport_clip_i_to_target_alone.png",
+        "transport_psnr_to_target_alone.png",
+        "transport_psnr_to_source.png",
+    ):
         assert (out / name).is_file(), name
 
 
@@ -80,13 +119,31 @@ def test_bench_transport_without_clip_holds_pixel_scores_only(tmp_path_factory, 
     model = pipeline_folder(tmp_path_factory, "sd3")
     (tmp_path / "pairs.txt").write_text("a red cube | a blue ball\n")
     out = tmp_path / "bench"
-    assert main(["bench", "transport", "--model", str(model), "--pairs", str(tmp_path / "pairs.txt"), *FAST, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "transport",
+                "--model",
+                str(model),
+                "--pairs",
+                str(tmp_path / "pairs.txt"),
+                *FAST,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     numbers, report = json.loads((out / "findings.json").read_text()), (out / "report.md").read_text()
     assert numbers["config"]["alphas"] == [0.5, 1.0]  # the default strengths
     assert "| method | alpha | PSNR to target | PSNR to source |" in report
     assert not any(k.startswith("clip") for k in numbers["scores"][TOP]["a=1"])
     for method in METHODS:
-        assert _row(method, "0.5", numbers["scores"][method]["a=0.5"], ["psnr_to_target_alone", "psnr_to_source"]) in report
+        assert (
+            _row(method, "0.5", numbers["scores"][method]["a=0.5"], ["psnr_to_target_alone", "psnr_to_source"])
+            in report
+        )
     assert numbers["scores"][PIXEL]["a=1"]["psnr_to_source"] == 100.0
     assert numbers["scores"][EMBEDDING]["a=1"]["psnr_to_source"] >= 90
     not_measured = report.split("## Not measured")[1]
@@ -106,7 +163,9 @@ def test_embedding_interpolation_ends_are_the_target_and_the_source(family):
 
     def alone(prompt: str) -> torch.Tensor:
         call = {"prompt": [prompt]}
-        out = pipe(**call, generator=[torch.Generator().manual_seed(3)], output_type="pt", **settings.kwargs(pipe, 1, call))
+        out = pipe(
+            **call, generator=[torch.Generator().manual_seed(3)], output_type="pt", **settings.kwargs(pipe, 1, call)
+        )
         return out.images.float().cpu()[0]
 
     torch.testing.assert_close(images[0], alone(target), atol=1e-5, rtol=0)
@@ -118,7 +177,9 @@ def test_interpolated_text_lerps_rows_in_groups_and_is_removed():
     seen = {}
 
     class Transformer(torch.nn.Module):
-        def forward(self, hidden_states, encoder_hidden_states=None, pooled_projections=None, encoder_attention_mask=None):
+        def forward(
+            self, hidden_states, encoder_hidden_states=None, pooled_projections=None, encoder_attention_mask=None
+        ):
             seen.update(txt=encoder_hidden_states, vec=pooled_projections, mask=encoder_attention_mask)
             return hidden_states
 
@@ -129,7 +190,11 @@ def test_interpolated_text_lerps_rows_in_groups_and_is_removed():
         model(torch.zeros(6), encoder_hidden_states=txt, pooled_projections=txt[:, 0], encoder_attention_mask=mask)
     assert seen["txt"][:, 0, 0].tolist() == [0, 0.5, 0, 3, 3.5, 3]  # row r towards the first row of its group
     assert seen["vec"][:, 0].tolist() == [0, 0.5, 0, 3, 3.5, 3]
-    assert seen["mask"].tolist() == [[1, 0]] * 3 + [[1, 1], [1, 1], [1, 1]]  # own at 0, union in between, the source's at 1
+    assert seen["mask"].tolist() == [[1, 0]] * 3 + [
+        [1, 1],
+        [1, 1],
+        [1, 1],
+    ]  # own at 0, union in between, the source's at 1
     assert not model._forward_pre_hooks
     with pytest.raises(RuntimeError, match="inside"), interpolated_text(model, [0.0, 1.0]):
         raise RuntimeError("inside")
@@ -144,18 +209,30 @@ def test_read_pairs_skips_comments_and_blank_lines(tmp_path):
     assert read_pairs(path) == [("a #1 car", "a bike"), ("a cat", "a dog")]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a red cube | a blue ball\na red cube\n", "line 2 ('a red cube'): has no '|'"),
-    ("# pairs\na | b | c\n", "line 2 ('a | b | c'): has 2 '|'"),
-    ("a red cube | \n", "line 1 ('a red cube |'): the target prompt is empty"),
-    ("\n | a cat\n", "line 2 ('| a cat'): the source prompt is empty"),
-    ("a cat | a cat\n", "line 1 ('a cat | a cat'): source and target are the same prompt"),
-    ("# only a comment\n\n", "holds no pairs"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a red cube | a blue ball\na red cube\n", "line 2 ('a red cube'): has no '|'"),
+        ("# pairs\na | b | c\n", "line 2 ('a | b | c'): has 2 '|'"),
+        ("a red cube | \n", "line 1 ('a red cube |'): the target prompt is empty"),
+        ("\n | a cat\n", "line 2 ('| a cat'): the source prompt is empty"),
+        ("a cat | a cat\n", "line 1 ('a cat | a cat'): source and target are the same prompt"),
+        ("# only a comment\n\n", "holds no pairs"),
+    ],
+)
 def test_bad_pairs_file_is_refused_before_the_model_loads(tmp_path, capsys, text, message):
     (tmp_path / "pairs.txt").write_text(text)
     out = tmp_path / "bench"
-    argv = ["bench", "transport", "--model", str(tmp_path / "no-model"), "--pairs", str(tmp_path / "pairs.txt"), "--out", str(out)]
+    argv = [
+        "bench",
+        "transport",
+        "--model",
+        str(tmp_path / "no-model"),
+        "--pairs",
+        str(tmp_path / "pairs.txt"),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "pairs.txt" in err
@@ -172,9 +249,15 @@ def test_bench_transport_refusals_name_what_is_wrong(tmp_path, capsys):
         (["bench", "transport", "--model", model, "--pairs", str(tmp_path / "missing.txt")], "does not exist"),
         (["bench", "transport", "--model", model, "--pairs", str(tmp_path)], "is a folder"),
         (["bench", "transport", "--model", model, "--pairs", str(tmp_path / "latin1.txt")], "is not UTF-8 text"),
-        (["bench", "transport", "--model", model, *pairs, "--alphas", "0.5", "1.5"], "alphas must be within [0, 1]; got 1.5"),
+        (
+            ["bench", "transport", "--model", model, *pairs, "--alphas", "0.5", "1.5"],
+            "alphas must be within [0, 1]; got 1.5",
+        ),
         (["bench", "transport", "--model", model, *pairs, "--alphas", "1", "1"], "alphas must differ"),
-        (["bench", "transport", "--model", model, *pairs, "--prompts", str(tmp_path / "pairs.txt")], "--prompts is not used by bench transport"),
+        (
+            ["bench", "transport", "--model", model, *pairs, "--prompts", str(tmp_path / "pairs.txt")],
+            "--prompts is not used by bench transport",
+        ),
         (["bench", "findings", "--model", model, *pairs], "--pairs is for bench transport"),
     ]
     for argv, message in cases:

@@ -73,10 +73,19 @@ def test_find_over_two_seeds_with_skip_layer_guidance_reads_each_samples_conditi
     assert samples.num_rows == 4  # seeds x prompts
     for i, seed in enumerate([0, 1]):
         alone = find_channels(pipe, FindConfig(seeds=[seed], **config), prompt_kwargs=kwargs).samples
-        torch.testing.assert_close(samples.img["abs_mean"][:, :, 2 * i : 2 * i + 2], alone.img["abs_mean"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            samples.img["abs_mean"][:, :, 2 * i : 2 * i + 2], alone.img["abs_mean"], rtol=0, atol=0
+        )
     summary = both.summary()
     assert summary["layout"]["summary_rows"] == [2, 3, 8, 9]
-    assert [label["role"] for label in summary["layout"]["row_labels"][:6]] == [UNCOND, UNCOND, COND, COND, GUIDANCE, GUIDANCE]
+    assert [label["role"] for label in summary["layout"]["row_labels"][:6]] == [
+        UNCOND,
+        UNCOND,
+        COND,
+        COND,
+        GUIDANCE,
+        GUIDANCE,
+    ]
 
 
 def test_the_samples_of_a_samples_view_are_the_view():

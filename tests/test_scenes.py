@@ -112,9 +112,7 @@ def test_caption_grammar_example():
         ),
         ("gray",),
     )
-    text = (
-        "a large red circle on the left and a small blue square at the bottom on a gray background"
-    )
+    text = "a large red circle on the left and a small blue square at the bottom on a gray background"
     assert caption(scene) == text
     split = Scene(scene.objects, ("gray", "navy"))
     assert caption(split).endswith("on a gray and navy background")
@@ -161,8 +159,10 @@ def test_unknown_word_error_names_word_and_vocabulary():
         ("a large red circle at the left on a gray background", "'at the left'"),
         ("a red circle on the left on a gray background", "got 'red'"),
         ("a large red circle on the left", "end of the prompt"),
-        ("a large red circle on the left and a small red circle on the left on a gray background",
-         "distinct positions"),
+        (
+            "a large red circle on the left and a small red circle on the left on a gray background",
+            "distinct positions",
+        ),
         ("a large red circle on the left on a gray and gray background", "different colours"),
     ],
 )

@@ -45,22 +45,51 @@ def crowded() -> scenes_v2.SceneBatch:
 
 def _solo(layout: Layout, j: int) -> Layout:
     """The layout of object j alone (background draws kept)."""
-    fields = ("x", "y", "radius", "angle", "period", "texture_angle", "phase_x", "phase_y", "key",
-              "light_angle", "shade")
-    return Layout(**{f: getattr(layout, f)[j : j + 1] for f in fields},
-                  **{f: getattr(layout, f) for f in Layout.__dataclass_fields__ if f.startswith("background")},
-                  attempt=layout.attempt)
+    fields = (
+        "x",
+        "y",
+        "radius",
+        "angle",
+        "period",
+        "texture_angle",
+        "phase_x",
+        "phase_y",
+        "key",
+        "light_angle",
+        "shade",
+    )
+    return Layout(
+        **{f: getattr(layout, f)[j : j + 1] for f in fields},
+        **{f: getattr(layout, f) for f in Layout.__dataclass_fields__ if f.startswith("background")},
+        attempt=layout.attempt,
+    )
 
 
 def _empty(layout: Layout) -> Layout:
-    return Layout(**{f: getattr(layout, f)[:0] for f in ("x", "y", "radius", "angle", "period", "texture_angle",
-                                                           "phase_x", "phase_y", "key", "light_angle", "shade")},
-                  **{f: getattr(layout, f) for f in Layout.__dataclass_fields__ if f.startswith("background")})
+    return Layout(
+        **{
+            f: getattr(layout, f)[:0]
+            for f in (
+                "x",
+                "y",
+                "radius",
+                "angle",
+                "period",
+                "texture_angle",
+                "phase_x",
+                "phase_y",
+                "key",
+                "light_angle",
+                "shade",
+            )
+        },
+        **{f: getattr(layout, f) for f in Layout.__dataclass_fields__ if f.startswith("background")},
+    )
 
 
 def _full_canvas_footprint(obj: SceneObject, layout: Layout, j: int) -> np.ndarray:
     """The object's shape test on every pixel centre of the canvas (no window)."""
-    c = (np.arange(IMAGE_SIZE) + 0.5)
+    c = np.arange(IMAGE_SIZE) + 0.5
     py, px = np.meshgrid(c, c, indexing="ij")
     dx, dy = px - layout.x[j], py - layout.y[j]
     cos, sin, r = np.cos(layout.angle[j]), np.sin(layout.angle[j]), layout.radius[j]
@@ -96,8 +125,10 @@ def test_batch_items_are_renders_of_their_seed(crowded):
 
 
 def test_seeds_vary_the_image_not_the_attributes():
-    scene = parse_caption("a medium mottled blue heart in the center and a small dotted orange ring "
-                          "at the bottom right on a striped gray background")
+    scene = parse_caption(
+        "a medium mottled blue heart in the center and a small dotted orange ring "
+        "at the bottom right on a striped gray background"
+    )
     images = [render(scene, seed).image for seed in range(6)]
     assert len({im.tobytes() for im in images}) == 6
     many = sample_batch(12, seed=0, captions=[caption(scene)])
@@ -151,10 +182,24 @@ def test_footprint_window_holds_every_shape():
     for shape in scenes_v2.SHAPES:
         for x, y, angle in itertools.product((3.0, 31.6, 60.9), (2.2, 33.0, 61.5), (-0.52, 0.0, 0.31, 0.52)):
             obj = SceneObject(shape, "red", "plain", "large", "center")
-            lay = Layout(x=[x], y=[y], radius=[hi], angle=[angle], period=[5.0], texture_angle=[0.0],
-                         phase_x=[0.0], phase_y=[0.0], key=[1], light_angle=[0.0], shade=[0.2],
-                         background_period=8.0, background_angle=0.0, background_phase_x=0.0,
-                         background_phase_y=0.0, background_key=2)
+            lay = Layout(
+                x=[x],
+                y=[y],
+                radius=[hi],
+                angle=[angle],
+                period=[5.0],
+                texture_angle=[0.0],
+                phase_x=[0.0],
+                phase_y=[0.0],
+                key=[1],
+                light_angle=[0.0],
+                shade=[0.2],
+                background_period=8.0,
+                background_angle=0.0,
+                background_phase_x=0.0,
+                background_phase_y=0.0,
+                background_key=2,
+            )
             got = draw(Scene((obj,), "gray"), lay).masks[0]
             assert np.array_equal(got, _full_canvas_footprint(obj, lay, 0)), (shape, x, y, angle)
 
@@ -228,8 +273,9 @@ def test_grammar_example_and_longest_caption():
     assert scene == Scene((SceneObject("star", "red", "striped", "large", "top left"),), "navy", "checked")
     assert caption(scene) == EXAMPLE
     corners = ("top left", "top right", "bottom right")
-    longest = Scene(tuple(SceneObject("heart", "magenta", "gradient", "medium", p) for p in corners),
-                    "beige", "mottled")
+    longest = Scene(
+        tuple(SceneObject("heart", "magenta", "gradient", "medium", p) for p in corners), "beige", "mottled"
+    )
     assert len(caption(longest).split()) == scenes_v2.MAX_CAPTION_WORDS
     assert parse_caption(caption(longest)) == longest
 
@@ -241,8 +287,10 @@ def test_grammar_example_and_longest_caption():
         ("a large red circle on the left on a plain gray background", "got 'red'"),
         ("a large plain red circle on the left on a gray background", "got 'gray'"),
         ("a large plain red circle on the left", "end of the prompt"),
-        ("a small plain red circle on the left and a large plain blue star on the left on a plain gray background",
-         "distinct positions"),
+        (
+            "a small plain red circle on the left and a large plain blue star on the left on a plain gray background",
+            "distinct positions",
+        ),
         ("a small plain red circle in the center on a plain gray background extra", "Unknown word 'extra'"),
     ],
 )
@@ -297,9 +345,24 @@ def test_validation_names_the_bad_value():
 def _tiny(out, **overrides):
     from ditlens.builtin.train import rung_config
 
-    return rung_config("v2", "s", out=out, steps=4, batch_size=4, hidden_size=32, num_heads=2,
-                       num_double_blocks=1, num_single_blocks=1, text_layers=1, num_workers=0, warmup_steps=2,
-                       log_every=2, sample_every=1000, sample_steps=2, **overrides)
+    return rung_config(
+        "v2",
+        "s",
+        out=out,
+        steps=4,
+        batch_size=4,
+        hidden_size=32,
+        num_heads=2,
+        num_double_blocks=1,
+        num_single_blocks=1,
+        text_layers=1,
+        num_workers=0,
+        warmup_steps=2,
+        log_every=2,
+        sample_every=1000,
+        sample_steps=2,
+        **overrides,
+    )
 
 
 def test_train_v2_end_to_end_and_resume(tmp_path, one_thread):
@@ -310,11 +373,40 @@ def test_train_v2_end_to_end_and_resume(tmp_path, one_thread):
     from ditlens.builtin import load_builtin
     from ditlens.builtin.train import _parse_args, train
 
-    config, resume, stop = _parse_args(["--world", "v2", "--size", "s", "--out", str(tmp_path / "whole"),
-                                        "--steps", "4", "--batch-size", "4", "--hidden-size", "32",
-                                        "--num-heads", "2", "--num-double-blocks", "1", "--num-single-blocks", "1",
-                                        "--text-layers", "1", "--num-workers", "0", "--warmup-steps", "2",
-                                        "--log-every", "2", "--sample-every", "1000", "--sample-steps", "2"])
+    config, resume, stop = _parse_args(
+        [
+            "--world",
+            "v2",
+            "--size",
+            "s",
+            "--out",
+            str(tmp_path / "whole"),
+            "--steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--hidden-size",
+            "32",
+            "--num-heads",
+            "2",
+            "--num-double-blocks",
+            "1",
+            "--num-single-blocks",
+            "1",
+            "--text-layers",
+            "1",
+            "--num-workers",
+            "0",
+            "--warmup-steps",
+            "2",
+            "--log-every",
+            "2",
+            "--sample-every",
+            "1000",
+            "--sample-steps",
+            "2",
+        ]
+    )
     assert config == _tiny(tmp_path / "whole") and not resume and stop == 0
     train(config)
     # The same run in chunks: stop after every step, then resume.
@@ -383,7 +475,9 @@ def test_train_cli_keeps_v1_defaults_and_refuses_bad_combinations(tmp_path):
 
 
 def test_grammar_takes_at_most_three_objects():
-    four = " and ".join(f"a small plain red circle {p}" for p in ("on the left", "on the right", "at the top", "at the bottom"))
+    four = " and ".join(
+        f"a small plain red circle {p}" for p in ("on the left", "on the right", "at the top", "at the bottom")
+    )
     with pytest.raises(CaptionError, match="more than 3"):
         parse_caption(four + " on a plain gray background")
 
@@ -405,7 +499,16 @@ def test_v2_classifier_trains_saves_and_loads(tmp_path, one_thread):
     assert torch.equal(a.texture, b.texture) and a.presence.shape == (16, 9, 2)
     assert a.features.shape == (16, 32)
     scores = clf.evaluate_v2(loaded, held.images, held.scenes)
-    assert set(scores) == {"presence", "shape", "colour", "texture", "size", "background", "background_texture", "scene"}
+    assert set(scores) == {
+        "presence",
+        "shape",
+        "colour",
+        "texture",
+        "size",
+        "background",
+        "background_texture",
+        "scene",
+    }
     assert all(0 <= v <= 1 for v in scores.values())
     assert all(isinstance(s, Scene) for s in clf.predict_scenes_v2(loaded, held.images))
     with pytest.raises(ValueError, match="world 'v1'"):

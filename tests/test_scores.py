@@ -28,13 +28,30 @@ def clip_dir(tmp_path_factory):
 
 def test_disrupt_reports_clip_scores_as_computed_by_hand(clip_dir, tmp_path):
     out = tmp_path / "d"
-    args = ["disrupt", "--prompt", PROMPT, "--seeds", "0", "1", "--ks", "2", "--draws", "2", "--steps", "2",
-            "--clip", str(clip_dir), "--out", str(out), "--quiet"]
+    args = [
+        "disrupt",
+        "--prompt",
+        PROMPT,
+        "--seeds",
+        "0",
+        "1",
+        "--ks",
+        "2",
+        "--draws",
+        "2",
+        "--steps",
+        "2",
+        "--clip",
+        str(clip_dir),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     scores, scorer = metrics["scores"], ClipScorer.from_pretrained(clip_dir)
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     def load(name):
         return torch.from_numpy(np.array(Image.open(out / name))).permute(2, 0, 1).float()[None] / 255
@@ -52,13 +69,15 @@ def test_disrupt_reports_clip_scores_as_computed_by_hand(clip_dir, tmp_path):
 def test_score_curves_layout_by_hand():
     scores = {
         "none": {"rule": "none", "k": 0, "clip_score": 30.0},
-        "top-1": {"rule": "top", "k": 1, "clip_score": 10.0}, "top-4": {"rule": "top", "k": 4, "clip_score": 5.0},
-        "random-1#0": {"rule": "random", "k": 1, "clip_score": 20.0}, "random-1#1": {"rule": "random", "k": 1, "clip_score": 24.0},
+        "top-1": {"rule": "top", "k": 1, "clip_score": 10.0},
+        "top-4": {"rule": "top", "k": 4, "clip_score": 5.0},
+        "random-1#0": {"rule": "random", "k": 1, "clip_score": 20.0},
+        "random-1#1": {"rule": "random", "k": 1, "clip_score": 24.0},
     }
     curves = score_curves(scores, "clip_score", ["top", "bottom", "random"])
     assert curves["top"] == ([1, 4], [10.0, 5.0], None)
     ks, means, spreads = curves["random"]
-    assert ks == [1] and means == [22.0] and spreads == pytest.approx([2 ** 0.5 * 2])  # sample std of 20, 24
+    assert ks == [1] and means == [22.0] and spreads == pytest.approx([2**0.5 * 2])  # sample std of 20, 24
     assert "bottom" not in curves and score_curves(scores, "frechet_distance", ["top"]) == {}
 
 
@@ -66,8 +85,26 @@ def test_score_curves_layout_by_hand():
 def test_transport_and_interpolate_report_clip_t_and_clip_i(clip_dir, tmp_path, command):
     out = tmp_path / command
     extra = ["--alphas", "0", "1"] if command == "interpolate" else []
-    assert main([command, "--source", PROMPT, "--target", TARGET, "--steps", "2", "--clip", str(clip_dir),
-                 "--out", str(out), "--quiet", *extra]) == 0
+    assert (
+        main(
+            [
+                command,
+                "--source",
+                PROMPT,
+                "--target",
+                TARGET,
+                "--steps",
+                "2",
+                "--clip",
+                str(clip_dir),
+                "--out",
+                str(out),
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "scores.json").read_text())["images"]
     assert list(rows)[0] == "target alone" and len(rows) == (3 if command == "interpolate" else 2)
     alone = rows["target alone"]
@@ -79,13 +116,31 @@ def test_transport_and_interpolate_report_clip_t_and_clip_i(clip_dir, tmp_path, 
 
 
 def test_reference_without_caption_has_no_clip_t_to_source(clip_dir, tmp_path):
-    from ditlens.builtin.scenes import parse_caption, render
     from PIL import Image
+
+    from ditlens.builtin.scenes import parse_caption, render
 
     Image.fromarray(render(parse_caption(PROMPT)).image).save(tmp_path / "ref.png")
     out = tmp_path / "t"
-    assert main(["transport", "--reference", str(tmp_path / "ref.png"), "--target", TARGET, "--steps", "2",
-                 "--clip", str(clip_dir), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "transport",
+                "--reference",
+                str(tmp_path / "ref.png"),
+                "--target",
+                TARGET,
+                "--steps",
+                "2",
+                "--clip",
+                str(clip_dir),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     row = json.loads((out / "scores.json").read_text())["images"]["a=1"]
     assert "clip_t_to_source" not in row and "clip_t_to_target" in row and "colour_from_source" not in row
 
@@ -97,7 +152,10 @@ def test_bad_clip_folder_is_refused_before_loading(tmp_path, capsys):
     assert "No CLIP model at" in capsys.readouterr().err and not out.exists()
     (tmp_path / "t5").mkdir()
     (tmp_path / "t5" / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    assert main(["transport", "--source", PROMPT, "--target", TARGET, "--clip", str(tmp_path / "t5"), "--out", str(out)]) == 2
+    assert (
+        main(["transport", "--source", PROMPT, "--target", TARGET, "--clip", str(tmp_path / "t5"), "--out", str(out)])
+        == 2
+    )
     assert "'t5' model; ditlens needs a CLIPModel" in capsys.readouterr().err
     assert time.perf_counter() - started < 5  # no model was loaded
 
@@ -136,8 +194,11 @@ def test_segmenter_foreground_and_its_refusals(tmp_path):
     images = torch.rand(3, 3, 32, 48, generator=torch.Generator().manual_seed(0))
     masks = segmenter.foreground(images)
     assert masks.shape == (3, 32, 48) and masks.dtype == torch.bool
-    logits = segmenter.model(pixel_values=segmenter.processor(images=[(i.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-                                                                     for i in images], return_tensors="pt")["pixel_values"]).logits
+    logits = segmenter.model(
+        pixel_values=segmenter.processor(
+            images=[(i.permute(1, 2, 0).numpy() * 255).round().astype("uint8") for i in images], return_tensors="pt"
+        )["pixel_values"]
+    ).logits
     by_hand = torch.nn.functional.interpolate(logits, size=(32, 48), mode="bilinear").argmax(1) != 0
     assert torch.equal(masks, by_hand)
     with pytest.raises(ValueError, match=r"\['sky'\] are not classes .* its classes: background, object"):

@@ -52,7 +52,9 @@ def test_scores_equal_the_hand_computation(result_and_truth):
                     gt = [[bool(v) for v in row] for row in truth[i]]
                     flipped = [[not v for v in row] for row in pred]
                     assert scores[rule].miou[t, s, i].item() == pytest.approx(hand_miou(pred, gt))
-                    assert scores[rule].oracle[t, s, i].item() == pytest.approx(max(hand_miou(pred, gt), hand_miou(flipped, gt)))
+                    assert scores[rule].oracle[t, s, i].item() == pytest.approx(
+                        max(hand_miou(pred, gt), hand_miou(flipped, gt))
+                    )
     assert scores["top"].miou[0, 0, 0].item() == 1.0 and scores["top"].ari[0, 0, 0].item() == pytest.approx(1.0)
     # the complement of a split is the same split: same oracle and ARI, mIoU mirrored
     assert torch.allclose(scores["top"].oracle, scores["all"].oracle)
@@ -66,7 +68,11 @@ def test_bench_rows_match_the_hand_means_per_group(result_and_truth):
     scores = result.scores(truth)["top"]
     for group, index in groups.items():
         per_site = [
-            sum(hand_miou(pixel_mask(result.masks["top"][t, s, i]), [[bool(v) for v in r] for r in truth[i]]) for t in range(2) for i in index)
+            sum(
+                hand_miou(pixel_mask(result.masks["top"][t, s, i]), [[bool(v) for v in r] for r in truth[i]])
+                for t in range(2)
+                for i in index
+            )
             / (2 * len(index))
             for s in range(2)
         ]
@@ -86,7 +92,11 @@ def test_background_groups_split_the_prompts():
         "a small blue square on the left on a gray and navy background",
         "a large green triangle on the right on a black background",
     ]
-    assert background_groups(prompts) == {"all images": [0, 1, 2], "one-colour backgrounds": [0, 2], "split backgrounds": [1]}
+    assert background_groups(prompts) == {
+        "all images": [0, 1, 2],
+        "one-colour backgrounds": [0, 2],
+        "split backgrounds": [1],
+    }
 
 
 def test_concatenate_keeps_the_grid_and_orders_the_samples():
@@ -97,10 +107,20 @@ def test_concatenate_keeps_the_grid_and_orders_the_samples():
     def part(offset: int) -> SegmentResult:
         masks = torch.zeros(2, 1, 1, 6, dtype=torch.bool)  # (steps, sites, samples, N)
         masks[..., offset] = True
-        return SegmentResult(sites=["s"], masks={"top": masks}, image_size=(32, 48), images=torch.full((1, 3, 32, 48), offset / 10),
-                             meta={"batch": offset}, token_rows_cols=(2, 3))
+        return SegmentResult(
+            sites=["s"],
+            masks={"top": masks},
+            image_size=(32, 48),
+            images=torch.full((1, 3, 32, 48), offset / 10),
+            meta={"batch": offset},
+            token_rows_cols=(2, 3),
+        )
 
     joined = SegmentResult.concatenate([part(0), part(4)])
-    assert joined.masks["top"].shape == (2, 1, 2, 6) and joined.masks["top"][0, 0, 1, 4] and not joined.masks["top"][0, 0, 1, 0]
+    assert (
+        joined.masks["top"].shape == (2, 1, 2, 6)
+        and joined.masks["top"][0, 0, 1, 4]
+        and not joined.masks["top"][0, 0, 1, 0]
+    )
     assert joined.grid == (2, 3) and joined.heat is None and joined.meta == {"batch": 0}
     assert torch.equal(joined.images[:, 0, 0, 0], torch.tensor([0.0, 0.4]))

@@ -128,12 +128,29 @@ jobs:
 def run_env(token: str) -> dict[str, str]:
     # One intra-op thread everywhere (torchrun sets it for its workers too): CPU results are
     # bitwise reproducible for a fixed thread count, and the machine's 2 cores stay shared.
-    return os.environ | {"OMP_NUM_THREADS": "1", "DITLENS_TEST_TOKEN": token, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "DITLENS_TEST_TOKEN": token,
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+    }
 
 
 def torchrun(config: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "ditlens.cli", "sweep", str(config), "--out", str(out), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "ditlens.cli",
+        "sweep",
+        str(config),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -190,7 +207,11 @@ def test_two_processes_killed_and_resumed_equal_a_clean_run(tmp_path):
     rank1 = {i.id for i in items if i.index % 2 == 1}
     deadline, killed = time.monotonic() + 120, False
     while time.monotonic() < deadline and proc.poll() is None:
-        landed = {p.name for p in (out / "items").glob("*-*") if not p.name.startswith(".")} if (out / "items").is_dir() else set()
+        landed = (
+            {p.name for p in (out / "items").glob("*-*") if not p.name.startswith(".")}
+            if (out / "items").is_dir()
+            else set()
+        )
         if landed & rank1:
             pid = worker_pid(token, rank=1)
             assert pid is not None
@@ -292,7 +313,9 @@ def test_a_weight_changed_in_place_reruns_the_items_and_says_why(tiny_sweep, tmp
 
     # a resume with nothing changed: everything is done, and no model file is read again
     reads = []
-    monkeypatch.setattr(sweep, "_file_sha256", lambda path, read=sweep._file_sha256: reads.append(path.name) or read(path))
+    monkeypatch.setattr(
+        sweep, "_file_sha256", lambda path, read=sweep._file_sha256: reads.append(path.name) or read(path)
+    )
     said = sweep_says(capsys, tiny_sweep, out)
     assert "0 items run, 2 already done, 2 in all" in said and "rerunning" not in said, said
     model_files = {"diffusion_pytorch_model.safetensors", "config.json", "model_index.json", "embeds.safetensors"}
@@ -303,11 +326,16 @@ def test_a_weight_changed_in_place_reruns_the_items_and_says_why(tiny_sweep, tmp
     edit_one_weight(weights)
     assert main(["sweep", str(tiny_sweep), "--out", str(out), "--merge"]) == 2  # nothing of these weights yet
     err = capsys.readouterr().err
-    assert "No finished items" in err and "the model's weights changed (transformer/diffusion_pytorch_model.safetensors)" in err, err
+    assert (
+        "No finished items" in err
+        and "the model's weights changed (transformer/diffusion_pytorch_model.safetensors)" in err
+    ), err
     reads.clear()
     said = sweep_says(capsys, tiny_sweep, out)
-    assert ("the model's weights changed (transformer/diffusion_pytorch_model.safetensors) since the items in "
-            f"{out / 'items'}/ were written: rerunning 2") in said, said
+    assert (
+        "the model's weights changed (transformer/diffusion_pytorch_model.safetensors) since the items in "
+        f"{out / 'items'}/ were written: rerunning 2"
+    ) in said, said
     assert "2 items run, 0 already done, 2 in all" in said, said
     assert [name for name in reads if name in model_files] == [weights.name]  # the changed file only, once
     second = {p.name for p in (out / "items").iterdir()}
@@ -335,9 +363,15 @@ def test_ids_cover_the_embeddings_file_the_builtin_files_and_the_ditlens_version
 
     builtin = load_config(write_config(tmp_path))
     fingerprint = sweep.model_fingerprint(builtin.model)
-    assert sweep.BUILTIN_WEIGHTS / "model" == DEFAULT_WEIGHTS and sweep.BUILTIN_WEIGHTS / "classifier" == CLASSIFIER_WEIGHTS
-    assert {"model/transformer/diffusion_pytorch_model.safetensors", "model/model_index.json",
-            "classifier/model.safetensors"} <= set(fingerprint.files)
+    assert (
+        sweep.BUILTIN_WEIGHTS / "model" == DEFAULT_WEIGHTS
+        and sweep.BUILTIN_WEIGHTS / "classifier" == CLASSIFIER_WEIGHTS
+    )
+    assert {
+        "model/transformer/diffusion_pytorch_model.safetensors",
+        "model/model_index.json",
+        "classifier/model.safetensors",
+    } <= set(fingerprint.files)
     ids = {i.id for i in plan(builtin)}
     monkeypatch.setattr(sweep, "__version__", "0.0.0-other")
     assert not ids & {i.id for i in plan(builtin)}
@@ -361,8 +395,13 @@ def test_an_older_sweep_folder_is_refused_with_what_to_do(tiny_sweep, tmp_path, 
 @needs_builtin
 def test_quiet_prints_nothing_on_success(tmp_path):
     config = write_config(tmp_path, CONFIG.replace("seeds = [0, 1]", "seeds = [0]"))
-    done = subprocess.run([sys.executable, "-m", "ditlens.cli", "sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"],
-                          env=run_env("quiet"), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "ditlens.cli", "sweep", str(config), "--out", str(tmp_path / "out"), "--quiet"],
+        env=run_env("quiet"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == "", done.stdout + done.stderr
     assert len(list((tmp_path / "out" / "items").iterdir())) == 5
@@ -379,8 +418,11 @@ def test_a_hub_id_is_fingerprinted_from_its_cached_snapshot(tmp_path, monkeypatc
     (repo / "blobs").mkdir(parents=True)
 
     def snapshot(commit: str, weights: bytes) -> None:
-        for name, data in {"model_index.json": b"{}", "transformer/diffusion_pytorch_model.safetensors": weights,
-                           "README.md": b"not a model file"}.items():
+        for name, data in {
+            "model_index.json": b"{}",
+            "transformer/diffusion_pytorch_model.safetensors": weights,
+            "README.md": b"not a model file",
+        }.items():
             blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
             blob.write_bytes(data)
             link = repo / "snapshots" / commit / name

@@ -51,26 +51,64 @@ CASES = [
     ("prompt-whitespace", f'prompts = ["{PROMPT}", "  \\t "]\n' + FIND, ["'prompts[1]' is an empty prompt ('  \\t ')"]),
     ("prompt-not-a-string", "prompts = [3]\n" + FIND, ["'prompts[0]' must be a prompt (a string); got 3"]),
     ("prompt-twice", f'prompts = ["{PROMPT}", "{PROMPT} "]\n' + FIND, ["is listed twice (prompts[0] and prompts[1])"]),
-    ("builtin-unknown-word", 'prompts = ["a large red dog on the left on a gray background"]\n' + FIND,
-     ["prompts[0]: Unknown word 'dog'", "The built-in model knows:"]),
-    ("builtin-unknown-word-long-prompt", f'prompts = ["{LONG}"]\n' + FIND,
-     ["prompts[0]: Unknown word 'dog' in prompt 'a large red dog on the left", "... (255 characters)"]),
-    ("builtin-not-a-caption", 'prompts = ["red large circle"]\n[[jobs]]\ncommand = "disrupt"\nrule = "top"\nk = 1\n',
-     ["prompts[0]: Expected 'a' at word 1 of prompt 'red large circle'", "score the built-in model's images"]),
-    ("builtin-target-unknown-word", f'prompts = ["{PROMPT}"]\n[[jobs]]\ncommand = "transport"\ntarget = "a large red dog"\n',
-     ["jobs[0] (transport) setting 'target': Unknown word 'dog'"]),
-    ("target-empty", f'prompts = ["{PROMPT}"]\n[[jobs]]\ncommand = "transport"\ntarget = " "\n',
-     ["jobs[0] (transport) setting 'target' is an empty prompt (' ')"]),
-    ("height-huge", "[generation]\nheight = 100000\n" + FIND,
-     [f"'generation.height' must be a whole number of pixels in 1..{MAX_SIDE}; got 100000"]),
-    ("width-zero", "[generation]\nwidth = 0\n" + FIND, ["'generation.width' must be a whole number of pixels", "got 0"]),
+    (
+        "builtin-unknown-word",
+        'prompts = ["a large red dog on the left on a gray background"]\n' + FIND,
+        ["prompts[0]: Unknown word 'dog'", "The built-in model knows:"],
+    ),
+    (
+        "builtin-unknown-word-long-prompt",
+        f'prompts = ["{LONG}"]\n' + FIND,
+        ["prompts[0]: Unknown word 'dog' in prompt 'a large red dog on the left", "... (255 characters)"],
+    ),
+    (
+        "builtin-not-a-caption",
+        'prompts = ["red large circle"]\n[[jobs]]\ncommand = "disrupt"\nrule = "top"\nk = 1\n',
+        ["prompts[0]: Expected 'a' at word 1 of prompt 'red large circle'", "score the built-in model's images"],
+    ),
+    (
+        "builtin-target-unknown-word",
+        f'prompts = ["{PROMPT}"]\n[[jobs]]\ncommand = "transport"\ntarget = "a large red dog"\n',
+        ["jobs[0] (transport) setting 'target': Unknown word 'dog'"],
+    ),
+    (
+        "target-empty",
+        f'prompts = ["{PROMPT}"]\n[[jobs]]\ncommand = "transport"\ntarget = " "\n',
+        ["jobs[0] (transport) setting 'target' is an empty prompt (' ')"],
+    ),
+    (
+        "height-huge",
+        "[generation]\nheight = 100000\n" + FIND,
+        [f"'generation.height' must be a whole number of pixels in 1..{MAX_SIDE}; got 100000"],
+    ),
+    (
+        "width-zero",
+        "[generation]\nwidth = 0\n" + FIND,
+        ["'generation.width' must be a whole number of pixels", "got 0"],
+    ),
     ("height-negative", "[generation]\nheight = -32\n" + FIND, ["'generation.height'", "got -32"]),
-    ("height-not-an-integer", "[generation]\nheight = 32.5\n" + FIND, ["'generation.height' must be an integer", "got 32.5"]),
+    (
+        "height-not-an-integer",
+        "[generation]\nheight = 32.5\n" + FIND,
+        ["'generation.height' must be an integer", "got 32.5"],
+    ),
     ("steps-zero", "[generation]\nsteps = 0\n" + FIND, ["'generation.steps' must be an integer >= 1; got 0"]),
     ("steps-negative", "[generation]\nsteps = -3\n" + FIND, ["'generation.steps' must be an integer >= 1; got -3"]),
-    ("guidance-nan", "[generation]\nguidance = nan\n" + FIND, ["'generation.guidance' must be a finite number; got nan"]),
-    ("guidance-inf", "[generation]\nguidance = inf\n" + FIND, ["'generation.guidance' must be a finite number; got inf"]),
-    ("guidance-negative", "[generation]\nguidance = -1.5\n" + FIND, ["'generation.guidance' must be a finite number >= 0; got -1.5"]),
+    (
+        "guidance-nan",
+        "[generation]\nguidance = nan\n" + FIND,
+        ["'generation.guidance' must be a finite number; got nan"],
+    ),
+    (
+        "guidance-inf",
+        "[generation]\nguidance = inf\n" + FIND,
+        ["'generation.guidance' must be a finite number; got inf"],
+    ),
+    (
+        "guidance-negative",
+        "[generation]\nguidance = -1.5\n" + FIND,
+        ["'generation.guidance' must be a finite number >= 0; got -1.5"],
+    ),
 ]
 
 
@@ -103,8 +141,10 @@ def test_a_config_that_is_not_utf8(tmp_path, capsys, never_loads):
     text = f'prompts = ["{PROMPT}"]  # caf\u00e9\n' + FIND
     message = sweep(tmp_path, capsys, text.encode("latin-1"))
     offset = text.index("\u00e9")
-    assert message == (f"Sweep config {str(tmp_path / 'sweep.toml')!r}: not UTF-8 text: byte 0xe9 at offset {offset} "
-                       "is not valid UTF-8. Save the file as UTF-8."), message
+    assert message == (
+        f"Sweep config {str(tmp_path / 'sweep.toml')!r}: not UTF-8 text: byte 0xe9 at offset {offset} "
+        "is not valid UTF-8. Save the file as UTF-8."
+    ), message
 
 
 def test_a_config_saved_as_utf16(tmp_path, capsys, never_loads):
@@ -115,13 +155,22 @@ def test_a_config_saved_as_utf16(tmp_path, capsys, never_loads):
 def test_a_prompts_file_that_is_not_utf8(tmp_path, capsys, never_loads):
     (tmp_path / "prompts.txt").write_bytes(f"{PROMPT}\nna\u00efve\n".encode("latin-1"))
     message = sweep(tmp_path, capsys, '[prompts]\nfile = "prompts.txt"\n' + FIND)
-    assert f"Prompts file {str(tmp_path / 'prompts.txt')!r} (prompts.file in sweep.toml): not UTF-8 text: byte 0xef" in message, message
+    assert (
+        f"Prompts file {str(tmp_path / 'prompts.txt')!r} (prompts.file in sweep.toml): not UTF-8 text: byte 0xef"
+        in message
+    ), message
 
 
-@pytest.mark.parametrize("name, text", [
-    ("sweep.toml", f'seeds = [0, 1]\nprompts = ["{PROMPT}"]\n[generation]\nsteps = 2\n' + FIND),
-    ("sweep.yaml", f"seeds: [0, 1]\nprompts: ['{PROMPT}']\ngeneration: {{steps: 2}}\njobs: [{{command: find, k: 2}}]\n"),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("sweep.toml", f'seeds = [0, 1]\nprompts = ["{PROMPT}"]\n[generation]\nsteps = 2\n' + FIND),
+        (
+            "sweep.yaml",
+            f"seeds: [0, 1]\nprompts: ['{PROMPT}']\ngeneration: {{steps: 2}}\njobs: [{{command: find, k: 2}}]\n",
+        ),
+    ],
+)
 def test_a_byte_order_mark_is_read_as_without_it(name, text, tmp_path):
     if name.endswith(".yaml"):
         pytest.importorskip("yaml")

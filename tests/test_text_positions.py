@@ -46,10 +46,14 @@ def text_stream(family: str, pipe, prompt: str) -> torch.Tensor:
         if family == "flux2":
             return pipe.encode_prompt(prompt=prompt)[0][0]
         if family == "qwenimage":
-            return pipe.encode_prompt(prompt=prompt, max_sequence_length=call_default(pipe, "max_sequence_length"))[0][0]
+            return pipe.encode_prompt(prompt=prompt, max_sequence_length=call_default(pipe, "max_sequence_length"))[0][
+                0
+            ]
         if family == "sana":
             instruction = call_default(pipe, "complex_human_instruction")  # encode_prompt's own default is None
-            return pipe.encode_prompt(prompt, do_classifier_free_guidance=False, complex_human_instruction=instruction)[0][0]
+            return pipe.encode_prompt(prompt, do_classifier_free_guidance=False, complex_human_instruction=instruction)[
+                0
+            ][0]
         return pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False)[0][0]
 
 

@@ -70,8 +70,15 @@ def test_an_observer_sees_the_grid_and_reference_tokens_stop_the_run():
         tiny.transformer(**inputs)
     assert set(seen) == {(4, 4)}
     ids = inputs["img_ids"].clone()
-    inputs |= {"hidden_states": torch.cat([inputs["hidden_states"]] * 2, dim=1), "img_ids": torch.cat([ids, ids + torch.tensor([1.0, 0, 0])])}
-    with torch.no_grad(), hooks(tiny.transformer, observers=[lambda img, txt, ctx: None]), pytest.raises(ExtraImageTokensError):
+    inputs |= {
+        "hidden_states": torch.cat([inputs["hidden_states"]] * 2, dim=1),
+        "img_ids": torch.cat([ids, ids + torch.tensor([1.0, 0, 0])]),
+    }
+    with (
+        torch.no_grad(),
+        hooks(tiny.transformer, observers=[lambda img, txt, ctx: None]),
+        pytest.raises(ExtraImageTokensError),
+    ):
         tiny.transformer(**inputs)
 
 
@@ -91,7 +98,9 @@ def test_sana_generates_at_the_size_asked(tmp_path_factory):
 
     pipe = load_pipeline(str(pipeline_folder(tmp_path_factory, "sana")))
     shapes = []
-    handle = pipe.transformer.register_forward_pre_hook(lambda m, a, k: shapes.append(tuple(k.get("hidden_states", a[0] if a else None).shape)), with_kwargs=True)
+    handle = pipe.transformer.register_forward_pre_hook(
+        lambda m, a, k: shapes.append(tuple(k.get("hidden_states", a[0] if a else None).shape)), with_kwargs=True
+    )
     try:
         images = generate(pipe, ["a red cube"], [0], GenerationSettings(num_inference_steps=2, height=32, width=64))
     finally:

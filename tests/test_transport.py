@@ -33,8 +33,15 @@ def embeds(rows: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def run_text(pipe, config, alphas, mask_image=None):
     return transport_text(
-        pipe, "A", "B", config, alphas=alphas, source_seed=1, target_seed=2,
-        prompt_embeds={name: e.to(pipe.device) for name, e in embeds(2 + len(alphas)).items()}, mask_image=mask_image,
+        pipe,
+        "A",
+        "B",
+        config,
+        alphas=alphas,
+        source_seed=1,
+        target_seed=2,
+        prompt_embeds={name: e.to(pipe.device) for name, e in embeds(2 + len(alphas)).items()},
+        mask_image=mask_image,
     )
 
 
@@ -55,7 +62,15 @@ def test_full_transport_makes_the_target_follow_the_source_hidden_states(pipe):
     D = pipe.transformer.inner_dim
     config = TransportConfig(k=D, mask="all", streams="img", generation=SETTINGS)
     (edit,) = _edits(config, [1.0], first_target=2, group_size=3, mask_image=None, image_size=(32, 32))
-    sites = tuple(s for s in ("transformer_blocks.0", "transformer_blocks.1", "single_transformer_blocks.0", "single_transformer_blocks.1"))
+    sites = tuple(
+        s
+        for s in (
+            "transformer_blocks.0",
+            "transformer_blocks.1",
+            "single_transformer_blocks.0",
+            "single_transformer_blocks.1",
+        )
+    )
     with hooks(pipe, edits=[edit], record=RecordConfig(keep_hidden=sites)) as run:
         pipe(**embeds(3), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt")
     for site in sites:
@@ -105,8 +120,19 @@ def test_full_transport_lands_the_image_on_the_source_on_the_builtin_model():
 
     pipe = load_builtin()
     pipe.set_progress_bar_config(disable=True)
-    source, target = "a large red circle in the center on a gray background", "a small blue square on the left on a white background"
-    result = transport_text(pipe, source, target, TransportConfig(k=256, mask="all", streams="img"), alphas=[1.0], source_seed=0, target_seed=0)
+    source, target = (
+        "a large red circle in the center on a gray background",
+        "a small blue square on the left on a white background",
+    )
+    result = transport_text(
+        pipe,
+        source,
+        target,
+        TransportConfig(k=256, mask="all", streams="img"),
+        alphas=[1.0],
+        source_seed=0,
+        target_seed=0,
+    )
     to_source = float(((result.transported[0] - result.source) ** 2).mean())
     apart = float(((result.target - result.source) ** 2).mean())
     assert apart > 0.1  # the two prompts draw different images
@@ -171,7 +197,9 @@ def test_inversion_climbs_the_schedule_and_leaves_the_scheduler_as_it_was(pipe):
     from ditlens.transport import invert
 
     def plain() -> torch.Tensor:
-        return pipe(**embeds(1), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt").images
+        return pipe(
+            **embeds(1), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt"
+        ).images
 
     before = plain()
     x0 = adapter_for(pipe).image_to_latents(pipe, torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
@@ -187,7 +215,9 @@ def test_image_conditioned_transport_from_the_inverted_reference(pipe):
     reference = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5))
     config = TransportConfig(k=4, generation=SETTINGS)
     renoised = transport_image(pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=embeds(3))
-    inverted = transport_image(pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=embeds(3), reference_path="invert")
+    inverted = transport_image(
+        pipe, reference, "B", config, alphas=[1.0], seed=4, prompt_embeds=embeds(3), reference_path="invert"
+    )
     assert inverted.settings["reference_path"] == "invert"
     assert torch.equal(inverted.target, renoised.target)  # the target row does not see the reference path
     assert not torch.equal(inverted.transported, renoised.transported)
@@ -208,7 +238,9 @@ def test_inverted_reference_regenerates_it_on_the_builtin_model():
     reference = renders(["a small blue square at the top on a white background"])
     levels = invert(pipe, pipe.image_to_latents(reference), {"prompt": [""]}, settings)
     back = pipe(prompt=[""], latents=levels[0], output_type="pt", **settings.kwargs()).images
-    elsewhere = pipe(prompt=[""], generator=torch.Generator().manual_seed(0), output_type="pt", **settings.kwargs()).images
+    elsewhere = pipe(
+        prompt=[""], generator=torch.Generator().manual_seed(0), output_type="pt", **settings.kwargs()
+    ).images
     assert ((back - reference) ** 2).mean() < 0.01
     assert ((elsewhere - reference) ** 2).mean() > 0.1
 
@@ -221,15 +253,21 @@ def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match="needs a mask image"):
         run_text(pipe, TransportConfig(k=4, mask="user", generation=SETTINGS), alphas=[1.0])
     with pytest.raises(ValueError, match=r"Mask image is \(16, 16\)"):
-        run_text(pipe, TransportConfig(k=4, mask="user", generation=SETTINGS), alphas=[1.0], mask_image=torch.ones(16, 16))
+        run_text(
+            pipe, TransportConfig(k=4, mask="user", generation=SETTINGS), alphas=[1.0], mask_image=torch.ones(16, 16)
+        )
     with pytest.raises(ValueError, match=r"Reference image is \(16, 16\)"):
-        transport_image(pipe, torch.rand(3, 16, 16), "B", TransportConfig(k=4, generation=SETTINGS), prompt_embeds=embeds(3))
+        transport_image(
+            pipe, torch.rand(3, 16, 16), "B", TransportConfig(k=4, generation=SETTINGS), prompt_embeds=embeds(3)
+        )
     with pytest.raises(ValueError, match=r"Step window \[0, 9\] is outside the schedule"):
         run_text(pipe, TransportConfig(k=4, steps=(0, 9), generation=SETTINGS), alphas=[1.0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize("mask, streams", [("all", "img"), ("source", "img"), ("union", "img"), ("user", "img"), ("source", "both")])
+@pytest.mark.parametrize(
+    "mask, streams", [("all", "img"), ("source", "img"), ("union", "img"), ("user", "img"), ("source", "both")]
+)
 def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, streams, monkeypatch):
     """On CUDA a small block output's edit is captured once per shape and replayed at every
     site and step (ditlens.cuda_graphs): the same kernels, so the same images bit for bit."""
@@ -240,7 +278,9 @@ def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, streams, monkeypatc
     monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())  # no graph from an earlier test
     captured = []
     capture = cuda_graphs._capture
-    monkeypatch.setattr(cuda_graphs, "_capture", lambda fn, *rest: captured.append(fn.__qualname__) or capture(fn, *rest))
+    monkeypatch.setattr(
+        cuda_graphs, "_capture", lambda fn, *rest: captured.append(fn.__qualname__) or capture(fn, *rest)
+    )
     user_mask = torch.zeros(32, 32)
     user_mask[:, :16] = 1
     config = TransportConfig(k=4, mask=mask, streams=streams, generation=SETTINGS)

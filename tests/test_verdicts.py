@@ -3,7 +3,15 @@ figures built to land in each case."""
 
 from __future__ import annotations
 
-from ditlens.verdicts import FAILS, HOLDS, PARTLY, disruption_verdict, segment_summary, segmentation_verdict, transport_verdict
+from ditlens.verdicts import (
+    FAILS,
+    HOLDS,
+    PARTLY,
+    disruption_verdict,
+    segment_summary,
+    segmentation_verdict,
+    transport_verdict,
+)
 
 
 def disruption(top_acc: float, control_acc: float, top_fd: float, control_fd: float):
@@ -43,13 +51,21 @@ def test_finding_2_needs_the_margin_on_every_image_set():
 
 def test_finding_3_is_decided_on_a_few_channels_against_random_ones():
     def scores(colour, shape, both, iou, ghosting=0.1):
-        return {"colour_from_source": colour, "shape_from_source": shape, "both_from_source": both, "mask_iou_with_target": iou,
-                "ghosting": ghosting}
+        return {
+            "colour_from_source": colour,
+            "shape_from_source": shape,
+            "both_from_source": both,
+            "mask_iou_with_target": iou,
+            "ghosting": ghosting,
+        }
 
     nothing = scores(0.0, 0.0, 0.0, 0.99)
     strong = scores(0.8, 0.7, 0.6, 0.7)
     every_channel = scores(0.56, 0.41, 0.22, 0.36)
-    assert transport_verdict({2: strong, 256: every_channel}, {2: nothing}, 256, every_channel, "k = 256", {}).status == HOLDS
+    assert (
+        transport_verdict({2: strong, 256: every_channel}, {2: nothing}, 256, every_channel, "k = 256", {}).status
+        == HOLDS
+    )
     # as many random channels move as much: no finding
     assert transport_verdict({2: strong}, {2: strong}, 256, strong, "k = 2", {}).status == FAILS
     assert transport_verdict({8: scores(0.0, 0.72, 0.0, 0.6)}, {8: nothing}, 256, strong, "k = 8", {}).status == PARTLY
@@ -57,8 +73,14 @@ def test_finding_3_is_decided_on_a_few_channels_against_random_ones():
     noisy = scores(1.0, 1.0, 1.0, 0.9, ghosting=0.65)
     assert transport_verdict({2: noisy}, {2: nothing}, 256, noisy, "k = 2", {}).status == FAILS
     # only a copy of every channel moves anything: decided on the few, so it does not hold
-    fails = transport_verdict({2: nothing, 32: scores(0.0, 0.06, 0.0, 0.89), 256: every_channel}, {}, 256, every_channel,
-                              "k = 256, mask = source", {"pixel blending": scores(1, 1, 1, 0.18)})
+    fails = transport_verdict(
+        {2: nothing, 32: scores(0.0, 0.06, 0.0, 0.89), 256: every_channel},
+        {},
+        256,
+        every_channel,
+        "k = 256, mask = source",
+        {"pixel blending": scores(1, 1, 1, 0.18)},
+    )
     assert fails.status == FAILS and "does not hold" in fails.sentence()
     assert "k = 32 of 256" in fails.evidence and "(k = 256, mask = source): colour 0.56" in fails.evidence
     assert "pixel blending: colour 1.00, shape 1.00, both 1.00, layout IoU 0.18, ghosting 0.10" in fails.evidence

@@ -21,7 +21,9 @@ def clip_image_processor(size: int):
         from transformers import CLIPImageProcessorPil as Processor
     except ImportError:  # transformers 4
         from transformers import CLIPImageProcessor as Processor
-    return Processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_mean=MEAN, image_std=STD)
+    return Processor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_mean=MEAN, image_std=STD
+    )
 
 
 def save_tiny_clip(path: Path, seed: int = 0) -> Path:
@@ -35,7 +37,12 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tokens), max_position_embeddings=16, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, **tower
+            vocab_size=len(tokens),
+            max_position_embeddings=16,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            **tower,
         ),
         vision_config=dict(image_size=32, patch_size=8, **tower),
         projection_dim=16,
@@ -55,9 +62,18 @@ def save_tiny_segmenter(path: Path, seed: int = 0) -> Path:
         from transformers import SegformerImageProcessor as Processor
     path.mkdir(parents=True, exist_ok=True)
     config = SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3], strides=[4, 2],
-        num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=2,
-        id2label={0: "background", 1: "object"}, label2id={"background": 0, "object": 1},
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        num_labels=2,
+        id2label={0: "background", 1: "object"},
+        label2id={"background": 0, "object": 1},
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

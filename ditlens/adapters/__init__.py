@@ -44,6 +44,13 @@ def adapter_for(transformer: nn.Module) -> Adapter:
 
 
 __all__ = [
-    "Adapter", "ExtraImageTokensError", "Site", "Streams", "UnsupportedModelError",
-    "adapter_class", "adapter_for", "supported_classes", "ADAPTERS",
+    "Adapter",
+    "ExtraImageTokensError",
+    "Site",
+    "Streams",
+    "UnsupportedModelError",
+    "adapter_class",
+    "adapter_for",
+    "supported_classes",
+    "ADAPTERS",
 ]

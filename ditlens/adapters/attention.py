@@ -67,7 +67,9 @@ def _as_4d(mask: torch.Tensor) -> torch.Tensor:
 
 
 # ---- FLUX.1 and FLUX.2: joint [txt, img], RoPE over the joint sequence ----------------------
-def _joint_norms(attn: nn.Module, q_img: torch.Tensor, k_img: torch.Tensor, k_txt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _joint_norms(
+    attn: nn.Module, q_img: torch.Tensor, k_img: torch.Tensor, k_txt: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """The optional per-head qk norms of diffusers' shared joint `Attention` (Qwen-Image, SD3),
     each applied where the module has it, as their processors do."""
     norm = lambda module, x: x if module is None else module(x)  # noqa: E731
@@ -210,7 +212,9 @@ class SanaLocator(AttentionLocator):
     def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         img, txt, mask = call["hidden_states"], call["encoder_hidden_states"], call.get("attention_mask")
         if txt is None:
-            raise ValueError("SANA's cross-attention was called without encoder_hidden_states: there is no text to score.")
+            raise ValueError(
+                "SANA's cross-attention was called without encoder_hidden_states: there is no text to score."
+            )
         batch, n_txt = txt.shape[:2]
         q, key = attn.to_q(img), attn.to_k(txt)
         if attn.norm_q is not None:
@@ -240,7 +244,9 @@ class SD3Locator(AttentionLocator):
     def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         img, txt = call["hidden_states"], call["encoder_hidden_states"]
         if txt is None:
-            raise ValueError("SD3's joint attention was called without encoder_hidden_states: there is no text to score.")
+            raise ValueError(
+                "SD3's joint attention was called without encoder_hidden_states: there is no text to score."
+            )
         batch, n_img = img.shape[:2]
         split = lambda x: x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)  # noqa: E731
         q_img, k_img, k_txt = split(attn.to_q(img)), split(attn.to_k(img)), split(attn.add_k_proj(txt))  # (B, H, N, hd)

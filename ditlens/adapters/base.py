@@ -144,7 +144,9 @@ def call_default(pipe: Any, name: str, given: Any = None) -> Any:
         return given
     parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
     if parameter is None or parameter.default is inspect.Parameter.empty:
-        raise UnsupportedModelError(f"{type(pipe).__name__}.__call__ has no default {name!r}; cannot tell its text stream.")
+        raise UnsupportedModelError(
+            f"{type(pipe).__name__}.__call__ has no default {name!r}; cannot tell its text stream."
+        )
     return parameter.default
 
 
@@ -177,7 +179,9 @@ def grid_from_img_ids(args: tuple, kwargs: dict, transformer: nn.Module) -> tupl
     if ids is None or hidden is None:
         return None
     ids, n_tokens = ids[0] if ids.ndim == 3 else ids, int(hidden.shape[1])
-    extra, rows, cols = (int(v) for v in torch.stack([(ids[:, 0] != 0).sum(), ids[:, 1].amax(), ids[:, 2].amax()]).tolist())
+    extra, rows, cols = (
+        int(v) for v in torch.stack([(ids[:, 0] != 0).sum(), ids[:, 1].amax(), ids[:, 2].amax()]).tolist()
+    )
     if extra:
         raise ExtraImageTokensError(_extra_tokens_message(transformer, n_tokens, n_tokens - extra))
     grid = (rows + 1, cols + 1)

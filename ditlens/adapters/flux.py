@@ -44,12 +44,18 @@ class FluxAdapter(Adapter):
         if isinstance(pipe, BuiltinPipeline):
             return word_positions(prompt, words)
         if getattr(pipe, "tokenizer_2", None) is None:
-            raise UnsupportedModelError(f"{type(pipe).__name__} has no T5 tokenizer (tokenizer_2): cannot tell its text stream.")
+            raise UnsupportedModelError(
+                f"{type(pipe).__name__} has no T5 tokenizer (tokenizer_2): cannot tell its text stream."
+            )
         length = call_default(pipe, "max_sequence_length", max_sequence_length)
         return template_positions(
-            pipe.tokenizer_2, prompt, words,
+            pipe.tokenizer_2,
+            prompt,
+            words,
             limit=f"{type(pipe).__name__} keeps T5's first {length} tokens (max_sequence_length)",
-            padding="max_length", max_length=length, truncation=True,
+            padding="max_length",
+            max_length=length,
+            truncation=True,
         )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:

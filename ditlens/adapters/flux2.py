@@ -34,8 +34,15 @@ from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_fr
 
 # positions of the inputs in `Flux2SingleTransformerBlock.forward`, for positional calls
 # (diffusers' gradient-checkpointing path passes them positionally)
-_SINGLE_ARGS = ("hidden_states", "encoder_hidden_states", "temb_mod", "image_rotary_emb",
-                "joint_attention_kwargs", "split_hidden_states", "text_seq_len")
+_SINGLE_ARGS = (
+    "hidden_states",
+    "encoder_hidden_states",
+    "temb_mod",
+    "image_rotary_emb",
+    "joint_attention_kwargs",
+    "split_hidden_states",
+    "text_seq_len",
+)
 
 
 def _arg(name: str, args: tuple, kwargs: dict) -> Any:
@@ -101,12 +108,19 @@ class Flux2Adapter(Adapter):
 
         def chat(text: str) -> str:  # as _get_qwen3_prompt_embeds formats it
             messages = [{"role": "user", "content": text}]
-            return pipe.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+            return pipe.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+            )
 
         return template_positions(
-            pipe.tokenizer, prompt, words, template=chat,
+            pipe.tokenizer,
+            prompt,
+            words,
+            template=chat,
             limit=f"{type(pipe).__name__} keeps the chat template's first {length} tokens (max_sequence_length)",
-            padding="max_length", max_length=length, truncation=True,
+            padding="max_length",
+            max_length=length,
+            truncation=True,
         )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:

@@ -46,14 +46,21 @@ class QwenImageAdapter(Adapter):
         template = getattr(pipe, "prompt_template_encode", None)
         drop = getattr(pipe, "prompt_template_encode_start_idx", None)
         if template is None or drop is None:
-            raise UnsupportedModelError(f"{type(pipe).__name__} has no prompt_template_encode: cannot tell its text stream.")
+            raise UnsupportedModelError(
+                f"{type(pipe).__name__} has no prompt_template_encode: cannot tell its text stream."
+            )
         length = call_default(pipe, "max_sequence_length", max_sequence_length)
         # tokenized alone: in a batch the pipeline pads, but drops the padding before the cut
         return template_positions(
-            pipe.tokenizer, prompt, words, template=template.format, keep=slice(drop, drop + length),
+            pipe.tokenizer,
+            prompt,
+            words,
+            template=template.format,
+            keep=slice(drop, drop + length),
             limit=f"{type(pipe).__name__} drops the template's first {drop} tokens and keeps the next {length} "
             f"(max_sequence_length), of at most {pipe.tokenizer_max_length}",
-            max_length=pipe.tokenizer_max_length + drop, truncation=True,
+            max_length=pipe.tokenizer_max_length + drop,
+            truncation=True,
         )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:

@@ -53,16 +53,26 @@ class SanaAdapter(Adapter):
         from ..attention import template_positions
 
         if not hasattr(pipe, "_text_preprocessing"):
-            raise UnsupportedModelError(f"{type(pipe).__name__} has no _text_preprocessing: cannot tell what it encodes.")
+            raise UnsupportedModelError(
+                f"{type(pipe).__name__} has no _text_preprocessing: cannot tell what it encodes."
+            )
         instruction = call_default(pipe, "complex_human_instruction")
         length = call_default(pipe, "max_sequence_length", max_sequence_length)
         text = pipe._text_preprocessing(prompt, clean_caption=False)[0]  # what the pipeline encodes
         prefix = "\n".join(instruction) if instruction else ""
         total = len(pipe.tokenizer.encode(prefix)) + length - 2 if instruction else length
         return template_positions(
-            pipe.tokenizer, text, words, template=lambda p: prefix + p, keep=[0, *range(-length + 1, 0)],
+            pipe.tokenizer,
+            text,
+            words,
+            template=lambda p: prefix + p,
+            keep=[0, *range(-length + 1, 0)],
             limit=f"{type(pipe).__name__} keeps {length - 1} tokens of the instruction and prompt (max_sequence_length)",
-            padding="max_length", padding_side="right", max_length=total, truncation=True, add_special_tokens=True,
+            padding="max_length",
+            padding_side="right",
+            max_length=total,
+            truncation=True,
+            add_special_tokens=True,
         )
 
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:

@@ -45,7 +45,9 @@ class SD3Adapter(Adapter):
 
         def kept(tokenizer: Any, word: str, max_length: int) -> list[int]:  # [] where truncated
             try:
-                return template_positions(tokenizer, prompt, [word], padding="max_length", max_length=max_length, truncation=True)
+                return template_positions(
+                    tokenizer, prompt, [word], padding="max_length", max_length=max_length, truncation=True
+                )
             except TruncatedWordError:
                 return []
 

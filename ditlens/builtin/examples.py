@@ -10,5 +10,8 @@ EXAMPLE_PROMPTS: tuple[str, ...] = (
 #: (source, target) pairs for transport demos: same layout words, different attributes
 EXAMPLE_TRANSPORT_PAIRS: tuple[tuple[str, str], ...] = (
     ("a large red circle in the center on a gray background", "a large blue square in the center on a gray background"),
-    ("a large yellow triangle on the left on a black background", "a large cyan diamond on the left on a black background"),
+    (
+        "a large yellow triangle on the left on a black background",
+        "a large cyan diamond on the left on a black background",
+    ),
 )

@@ -175,7 +175,9 @@ class BuiltinPipeline(DiffusionPipeline):
     def check_inputs(self, prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, tensor_inputs):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`")
-        if prompt is not None and not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))):
+        if prompt is not None and not (
+            isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))
+        ):
             raise ValueError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}")
         if prompt_embeds is not None and pooled_prompt_embeds is None:
             raise ValueError("`prompt_embeds` needs `pooled_prompt_embeds` too")
@@ -186,7 +188,9 @@ class BuiltinPipeline(DiffusionPipeline):
             raise ValueError(f"Unknown output_type {output_type!r}; allowed: {', '.join(OUTPUT_TYPES)}")
         bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
         if bad:
-            raise ValueError(f"callback_on_step_end_tensor_inputs {bad} not allowed; allowed: {self._callback_tensor_inputs}")
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {bad} not allowed; allowed: {self._callback_tensor_inputs}"
+            )
 
     @torch.no_grad()
     def __call__(
@@ -220,7 +224,9 @@ class BuiltinPipeline(DiffusionPipeline):
         """
         height = height or self.config.image_size
         width = width or self.config.image_size
-        self.check_inputs(prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, callback_on_step_end_tensor_inputs
+        )
         device = self._execution_device
         do_cfg = guidance_scale > 1.0
 
@@ -237,13 +243,19 @@ class BuiltinPipeline(DiffusionPipeline):
                 if isinstance(negative, str):
                     negative = [negative] * (batch_size // num_images_per_prompt)
                 if len(negative) * num_images_per_prompt != batch_size:
-                    raise ValueError(f"negative_prompt has {len(negative)} entries for {batch_size // num_images_per_prompt} prompts")
-                negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(negative, device, num_images_per_prompt)
+                    raise ValueError(
+                        f"negative_prompt has {len(negative)} entries for {batch_size // num_images_per_prompt} prompts"
+                    )
+                negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
+                    negative, device, num_images_per_prompt
+                )
             elif negative_pooled_prompt_embeds is None:
                 raise ValueError("`negative_prompt_embeds` needs `negative_pooled_prompt_embeds` too")
             else:
                 negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-                negative_pooled_prompt_embeds = negative_pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+                negative_pooled_prompt_embeds = negative_pooled_prompt_embeds.repeat_interleave(
+                    num_images_per_prompt, dim=0
+                )
             # [unconditional rows..., conditional rows...]: one transformer call per step.
             txt = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D)
             vec = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])  # (2B, D)
@@ -286,7 +298,9 @@ class BuiltinPipeline(DiffusionPipeline):
 
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": prompt_embeds}
-                    outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    outputs = callback_on_step_end(
+                        self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                    )
                     latents = outputs.pop("latents", latents)
                 progress_bar.update()
 

@@ -90,8 +90,7 @@ class UnknownWordError(ValueError):
         self.word, self.prompt = word, prompt
         hint = " (captions are lowercase)" if word.lower() in _VOCABULARY else ""
         super().__init__(
-            f"Unknown word {word!r} in prompt {prompt!r}{hint}. "
-            f"The built-in model knows: {', '.join(vocabulary())}"
+            f"Unknown word {word!r} in prompt {prompt!r}{hint}. The built-in model knows: {', '.join(vocabulary())}"
         )
 
 
@@ -165,9 +164,7 @@ class Scene:
 def caption(scene: Scene) -> str:
     if not scene.objects:
         raise CaptionError(f"The grammar needs at least one object; {scene} has none")
-    objects = " and ".join(
-        f"a {o.size} {o.colour} {o.shape} {POSITION_PHRASES[o.position]}" for o in scene.objects
-    )
+    objects = " and ".join(f"a {o.size} {o.colour} {o.shape} {POSITION_PHRASES[o.position]}" for o in scene.objects)
     return f"{objects} on a {' and '.join(scene.background)} background"
 
 
@@ -205,9 +202,7 @@ def parse_caption(text: str) -> Scene:
         word = words[i] if i < len(words) else None
         if word not in allowed:
             got = f"{word!r}" if word is not None else "the end of the prompt"
-            raise CaptionError(
-                f"Expected {what} at word {i + 1} of prompt {text!r}, got {got}. Grammar: {GRAMMAR}"
-            )
+            raise CaptionError(f"Expected {what} at word {i + 1} of prompt {text!r}, got {got}. Grammar: {GRAMMAR}")
         i += 1
         return word
 
@@ -235,8 +230,7 @@ def parse_caption(text: str) -> Scene:
         take(("background",), "'background'")
     if i != len(words):
         raise CaptionError(
-            f"Unexpected {words[i]!r} after the background (word {i + 1} of prompt {text!r}). "
-            f"Grammar: {GRAMMAR}"
+            f"Unexpected {words[i]!r} after the background (word {i + 1} of prompt {text!r}). Grammar: {GRAMMAR}"
         )
     try:
         return Scene(tuple(objects), tuple(background))
@@ -329,8 +323,7 @@ def _encode(scenes: list[Scene]) -> _Codes:
             arrays["size"][i, j] = SIZES.index(obj.size)
             arrays["position"][i, j] = POSITIONS.index(obj.position)
     background = np.array(
-        [[BACKGROUNDS.index(s.background_left), BACKGROUNDS.index(s.background_right)]
-         for s in scenes],
+        [[BACKGROUNDS.index(s.background_left), BACKGROUNDS.index(s.background_right)] for s in scenes],
         np.int64,
     ).reshape(k, 2)
     n = np.array([len(s.objects) for s in scenes], np.int64)
@@ -480,9 +473,7 @@ class SceneBatch:
         return len(self.scenes)
 
 
-def sample_batch(
-    n: int, seed: int, split: str = "train", n_objects: int | None = None
-) -> SceneBatch:
+def sample_batch(n: int, seed: int, split: str = "train", n_objects: int | None = None) -> SceneBatch:
     """`n` rendered scenes of one split; the same arguments give the same batch."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; allowed: {', '.join(SPLITS)}")

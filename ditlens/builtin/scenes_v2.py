@@ -49,18 +49,34 @@ WORLD = "v2"
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "star", "ring", "heart")
 COLOURS: tuple[str, ...] = (
-    "red", "orange", "yellow", "lime", "green", "cyan", "blue", "purple", "magenta", "pink",
+    "red",
+    "orange",
+    "yellow",
+    "lime",
+    "green",
+    "cyan",
+    "blue",
+    "purple",
+    "magenta",
+    "pink",
 )
 BACKGROUNDS: tuple[str, ...] = ("black", "gray", "white", "brown", "navy", "beige")
 TEXTURES: tuple[str, ...] = ("plain", "striped", "checked", "dotted", "mottled", "gradient")
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 # A 3x3 grid of cells, row-major; a position's words are its name's words.
 POSITIONS: tuple[str, ...] = (
-    "top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right",
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
 )
 POSITION_PHRASES: dict[str, str] = {
-    p: ("in the " if p == "center" else "on the " if p in ("left", "right") else "at the ") + p
-    for p in POSITIONS
+    p: ("in the " if p == "center" else "on the " if p in ("left", "right") else "at the ") + p for p in POSITIONS
 }
 _POSITION_BY_PHRASE: dict[tuple[str, ...], str] = {tuple(v.split()): k for k, v in POSITION_PHRASES.items()}
 
@@ -254,7 +270,9 @@ def parse_caption(text: str) -> Scene:
         if take(("and", "on"), "'and' (another object) or 'on' (the background)") == "on":
             break
         if len(objects) == MAX_OBJECTS:
-            raise CaptionError(f"Prompt {text!r} names more than {MAX_OBJECTS} objects; the grammar takes 1 to {MAX_OBJECTS}")
+            raise CaptionError(
+                f"Prompt {text!r} names more than {MAX_OBJECTS} objects; the grammar takes 1 to {MAX_OBJECTS}"
+            )
     take(("a",), "'a'")
     background_texture = take(TEXTURES, "a background texture")
     background = take(BACKGROUNDS, "a background colour")
@@ -296,7 +314,8 @@ def band_gaps() -> dict[tuple[str, str], float]:
     words = list(points)
     return {
         (a, b): float(np.sqrt(((points[a][:, None] - points[b][None]) ** 2).sum(-1)).min())
-        for i, a in enumerate(words) for b in words[i + 1 :]
+        for i, a in enumerate(words)
+        for b in words[i + 1 :]
     }
 
 
@@ -306,8 +325,11 @@ _SPAN = np.array([colour_band(w)[1] - colour_band(w)[0] for w in _PAINT_WORDS], 
 # Painting looks colours up in a table: w is quantised to _LEVELS steps, each pixel is the
 # rounded RGB of the band at its step (still on the band, 4x faster than computing it).
 _LEVELS = 1024
-_BAND_RGB = np.rint(_DARK[:, None] + np.linspace(0, 1, _LEVELS, dtype=np.float32)[None, :, None] * _SPAN[:, None]
-                    ).astype(np.uint8).reshape(-1, 3)  # (colours * _LEVELS, 3)
+_BAND_RGB = (
+    np.rint(_DARK[:, None] + np.linspace(0, 1, _LEVELS, dtype=np.float32)[None, :, None] * _SPAN[:, None])
+    .astype(np.uint8)
+    .reshape(-1, 3)
+)  # (colours * _LEVELS, 3)
 
 # ---------------------------------------------------------------------------------------
 # Seeded draws: a counter-based hash, so one image's draws depend on its seed alone and a
@@ -371,10 +393,26 @@ class Layout:
             object.__setattr__(self, f, np.asarray(getattr(self, f), np.int64 if f == "key" else np.float64))
 
 
-_OBJECT_FIELDS = ("x", "y", "radius", "angle", "period", "texture_angle", "phase_x", "phase_y",
-                  "key", "light_angle", "shade")
-_BACKGROUND_FIELDS = ("background_period", "background_angle", "background_phase_x",
-                      "background_phase_y", "background_key")
+_OBJECT_FIELDS = (
+    "x",
+    "y",
+    "radius",
+    "angle",
+    "period",
+    "texture_angle",
+    "phase_x",
+    "phase_y",
+    "key",
+    "light_angle",
+    "shade",
+)
+_BACKGROUND_FIELDS = (
+    "background_period",
+    "background_angle",
+    "background_phase_x",
+    "background_phase_y",
+    "background_key",
+)
 
 
 @dataclass(frozen=True)
@@ -537,8 +575,9 @@ def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise AssertionError(name)
 
 
-def _frame(geo: _Geometry, image: np.ndarray, slot: np.ndarray, px: np.ndarray, py: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _frame(
+    geo: _Geometry, image: np.ndarray, slot: np.ndarray, px: np.ndarray, py: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Object frame coordinates (u, v) in radii of the pixel centres (px, py), per object."""
     cos, sin = np.cos(geo.angle[image, slot]), np.sin(geo.angle[image, slot])
     r = geo.radius[image, slot]
@@ -565,7 +604,7 @@ class _Footprints:
         left = np.clip(np.floor(geo.x[image, slot]).astype(np.int64) - WINDOW // 2, 0, IMAGE_SIZE - WINDOW)
         rows, cols = top[:, None] + offsets, left[:, None] + offsets  # (m, WINDOW)
         # float64: the shape test at a pixel centre must not depend on rounding (tested exactly)
-        px = (np.arange(IMAGE_SIZE) + 0.5)
+        px = np.arange(IMAGE_SIZE) + 0.5
         u, v = _frame(geo, image[:, None, None], slot[:, None, None], px[cols][:, None, :], px[rows][:, :, None])
         shapes = codes.shape[image, slot]
         inside = np.zeros((len(image), WINDOW, WINDOW), bool)
@@ -637,8 +676,17 @@ def _pattern(texture: str, s: np.ndarray, t: np.ndarray, g: np.ndarray, key: np.
     raise AssertionError(texture)
 
 
-def _texture(textures: np.ndarray, dx: np.ndarray, dy: np.ndarray, angle: np.ndarray, period: np.ndarray,
-             phase_x: np.ndarray, phase_y: np.ndarray, extent: np.ndarray, key: np.ndarray) -> np.ndarray:
+def _texture(
+    textures: np.ndarray,
+    dx: np.ndarray,
+    dy: np.ndarray,
+    angle: np.ndarray,
+    period: np.ndarray,
+    phase_x: np.ndarray,
+    phase_y: np.ndarray,
+    extent: np.ndarray,
+    key: np.ndarray,
+) -> np.ndarray:
     """Texture values for painters with texture indices `textures` (first axis) at offsets
     (dx, dy) px from their centres; the other arguments broadcast against dx."""
     out = np.empty(np.broadcast(dx, dy, angle).shape, np.float32)
@@ -648,9 +696,13 @@ def _texture(textures: np.ndarray, dx: np.ndarray, dy: np.ndarray, angle: np.nda
         x, y = dx[sel] if dx.shape[0] > 1 else dx, dy[sel] if dy.shape[0] > 1 else dy
         along, across = x * c + y * s, y * c - x * s
         p = period[sel].astype(np.float32)
-        out[sel] = _pattern(TEXTURES[tex], along / p + phase_x[sel].astype(np.float32),
-                            across / p + phase_y[sel].astype(np.float32),
-                            along / extent[sel].astype(np.float32), key[sel])
+        out[sel] = _pattern(
+            TEXTURES[tex],
+            along / p + phase_x[sel].astype(np.float32),
+            across / p + phase_y[sel].astype(np.float32),
+            along / extent[sel].astype(np.float32),
+            key[sel],
+        )
     return out
 
 
@@ -660,10 +712,18 @@ def _paint(codes: _Codes, geo: _Geometry, labels: np.ndarray) -> np.ndarray:
     k = len(codes)
     col = lambda a: a[:, None, None]  # noqa: E731  (k,) -> (k, 1, 1)
     # Background, on the whole canvas: the frame is the canvas centre, unrotated.
-    offset = (_PX - IMAGE_SIZE / 2)
-    w = _texture(codes.background_texture, offset[None, None, :], offset[None, :, None],
-                 col(geo.background_angle), col(geo.background_period), col(geo.background_phase_x),
-                 col(geo.background_phase_y), np.full((k, 1, 1), IMAGE_SIZE / 2), col(geo.background_key))
+    offset = _PX - IMAGE_SIZE / 2
+    w = _texture(
+        codes.background_texture,
+        offset[None, None, :],
+        offset[None, :, None],
+        col(geo.background_angle),
+        col(geo.background_period),
+        col(geo.background_phase_x),
+        col(geo.background_phase_y),
+        np.full((k, 1, 1), IMAGE_SIZE / 2),
+        col(geo.background_key),
+    )
     w = np.broadcast_to(w, (k, IMAGE_SIZE, IMAGE_SIZE)).copy()
     colour = np.broadcast_to(col(len(COLOURS) + codes.background), w.shape).copy()
     # Objects, on their visible pixels only: the frame moves and turns with the object.
@@ -672,9 +732,17 @@ def _paint(codes: _Codes, geo: _Geometry, labels: np.ndarray) -> np.ndarray:
     f32 = np.float32
     dx, dy = _PX[x] - geo.x[image, slot].astype(f32), _PX[y] - geo.y[image, slot].astype(f32)
     r = geo.radius[image, slot].astype(f32)
-    p = _texture(codes.texture[image, slot], dx, dy, geo.angle[image, slot] + geo.texture_angle[image, slot],
-                 geo.period[image, slot], geo.phase_x[image, slot], geo.phase_y[image, slot], r,
-                 geo.key[image, slot])
+    p = _texture(
+        codes.texture[image, slot],
+        dx,
+        dy,
+        geo.angle[image, slot] + geo.texture_angle[image, slot],
+        geo.period[image, slot],
+        geo.phase_x[image, slot],
+        geo.phase_y[image, slot],
+        r,
+        geo.key[image, slot],
+    )
     # Soft shading: light from `light_angle`; the far side loses `shade` of the band.
     light = geo.light_angle[image, slot]
     facing = np.clip((dx * np.sin(light).astype(f32) - dy * np.cos(light).astype(f32)) / r, -1, 1)
@@ -732,8 +800,13 @@ def _encode(scenes: list[Scene]) -> _Codes:
 
 def _decode(codes: _Codes, i: int) -> Scene:
     objects = tuple(
-        SceneObject(SHAPES[codes.shape[i, j]], COLOURS[codes.colour[i, j]], TEXTURES[codes.texture[i, j]],
-                    SIZES[codes.size[i, j]], POSITIONS[codes.position[i, j]])
+        SceneObject(
+            SHAPES[codes.shape[i, j]],
+            COLOURS[codes.colour[i, j]],
+            TEXTURES[codes.texture[i, j]],
+            SIZES[codes.size[i, j]],
+            POSITIONS[codes.position[i, j]],
+        )
         for j in range(codes.n[i])
     )
     return Scene(objects, BACKGROUNDS[codes.background[i]], TEXTURES[codes.background_texture[i]])
@@ -749,7 +822,9 @@ def _captions(codes: _Codes) -> list[str]:
             f"{SHAPES[codes.shape[i, j]]} {POSITION_PHRASES[POSITIONS[codes.position[i, j]]]}"
             for j in range(codes.n[i])
         )
-        out.append(f"{objects} on a {TEXTURES[codes.background_texture[i]]} {BACKGROUNDS[codes.background[i]]} background")
+        out.append(
+            f"{objects} on a {TEXTURES[codes.background_texture[i]]} {BACKGROUNDS[codes.background[i]]} background"
+        )
     return out
 
 
@@ -867,8 +942,9 @@ class SceneBatch:
         return len(self.scenes)
 
 
-def sample_batch(n: int, seed: int, split: str = "train", n_objects: int | None = None,
-                 captions: list[str] | None = None) -> SceneBatch:
+def sample_batch(
+    n: int, seed: int, split: str = "train", n_objects: int | None = None, captions: list[str] | None = None
+) -> SceneBatch:
     """`n` rendered images of one split; the same arguments give the same batch. With
     `captions`, renders those (n images cycling through them, one fresh seed each) instead
     of sampling attributes; `split` is then not checked."""

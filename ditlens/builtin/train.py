@@ -84,18 +84,24 @@ class TrainConfig:
         if self.world not in WORLDS:
             raise ValueError(f"Unknown world {self.world!r}; allowed: {', '.join(WORLDS)}")
         if self.size and self.size not in RUNGS.get(self.world, {}):
-            raise ValueError(f"Unknown size {self.size!r} for world {self.world}; allowed: {', '.join(RUNGS.get(self.world, {})) or 'none'}")
+            raise ValueError(
+                f"Unknown size {self.size!r} for world {self.world}; allowed: {', '.join(RUNGS.get(self.world, {})) or 'none'}"
+            )
         scenes = self.scenes
         longest = getattr(scenes, "MAX_CAPTION_WORDS", 0)
         if self.max_length < longest + 1:
-            raise ValueError(f"max_length {self.max_length} is too short for world {self.world}: its longest caption "
-                             f"has {longest} words, so at least {longest + 1} positions ([CLS] + words) are needed")
+            raise ValueError(
+                f"max_length {self.max_length} is too short for world {self.world}: its longest caption "
+                f"has {longest} words, so at least {longest + 1} positions ([CLS] + words) are needed"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if (self.hidden_size // self.num_heads) % 8:
             raise ValueError(f"head dim {self.hidden_size // self.num_heads} must be a multiple of 8 (RoPE axes)")
         if scenes.IMAGE_SIZE % self.patch_size:
-            raise ValueError(f"patch_size {self.patch_size} must divide the image size {scenes.IMAGE_SIZE} of world {self.world}")
+            raise ValueError(
+                f"patch_size {self.patch_size} must divide the image size {scenes.IMAGE_SIZE} of world {self.world}"
+            )
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
@@ -120,8 +126,16 @@ RUNGS: dict[str, dict[str, dict]] = {
         # 40 M: the width and depth of issue 21's 3x probe
         "m": dict(_V2, hidden_size=384, num_heads=6, num_double_blocks=4, num_single_blocks=8, steps=10000),
         # 88 M; a lower rate and longer warm-up for the wider model
-        "l": dict(_V2, hidden_size=512, num_heads=8, num_double_blocks=5, num_single_blocks=10, steps=6000,
-                  lr=2e-4, warmup_steps=500),
+        "l": dict(
+            _V2,
+            hidden_size=512,
+            num_heads=8,
+            num_double_blocks=5,
+            num_single_blocks=10,
+            steps=6000,
+            lr=2e-4,
+            warmup_steps=500,
+        ),
     },
 }
 
@@ -172,13 +186,19 @@ def build_pipeline(config: TrainConfig) -> BuiltinPipeline:
     )
     # adaLN-Zero (DiT): every block starts as the identity and the output as 0.
     for name, module in transformer.named_modules():
-        if name.endswith(("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear")) or name == "proj_out":
+        if (
+            name.endswith(("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear"))
+            or name == "proj_out"
+        ):
             torch.nn.init.zeros_(module.weight)
             torch.nn.init.zeros_(module.bias)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     return BuiltinPipeline(
-        transformer=transformer, text_encoder=text_encoder, scheduler=scheduler,
-        image_size=config.scenes.IMAGE_SIZE, world=config.world,
+        transformer=transformer,
+        text_encoder=text_encoder,
+        scheduler=scheduler,
+        image_size=config.scenes.IMAGE_SIZE,
+        world=config.world,
     )
 
 
@@ -186,8 +206,9 @@ class _SceneBatches(torch.utils.data.Dataset):
     """Item `i` is the batch of step `first + i`: uint8 images `(B, 3, S, S)` and word ids
     `(B, L)`. Rendered on the fly (infinite data); a batch depends on (seed, step) only."""
 
-    def __init__(self, steps: int, batch_size: int, seed: int, tokenizer: WordTokenizer,
-                 world: str = "v1", first: int = 0):
+    def __init__(
+        self, steps: int, batch_size: int, seed: int, tokenizer: WordTokenizer, world: str = "v1", first: int = 0
+    ):
         self.steps, self.batch_size, self.seed, self.tokenizer = steps, batch_size, seed, tokenizer
         self.world, self.first = world, first
 
@@ -269,13 +290,17 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
     checkpoint = None
     if resume:
         if not checkpoint_path.is_file():
-            raise FileNotFoundError(f"Nothing to resume at {out}: no {CHECKPOINT} (a run writes one when --stop-after-s stops it)")
+            raise FileNotFoundError(
+                f"Nothing to resume at {out}: no {CHECKPOINT} (a run writes one when --stop-after-s stops it)"
+            )
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         saved = dict(checkpoint["config"], out=str(out), num_workers=config.num_workers)
         now = json.loads(json.dumps(dict(dataclasses.asdict(config), out=str(out)), default=str))
         if saved != now:
-            raise ValueError(f"{checkpoint_path} was written with another config; resume with `--resume {out}` "
-                             "(it reads OUT/train_config.json)")
+            raise ValueError(
+                f"{checkpoint_path} was written with another config; resume with `--resume {out}` "
+                "(it reads OUT/train_config.json)"
+            )
     (out / "samples").mkdir(parents=True, exist_ok=True)
     log = _Log(out / "train.log")
     log(f"config: {json.dumps(dataclasses.asdict(config), default=str)}")
@@ -296,7 +321,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
     pipe = build_pipeline(config)
     transformer, text_encoder = pipe.transformer.to(device), pipe.text_encoder.to(device)
     params = [p for m in (transformer, text_encoder) for p in m.parameters()]
-    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("transformer", transformer), ("text_encoder", text_encoder))}
+    n_params = {
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in (("transformer", transformer), ("text_encoder", text_encoder))
+    }
     log(f"parameters: {n_params}")
 
     ema_transformer, ema_text_encoder = copy.deepcopy(transformer).eval(), copy.deepcopy(text_encoder).eval()
@@ -306,12 +334,23 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
     ema_pipe = BuiltinPipeline(ema_transformer, ema_text_encoder, pipe.scheduler, image_size=scenes.IMAGE_SIZE)
     ema_pipe.set_progress_bar_config(disable=True)
 
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        params, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay, fused=device.type == "cuda"
+    )
     gen = torch.Generator(device).manual_seed(config.seed)
-    first_step, total_steps, prior_s, rate_start_s = 0, config.steps, 0.0, 0.0  # total_steps may be cut once to fit `time_limit_s`
+    first_step, total_steps, prior_s, rate_start_s = (
+        0,
+        config.steps,
+        0.0,
+        0.0,
+    )  # total_steps may be cut once to fit `time_limit_s`
     if checkpoint is not None:
-        for module, key in ((transformer, "transformer"), (text_encoder, "text_encoder"),
-                            (ema_transformer, "ema_transformer"), (ema_text_encoder, "ema_text_encoder")):
+        for module, key in (
+            (transformer, "transformer"),
+            (text_encoder, "text_encoder"),
+            (ema_transformer, "ema_transformer"),
+            (ema_text_encoder, "ema_text_encoder"),
+        ):
             module.load_state_dict(checkpoint[key])
         optimizer.load_state_dict(checkpoint["optimizer"])
         gen.set_state(checkpoint["generator"])
@@ -338,7 +377,13 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
 
     def save_samples(step: int) -> None:
         g = torch.Generator(device).manual_seed(0)
-        images = ema_pipe(grid_batch.captions * 2, num_inference_steps=config.sample_steps, guidance_scale=config.sample_guidance, generator=g, output_type="np").images
+        images = ema_pipe(
+            grid_batch.captions * 2,
+            num_inference_steps=config.sample_steps,
+            guidance_scale=config.sample_guidance,
+            generator=g,
+            output_type="np",
+        ).images
         truth = (grid_batch.images.permute(0, 2, 3, 1).numpy() + 1) / 2
         scale = max(1, 128 // scenes.IMAGE_SIZE)  # 4x for v1's 32 px tiles, 2x for 64 px
         _grid(np.concatenate([truth, images]), columns=16, scale=scale).save(out / "samples" / f"step_{step:06d}.png")
@@ -352,12 +397,19 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
 
     def save_checkpoint(step: int, elapsed_s: float) -> None:
         state = {
-            "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),  # plain types: weights_only loads
-            "step": step, "total_steps": total_steps, "elapsed_s": elapsed_s,
+            "config": json.loads(
+                json.dumps(dataclasses.asdict(config), default=str)
+            ),  # plain types: weights_only loads
+            "step": step,
+            "total_steps": total_steps,
+            "elapsed_s": elapsed_s,
             "rate_start_s": rate_start - start,
-            "transformer": transformer.state_dict(), "text_encoder": text_encoder.state_dict(),
-            "ema_transformer": ema_transformer.state_dict(), "ema_text_encoder": ema_text_encoder.state_dict(),
-            "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+            "transformer": transformer.state_dict(),
+            "text_encoder": text_encoder.state_dict(),
+            "ema_transformer": ema_transformer.state_dict(),
+            "ema_text_encoder": ema_text_encoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(),
         }
         partial = checkpoint_path.with_suffix(".partial")
         torch.save(state, partial)
@@ -386,8 +438,13 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
         with autocast:
             txt, vec = text_encoder(ids)
             pred = model(
-                hidden_states=xt, encoder_hidden_states=txt, pooled_projections=vec, timestep=t,
-                img_ids=img_ids, txt_ids=txt_ids, return_dict=False,
+                hidden_states=xt,
+                encoder_hidden_states=txt,
+                pooled_projections=vec,
+                timestep=t,
+                img_ids=img_ids,
+                txt_ids=txt_ids,
+                return_dict=False,
             )[0]
         loss = F.mse_loss(pred.float(), target)
         optimizer.zero_grad(set_to_none=True)
@@ -403,8 +460,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
         last_step = step + 1
         if last_step % config.log_every == 0 or last_step in (20, 50):
             elapsed = time.perf_counter() - start
-            log(f"step {last_step:6d}  loss {float(loss_sum) / loss_n:.4f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
-                f"{last_step / elapsed:.2f} steps/s  {elapsed:.0f} s")
+            log(
+                f"step {last_step:6d}  loss {float(loss_sum) / loss_n:.4f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
+                f"{last_step / elapsed:.2f} steps/s  {elapsed:.0f} s"
+            )
             loss_sum, loss_n = 0.0, 0
         if last_step % config.sample_every == 0:
             save_samples(last_step)
@@ -417,8 +476,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
                 fit = last_step + int(0.97 * rate * (config.time_limit_s - (now - start)))
                 if fit < total_steps:
                     total_steps = max(fit, last_step)
-                    log(f"time limit {config.time_limit_s:.0f} s at {rate:.2f} steps/s: training {total_steps} steps "
-                        f"instead of {config.steps} (reproduce with --steps {total_steps} and no time limit)")
+                    log(
+                        f"time limit {config.time_limit_s:.0f} s at {rate:.2f} steps/s: training {total_steps} steps "
+                        f"instead of {config.steps} (reproduce with --steps {total_steps} and no time limit)"
+                    )
             if now - start > config.time_limit_s * 1.05:  # safety net; the cut above should make this rare
                 log(f"time limit {config.time_limit_s:.0f} s overrun at step {last_step}; stopping early")
                 break
@@ -427,8 +488,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
         if stop_after_s and time.perf_counter() - chunk_start > stop_after_s:
             bar.close()
             save_checkpoint(last_step, time.perf_counter() - start)
-            log(f"stopped after {time.perf_counter() - chunk_start:.0f} s at step {last_step} of {total_steps}; "
-                f"saved {checkpoint_path}; continue with `python -m ditlens.builtin.train --resume {out}`")
+            log(
+                f"stopped after {time.perf_counter() - chunk_start:.0f} s at step {last_step} of {total_steps}; "
+                f"saved {checkpoint_path}; continue with `python -m ditlens.builtin.train --resume {out}`"
+            )
             return ema_pipe
     bar.close()
     elapsed = time.perf_counter() - start
@@ -463,12 +526,24 @@ _RESUME_FLAGS = ("--stop-after-s", "--num-workers")  # what a resumed run may st
 def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, float]:
     """(config, resume, stop_after_s) from the command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m ditlens.builtin.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resume", type=Path, metavar="FOLDER", default=None,
-                        help="continue the run in FOLDER from its checkpoint.pt, with its train_config.json")
-    parser.add_argument("--stop-after-s", type=float, default=0.0,
-                        help="save OUT/checkpoint.pt and stop after this many seconds (0: run to the end)")
+    parser = argparse.ArgumentParser(
+        prog="python -m ditlens.builtin.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="FOLDER",
+        default=None,
+        help="continue the run in FOLDER from its checkpoint.pt, with its train_config.json",
+    )
+    parser.add_argument(
+        "--stop-after-s",
+        type=float,
+        default=0.0,
+        help="save OUT/checkpoint.pt and stop after this many seconds (0: run to the end)",
+    )
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
@@ -479,8 +554,12 @@ def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, float
         elif field.name == "world":
             parser.add_argument(flag, choices=tuple(WORLDS), default=default, help=f"default: {default}")
         elif field.name == "size":
-            parser.add_argument(flag, choices=sorted({s for r in RUNGS.values() for s in r}), default="",
-                                help="a rung of the model ladder (world v2: s, m, l); flags given too override it")
+            parser.add_argument(
+                flag,
+                choices=sorted({s for r in RUNGS.values() for s in r}),
+                default="",
+                help="a rung of the model ladder (world v2: s, m, l); flags given too override it",
+            )
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
@@ -488,8 +567,10 @@ def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, float
     if first.resume is not None:
         extra = sorted(given - {"--resume", *_RESUME_FLAGS})
         if extra:
-            parser.error(f"--resume takes its settings from {first.resume / 'train_config.json'}; "
-                         f"only {', '.join(_RESUME_FLAGS)} may be given with it, got {', '.join(extra)}")
+            parser.error(
+                f"--resume takes its settings from {first.resume / 'train_config.json'}; "
+                f"only {', '.join(_RESUME_FLAGS)} may be given with it, got {', '.join(extra)}"
+            )
         args = parser.parse_args(argv)
         config = load_config(args.resume)
         if "--num-workers" in given:
@@ -500,8 +581,10 @@ def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, float
             parser.error(f"--size needs a world with a model ladder ({', '.join(RUNGS)}); world {first.world} has none")
         parser.set_defaults(**RUNGS[first.world][first.size])
     elif first.world != "v1":
-        parser.error(f"--world {first.world} needs --size ({', '.join(RUNGS[first.world])}): "
-                     "the other defaults are world v1's shipped model")
+        parser.error(
+            f"--world {first.world} needs --size ({', '.join(RUNGS[first.world])}): "
+            "the other defaults are world v1's shipped model"
+        )
     values = vars(parser.parse_args(argv))
     if values["out"] is None:
         parser.error("the following arguments are required: --out (or --resume FOLDER)")

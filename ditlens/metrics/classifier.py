@@ -70,15 +70,12 @@ class ClassifierConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for c in self.channels:
             if c % self.groups:
-                raise ValueError(
-                    f"Channels {self.channels} must be divisible by groups {self.groups}"
-                )
+                raise ValueError(f"Channels {self.channels} must be divisible by groups {self.groups}")
 
     @property
     def slot_classes(self) -> dict[str, int]:
         """Classes of each per-slot head."""
-        return {"presence": 2, "shape": len(self.shapes), "colour": len(self.colours),
-                "size": len(self.sizes)}
+        return {"presence": 2, "shape": len(self.shapes), "colour": len(self.colours), "size": len(self.sizes)}
 
 
 @dataclass
@@ -113,8 +110,7 @@ class AttributeClassifier(nn.Module):
         self.trunk = nn.Sequential(*layers)
         side = IMAGE_SIZE // 2 ** len(config.channels)
         # Flatten, not pool: the slots are fixed places, so where a feature is matters.
-        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.feature_dim),
-                                  nn.SiLU())
+        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.feature_dim), nn.SiLU())
         per_slot = sum(config.slot_classes.values())
         n_bg = len(config.backgrounds)
         self.head = nn.Linear(config.feature_dim, len(config.positions) * per_slot + 2 * n_bg)
@@ -140,12 +136,10 @@ class AttributeClassifier(nn.Module):
         config_file, weights_file = path / "config.json", path / "model.safetensors"
         if not (config_file.is_file() and weights_file.is_file()):
             raise FileNotFoundError(
-                f"No classifier at {path} (needs config.json and model.safetensors); "
-                f"train one with `{TRAIN_COMMAND}`"
+                f"No classifier at {path} (needs config.json and model.safetensors); train one with `{TRAIN_COMMAND}`"
             )
         config = ClassifierConfig(**json.loads(config_file.read_text()))
-        expected = ClassifierConfig(channels=config.channels, feature_dim=config.feature_dim,
-                                    groups=config.groups)
+        expected = ClassifierConfig(channels=config.channels, feature_dim=config.feature_dim, groups=config.groups)
         for name in ("shapes", "colours", "sizes", "backgrounds", "positions"):
             if getattr(config, name) != getattr(expected, name):
                 raise ValueError(
@@ -168,26 +162,22 @@ class AttributeClassifier(nn.Module):
 def _check_images(images: torch.Tensor) -> None:
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
-            f"Expected images of shape (n, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1], "
-            f"got {tuple(images.shape)}"
+            f"Expected images of shape (n, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1], got {tuple(images.shape)}"
         )
 
 
 @torch.no_grad()
-def _logits(classifier: AttributeClassifier, images: torch.Tensor, batch_size: int = 512
-            ) -> AttributeLogits:
+def _logits(classifier: AttributeClassifier, images: torch.Tensor, batch_size: int = 512) -> AttributeLogits:
     """Eval-mode logits in batches, on the classifier's device, restoring its mode after."""
     _check_images(images)
     param = next(classifier.parameters())
     was_training = classifier.training
     classifier.eval()
     try:
-        parts = [classifier(chunk.to(param.device, param.dtype))
-                 for chunk in images.split(batch_size)]
+        parts = [classifier(chunk.to(param.device, param.dtype)) for chunk in images.split(batch_size)]
     finally:
         classifier.train(was_training)
-    return AttributeLogits(*(torch.cat([getattr(p, f.name) for p in parts]).cpu()
-                             for f in fields(AttributeLogits)))
+    return AttributeLogits(*(torch.cat([getattr(p, f.name) for p in parts]).cpu() for f in fields(AttributeLogits)))
 
 
 @dataclass
@@ -214,9 +204,9 @@ class _Predictions:
 
     def scene(self, i: int) -> Scene:
         objects = tuple(
-            SceneObject(SHAPES[self.shape[i, p]], COLOURS[self.colour[i, p]],
-                        SIZES[self.size[i, p]], POSITIONS[p])
-            for p in range(len(POSITIONS)) if self.presence[i, p]
+            SceneObject(SHAPES[self.shape[i, p]], COLOURS[self.colour[i, p]], SIZES[self.size[i, p]], POSITIONS[p])
+            for p in range(len(POSITIONS))
+            if self.presence[i, p]
         )
         left, right = BACKGROUNDS[self.background_left[i]], BACKGROUNDS[self.background_right[i]]
         return Scene(objects, (left,) if left == right else (left, right))
@@ -310,9 +300,7 @@ class FidelityScores:
         return out
 
 
-def score_fidelity(
-    classifier: AttributeClassifier, images: torch.Tensor, prompts: list[str]
-) -> FidelityScores:
+def score_fidelity(classifier: AttributeClassifier, images: torch.Tensor, prompts: list[str]) -> FidelityScores:
     """Per-attribute accuracy of the objects each prompt names (see FidelityScores)."""
     if len(images) != len(prompts):
         raise ValueError(f"Got {len(images)} images but {len(prompts)} prompts")
@@ -351,8 +339,9 @@ def score_fidelity(
 
     groups = {k: total([r for r in rows if r[0] == k]) for k in sorted({r[0] for r in rows})}
     overall = total(rows)
-    return FidelityScores(overall.n_images, overall.n_objects, overall.correct,
-                          overall.extra_objects, by_n_objects=groups)
+    return FidelityScores(
+        overall.n_images, overall.n_objects, overall.correct, overall.extra_objects, by_n_objects=groups
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -398,8 +387,7 @@ class AugmentConfig:
     shift_p: float = 0.3  # share of images moved by 1 px (generated layouts are not pixel-exact)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator,
-            cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+def augment(images: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
     """Corrupt renders the way generated images differ from them; labels stay valid."""
     n = len(images)
 
@@ -475,8 +463,7 @@ def train_classifier(
 # ---------------------------------------------------------------------------------------
 
 
-def evaluate(classifier: AttributeClassifier, images: torch.Tensor, batch_scenes: list[Scene]
-             ) -> dict[str, float]:
+def evaluate(classifier: AttributeClassifier, images: torch.Tensor, batch_scenes: list[Scene]) -> dict[str, float]:
     """Accuracy per head against exact labels: presence over all slots, shape / colour / size
     over present objects, background per image half."""
     logits = _logits(classifier, images)
@@ -537,8 +524,14 @@ class ClassifierV2Config:
 
     def __post_init__(self) -> None:
         world = _scenes_v2()
-        defaults = {"shapes": world.SHAPES, "colours": world.COLOURS, "textures": world.TEXTURES,
-                    "sizes": world.SIZES, "backgrounds": world.BACKGROUNDS, "positions": world.POSITIONS}
+        defaults = {
+            "shapes": world.SHAPES,
+            "colours": world.COLOURS,
+            "textures": world.TEXTURES,
+            "sizes": world.SIZES,
+            "backgrounds": world.BACKGROUNDS,
+            "positions": world.POSITIONS,
+        }
         object.__setattr__(self, "channels", tuple(self.channels))
         for name in _VOCAB_FIELDS_V2:
             object.__setattr__(self, name, tuple(getattr(self, name)) or defaults[name])
@@ -546,14 +539,21 @@ class ClassifierV2Config:
             raise ValueError(f"ClassifierV2Config is for world v2, got world {self.world!r}")
         for c in self.channels + ((self.stem,) if self.stem else ()):
             if c % self.groups:
-                raise ValueError(f"Channels {self.channels} and stem {self.stem} must be divisible by groups {self.groups}")
+                raise ValueError(
+                    f"Channels {self.channels} and stem {self.stem} must be divisible by groups {self.groups}"
+                )
         if math.isqrt(len(self.positions)) ** 2 != len(self.positions):
             raise ValueError(f"positions must form a square grid, got {len(self.positions)}")
 
     @property
     def slot_classes(self) -> dict[str, int]:
-        return {"presence": 2, "shape": len(self.shapes), "colour": len(self.colours),
-                "texture": len(self.textures), "size": len(self.sizes)}
+        return {
+            "presence": 2,
+            "shape": len(self.shapes),
+            "colour": len(self.colours),
+            "texture": len(self.textures),
+            "size": len(self.sizes),
+        }
 
     @property
     def image_classes(self) -> dict[str, int]:
@@ -590,16 +590,26 @@ class AttributeClassifierV2(nn.Module):
             layers += [nn.Conv2d(3, config.stem, 3, padding=1), nn.GroupNorm(config.groups, config.stem), nn.SiLU()]
             c_in = config.stem
         for c in config.channels:  # then downsample first in each stage, as v1
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(config.groups, c), nn.SiLU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(config.groups, c), nn.SiLU()]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                nn.GroupNorm(config.groups, c),
+                nn.SiLU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.GroupNorm(config.groups, c),
+                nn.SiLU(),
+            ]
             c_in = c
         self.trunk = nn.Sequential(*layers)
         n_slots = len(config.positions)
         self.cell_side = math.isqrt(n_slots)  # 3: POSITIONS is a row-major 3x3 grid
         self.cell_proj = nn.Linear(4 * c_in, config.feature_dim)  # a cell's 2x2 sub-bins
         self.cell_embedding = nn.Parameter(torch.zeros(n_slots, config.feature_dim))
-        self.slot_head = nn.Sequential(nn.SiLU(), nn.Linear(config.feature_dim, config.feature_dim), nn.SiLU(),
-                                       nn.Linear(config.feature_dim, sum(config.slot_classes.values())))
+        self.slot_head = nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(config.feature_dim, config.feature_dim),
+            nn.SiLU(),
+            nn.Linear(config.feature_dim, sum(config.slot_classes.values())),
+        )
         # The image: mean and max over the map (a background texture is everywhere, an object is somewhere).
         self.proj = nn.Sequential(nn.Linear(2 * c_in, config.feature_dim), nn.SiLU())
         self.image_head = nn.Linear(config.feature_dim, sum(config.image_classes.values()))
@@ -624,20 +634,27 @@ class AttributeClassifierV2(nn.Module):
         path = Path(path)
         config_file, weights_file = path / "config.json", path / "model.safetensors"
         if not (config_file.is_file() and weights_file.is_file()):
-            raise FileNotFoundError(f"No classifier at {path} (needs config.json and model.safetensors); "
-                                    f"train one with `{TRAIN_COMMAND_V2}`")
+            raise FileNotFoundError(
+                f"No classifier at {path} (needs config.json and model.safetensors); "
+                f"train one with `{TRAIN_COMMAND_V2}`"
+            )
         values = json.loads(config_file.read_text())
         if values.get("world") != "v2":
-            raise ValueError(f"Classifier at {path} is for world {values.get('world', 'v1')!r}, not v2; "
-                             "load it with AttributeClassifier.from_pretrained")
+            raise ValueError(
+                f"Classifier at {path} is for world {values.get('world', 'v1')!r}, not v2; "
+                "load it with AttributeClassifier.from_pretrained"
+            )
         config = ClassifierV2Config(**values)
-        expected = ClassifierV2Config(stem=config.stem, channels=config.channels, feature_dim=config.feature_dim,
-                                      groups=config.groups)
+        expected = ClassifierV2Config(
+            stem=config.stem, channels=config.channels, feature_dim=config.feature_dim, groups=config.groups
+        )
         for name in _VOCAB_FIELDS_V2:
             if getattr(config, name) != getattr(expected, name):
-                raise ValueError(f"Classifier at {path} was trained for {name} {getattr(config, name)}, but "
-                                 f"ditlens.builtin.scenes_v2 has {getattr(expected, name)}; retrain with "
-                                 f"`{TRAIN_COMMAND_V2}`")
+                raise ValueError(
+                    f"Classifier at {path} was trained for {name} {getattr(config, name)}, but "
+                    f"ditlens.builtin.scenes_v2 has {getattr(expected, name)}; retrain with "
+                    f"`{TRAIN_COMMAND_V2}`"
+                )
         model = cls(config)
         model.load_state_dict(load_file(weights_file))
         return model.eval()
@@ -653,8 +670,9 @@ class AttributeClassifierV2(nn.Module):
 def _check_images_v2(images: torch.Tensor) -> None:
     size = _scenes_v2().IMAGE_SIZE
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-        raise ValueError(f"Expected world v2 images of shape (n, 3, {size}, {size}) in [-1, 1], "
-                         f"got {tuple(images.shape)}")
+        raise ValueError(
+            f"Expected world v2 images of shape (n, 3, {size}, {size}) in [-1, 1], got {tuple(images.shape)}"
+        )
 
 
 @torch.no_grad()
@@ -676,13 +694,21 @@ def predict_scenes_v2(classifier: AttributeClassifierV2, images: torch.Tensor) -
     than the grammar's 3 are possible (then `scenes_v2.caption` refuses the scene)."""
     world, cfg = _scenes_v2(), classifier.config
     logits = _logits_v2(classifier, images)
-    pred = {f.name: getattr(logits, f.name).argmax(-1).numpy() for f in fields(AttributeLogitsV2) if f.name != "features"}
+    pred = {
+        f.name: getattr(logits, f.name).argmax(-1).numpy() for f in fields(AttributeLogitsV2) if f.name != "features"
+    }
     out = []
     for i in range(len(images)):
         objects = tuple(
-            world.SceneObject(cfg.shapes[pred["shape"][i, p]], cfg.colours[pred["colour"][i, p]],
-                              cfg.textures[pred["texture"][i, p]], cfg.sizes[pred["size"][i, p]], cfg.positions[p])
-            for p in range(len(cfg.positions)) if pred["presence"][i, p] == 1
+            world.SceneObject(
+                cfg.shapes[pred["shape"][i, p]],
+                cfg.colours[pred["colour"][i, p]],
+                cfg.textures[pred["texture"][i, p]],
+                cfg.sizes[pred["size"][i, p]],
+                cfg.positions[p],
+            )
+            for p in range(len(cfg.positions))
+            if pred["presence"][i, p] == 1
         )
         out.append((objects, cfg.backgrounds[pred["background"][i]], cfg.textures[pred["background_texture"][i]]))
     return [world.Scene(objects, bg, tex) for objects, bg, tex in out]
@@ -701,8 +727,9 @@ def scene_targets_v2(batch_scenes: list) -> dict[str, torch.Tensor]:
     t["presence"] = torch.zeros((n, slots), dtype=torch.long)
     vocab = {"shape": world.SHAPES, "colour": world.COLOURS, "texture": world.TEXTURES, "size": world.SIZES}
     t["background"] = torch.tensor([world.BACKGROUNDS.index(s.background) for s in batch_scenes], dtype=torch.long)
-    t["background_texture"] = torch.tensor([world.TEXTURES.index(s.background_texture) for s in batch_scenes],
-                                           dtype=torch.long)
+    t["background_texture"] = torch.tensor(
+        [world.TEXTURES.index(s.background_texture) for s in batch_scenes], dtype=torch.long
+    )
     for i, scene in enumerate(batch_scenes):
         for obj in scene.objects:
             p = world.POSITIONS.index(obj.position)
@@ -803,14 +830,24 @@ def score_fidelity_v2(classifier: AttributeClassifierV2, images: torch.Tensor, p
         rows.append((len(scene.objects), counts, extra))
 
     def total(subset: list) -> FidelityScores:
-        return FidelityScores(n_images=len(subset), n_objects=sum(r[0] for r in subset),
-                              correct={a: sum(r[1][a] for r in subset) for a in ATTRIBUTES_V2},
-                              extra_objects=sum(r[2] for r in subset), attributes=ATTRIBUTES_V2)
+        return FidelityScores(
+            n_images=len(subset),
+            n_objects=sum(r[0] for r in subset),
+            correct={a: sum(r[1][a] for r in subset) for a in ATTRIBUTES_V2},
+            extra_objects=sum(r[2] for r in subset),
+            attributes=ATTRIBUTES_V2,
+        )
 
     groups = {k: total([r for r in rows if r[0] == k]) for k in sorted({r[0] for r in rows})}
     overall = total(rows)
-    return FidelityScores(overall.n_images, overall.n_objects, overall.correct, overall.extra_objects,
-                          by_n_objects=groups, attributes=ATTRIBUTES_V2)
+    return FidelityScores(
+        overall.n_images,
+        overall.n_objects,
+        overall.correct,
+        overall.extra_objects,
+        by_n_objects=groups,
+        attributes=ATTRIBUTES_V2,
+    )
 
 
 def classifier_world(path: str | Path) -> str:
@@ -818,8 +855,10 @@ def classifier_world(path: str | Path) -> str:
     without loading weights (the shipped v1 config names no world)."""
     config_file = Path(path) / "config.json"
     if not (config_file.is_file() and (Path(path) / "model.safetensors").is_file()):
-        raise FileNotFoundError(f"No classifier at {path} (needs config.json and model.safetensors); train one with "
-                                f"`{TRAIN_COMMAND}` (world v1) or `{TRAIN_COMMAND_V2}`")
+        raise FileNotFoundError(
+            f"No classifier at {path} (needs config.json and model.safetensors); train one with "
+            f"`{TRAIN_COMMAND}` (world v1) or `{TRAIN_COMMAND_V2}`"
+        )
     try:
         values = json.loads(config_file.read_text())
     except ValueError as err:
@@ -840,9 +879,11 @@ def load_classifier(path: str | Path | None, world: str) -> AttributeClassifier 
         path = DEFAULT_WEIGHTS if world == "v1" else SHIPPED_V2
     found = classifier_world(path)
     if found != world:
-        raise ValueError(f"The classifier at {str(path)!r} is for world {found}, but the model is of world {world}; give a "
-                         f"world {world} classifier" + (f" (`{TRAIN_COMMAND_V2}`)" if world == "v2" else
-                                                         " (or leave it out for the shipped one)"))
+        raise ValueError(
+            f"The classifier at {str(path)!r} is for world {found}, but the model is of world {world}; give a "
+            f"world {world} classifier"
+            + (f" (`{TRAIN_COMMAND_V2}`)" if world == "v2" else " (or leave it out for the shipped one)")
+        )
     return AttributeClassifier.from_pretrained(path) if world == "v1" else AttributeClassifierV2.from_pretrained(path)
 
 
@@ -856,19 +897,26 @@ def _evaluate_cli_v2(classifier: AttributeClassifierV2, n: int, seed: int) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ditlens.metrics.classifier",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ditlens.metrics.classifier", description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--train", action="store_true", help="train, evaluate and save")
     action.add_argument("--eval", action="store_true", help="evaluate saved weights")
-    parser.add_argument("--world", choices=("v1", "v2"), default="v1",
-                        help="v1: the shipped classifier (scenes.py); v2: scenes_v2.py, needs --out")
+    parser.add_argument(
+        "--world",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v1: the shipped classifier (scenes.py); v2: scenes_v2.py, needs --out",
+    )
     parser.add_argument("--steps", type=int, default=None, help="default: 800 (v1), 1500 (v2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"weights folder (v1 default: the shipped {DEFAULT_WEIGHTS}; v2: required)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"weights folder (v1 default: the shipped {DEFAULT_WEIGHTS}; v2: required)",
+    )
     parser.add_argument("--eval-size", type=int, default=4096, help="held-out renders to score")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="world v2: where to train (cpu, cuda)")
@@ -882,18 +930,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.train:
         start = time.perf_counter()
-        model = train_classifier(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                                 lr=args.lr)
+        model = train_classifier(steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr)
         print(f"trained in {time.perf_counter() - start:.0f} s")
         model.save_pretrained(args.out)
         print(f"saved to {args.out}")
     else:
         model = AttributeClassifier.from_pretrained(args.out)
     n_params = sum(p.numel() for p in model.parameters())
-    report = {"params": n_params, "eval_size": args.eval_size,
-              **_evaluate_cli(model, args.eval_size, args.seed)}
+    report = {"params": n_params, "eval_size": args.eval_size, **_evaluate_cli(model, args.eval_size, args.seed)}
     print(json.dumps(report, indent=2))
-
 
 
 def _main_v2(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -901,16 +946,25 @@ def _main_v2(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--world v2 needs --out FOLDER (and never the shipped v1 classifier's folder)")
     if args.train:
         start = time.perf_counter()
-        model = train_classifier_v2(steps=args.steps if args.steps is not None else 1500,
-                                    batch_size=args.batch_size, seed=args.seed, lr=args.lr, device=args.device)
+        model = train_classifier_v2(
+            steps=args.steps if args.steps is not None else 1500,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            lr=args.lr,
+            device=args.device,
+        )
         print(f"trained in {time.perf_counter() - start:.0f} s")
         model.save_pretrained(args.out)
         print(f"saved to {args.out}")
     else:
         model = AttributeClassifierV2.from_pretrained(args.out)
     n_params = sum(p.numel() for p in model.parameters())
-    report = {"world": "v2", "params": n_params, "eval_size": args.eval_size,
-              **_evaluate_cli_v2(model, args.eval_size, args.seed)}
+    report = {
+        "world": "v2",
+        "params": n_params,
+        "eval_size": args.eval_size,
+        **_evaluate_cli_v2(model, args.eval_size, args.seed),
+    }
     print(json.dumps(report, indent=2))
 
 

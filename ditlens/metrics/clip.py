@@ -48,7 +48,9 @@ class ClipPreprocess:
         try:
             mean, std = tuple(config["image_mean"]), tuple(config["image_std"])
         except KeyError as missing:
-            raise ValueError(f"preprocessor_config.json has no {missing}: CLIP's image normalisation is needed.") from None
+            raise ValueError(
+                f"preprocessor_config.json has no {missing}: CLIP's image normalisation is needed."
+            ) from None
         return cls(int(size), crop, mean, std)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,12 @@ def foreground_masks(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
     return off_background_masks(images, prompts)
 
 
-def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None,
-                   seeds: list[int] | None = None) -> dict[str, Any]:
+def builtin_scores(
+    images: torch.Tensor,
+    prompts: list[str],
+    classifier: AttributeClassifier | None = None,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
     """Prompt fidelity (per attribute) and the Frechet distance to the prompts' renders, in
     the classifier's features. images: (n, 3, 32, 32) in [0, 1]."""
     classifier = classifier or AttributeClassifier.from_pretrained()
@@ -64,7 +68,9 @@ def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: Attribu
     }
 
 
-def objects_fully_correct(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None) -> list[bool]:
+def objects_fully_correct(
+    images: torch.Tensor, prompts: list[str], classifier: AttributeClassifier | None = None
+) -> list[bool]:
     """Per image: does it show every object its prompt names fully right? images in [0, 1]."""
     classifier = classifier or AttributeClassifier.from_pretrained()
     out = []
@@ -74,7 +80,9 @@ def objects_fully_correct(images: torch.Tensor, prompts: list[str], classifier: 
     return out
 
 
-def transport_scores(images: torch.Tensor, source: str, target: str, target_alone: torch.Tensor, classifier: AttributeClassifier) -> list[dict[str, float]]:
+def transport_scores(
+    images: torch.Tensor, source: str, target: str, target_alone: torch.Tensor, classifier: AttributeClassifier
+) -> list[dict[str, float]]:
     """Per image: transfer (colour / shape of the source at the target's slot), preservation
     (object-mask IoU with the target alone, background kept, for two-object targets the other
     object's shape and colour kept) and ghosting."""
@@ -83,7 +91,12 @@ def transport_scores(images: torch.Tensor, source: str, target: str, target_alon
     predicted = predict_scenes(classifier, images * 2 - 1)
     target_mask = off_background_masks(target_alone[None], [target])[0]
     masks = off_background_masks(images, [target] * len(images))
-    palette = torch.tensor([COLOUR_RGB[c] for c in (s.colour, *(o.colour for o in t.objects), *t.background)], dtype=torch.float32) / 255
+    palette = (
+        torch.tensor(
+            [COLOUR_RGB[c] for c in (s.colour, *(o.colour for o in t.objects), *t.background)], dtype=torch.float32
+        )
+        / 255
+    )
     others = t.objects[1:]  # the target's other objects: transport should leave them alone
     out = []
     for img, pred, mask in zip(images, predicted, masks):
@@ -92,16 +105,32 @@ def transport_scores(images: torch.Tensor, source: str, target: str, target_alon
         region = mask | target_mask
         dist = (img.permute(1, 2, 0)[region][:, None, :] - palette[None]).norm(dim=-1)  # (pixels, colours)
         ghost = float((dist.min(-1).values > 0.25).float().mean()) if region.any() else 0.0
-        out.append({
-            "colour_from_source": float(here is not None and here.colour == s.colour),
-            "shape_from_source": float(here is not None and here.shape == s.shape),
-            "both_from_source": float(here is not None and here.colour == s.colour and here.shape == s.shape),
-            "mask_iou_with_target": _fg_iou(mask, target_mask),
-            "background_kept": float(pred.background == t.background),
-            "ghosting": ghost,
-        } | ({"others_kept": float(all(
-            (o.position in found and found[o.position].shape == o.shape and found[o.position].colour == o.colour) for o in others
-        ))} if others else {}))
+        out.append(
+            {
+                "colour_from_source": float(here is not None and here.colour == s.colour),
+                "shape_from_source": float(here is not None and here.shape == s.shape),
+                "both_from_source": float(here is not None and here.colour == s.colour and here.shape == s.shape),
+                "mask_iou_with_target": _fg_iou(mask, target_mask),
+                "background_kept": float(pred.background == t.background),
+                "ghosting": ghost,
+            }
+            | (
+                {
+                    "others_kept": float(
+                        all(
+                            (
+                                o.position in found
+                                and found[o.position].shape == o.shape
+                                and found[o.position].colour == o.colour
+                            )
+                            for o in others
+                        )
+                    )
+                }
+                if others
+                else {}
+            )
+        )
     return out
 
 

@@ -48,9 +48,11 @@ def renders(prompts: list[str], seeds: list[int] | None = None) -> torch.Tensor:
 
 def render_masks(prompts: list[str], seeds: list[int] | None = None) -> torch.Tensor:
     """(n, 64, 64) bool: union of the objects' exact masks in the renders `renders` draws."""
-    return torch.from_numpy(np.stack([
-        ~world.render(world.parse_caption(p), s).background_mask for p, s in zip(prompts, _seeds(prompts, seeds))
-    ]))
+    return torch.from_numpy(
+        np.stack(
+            [~world.render(world.parse_caption(p), s).background_mask for p, s in zip(prompts, _seeds(prompts, seeds))]
+        )
+    )
 
 
 def _band(word: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,19 +87,25 @@ def foreground_masks(images: torch.Tensor, prompts: list[str] | None = None) -> 
     return nearest_band(images) < len(world.COLOURS)
 
 
-def builtin_scores(images: torch.Tensor, prompts: list[str], classifier: AttributeClassifierV2,
-                   seeds: list[int] | None = None) -> dict[str, Any]:
+def builtin_scores(
+    images: torch.Tensor, prompts: list[str], classifier: AttributeClassifierV2, seeds: list[int] | None = None
+) -> dict[str, Any]:
     """Prompt fidelity (per attribute, texture included) and the Frechet distance to the
     prompts' renders at `seeds`, in the v2 classifier's features. images: (n, 3, 64, 64) in [0, 1]."""
     x = images * 2 - 1
     fidelity = score_fidelity_v2(classifier, x, prompts)
     with torch.no_grad():
         fd = frechet_distance(features_v2(classifier, x), features_v2(classifier, renders(prompts, seeds) * 2 - 1))
-    return {"fidelity": fidelity.to_dict(), "full_object_accuracy": fidelity.accuracy("full_object"), "frechet_distance": fd}
+    return {
+        "fidelity": fidelity.to_dict(),
+        "full_object_accuracy": fidelity.accuracy("full_object"),
+        "frechet_distance": fd,
+    }
 
 
-def transport_scores(images: torch.Tensor, source: str, target: str, target_alone: torch.Tensor,
-                     classifier: AttributeClassifierV2 | None) -> list[dict[str, float]]:
+def transport_scores(
+    images: torch.Tensor, source: str, target: str, target_alone: torch.Tensor, classifier: AttributeClassifierV2 | None
+) -> list[dict[str, float]]:
     """Per image, as `fidelity.transport_scores`, plus the texture moved: transfer (the
     source's colour, shape, texture at the target's slot; `both` = colour and shape, the
     verdict's measure; `all` = the three), preservation (foreground IoU with the target
@@ -117,21 +125,37 @@ def transport_scores(images: torch.Tensor, source: str, target: str, target_alon
     out = []
     for mask, ghost_px, pred in zip(masks, off, predicted):
         region = mask | target_mask
-        row = {"mask_iou_with_target": _fg_iou(mask, target_mask),
-               "ghosting": float(ghost_px[region].float().mean()) if region.any() else 0.0}
+        row = {
+            "mask_iou_with_target": _fg_iou(mask, target_mask),
+            "ghosting": float(ghost_px[region].float().mean()) if region.any() else 0.0,
+        }
         if pred is not None:
             found = {o.position: o for o in pred.objects}
             here = found.get(slot)
             moved = {a: here is not None and getattr(here, a) == getattr(s, a) for a in ("colour", "shape", "texture")}
             row = {
-                "colour_from_source": float(moved["colour"]), "shape_from_source": float(moved["shape"]),
+                "colour_from_source": float(moved["colour"]),
+                "shape_from_source": float(moved["shape"]),
                 "texture_from_source": float(moved["texture"]),
-                "both_from_source": float(moved["colour"] and moved["shape"]), "all_from_source": float(all(moved.values())),
+                "both_from_source": float(moved["colour"] and moved["shape"]),
+                "all_from_source": float(all(moved.values())),
                 **row,
-                "background_kept": float(pred.background == t.background and pred.background_texture == t.background_texture),
-            } | ({"others_kept": float(all(
-                o.position in found and all(getattr(found[o.position], a) == getattr(o, a) for a in ("shape", "colour"))
-                for o in others))} if others else {})
+                "background_kept": float(
+                    pred.background == t.background and pred.background_texture == t.background_texture
+                ),
+            } | (
+                {
+                    "others_kept": float(
+                        all(
+                            o.position in found
+                            and all(getattr(found[o.position], a) == getattr(o, a) for a in ("shape", "colour"))
+                            for o in others
+                        )
+                    )
+                }
+                if others
+                else {}
+            )
         out.append(row)
     return out
 

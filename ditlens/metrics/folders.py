@@ -36,7 +36,9 @@ def check_clip_folder(path: str | Path) -> None:
     path = Path(path)
     model_type = _config(path, "CLIP model", CLIP_FILES).get("model_type")
     if model_type != "clip":
-        raise ValueError(f"{str(path)!r} holds a {model_type!r} model; ditlens needs a CLIPModel (model_type 'clip') here.")
+        raise ValueError(
+            f"{str(path)!r} holds a {model_type!r} model; ditlens needs a CLIPModel (model_type 'clip') here."
+        )
     _check_processor(path, CLIP_FILES)
 
 

@@ -46,7 +46,9 @@ class Segmenter:
             model = AutoModelForSemanticSegmentation.from_pretrained(path, local_files_only=True)
             processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot load a segmenter from {str(path)!r} ({error}); expected {SEGMENTER_FILES}.") from error
+            raise ValueError(
+                f"Cannot load a segmenter from {str(path)!r} ({error}); expected {SEGMENTER_FILES}."
+            ) from error
         labels = {int(i): str(name) for i, name in model.config.id2label.items()}
         wanted = {b.strip().lower() for b in background if b.strip()}
         ids = {i for i, name in labels.items() if name.lower() in wanted}
