@@ -5,7 +5,7 @@
 
 What transport computes at every site and step for its spatial mask (`transport.SpatialMask`
 with mask="source"): the top-k channels of the source rows (`TopK(k).channel_indices`), then
-`ditlens.masks.foreground_tokens` on those channels (gather, min-max normalise, k-means
+`ditlens.core.masks.foreground_tokens` on those channels (gather, min-max normalise, k-means
 with K = 2, 10 iterations; on CUDA the clustering is one captured CUDA graph, and the
 eager kernels are timed too). The block outputs it runs on are captured from a real forward;
 the reference is one double-stream and one single-stream block forward on the same rows
@@ -27,8 +27,8 @@ import torch
 
 import ditlens
 from ditlens import masks
-from ditlens.channels import TopK
-from ditlens.masks import foreground_tokens
+from ditlens.core.channels import TopK
+from ditlens.core.masks import foreground_tokens
 from ditlens.transport import TransportConfig
 
 

@@ -30,7 +30,7 @@ from recording_overhead import load_model
 
 import ditlens
 from ditlens import RecordConfig
-from ditlens.channels import STATISTICS, channel_statistic
+from ditlens.core.channels import STATISTICS, channel_statistic
 
 
 def block_lists(transformer: torch.nn.Module) -> list[str]:

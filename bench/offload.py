@@ -22,7 +22,7 @@ import common
 import torch
 
 import ditlens
-from ditlens.record import ChannelStats
+from ditlens.core.record import ChannelStats
 
 TARGET = 1.03  # issue 6's GPU target for recording, offloaded or not
 

@@ -30,8 +30,8 @@ import torch
 
 import ditlens
 from ditlens import RecordConfig
-from ditlens.channels import STATISTICS, channel_statistic
-from ditlens.record import Recorder
+from ditlens.core.channels import STATISTICS, channel_statistic
+from ditlens.core.record import Recorder
 
 TARGET = {"cpu": 1.10, "cuda": 1.03}
 

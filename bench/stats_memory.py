@@ -26,7 +26,7 @@ import common
 import torch
 
 from ditlens import ChannelStats, RecordConfig
-from ditlens.record import Recorder
+from ditlens.core.record import Recorder
 
 STEPS, DOUBLE, SINGLE, HIDDEN, ROWS = 28, 19, 38, 3072, 1  # FLUX.1 [dev], 28 steps, one image
 N_IMG, N_TXT = 4096, 512  # 1024x1024: 64 x 64 packed latent tokens; T5 at 512 tokens

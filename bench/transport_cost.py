@@ -10,7 +10,7 @@ on every token (no mask: the cheapest); a verdict for each.
 The baseline is the same pipeline called on the same two prompts, same seeds and steps,
 without ditlens. With the built-in pipeline's classifier-free guidance, both are 4 rows per
 transformer call. On a GPU two more rows time the edit with its CUDA graph switched the
-other way from what the size rule (`ditlens.intervene.GRAPH_MAX_BYTES`) picks: off where it
+other way from what the size rule (`ditlens.core.intervene.GRAPH_MAX_BYTES`) picks: off where it
 graphs, forced where it does not.
 
 --pipeline builtin (default): the built-in pipeline (shipped weights, else its architecture
@@ -194,7 +194,7 @@ def main() -> None:
         plain_peak = peaks["plain diffusers, batch 2"]
         print(
             f"held between calls by the shared captured edits (not in peak, which starts from them): "
-            f"{held / MB:.3f} MB = x{held / plain_peak:.3f} of the plain peak (freed by ditlens.intervene.release_graphs())"
+            f"{held / MB:.3f} MB = x{held / plain_peak:.3f} of the plain peak (freed by ditlens.core.intervene.release_graphs())"
         )
     print()
     steps_sites = steps * len(parts["sites"])
@@ -256,7 +256,7 @@ def edit_parts(
     """Time transport's per-site work alone on a block output captured from one call on the
     two prompts (with CFG: rows [uncond source, uncond target, cond source, cond target])."""
     import ditlens
-    from ditlens.intervene import ReplaceFromRows
+    from ditlens.core.intervene import ReplaceFromRows
     from ditlens.transport import SpatialMask
 
     captured: list[torch.Tensor] = []

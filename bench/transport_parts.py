@@ -10,7 +10,7 @@ prompts and seeds (12 steps, CFG: 4 rows per transformer call), interleaved in o
     on a GPU its CUDA graph is captured once and then only replayed;
   - the same with the graph switched off (GPU only): eager kernels;
   - `transport_text`, the public call: a new edit each call (on a GPU it finds the graph of
-    an equal earlier edit: ditlens.intervene.SHARED_GRAPH_EDITS).
+    an equal earlier edit: ditlens.core.intervene.SHARED_GRAPH_EDITS).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ target on its own seed or on the source's.
 Transport copies the source row's block outputs; at the last block they are the source's
 velocity, which only fits the source's noise. On another seed the copied tokens decode to
 noise, which the attribute classifier can still read as the source's colour and shape: so
-`ditlens.verdicts.transfer_score` weighs transfer by (1 - ghosting). Prints, per setting and
+`ditlens.reporting.verdicts.transfer_score` weighs transfer by (1 - ghosting). Prints, per setting and
 alpha, colour and shape taken from the source and the ghosting share (noise in the object
 region), and writes the strips (built-in model, CPU).
 """
@@ -19,7 +19,7 @@ from ditlens.builtin import load_builtin
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
 from ditlens.metrics.classifier import AttributeClassifier
 from ditlens.metrics.fidelity import transport_scores
-from ditlens.plots import plot_image_table
+from ditlens.reporting.plots import plot_image_table
 from ditlens.transport import TransportConfig, transport_text
 
 SETTINGS = {  # name -> (short row label, config)

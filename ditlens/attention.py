@@ -37,8 +37,8 @@ from torch import nn
 from .adapters import ADAPTERS, adapter_for
 from .adapters.attention import AttentionLocator, ImageQueries
 from .adapters.base import Site, UnsupportedModelError
-from .masks import foreground_tokens
-from .rows import conditional_slice
+from .core.masks import foreground_tokens
+from .core.rows import conditional_slice
 
 
 def _supported() -> list[str]:
@@ -180,7 +180,7 @@ class AttentionMaps:
     token_positions: text-sequence positions of the subject's words (see `word_positions`),
         one list for every sample, or one list per sample (as many as the rows kept).
     prompts: prompts per pipeline call. Only each sample's conditional rows are scored
-        (`ditlens.rows`: the second half of a concatenated [uncond, cond] call, or the first
+        (`ditlens.core.rows`: the second half of a concatenated [uncond, cond] call, or the first
         of two calls per step); unconditional and guidance calls are skipped. None = every
         row of every call is a sample.
     sites: block names (`transformer_blocks.0`, `single_transformer_blocks.3`); None = every

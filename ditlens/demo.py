@@ -2,7 +2,7 @@
 
 find -> disrupt -> segment -> text transport (an interpolation strip) -> image transport,
 each writing its pictures and numbers under one folder with an index.html. The folder is
-written like every command's: whole at the end, or not at all (ditlens.outputs).
+written like every command's: whole at the end, or not at all (ditlens.io.outputs).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from .builtin.examples import EXAMPLE_PROMPTS, EXAMPLE_TRANSPORT_PAIRS
 from .disrupt import DisruptConfig, disrupt
 from .find import FindConfig, find_channels
 from .generation import GenerationSettings
+from .io.outputs import output_folder
 from .metrics.classifier import AttributeClassifier
 from .metrics.fidelity import builtin_scores, off_background_masks, renders, transport_scores
-from .outputs import output_folder
-from .plots import (
+from .reporting.plots import (
     plot_channel_atlas,
     plot_image_table,
     plot_magnitude_surface,
@@ -33,10 +33,10 @@ from .plots import (
     plot_segment_overlays,
     plot_top_vs_median,
 )
-from .report import Section, write_html
+from .reporting.report import Section, write_html
+from .reporting.verdicts import disruption_verdict, segmentation_verdict
 from .segment import SegmentConfig, segment_generated
 from .transport import TransportConfig, transport_image, transport_text
-from .verdicts import disruption_verdict, segmentation_verdict
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run_demo(
     pipe: Any, out_dir: str | Path, config: DemoConfig | None = None, say: Callable[[str], None] = print
 ) -> Path:
     """Run the five sections and write the report; the path of its index.html. The folder
-    appears whole when the demo is done, or not at all (ditlens.outputs): an interrupted
+    appears whole when the demo is done, or not at all (ditlens.io.outputs): an interrupted
     demo leaves the previous one as it was."""
     out = Path(out_dir)
     with output_folder(out) as tmp:
@@ -90,7 +90,7 @@ def _write_demo(pipe: Any, out: Path, shown: Path, config: DemoConfig, say: Call
             found.surface, out / "find" / "surface.png", f"|x| at {found.stats.meta['surface_site']}, step 0"
         )
     summary = found.summary()
-    ratio = found.samples.ratio_to_median()  # each prompt's conditional row (ditlens.rows)
+    ratio = found.samples.ratio_to_median()  # each prompt's conditional row (ditlens.core.rows)
     top1 = ratio.amax(-1)  # (steps, sites, samples)
     table = [["site", "top channels", "top-1 / median (mean)", "Jaccard prompts", "Jaccard steps"]]
     for s, (site, info) in enumerate(summary["sites"].items()):

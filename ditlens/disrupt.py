@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from .adapters import adapter_for
-from .channels import check_statistic, selector_from_name
+from .core.channels import check_statistic, selector_from_name
+from .core.hooks import hooks
+from .core.intervene import ScaleChannels, Scope
 from .generation import GenerationSettings, check_prompts_and_seeds, generate, pixel_distances, to_pil
-from .hooks import hooks
-from .intervene import ScaleChannels, Scope
 
 RULES = ("top", "bottom", "random")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from .channels import check_k, check_statistic, jaccard
+from .core.channels import check_k, check_statistic, jaccard
+from .core.hooks import hooks
+from .core.record import ChannelStats, RecordConfig
 from .generation import GenerationSettings, check_prompts_and_seeds
-from .hooks import hooks
-from .outputs import output_folder
-from .record import ChannelStats, RecordConfig
+from .io.outputs import output_folder
 
 
 @dataclass
@@ -71,7 +71,7 @@ class FindResult:
     @property
     def samples(self) -> ChannelStats:
         """The statistics of each sample's conditional row, seed-major then prompt order
-        (`ditlens.rows`): what the summary, the plots and the surface read."""
+        (`ditlens.core.rows`): what the summary, the plots and the surface read."""
         return self.stats.samples(len(self.config.prompts))
 
     @property
@@ -134,7 +134,7 @@ class FindResult:
     def layout(self) -> dict[str, Any]:
         """What the recording holds and what the summary measured: the recorded rows of a
         step (run, call, role, prompt each) and the sample rows the summary reads."""
-        from .rows import RowLayout
+        from .core.rows import RowLayout
 
         rows = RowLayout.of(self.stats.meta, len(self.config.prompts))
         return self.stats.meta | {
@@ -200,7 +200,7 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
             )
             images.extend(output.images)
     stats = run.stats
-    from .checks import HINT, NonFiniteError
+    from .core.checks import HINT, NonFiniteError
 
     table = stats.img["abs_mean"]  # NaN where a site did not run in a call (stats.ran): absent, not an error
     ran = stats.ran.get("img", torch.ones(table.shape[:-1], dtype=torch.bool))

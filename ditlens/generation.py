@@ -106,7 +106,7 @@ def generate(
             images = torch.from_numpy(images).permute(0, 3, 1, 2)
         out.append(images.detach().float().cpu())
     images = torch.cat(out)
-    from .checks import check_finite
+    from .core.checks import check_finite
 
     check_finite(images, "the generated images")
     return images

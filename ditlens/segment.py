@@ -16,10 +16,9 @@ from typing import Any
 import torch
 
 from .adapters import adapter_for
-from .channels import TopK, check_k, check_statistic, selector_from_name
-from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
-from .hooks import HookContext, hooks
-from .masks import (
+from .core.channels import TopK, check_k, check_statistic, selector_from_name
+from .core.hooks import HookContext, hooks
+from .core.masks import (
     DEFAULT_FOREGROUND,
     FOREGROUND_RULES,
     adjusted_rand_index,
@@ -30,7 +29,8 @@ from .masks import (
     token_grid,
     upsample,
 )
-from .rows import conditional_slice
+from .core.rows import conditional_slice
+from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
 
 RULES = ("top", "bottom", "random", "all")
 
@@ -69,7 +69,7 @@ class MaskObserver:
     each split named by every rule in `foregrounds`; and the top-1 channel's value per token
     (`heat`), the continuous map behind the masks.
 
-    prompts: prompts per pipeline call. `ditlens.rows` says which rows of which call are the
+    prompts: prompts per pipeline call. `ditlens.core.rows` says which rows of which call are the
     conditional ones, for both guidance layouts; unconditional and guidance calls are not
     looked at, so there is one mask per prompt and run. With `prompts=None` every row of
     every call is a sample (a bare transformer called by hand).
@@ -277,7 +277,7 @@ class SegmentResult:
     def save(self, out_dir: str | Path, truth: torch.Tensor | None = None) -> Path:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        from .record import write_safetensors
+        from .core.record import write_safetensors
 
         tensors = {r: m.to(torch.uint8).contiguous() for r, m in self.masks.items()}
         tensors |= {
@@ -380,7 +380,7 @@ def segment_generated(
             "foreground": config.foreground,
             # what the samples axis holds: one mask per seed x prompt, from its conditional rows
             "samples": [{"seed": seed, "prompt": prompt} for seed in config.seeds for prompt in config.prompts],
-            "rows": "each sample's conditional rows (ditlens.rows); unconditional and guidance calls are not masked",
+            "rows": "each sample's conditional rows (ditlens.core.rows); unconditional and guidance calls are not masked",
         },
         foreground=config.foreground,
         other_foregrounds=stacked,

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import adapter_for
-from .channels import RandomK, TopK, check_k, check_statistic
 from .choices import (  # the named choices and measured defaults, shared with the CLI's parser
     MASK_ORIGINS,
     REFERENCE_PATHS,
@@ -37,10 +36,11 @@ from .choices import (  # the named choices and measured defaults, shared with t
     TRANSPORT_STREAMS,
     check_streams,
 )
+from .core.channels import RandomK, TopK, check_k, check_statistic
+from .core.hooks import HookContext, hooks
+from .core.intervene import ReplaceFromRows, Scope, source_rows
+from .core.masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
 from .generation import GenerationSettings, image_size, to_pil
-from .hooks import HookContext, hooks
-from .intervene import ReplaceFromRows, Scope, source_rows
-from .masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
 
 #: which k channels transport moves
 CHANNEL_RULES = ("top", "random")
@@ -247,7 +247,7 @@ def _images(output: Any) -> torch.Tensor:
     images = output.images
     if not isinstance(images, torch.Tensor):
         images = torch.from_numpy(images).permute(0, 3, 1, 2)
-    from .checks import check_finite
+    from .core.checks import check_finite
 
     images = images.detach().float().cpu()
     check_finite(images, "the generated images")

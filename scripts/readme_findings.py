@@ -50,7 +50,7 @@ def section() -> str:
         f"`{f_cmd}` (commit {f_commit}) and `{t_cmd}` (commit {t_commit}), on an NVIDIA H200; the reports, with every "
         "table and figure: [findings](docs/results/bench-gpu-findings/report.md), "
         "[transport](docs/results/bench-gpu-transport/report.md). Each headline is the bench's own verdict "
-        "(`ditlens/verdicts.py`: thresholds fixed before the runs), with the figures it was decided on.",
+        "(`ditlens/reporting/verdicts.py`: thresholds fixed before the runs), with the figures it was decided on.",
         "",
         f"- **{v1['finding']}: {v1['status']}.** {v1['evidence']}",
         f"- **{v2['finding']}: {v2['status']}.** {v2['evidence']} Which K=2 cluster is the subject: "

@@ -1,7 +1,7 @@
 """The app as a research tool (issue 20, item 6), without a browser: the built-in model's
 `Explorer` is called directly, as the page's callbacks call it. What the tests check:
 
-- every tab's table holds the scores its command reports (`ditlens.scores`, `SegmentResult.scores`,
+- every tab's table holds the scores its command reports (`ditlens.metrics.scores`, `SegmentResult.scores`,
   `FindResult.summary`), also CLIP score and CLIP-I with a (tiny, random) CLIP;
 - a run leaves the files its command writes: the test runs the zip's command.txt through the
   CLI and compares the two folders file by file; the download folders are bounded and cleaned;
@@ -32,7 +32,7 @@ from ditlens.app import (
     result_status,
 )
 from ditlens.generation import GenerationSettings
-from ditlens.scores import DISRUPT_COLUMNS, TRANSPORT_COLUMNS, Scorers, disrupt_scores, transport_scores
+from ditlens.metrics.scores import DISRUPT_COLUMNS, TRANSPORT_COLUMNS, Scorers, disrupt_scores, transport_scores
 from ditlens.transport import TransportConfig, transport_image
 
 from .tiny_scorers import save_tiny_clip
@@ -259,7 +259,7 @@ def test_the_refusal_is_measured_the_text_stream_of_the_empty_prompt_loses_the_t
     (the default) loses the target's object (its layout IoU with the target alone falls to
     0-0.15), while with the reference's caption it keeps it (0.93-0.94), on every seed tried (0-2)."""
     from ditlens.generation import image_size
-    from ditlens.images import load_image
+    from ditlens.io.images import load_image
 
     image, _ = load_image(reference, image_size(explorer.pipe, GenerationSettings()))
     scorers = Scorers(builtin=True)
@@ -343,7 +343,7 @@ def test_the_surface_shows_a_step_past_the_first_and_marks_its_top_channels(expl
     assert view.result.config.surface_step == 4
 
     from ditlens.app import _picture
-    from ditlens.plots import plot_magnitude_surface
+    from ditlens.reporting.plots import plot_magnitude_surface
 
     plain = _picture(lambda p: plot_magnitude_surface(view.result.surface, p, "t"))
     marked = _picture(lambda p: plot_magnitude_surface(view.result.surface, p, "t", marked=view.marked))

@@ -897,9 +897,9 @@ def pipe():
 def api_cases():
     from ditlens import ScaleChannels, Scope, TopK, ZeroChannels, adapter_for, hooks
     from ditlens.builtin.scenes import check_words
-    from ditlens.checks import FiniteCheck, NonFiniteError, check_finite
+    from ditlens.core.checks import FiniteCheck, NonFiniteError, check_finite
     from ditlens.find import FindConfig, find_channels
-    from ditlens.images import load_image, load_mask, load_mask_folder
+    from ditlens.io.images import load_image, load_mask, load_mask_folder
     from ditlens.models import load_pipeline
     from ditlens.sweep import SweepConfigError, load_config
     from ditlens.transport import TransportConfig, mask_image_to_tokens
@@ -981,7 +981,7 @@ def test_api_bad_input(index, pipe, assets):
 
 def test_no_hook_survives_an_api_error(pipe):
     from ditlens import ScaleChannels, TopK, hooks
-    from ditlens.checks import FiniteCheck, NonFiniteError
+    from ditlens.core.checks import FiniteCheck, NonFiniteError
 
     with pytest.raises(NonFiniteError):
         with hooks(pipe, edits=[ScaleChannels(TopK(2), float("inf"))], observers=[FiniteCheck()]):
@@ -1049,12 +1049,12 @@ def test_a_full_disk_while_saving_statistics_is_an_os_error(assets, tmp_path, ca
     """safetensors reports a full disk as its own SafetensorError: it must read as the disk's error."""
     from safetensors import SafetensorError
 
-    import ditlens.record
+    import ditlens.core.record
 
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(ditlens.record, "save_file", full)
+    monkeypatch.setattr(ditlens.core.record, "save_file", full)
     out = tmp_path / "out"
     message = run_cli(capsys, ["find", *tiny(assets), "--out", str(out)])
     assert "No space left on device" in message and str(out) in message
@@ -1063,7 +1063,7 @@ def test_a_full_disk_while_saving_statistics_is_an_os_error(assets, tmp_path, ca
 
 def test_a_16_bit_reference_is_read_at_its_brightness(assets):
     """PIL's own convert("RGB") clips 16-bit values to 255: the image turned white."""
-    from ditlens.images import load_image, load_mask
+    from ditlens.io.images import load_image, load_mask
 
     image, _ = load_image(assets.grey16)
     assert torch.allclose(image, torch.full_like(image, round(20000 / 65535 * 255) / 255), atol=1 / 255)
@@ -1072,7 +1072,7 @@ def test_a_16_bit_reference_is_read_at_its_brightness(assets):
 
 @pytest.mark.parametrize("mode", ["P", "CMYK", "RGBA", "LA", "I;16"])
 def test_images_of_every_mode_are_read_as_a_viewer_shows_them(mode, tmp_path):
-    from ditlens.images import load_image
+    from ditlens.io.images import load_image
 
     red = {"P": None, "CMYK": (0, 255, 255, 0), "RGBA": (255, 0, 0, 255), "LA": (76, 255), "I;16": None}[mode]
     if mode == "P":
@@ -1112,7 +1112,7 @@ def test_statistics_files_are_the_same_bytes_in_another_process(tmp_path):
 
     code = (
         "import torch, sys\n"
-        "from ditlens.record import ChannelStats\n"
+        "from ditlens.core.record import ChannelStats\n"
         "ChannelStats(sites=['a', 'b'], img={'abs_mean': torch.ones(1, 2, 1, 3)}, txt_sites=['a'],\n"
         "             meta={'x': 1, 'y': [1, 2], 'z': 'q'}).save(sys.argv[1])\n"
     )
@@ -1122,7 +1122,7 @@ def test_statistics_files_are_the_same_bytes_in_another_process(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(path)], check=True)
         digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
     assert len(digests) == 1
-    from ditlens.record import ChannelStats
+    from ditlens.core.record import ChannelStats
 
     loaded = ChannelStats.load(tmp_path / "s0.safetensors")
     assert loaded.sites == ["a", "b"] and loaded.txt_sites == ["a"] and loaded.meta == {"x": 1, "y": [1, 2], "z": "q"}

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from ditlens.bench import (
+from ditlens.bench.builtin import (
     check_model_folder,
     held_out_prompts,
     subject_positions,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ditlens.channels import (
+from ditlens.core.channels import (
     BottomK,
     Fixed,
     RandomK,
@@ -15,8 +15,8 @@ from ditlens.channels import (
     mean_pairwise_jaccard,
     selector_from_name,
 )
-from ditlens.hooks import HookContext
-from ditlens.intervene import ReplaceFromRows, ScaleChannels, Scope, ZeroChannels
+from ditlens.core.hooks import HookContext
+from ditlens.core.intervene import ReplaceFromRows, ScaleChannels, Scope, ZeroChannels
 
 CTX = HookContext(site="transformer_blocks.0", step=0, call=0, batch_size=4)
 

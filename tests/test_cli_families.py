@@ -241,7 +241,7 @@ def test_interpolate(folder, tmp_path, request):
 @pytest.mark.parametrize("folder", ["flux", "qwenimage", "flux2"], indirect=True, ids=["flux", "qwenimage", "flux2"])
 def test_the_first_of_two_calls_is_the_conditional_one(folder, request):
     """Step 0's conditional call sees the same inputs with and without the unconditional
-    call beside it: the rows `ditlens.rows` names conditional must equal a run without
+    call beside it: the rows `ditlens.core.rows` names conditional must equal a run without
     guidance, at step 0, to float tolerance. (Were the calls the other way round, they
     would be the negative prompt's.)"""
     from ditlens.find import FindConfig, find_channels

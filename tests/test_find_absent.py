@@ -15,8 +15,8 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from ditlens.adapters import adapter_for
+from ditlens.core.hooks import hooks
 from ditlens.find import FindConfig, FindResult, find_channels
-from ditlens.hooks import hooks
 
 from .pipelines import tiny_sd3_pipeline
 from .tiny_models import tiny_sd3
@@ -147,7 +147,7 @@ def test_unconditional_and_guidance_rows_do_not_change_the_summary(found):
 
 def test_non_finite_activations_where_a_block_ran_still_raise():
     """Absent entries are ignored; a NaN where the block ran is still an error."""
-    from ditlens.checks import NonFiniteError
+    from ditlens.core.checks import NonFiniteError
 
     pipe = _sd3_pipeline()
     block = pipe.transformer.transformer_blocks[2]

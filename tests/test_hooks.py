@@ -7,7 +7,7 @@ import torch
 
 import ditlens
 from ditlens import RecordConfig, Scope, TopK, ZeroChannels
-from ditlens.channels import Fixed
+from ditlens.core.channels import Fixed
 
 from .pipelines import flux_call_kwargs, tiny_flux_pipeline, tiny_flux_transformer
 

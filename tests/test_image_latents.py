@@ -402,9 +402,9 @@ def test_image_conditioned_transport(name: str, path: str, cfg: bool, monkeypatc
     the reference row. Rows come in groups of the 3 prompts [reference, target, transported]:
     one group per CFG half, whether the halves are separate calls or one batch."""
     import ditlens.transport
+    from ditlens.core.hooks import hooks
+    from ditlens.core.record import RecordConfig
     from ditlens.generation import GenerationSettings
-    from ditlens.hooks import hooks
-    from ditlens.record import RecordConfig
     from ditlens.transport import TransportConfig, transport_image
 
     pipe = _pipe(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ditlens.masks import (
+from ditlens.core.masks import (
     FOREGROUND_RULES,
     adjusted_rand_index,
     border_tokens,
@@ -189,7 +189,7 @@ def test_channels_as_indices_or_mask_give_the_same_foreground():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 @pytest.mark.parametrize("compiled", [False, True])
 def test_cuda_graph_replay_equals_eager_clustering(compiled, monkeypatch):
-    import ditlens.masks as masks
+    import ditlens.core.masks as masks
 
     monkeypatch.setattr(masks, "COMPILE_ON_CUDA", compiled)
     gen = torch.Generator().manual_seed(0)
@@ -211,7 +211,7 @@ def test_cuda_graph_replay_equals_eager_clustering(compiled, monkeypatch):
 @pytest.mark.parametrize("rule", sorted(FOREGROUND_RULES))
 def test_every_foreground_rule_runs_unchanged_inside_a_cuda_graph(rule, monkeypatch):
     """Each rule is device ops only: captured and replayed, it equals the eager result."""
-    import ditlens.masks as masks
+    import ditlens.core.masks as masks
 
     monkeypatch.setattr(masks, "COMPILE_ON_CUDA", False)
     x, blob = background_massive(B=3, side=32, D=64)

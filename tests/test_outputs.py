@@ -1,4 +1,4 @@
-"""Output folders (ditlens.outputs): replaced whole, one run at a time, never a folder of the
+"""Output folders (ditlens.io.outputs): replaced whole, one run at a time, never a folder of the
 user's. Direct tests of output_folder, then the CLI on the built-in model (`generate`, one
 step: the cheapest command that writes a folder) in this process and in subprocesses: a
 rerun, two runs at once, a run killed with SIGTERM inside its write, refused folders."""
@@ -18,7 +18,7 @@ import pytest
 
 from ditlens.builtin.examples import EXAMPLE_PROMPTS
 from ditlens.cli import main
-from ditlens.outputs import MARKER, OutputFolderError, output_folder, output_lock
+from ditlens.io.outputs import MARKER, OutputFolderError, output_folder, output_lock
 
 P0, P1, P2 = EXAMPLE_PROMPTS[:3]
 

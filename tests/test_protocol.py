@@ -9,9 +9,9 @@ import re
 import pytest
 
 from ditlens.adapters import adapter_for
+from ditlens.bench.real_findings import ProtocolConfig, attention_positions, split_subjects
 from ditlens.cli import main
 from ditlens.models import load_pipeline
-from ditlens.protocol import ProtocolConfig, attention_positions, split_subjects
 
 from .full_pipelines import pipeline_folder
 from .tiny_scorers import save_tiny_clip, save_tiny_segmenter
@@ -151,7 +151,7 @@ def test_without_subject_words_the_attention_baseline_says_why_it_is_missing(tmp
 
 def test_a_bench_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path_factory, tmp_path, monkeypatch, capsys):
     """bench writes into a staging folder that replaces --out only once the report is done."""
-    import ditlens.protocol as protocol
+    import ditlens.bench.real_findings as protocol
 
     def half_then_fail(pipe, out, *args, **kwargs):
         (out / "finding1_grid.png").write_bytes(b"half")

@@ -9,9 +9,7 @@ import json
 import pytest
 import torch
 
-from ditlens.cli import main
-from ditlens.generation import GenerationSettings
-from ditlens.protocol_transport import (
+from ditlens.bench.real_transport import (
     EMBEDDING,
     FORMATS,
     METHODS,
@@ -23,6 +21,8 @@ from ditlens.protocol_transport import (
     interpolated_text,
     read_pairs,
 )
+from ditlens.cli import main
+from ditlens.generation import GenerationSettings
 
 from .full_pipelines import FAMILIES, build_pipeline, pipeline_folder
 from .tiny_scorers import save_tiny_clip

@@ -1,4 +1,4 @@
-"""Which rows are which (`ditlens.rows`), checked against layouts written out by hand, and
+"""Which rows are which (`ditlens.core.rows`), checked against layouts written out by hand, and
 a recording of several pipeline runs (seeds) with skip-layer guidance, whose steps make
 different numbers of calls (this failed in `record._layout` before runs were kept apart)."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ditlens.core.rows import COND, GUIDANCE, UNCOND, RowLayout, RowLayoutError, call_roles, conditional_slice
 from ditlens.find import FindConfig, find_channels
-from ditlens.rows import COND, GUIDANCE, UNCOND, RowLayout, RowLayoutError, call_roles, conditional_slice
 
 from .test_find_absent import _prompt_kwargs, _sd3_pipeline
 
@@ -89,7 +89,7 @@ def test_find_over_two_seeds_with_skip_layer_guidance_reads_each_samples_conditi
 
 
 def test_the_samples_of_a_samples_view_are_the_view():
-    from ditlens.record import ChannelStats
+    from ditlens.core.record import ChannelStats
 
     table = torch.arange(2 * 1 * 12 * 3, dtype=torch.float32).view(2, 1, 12, 3)
     stats = ChannelStats(sites=["s"], img={"abs_mean": table}, meta={"rows_per_call": [4, 2], "runs": 2})

@@ -12,8 +12,8 @@ import torch
 
 from ditlens.cli import main
 from ditlens.metrics.clip import ClipScorer
+from ditlens.metrics.scores import score_curves
 from ditlens.metrics.segmenter import Segmenter
-from ditlens.scores import score_curves
 
 from .tiny_scorers import save_tiny_clip, save_tiny_segmenter
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ditlens.adapters import ExtraImageTokensError, UnsupportedModelError, adapter_for
-from ditlens.hooks import hooks
+from ditlens.core.hooks import hooks
 
 from .full_pipelines import pipeline_folder
 from .tiny_models import tiny_flux, tiny_flux2, tiny_qwenimage, tiny_sana, tiny_sd3

@@ -55,8 +55,8 @@ def test_full_transport_makes_the_target_follow_the_source_hidden_states(pipe):
     """All channels, all tokens, every site and step: after the edit, the transported row's
     image stream equals the source row's at every site and step, bit for bit (the image
     still differs through the text stream and the pooled-text modulation)."""
-    from ditlens.hooks import hooks
-    from ditlens.record import RecordConfig
+    from ditlens.core.hooks import hooks
+    from ditlens.core.record import RecordConfig
     from ditlens.transport import _edits
 
     D = pipe.transformer.inner_dim
@@ -84,7 +84,7 @@ def test_text_stream_transport_moves_the_text_tokens(pipe, streams):
     """streams='txt': every channel of the text stream, every site and step: the target row's
     text tokens equal the source row's after each block, and its image tokens stay its own
     at the first block; 'both' moves the image tokens too."""
-    from ditlens.hooks import hooks
+    from ditlens.core.hooks import hooks
     from ditlens.transport import _edits
 
     D = pipe.transformer.inner_dim
@@ -141,7 +141,7 @@ def test_full_transport_lands_the_image_on_the_source_on_the_builtin_model():
 
 def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
     """With the left half as user mask, only left-half tokens change at the first step."""
-    from ditlens.hooks import hooks
+    from ditlens.core.hooks import hooks
     from ditlens.transport import _edits
 
     mask = torch.zeros(32, 32)
@@ -270,9 +270,9 @@ def test_bad_inputs(pipe):
 )
 def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, streams, monkeypatch):
     """On CUDA a small block output's edit is captured once per shape and replayed at every
-    site and step (ditlens.cuda_graphs): the same kernels, so the same images bit for bit."""
-    import ditlens.cuda_graphs as cuda_graphs
-    import ditlens.intervene as intervene
+    site and step (ditlens.core.cuda_graphs): the same kernels, so the same images bit for bit."""
+    import ditlens.core.cuda_graphs as cuda_graphs
+    import ditlens.core.intervene as intervene
 
     pipe = tiny_flux_pipeline().to("cuda")
     monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())  # no graph from an earlier test
@@ -304,7 +304,7 @@ def test_equal_edits_share_one_graph_owner_and_only_the_last_few_are_kept(monkey
     """The bookkeeping behind sharing captured edits (on CUDA): equal settings find the edit
     that holds the graphs, other settings do not, a user's tensor mask is never shared, and
     only the last SHARED_GRAPH_EDITS owners are kept."""
-    import ditlens.intervene as intervene
+    import ditlens.core.intervene as intervene
     from ditlens.transport import _edits
 
     monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())

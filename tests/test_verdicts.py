@@ -3,7 +3,7 @@ figures built to land in each case."""
 
 from __future__ import annotations
 
-from ditlens.verdicts import (
+from ditlens.reporting.verdicts import (
     FAILS,
     HOLDS,
     PARTLY,

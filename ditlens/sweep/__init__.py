@@ -41,9 +41,9 @@ from typing import Any
 import tomllib
 import torch
 
-from . import __version__
-from .masks import DEFAULT_FOREGROUND
-from .transport import TransportConfig
+from .. import __version__
+from ..core.masks import DEFAULT_FOREGROUND
+from ..transport import TransportConfig
 
 COMMANDS = ("find", "disrupt", "segment", "transport")
 # Part of every item's hash: bump when an item's outputs change meaning. 2: the hash covers
@@ -292,11 +292,11 @@ def _parse_job(j: int, job: Any, path: Path) -> dict[str, Any]:
 
 def _check_domains(command: str, job: dict[str, Any], where: str, path: Path) -> None:
     """What can be checked without the model (k, sites and steps need it: see `Runner.validate`)."""
-    from .channels import STATISTICS
-    from .disrupt import RULES as DISRUPT_RULES
-    from .masks import FOREGROUND_RULES
-    from .segment import RULES as SEGMENT_RULES
-    from .transport import MASK_ORIGINS, STREAMS
+    from ..core.channels import STATISTICS
+    from ..core.masks import FOREGROUND_RULES
+    from ..disrupt import RULES as DISRUPT_RULES
+    from ..segment import RULES as SEGMENT_RULES
+    from ..transport import MASK_ORIGINS, STREAMS
 
     def allowed(key: str, values: list[Any], options: tuple[str, ...] | list[str]) -> None:
         for v in values:
@@ -362,7 +362,7 @@ def load_config(path: str | Path) -> SweepConfig:
         model = ModelOptions(
             **{k: v for k, v in table.items() if k != "embeds"}, embeds=embeds, folder=_relative(path, model.name)
         )
-    from .models import parse_dtype
+    from ..models import parse_dtype
 
     try:
         parse_dtype(model.dtype)
@@ -399,7 +399,7 @@ def load_config(path: str | Path) -> SweepConfig:
     given = _read_prompts(raw, path)
     if given is None:  # left out: the built-in model's examples, or one item per embeddings row
         if model.is_builtin:
-            from .builtin.examples import EXAMPLE_PROMPTS
+            from ..builtin.examples import EXAMPLE_PROMPTS
 
             given = [(f"the built-in example prompt {i}", p) for i, p in enumerate(EXAMPLE_PROMPTS)]
         elif embeds is not None:
@@ -482,7 +482,7 @@ def load_config(path: str | Path) -> SweepConfig:
     if clip is not None:
         if not isinstance(clip, str) or not clip:
             raise _error(path, f"'clip' must be the path of a local CLIPModel folder; got {clip!r}.")
-        from .metrics.folders import check_clip_folder
+        from ..metrics.folders import check_clip_folder
 
         try:
             check_clip_folder(_relative(path, clip))
@@ -557,7 +557,7 @@ def _check_builtin_prompts(prompts: list[tuple[str, str]], jobs: list[dict[str, 
     also score each image against the exact scene its prompt describes, so with those jobs
     every prompt must follow the caption grammar too (else the first such item would fail
     mid-sweep)."""
-    from .builtin.scenes import UnknownWordError, check_words, parse_caption
+    from ..builtin.scenes import UnknownWordError, check_words, parse_caption
 
     grammar = any(job["command"] != "find" for job in jobs)
     for where, prompt in prompts:
@@ -904,7 +904,7 @@ def _seal(tmp: Path, item: Item, identity: dict[str, Any], metrics: dict[str, An
 
 
 def _png(image: torch.Tensor, path: Path) -> None:
-    from .generation import to_pil
+    from ..generation import to_pil
 
     to_pil(image[None])[0].save(path, format="PNG")
 
@@ -925,8 +925,8 @@ class Runner:
     """Runs items on one loaded pipeline; one per process."""
 
     def __init__(self, config: SweepConfig, pipe: Any, device: str):
-        from .adapters import adapter_for
-        from .generation import GenerationSettings
+        from ..adapters import adapter_for
+        from ..generation import GenerationSettings
 
         self.config, self.pipe, self.device = config, pipe, device
         self.adapter = adapter_for(pipe)
@@ -940,7 +940,7 @@ class Runner:
         self._classifier = None
         self.clip = None
         if config.clip is not None:
-            from .metrics.clip import ClipScorer
+            from ..metrics.clip import ClipScorer
 
             self.clip = ClipScorer.from_pretrained(config.clip, device=device)
 
@@ -958,18 +958,18 @@ class Runner:
     @property
     def classifier(self):
         if self._classifier is None:
-            from .metrics.classifier import AttributeClassifier
+            from ..metrics.classifier import AttributeClassifier
 
             self._classifier = AttributeClassifier.from_pretrained()
         return self._classifier
 
     def validate(self) -> None:
         """Check every distinct job setting against the model, before any item runs or anything is written."""
-        from .disrupt import DisruptConfig
-        from .find import FindConfig
-        from .images import load_mask
-        from .intervene import Scope
-        from .segment import SegmentConfig
+        from ..core.intervene import Scope
+        from ..disrupt import DisruptConfig
+        from ..find import FindConfig
+        from ..io.images import load_mask
+        from ..segment import SegmentConfig
 
         hidden, sites = self.adapter.hidden_size, [s.name for s in self.adapter.sites()]
         num_steps = self.generation.num_inference_steps
@@ -1004,14 +1004,14 @@ class Runner:
                     elif command == "transport":
                         self.transport_config(s).validate(hidden, sites, num_steps)
                         if s["mask_image"]:
-                            from .generation import image_size
+                            from ..generation import image_size
 
                             load_mask(s["mask_image"], image_size(self.pipe, self.generation))
                 except ValueError as err:
                     raise SweepConfigError(f"{self.config.where(j)}: {err}") from None
 
     def transport_config(self, s: dict[str, Any]):
-        from .transport import TransportConfig
+        from ..transport import TransportConfig
 
         return TransportConfig(
             k=s["k"],
@@ -1027,8 +1027,8 @@ class Runner:
 
     # ---- one item per command: write its files into `out`, return its scalar metrics ----------
     def find(self, item: Item, out: Path) -> dict[str, Any]:
-        from .checks import check_finite
-        from .find import FindConfig, find_channels
+        from ..core.checks import check_finite
+        from ..find import FindConfig, find_channels
 
         s, g = item.settings, self.generation
         config = FindConfig(
@@ -1058,10 +1058,10 @@ class Runner:
         }
 
     def disrupt(self, item: Item, out: Path) -> dict[str, Any]:
-        from .checks import FiniteCheck, check_finite
-        from .disrupt import Condition, DisruptConfig, edit_for
-        from .generation import generate
-        from .hooks import hooks
+        from ..core.checks import FiniteCheck, check_finite
+        from ..core.hooks import hooks
+        from ..disrupt import Condition, DisruptConfig, edit_for
+        from ..generation import generate
 
         s = item.settings
         if s["rule"] == "none":
@@ -1091,14 +1091,14 @@ class Runner:
                 100 * (features * self.clip.text_features([item.prompt])).sum(-1).clamp(min=0)[0]
             )
         if self.config.model.is_builtin:
-            from .metrics.fidelity import objects_fully_correct
+            from ..metrics.fidelity import objects_fully_correct
 
             metrics["objects_fully_correct"] = float(objects_fully_correct(images, [item.prompt], self.classifier)[0])
         return metrics
 
     def segment(self, item: Item, out: Path) -> dict[str, Any]:
-        from .checks import check_finite
-        from .segment import SegmentConfig, segment_generated
+        from ..core.checks import check_finite
+        from ..segment import SegmentConfig, segment_generated
 
         s = item.settings
         config = SegmentConfig(
@@ -1114,7 +1114,7 @@ class Runner:
         check_finite(result.images, f"the image of item {item.id}")
         truth = None
         if self.config.model.is_builtin:
-            from .metrics.fidelity import off_background_masks
+            from ..metrics.fidelity import off_background_masks
 
             truth = off_background_masks(result.images, [item.prompt])
         result.save(out, truth)
@@ -1132,10 +1132,10 @@ class Runner:
         return metrics
 
     def transport(self, item: Item, out: Path) -> dict[str, Any]:
-        from .checks import check_finite
-        from .generation import image_size
-        from .images import load_mask
-        from .transport import transport_text
+        from ..core.checks import check_finite
+        from ..generation import image_size
+        from ..io.images import load_mask
+        from ..transport import transport_text
 
         s = item.settings
         config = self.transport_config(s)
@@ -1156,11 +1156,11 @@ class Runner:
         for name, images in (("source", result.source), ("target", result.target), ("transported", result.transported)):
             check_finite(images, f"the {name} image of item {item.id}")
         result.save(out)
-        from .scores import Scorers, transport_scores
+        from ..metrics.scores import Scorers, transport_scores
 
         builtin = self.config.model.is_builtin
         if builtin:  # the attribute scores read one object's slot: single-object captions only
-            from .builtin.scenes import parse_caption
+            from ..builtin.scenes import parse_caption
 
             builtin = len(parse_caption(item.prompt).objects) == 1 and len(parse_caption(target).objects) == 1
         scorers = Scorers(builtin=builtin, clip=self.clip, _classifier=self._classifier)
@@ -1453,7 +1453,7 @@ def run_sweep(
     """Run this process's share of the sweep's unfinished items; see the module docstring."""
     from tqdm.auto import tqdm
 
-    from .models import load_pipeline
+    from ..models import load_pipeline
 
     out = Path(out) if out is not None else default_out(config)
     check_writable(out)

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from .adapters import UnsupportedModelError, adapter_for
-from .disrupt import Condition, DisruptConfig, DisruptResult, disrupt
-from .generation import GenerationSettings
-from .scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
-from .segment import SegmentConfig, SegmentResult, segment_generated
+from ..adapters import UnsupportedModelError, adapter_for
+from ..disrupt import Condition, DisruptConfig, DisruptResult, disrupt
+from ..generation import GenerationSettings
+from ..metrics.scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
+from ..segment import SegmentConfig, SegmentResult, segment_generated
 
 
 @dataclass
@@ -153,10 +153,10 @@ def bench_findings_any(
     """Run the protocol and write report.md, findings.json and the figures into out_dir.
     truth: the ground-truth masks (n, H, W) of the generated images (None: Finding 2's
     scores are not measured); truth_source names where they come from."""
-    from .bench import foreground_rule_table, mask_scores_table
-    from .plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
-    from .report import Section, write_markdown
-    from .verdicts import segmentation_verdict
+    from ..reporting.plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
+    from ..reporting.report import Section, write_markdown
+    from ..reporting.verdicts import segmentation_verdict
+    from .builtin import foreground_rule_table, mask_scores_table
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -301,7 +301,7 @@ def model_name(pipe: Any) -> str:
 
 def provenance(command: str, seeds: list[int], started: float) -> str:
     """Command, seeds, commit, device, torch and the run's duration: the first line of a report."""
-    from .bench import _commit
+    from .builtin import _commit
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     return (

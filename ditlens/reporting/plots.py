@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .record import ChannelStats  # noqa: E402
-from .segment import SegmentResult  # noqa: E402
+from ..core.record import ChannelStats  # noqa: E402
+from ..segment import SegmentResult  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

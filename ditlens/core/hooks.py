@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .adapters import Adapter, Site, Streams, adapter_for
+from ..adapters import Adapter, Site, Streams, adapter_for
 from .record import ChannelStats, RecordConfig, Recorder
 
 _HOOKED_FLAG = "_ditlens_hooked"
@@ -39,7 +39,7 @@ class HookContext:
     step: int  # denoising step, 0-based
     call: int  # transformer call within this step (0, or 1 for a separate CFG call)
     batch_size: int
-    step_calls: tuple[int, ...] = ()  # rows of this step's calls so far, this one last (`ditlens.rows` reads them)
+    step_calls: tuple[int, ...] = ()  # rows of this step's calls so far, this one last (`ditlens.core.rows` reads them)
     grid: tuple[int, int] | None = None  # (rows, cols) of this call's image tokens, from its inputs (adapter)
 
 

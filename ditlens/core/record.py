@@ -67,7 +67,7 @@ class ChannelStats:
     order, run after run (one pipeline run per seed): with classifier-free guidance,
     conditional and unconditional rows stay apart (`meta["rows_per_call"]`,
     `meta["calls_per_step"]` and `meta["runs"]` describe the layout, that of the step with
-    the most calls; `ditlens.rows` says which row is which, and `samples(prompts)` keeps
+    the most calls; `ditlens.core.rows` says which row is which, and `samples(prompts)` keeps
     each sample's conditional row). Calls are never averaged together: each call's rows
     hold that call's statistics, per-token averages over that call's own tokens.
 

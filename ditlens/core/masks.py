@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 # which K = 2 cluster is named the subject, and the default chosen by measurement: choices.py
-from .choices import DEFAULT_FOREGROUND, FOREGROUND_RULES, check_foreground  # noqa: F401  (used and re-exported)
+from ..choices import DEFAULT_FOREGROUND, FOREGROUND_RULES, check_foreground  # noqa: F401  (used and re-exported)
 from .cuda_graphs import GraphCache, TensorFunction
 
 KMEANS_ITERATIONS = 10  # two well-separated clusters converge in a few steps; fixed: no host sync

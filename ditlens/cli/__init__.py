@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .outputs import output_folder
+from ..io.outputs import output_folder
 
 EXAMPLES = {
     "generate": """examples:
@@ -196,7 +196,7 @@ def _check_generation_args(args: argparse.Namespace) -> None:
     seeds = getattr(args, "seeds", None)
     if seeds is not None:
         _check_seeds("--seeds", seeds)
-    from .metrics.folders import check_clip_folder, check_segmenter_folder
+    from ..metrics.folders import check_clip_folder, check_segmenter_folder
 
     for name, check in (("clip", check_clip_folder), ("segmenter", check_segmenter_folder)):
         if getattr(args, name, None):
@@ -247,7 +247,7 @@ def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
     if args.prompts_file:
         prompts += _read_prompts_file(args.prompts_file)
     if not prompts and model in (None, "builtin"):  # the shipped model's example prompts (not a trained folder's)
-        from .builtin.examples import EXAMPLE_PROMPTS
+        from ..builtin.examples import EXAMPLE_PROMPTS
 
         prompts = list(EXAMPLE_PROMPTS)
     if not prompts and args.embeds:
@@ -261,7 +261,7 @@ def _prompts(args: argparse.Namespace, model: str | None) -> list[str]:
 def _load(args: argparse.Namespace) -> Any:
     from diffusers.utils import logging as diffusers_logging
 
-    from .models import load_pipeline
+    from ..models import load_pipeline
 
     diffusers_logging.set_verbosity_error()  # e.g. the accelerate notice: not actionable here
     if args.quiet:
@@ -303,8 +303,8 @@ def _check_builtin_words(args: argparse.Namespace, prompts: list[str], captions:
     its grammar parses (the commands that score against the caption: disrupt, segment)."""
     world = _builtin_world(args)
     if world is not None:
-        from .builtin.scenes import CaptionError, UnknownWordError
-        from .builtin.text_encoder import scenes_of
+        from ..builtin.scenes import CaptionError, UnknownWordError
+        from ..builtin.text_encoder import scenes_of
 
         scenes = scenes_of(world)  # the grammar of the model's world; its errors subclass v1's
         for prompt in prompts:
@@ -327,7 +327,7 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from .generation import GenerationSettings
+    from ..generation import GenerationSettings
 
     return GenerationSettings(
         num_inference_steps=args.steps,
@@ -345,14 +345,14 @@ def _window(args: argparse.Namespace) -> tuple[int, int] | None:
 
 def _is_builtin(args: argparse.Namespace) -> bool:
     """The built-in model, or a folder of its family (written by `python -m ditlens.builtin.train`)."""
-    from .models import is_builtin_family
+    from ..models import is_builtin_family
 
     return is_builtin_family(args.model)
 
 
 def _builtin_world(args: argparse.Namespace) -> str | None:
     """The world of a built-in-family model ("v1", "v2"), None for any other model."""
-    from .models import builtin_world
+    from ..models import builtin_world
 
     return builtin_world(args.model)
 
@@ -365,7 +365,7 @@ def _exact_metrics(args: argparse.Namespace) -> bool:
 def _scorers(args: argparse.Namespace):
     """The built-in metrics on the built-in model, and the CLIP of --clip on any model; loaded
     once, before the pipeline (a CLIP that fails to load costs no generation)."""
-    from .scores import load_scorers
+    from ..metrics.scores import load_scorers
 
     if not hasattr(args, "loaded_scorers"):
         args.loaded_scorers = load_scorers(getattr(args, "clip", None), _exact_metrics(args), args.device)
@@ -389,8 +389,8 @@ def _progress(args: argparse.Namespace, total: int, desc: str):
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from .generation import generate, to_pil
-    from .plots import image_grid
+    from ..generation import generate, to_pil
+    from ..reporting.plots import image_grid
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts)
@@ -407,9 +407,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_disrupt(args: argparse.Namespace) -> None:
-    from .disrupt import DisruptConfig, disrupt
-    from .plots import plot_image_table, plot_metric_over_k
-    from .scores import DISRUPT_COLUMNS, DISRUPT_CURVES, DISRUPT_FORMATS, disrupt_scores, score_curves
+    from ..disrupt import DisruptConfig, disrupt
+    from ..metrics.scores import DISRUPT_COLUMNS, DISRUPT_CURVES, DISRUPT_FORMATS, disrupt_scores, score_curves
+    from ..reporting.plots import plot_image_table, plot_metric_over_k
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts, captions=True)
@@ -469,9 +469,9 @@ def cmd_disrupt(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    from .images import load_mask_folder
-    from .plots import plot_miou_curves, plot_segment_overlays
-    from .segment import SegmentConfig, segment_generated
+    from ..io.images import load_mask_folder
+    from ..reporting.plots import plot_miou_curves, plot_segment_overlays
+    from ..segment import SegmentConfig, segment_generated
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts, captions=True)
@@ -485,12 +485,12 @@ def cmd_segment(args: argparse.Namespace) -> None:
         generation=_settings(args),
     )
     if args.truth_dir:  # count and readability now; their size once the images exist
-        from .images import check_mask_folder
+        from ..io.images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
     segmenter = None
     if args.segmenter:  # loaded (and its labels checked) before the pipeline
-        from .metrics.segmenter import Segmenter
+        from ..metrics.segmenter import Segmenter
 
         segmenter = Segmenter.from_pretrained(args.segmenter, args.device, args.background_labels)
     pipe = _load(args)
@@ -502,7 +502,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     elif segmenter is not None:  # the truth is the segmenter's reading of the generated images
         truth = segmenter.foreground(result.images)
     elif _exact_metrics(args):
-        from .metrics.fidelity import off_background_masks
+        from ..metrics.fidelity import off_background_masks
 
         truth = off_background_masks(result.images, prompts * len(args.seeds))
     site = args.site or result.sites[len(result.sites) // 2]
@@ -547,7 +547,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def _transport_config(args: argparse.Namespace):
-    from .transport import TransportConfig
+    from ..transport import TransportConfig
 
     return TransportConfig(
         k=args.k,
@@ -566,8 +566,8 @@ def _transport_config(args: argparse.Namespace):
 def _mask_image(args: argparse.Namespace, pipe: Any):
     if not args.mask_image:
         return None
-    from .generation import image_size
-    from .images import load_mask
+    from ..generation import image_size
+    from ..io.images import load_mask
 
     return load_mask(args.mask_image, image_size(pipe, _settings(args))).float()
 
@@ -575,10 +575,10 @@ def _mask_image(args: argparse.Namespace, pipe: Any):
 def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list | None = None) -> list:
     """One TransportResult per config (default: the one the options describe), the pipeline
     loaded once; every config is checked against the model before the first one runs."""
-    from .adapters import adapter_for
-    from .generation import default_steps, image_size
-    from .images import load_image
-    from .transport import transport_image, transport_text
+    from ..adapters import adapter_for
+    from ..generation import default_steps, image_size
+    from ..io.images import load_image
+    from ..transport import transport_image, transport_text
 
     configs = configs or [_transport_config(args)]
     config = configs[0]
@@ -589,14 +589,14 @@ def _run_transport(args: argparse.Namespace, alphas: list[float], configs: list 
             raise UsageError("Give --source PROMPT (text-conditioned) or --reference IMAGE (image-conditioned).")
         texts = [args.source, args.target]
     _check_builtin_words(args, texts)
-    from .images import check_image_file
+    from ..io.images import check_image_file
 
     for option, path in (("--reference", args.reference), ("--mask-image", args.mask_image)):
         if path:  # missing, corrupt or oversized: said before the model loads
             check_image_file(path, "Mask" if option == "--mask-image" else "Image")
     if args.reference and args.reference_path == "invert":  # before loading: the index names the scheduler
-        from .models import model_index, scheduler_class
-        from .transport import check_invertible
+        from ..models import model_index, scheduler_class
+        from ..transport import check_invertible
 
         scheduler = scheduler_class(args.model)
         if scheduler is not None:
@@ -668,7 +668,7 @@ def _transport_scores(args: argparse.Namespace, results: list, labels: list[str]
     """scores.json of transport and interpolate: one row for the target alone, then one per
     transported image (labelled a=ALPHA, or by `labels`, one per result), and what this run
     could not measure. Printed as a table unless --quiet."""
-    from .scores import TRANSPORT_COLUMNS, transport_scores
+    from ..metrics.scores import TRANSPORT_COLUMNS, transport_scores
 
     scorers = _scorers(args)
     source = args.source if not args.reference else (args.reference_prompt or None)
@@ -700,7 +700,7 @@ def _transport_scores(args: argparse.Namespace, results: list, labels: list[str]
 
 
 def cmd_transport(args: argparse.Namespace) -> None:
-    from .plots import plot_image_table
+    from ..reporting.plots import plot_image_table
 
     (result,) = _run_transport(args, [args.alpha])
     scores = _transport_scores(args, [result])
@@ -723,8 +723,8 @@ def cmd_transport(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .generation import to_pil
-    from .plots import plot_image_table
+    from ..generation import to_pil
+    from ..reporting.plots import plot_image_table
 
     for a in [*args.alphas, args.alpha]:
         if not 0 <= a <= 1:
@@ -778,7 +778,7 @@ def _parse_window(text: str) -> tuple[int, int]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import SweepConfigError, load_config, merge, run_sweep
+    from ..sweep import SweepConfigError, load_config, merge, run_sweep
 
     try:
         config = load_config(args.config)
@@ -794,8 +794,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_find(args: argparse.Namespace) -> None:
-    from .find import FindConfig, find_channels
-    from .plots import image_grid, plot_channel_atlas, plot_magnitude_surface, plot_top_vs_median
+    from ..find import FindConfig, find_channels
+    from ..reporting.plots import image_grid, plot_channel_atlas, plot_magnitude_surface, plot_top_vs_median
 
     prompts = _prompts(args, args.model)
     _check_builtin_words(args, prompts)
@@ -839,8 +839,8 @@ def cmd_find(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, run_demo
-    from .outputs import output_lock
+    from ..demo import DemoConfig, run_demo
+    from ..io.outputs import output_lock
 
     with output_lock(args.out):  # a refused or busy folder is said now, not after the model loads and the demo runs
         pipe = _load(args)
@@ -850,9 +850,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport, check_model_folder
-    from .metrics.classifier import load_classifier
-    from .models import BUILTIN
+    from ..bench.builtin import (
+        FindingsConfig,
+        TransportBenchConfig,
+        bench_findings,
+        bench_transport,
+        check_model_folder,
+    )
+    from ..metrics.classifier import load_classifier
+    from ..models import BUILTIN
 
     folder = args.model if args.model not in (None, BUILTIN) else None
     if folder is not None and Path(folder).is_dir() and not (Path(folder) / "model_index.json").is_file():
@@ -932,9 +938,9 @@ def _bench_into(out: Path, write: Callable[[Path], Path]) -> Path:
 
 
 def _bench_any(args: argparse.Namespace) -> None:
-    """bench findings or transport on a real pipeline: the paper's protocol (ditlens/protocol.py,
-    ditlens/protocol_transport.py)."""
-    from .protocol import ProtocolConfig, bench_findings_any, split_subjects
+    """bench findings or transport on a real pipeline: the paper's protocol (ditlens/bench/real_findings.py,
+    ditlens/bench/real_transport.py)."""
+    from ..bench.real_findings import ProtocolConfig, bench_findings_any, split_subjects
 
     for option, value in (("quick", args.quick), ("n", args.n), ("embeds", getattr(args, "embeds", None))):
         if value:
@@ -954,7 +960,7 @@ def _bench_any(args: argparse.Namespace) -> None:
         _read_prompts_file(args.prompts)
     )  # `prompt | subject words`: the attention baseline
     if args.truth_dir:
-        from .images import check_mask_folder
+        from ..io.images import check_mask_folder
 
         check_mask_folder(args.truth_dir, len(prompts) * len(args.seeds))
     config = ProtocolConfig(
@@ -970,14 +976,14 @@ def _bench_any(args: argparse.Namespace) -> None:
     )
     truth, source = None, "none"
     if args.truth_dir:
-        from .images import load_mask_folder
+        from ..io.images import load_mask_folder
 
         truth, source = (
             (lambda seg: load_mask_folder(args.truth_dir, seg.images.shape[0], seg.image_size)),
             f"the masks in {args.truth_dir}",
         )
     elif args.segmenter:
-        from .metrics.segmenter import Segmenter
+        from ..metrics.segmenter import Segmenter
 
         segmenter = Segmenter.from_pretrained(args.segmenter, args.device, args.background_labels)
         truth = lambda seg: segmenter.foreground(seg.images)  # noqa: E731
@@ -996,11 +1002,11 @@ def _bench_any(args: argparse.Namespace) -> None:
 
 
 def _bench_transport_any(args: argparse.Namespace) -> None:
-    """bench transport on a real pipeline (ditlens/protocol_transport.py): the pairs file and
+    """bench transport on a real pipeline (ditlens/bench/real_transport.py): the pairs file and
     the options are checked, and the CLIP loaded, before the pipeline loads."""
-    from .choices import TRANSPORT_K
-    from .protocol_transport import TransportProtocolConfig, bench_transport_any, read_pairs
-    from .transport import TransportConfig
+    from ..bench.real_transport import TransportProtocolConfig, bench_transport_any, read_pairs
+    from ..choices import TRANSPORT_K
+    from ..transport import TransportConfig
 
     for option, reason in (
         ("prompts", "bench transport reads --pairs FILE"),
@@ -1058,7 +1064,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 
     if importlib.util.find_spec("gradio") is None:
         raise UsageError("ditlens app needs Gradio, which is not installed: pip install -e '.[app]'")
-    from .app import check_address, serve
+    from ..app import check_address, serve
 
     check_address(args.host, args.port)  # before the model loads
     serve(_load(args), args.model, host=args.host, port=args.port, quiet=args.quiet)
@@ -1068,7 +1074,7 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 
 def _add_foreground_option(p: argparse._ActionsContainer) -> None:
-    from .choices import DEFAULT_FOREGROUND, FOREGROUND_RULES
+    from ..choices import DEFAULT_FOREGROUND, FOREGROUND_RULES
 
     p.add_argument(
         "--foreground",
@@ -1081,7 +1087,14 @@ def _add_foreground_option(p: argparse._ActionsContainer) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .choices import CHANNELS_FROM, STREAMS, TRANSPORT_CHANNELS_FROM, TRANSPORT_K, TRANSPORT_MASK, TRANSPORT_STREAMS
+    from ..choices import (
+        CHANNELS_FROM,
+        STREAMS,
+        TRANSPORT_CHANNELS_FROM,
+        TRANSPORT_K,
+        TRANSPORT_MASK,
+        TRANSPORT_STREAMS,
+    )
 
     parser = argparse.ArgumentParser(
         prog="ditlens",
@@ -1379,7 +1392,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_generation_args(args)
         from contextlib import nullcontext
 
-        from .outputs import output_lock
+        from ..io.outputs import output_lock
 
         # the output folder is checked and locked before any work: a refused or busy --out is
         # said at once, and a second run on it cannot start while this one works

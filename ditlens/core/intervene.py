@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 #: function of the current image tokens and the hook context returning one of those.
 TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], torch.Tensor]]
 
-#: On CUDA, replay a transport edit as one captured graph (ditlens.cuda_graphs) when its block
+#: On CUDA, replay a transport edit as one captured graph (ditlens.core.cuda_graphs) when its block
 #: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: on the built-in model the
 #: edit's kernel launches cost about as much as a block's (docs/performance.md). Large outputs
 #: are not: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a

@@ -84,7 +84,7 @@ class ChannelSelector(Protocol):
 class TopK:
     """The k channels with the largest statistic: the massive activations."""
 
-    graph_safe = True  # a function of img alone, no host sync: may be captured (ditlens.cuda_graphs)
+    graph_safe = True  # a function of img alone, no host sync: may be captured (ditlens.core.cuda_graphs)
     k: int
     statistic: str = "abs_mean"  # the paper's |mean over tokens|
 
@@ -105,7 +105,7 @@ class TopK:
 class BottomK:
     """Control: the k channels with the smallest statistic."""
 
-    graph_safe = True  # a function of img alone, no host sync: may be captured (ditlens.cuda_graphs)
+    graph_safe = True  # a function of img alone, no host sync: may be captured (ditlens.core.cuda_graphs)
     k: int
     statistic: str = "abs_mean"
 

@@ -4,8 +4,8 @@ Two layers, so that the science stays in the library:
 
 - `Explorer` computes. Each method validates the page's inputs, calls the library
   (`find_channels`, `disrupt`, `segment_generated`, `transport_text` / `transport_image`),
-  scores the result as the tab's command does (`ditlens.scores`), writes the files that
-  command writes (the page zips them for download) and draws with `ditlens.plots`, returning
+  scores the result as the tab's command does (`ditlens.metrics.scores`), writes the files that
+  command writes (the page zips them for download) and draws with `ditlens.reporting.plots`, returning
   a small view dataclass of PIL pictures and table rows. It imports no Gradio and can be
   used (and tested) on its own.
 - `build_app` wires an `Explorer` to a Gradio page: one tab per capability, progress bars
@@ -47,27 +47,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .adapters import adapter_for
-from .channels import STATISTICS
-from .disrupt import RULES as DISRUPT_RULES
-from .disrupt import DisruptConfig, DisruptResult, disrupt
-from .disrupt import conditions as disrupt_conditions
-from .find import FindConfig, FindResult, find_channels
-from .generation import GenerationSettings, default_steps, image_size, to_pil
-from .images import load_image
-from .masks import DEFAULT_FOREGROUND, FOREGROUND_RULES
-from .outputs import output_folder
-from .plots import (
-    image_grid,
-    plot_channel_atlas,
-    plot_image_table,
-    plot_magnitude_surface,
-    plot_metric_over_k,
-    plot_miou_curves,
-    plot_segment_overlays,
-    plot_top_vs_median,
-)
-from .scores import (
+from ..adapters import adapter_for
+from ..core.channels import STATISTICS
+from ..core.masks import DEFAULT_FOREGROUND, FOREGROUND_RULES
+from ..disrupt import RULES as DISRUPT_RULES
+from ..disrupt import DisruptConfig, DisruptResult, disrupt
+from ..disrupt import conditions as disrupt_conditions
+from ..find import FindConfig, FindResult, find_channels
+from ..generation import GenerationSettings, default_steps, image_size, to_pil
+from ..io.images import load_image
+from ..io.outputs import output_folder
+from ..metrics.scores import (
     DISRUPT_COLUMNS,
     DISRUPT_CURVES,
     DISRUPT_FORMATS,
@@ -77,10 +67,20 @@ from .scores import (
     score_curves,
     transport_scores,
 )
-from .segment import RULES as SEGMENT_RULES
-from .segment import SegmentConfig, SegmentResult, segment_generated
-from .transport import STREAMS, TransportConfig, TransportResult, transport_image, transport_text
-from .verdicts import segment_summary
+from ..reporting.plots import (
+    image_grid,
+    plot_channel_atlas,
+    plot_image_table,
+    plot_magnitude_surface,
+    plot_metric_over_k,
+    plot_miou_curves,
+    plot_segment_overlays,
+    plot_top_vs_median,
+)
+from ..reporting.verdicts import segment_summary
+from ..segment import RULES as SEGMENT_RULES
+from ..segment import SegmentConfig, SegmentResult, segment_generated
+from ..transport import STREAMS, TransportConfig, TransportResult, transport_image, transport_text
 
 log = logging.getLogger("ditlens.app")
 
@@ -503,7 +503,7 @@ _PLOTTING = threading.Lock()  # pyplot keeps global state: one picture at a time
 
 
 def _picture(draw: Callable[[Path], Path]) -> Image.Image:
-    """Run a `ditlens.plots` function into a temporary file and return the picture in memory."""
+    """Run a `ditlens.reporting.plots` function into a temporary file and return the picture in memory."""
     with _PLOTTING, tempfile.TemporaryDirectory(prefix="ditlens-app-") as tmp:
         return _opened(draw(Path(tmp) / "plot.png"))
 
@@ -537,7 +537,7 @@ class Explorer:
     before any model runs. Given `out`, a method also leaves there the files its `ditlens`
     command writes (and command.txt, that command line); the page zips them for download.
 
-    Scores are those of the commands (`ditlens.scores`): the built-in model's exact metrics
+    Scores are those of the commands (`ditlens.metrics.scores`): the built-in model's exact metrics
     on the built-in model, and CLIP score and CLIP-I with `clip` (a local CLIPModel folder).
 
     One job runs on the model at a time (a lock; Gradio's queue is not enough: it frees its
@@ -557,7 +557,7 @@ class Explorer:
         self.clip_path = str(clip) if clip else None
         clip_scorer = None
         if clip:
-            from .metrics.clip import ClipScorer
+            from ..metrics.clip import ClipScorer
 
             clip_scorer = ClipScorer.from_pretrained(clip, device=self.adapter.transformer.device)
         self.scorers = Scorers(builtin=self.builtin, clip=clip_scorer)
@@ -598,7 +598,7 @@ class Explorer:
     def check_prompts(self, prompts: list[str]) -> None:
         """The built-in model knows a small vocabulary: say so before generating anything."""
         if self.builtin:
-            from .builtin.scenes import check_words
+            from ..builtin.scenes import check_words
 
             for prompt in prompts:
                 check_words(prompt)
@@ -629,7 +629,7 @@ class Explorer:
         not_measured = []
         scorers = self.scorers
         if self.builtin:
-            from .builtin.scenes import CaptionError, parse_caption
+            from ..builtin.scenes import CaptionError, parse_caption
 
             try:
                 for prompt in prompts:
@@ -893,8 +893,8 @@ class Explorer:
             result = segment_generated(self.pipe, config)
         truth, miou_plot, note, not_measured = None, None, "", []
         if self.builtin:
-            from .builtin.scenes import CaptionError
-            from .metrics.fidelity import off_background_masks
+            from ..builtin.scenes import CaptionError
+            from ..metrics.fidelity import off_background_masks
 
             try:
                 truth = off_background_masks(result.images, prompts * len(seeds))
@@ -1208,7 +1208,7 @@ class _Page:
         self.limits = explorer.limits
         self.prompts, self.source, self.target = "", "", ""
         if explorer.builtin:
-            from .builtin.examples import EXAMPLE_PROMPTS, EXAMPLE_TRANSPORT_PAIRS
+            from ..builtin.examples import EXAMPLE_PROMPTS, EXAMPLE_TRANSPORT_PAIRS
 
             self.prompts = "\n".join(EXAMPLE_PROMPTS[:2])
             self.source, self.target = EXAMPLE_TRANSPORT_PAIRS[0]
@@ -1687,7 +1687,7 @@ def build_app(explorer: Explorer):
         with gr.Accordion("this app's limits", open=False):
             gr.Markdown(explorer.describe_limits())
         if explorer.builtin:
-            from .builtin.scenes import GRAMMAR, vocabulary
+            from ..builtin.scenes import GRAMMAR, vocabulary
 
             with gr.Accordion("the built-in model's words", open=False):
                 gr.Markdown(f"Prompts follow a small grammar: `{GRAMMAR}`\n\nWords: {', '.join(vocabulary())}")

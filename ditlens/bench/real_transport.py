@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from .generation import GenerationSettings
-from .scores import TRANSPORT_COLUMNS, Scorers, transport_scores
-from .transport import TransportConfig, TransportResult, _images, transport_text
+from ..generation import GenerationSettings
+from ..metrics.scores import TRANSPORT_COLUMNS, Scorers, transport_scores
+from ..transport import TransportConfig, TransportResult, _images, transport_text
 
 #: the four methods, in the order of the tables
 TOP, RANDOM, EMBEDDING, PIXEL = (
@@ -143,7 +143,7 @@ TEXT_MASKS = ("encoder_hidden_states_mask", "encoder_attention_mask")
 def interpolated_text(transformer: torch.nn.Module, weights: list[float]) -> Iterator[None]:
     """While inside, every transformer call lerps each row's text conditioning towards the
     first row of its group: rows come in groups of len(weights) prompts (a batch of `[uncond,
-    cond]` is two groups, see ditlens.rows), and row r takes weight weights[r % len(weights)].
+    cond]` is two groups, see ditlens.core.rows), and row r takes weight weights[r % len(weights)].
 
     The unconditional rows of all prompts are alike (one negative prompt), so their lerp is
     the identity: this needs no knowledge of the guidance layout. A text mask takes the
@@ -249,11 +249,11 @@ def bench_transport_any(
     say: Callable[[str], None] = print,
 ) -> Path:
     """Run the protocol and write report.md, findings.json and the figures into out_dir."""
-    from .adapters import adapter_for
-    from .generation import default_steps
-    from .plots import plot_image_table, plot_metric_over_alpha
-    from .protocol import model_name, provenance
-    from .report import Section, write_markdown
+    from ..adapters import adapter_for
+    from ..generation import default_steps
+    from ..reporting.plots import plot_image_table, plot_metric_over_alpha
+    from ..reporting.report import Section, write_markdown
+    from .builtin.real_findings import model_name, provenance
 
     started = time.perf_counter()
     config.validate()

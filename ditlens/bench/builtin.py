@@ -33,17 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapters import adapter_for
-from .builtin import scenes as scenes_v1
-from .disrupt import DisruptConfig, disrupt
-from .generation import GenerationSettings, generate, pixel_distances
-from .hooks import hooks
-from .metrics.classifier import TRAIN_COMMAND_V2, load_classifier
-from .plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
-from .report import Section, write_markdown
-from .segment import MaskObserver, MaskScores, SegmentConfig, SegmentResult, segment_generated
-from .transport import TransportConfig, transport_image, transport_text
-from .verdicts import disruption_verdict, segmentation_verdict, transfer_score, transport_verdict
+from ..adapters import adapter_for
+from ..builtin import scenes as scenes_v1
+from ..core.hooks import hooks
+from ..disrupt import DisruptConfig, disrupt
+from ..generation import GenerationSettings, generate, pixel_distances
+from ..metrics.classifier import TRAIN_COMMAND_V2, load_classifier
+from ..reporting.plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
+from ..reporting.report import Section, write_markdown
+from ..reporting.verdicts import disruption_verdict, segmentation_verdict, transfer_score, transport_verdict
+from ..segment import MaskObserver, MaskScores, SegmentConfig, SegmentResult, segment_generated
+from ..transport import TransportConfig, transport_image, transport_text
 
 BENCH_SEED = 1234  # held-out prompts and generation seeds start here (the demo uses 0..)
 
@@ -78,7 +78,7 @@ def _provenance(command: str, started: float) -> str:
 
 def world_of(pipe: Any) -> ModuleType:
     """The scenes module of the pipeline's world (`pipe.world`; pipelines without one: v1)."""
-    from .builtin.text_encoder import scenes_of
+    from ..builtin.text_encoder import scenes_of
 
     return scenes_of(getattr(pipe, "world", "v1"))
 
@@ -87,10 +87,10 @@ def metrics_of(world: ModuleType) -> ModuleType:
     """The world's scoring module: renders, their exact masks, the foreground truth of
     generated images, fidelity and transport scores (the same functions in both)."""
     if world is scenes_v1:
-        from .metrics import fidelity
+        from ..metrics import fidelity
 
         return fidelity
-    from .metrics import fidelity_v2
+    from ..metrics import fidelity_v2
 
     return fidelity_v2
 
@@ -115,7 +115,7 @@ def check_model_folder(folder: str | Path) -> str:
     """The world ("v1" or "v2") of a built-in-family model folder, checked without loading
     any weight: it holds every file of MODEL_FILES and its model_index.json names
     BuiltinPipeline. Anything else is a ValueError or FileNotFoundError that names the folder."""
-    from .builtin.text_encoder import WORLDS
+    from ..builtin.text_encoder import WORLDS
 
     path = Path(folder)
     hint = "give the model folder `python -m ditlens.builtin.train --out OUT` wrote (OUT/model)"
@@ -163,7 +163,7 @@ TRAIN_SETTINGS = ("world", "size", "steps", "batch_size", "lr", "seed")  # the t
 def model_summary(pipe: Any) -> dict[str, Any]:
     """What the bench ran on: the folder (or the shipped model), its world and architecture,
     and the settings of the train_config.json beside it (OUT/train_config.json for OUT/model)."""
-    from .builtin.pipeline import DEFAULT_WEIGHTS
+    from ..builtin.pipeline import DEFAULT_WEIGHTS
 
     name = getattr(pipe.config, "_name_or_path", None)  # from_pretrained's folder; None: a pipeline never saved
     folder = Path(name) if name else None
@@ -257,7 +257,7 @@ def renders_through_model(
     """K = 2 masks of exact renders noised to `sigma`, from ONE conditional forward pass,
     each split named by every foreground rule (the default first). seeds: the renders'
     (world v2; default: render_seeds)."""
-    from .builtin.pipeline import image_ids, patchify
+    from ..builtin.pipeline import image_ids, patchify
 
     world = world_of(pipe)
     size = pipe.config.image_size
@@ -269,7 +269,7 @@ def renders_through_model(
     device, dtype = pipe.transformer.device, pipe.transformer.dtype
     x_t = patchify((1 - sigma) * x0 + sigma * noise, p).to(device, dtype)
     txt, vec = pipe.encode_prompt(prompts, device)
-    from .attention import AttentionMaps, attention_masks
+    from ..attention import AttentionMaps, attention_masks
 
     foregrounds = SegmentConfig(prompts=prompts, compare_foregrounds=True).foregrounds
     observer = MaskObserver(rules, k, foregrounds=foregrounds, image_size=(size, size))
@@ -369,7 +369,7 @@ def foreground_rule_table(
 ) -> tuple[dict[str, Any], list[list[str]]]:
     """For each foreground rule, on the top-k masks of each image set: the share of images
     (over every step and site) where it picks the oracle's cluster, and its best-site mIoU."""
-    from .masks import FOREGROUND_RULES
+    from ..core.masks import FOREGROUND_RULES
 
     numbers: dict[str, Any] = {}
     rows = [
@@ -404,7 +404,7 @@ def _batched(items: list[str], size: int) -> list[list[str]]:
 def _classifier_for(pipe: Any, classifier: Any) -> Any:
     """The classifier a bench scores with: the given one, which must read the pipeline's world,
     else the world's default (the shipped one for v1; None for v2: given, never assumed)."""
-    from .metrics.classifier import AttributeClassifierV2
+    from ..metrics.classifier import AttributeClassifierV2
 
     world = getattr(pipe, "world", "v1")
     if classifier is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .generation import pixel_distances
+from ..generation import pixel_distances
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Scorers:
     @property
     def classifier(self):
         if self._classifier is None:
-            from .metrics.classifier import AttributeClassifier
+            from .classifier import AttributeClassifier
 
             self._classifier = AttributeClassifier.from_pretrained()
         return self._classifier
@@ -78,7 +78,7 @@ def disrupt_scores(result: Any, scorers: Scorers) -> dict[str, dict[str, Any]]:
     for condition, images in result.images.items():
         row: dict[str, Any] = {"rule": condition.rule, "k": condition.k, **pixel_distances(images, result.baseline)}
         if scorers.builtin and len(images) >= 2:  # a Frechet distance needs two images at least
-            from .metrics.fidelity import builtin_scores
+            from .fidelity import builtin_scores
 
             b = builtin_scores(images, prompts, scorers.classifier)
             row |= {"full_object_accuracy": b["full_object_accuracy"], "frechet_distance": b["frechet_distance"]}
@@ -189,7 +189,7 @@ def transport_scores(
             for (name, _), value in zip(named, values.tolist()):
                 rows[name][key] = value
     if scorers.builtin and source_prompt and target_prompt and result.target is not None:
-        from .metrics.fidelity import transport_scores as builtin_transport
+        from .fidelity import transport_scores as builtin_transport
 
         for (name, _), found in zip(
             named, builtin_transport(images, source_prompt, target_prompt, result.target, scorers.classifier)
@@ -203,7 +203,7 @@ def load_scorers(clip_path: str | None, builtin: bool, device: str = "cpu") -> S
     CLIP at clip_path (a local folder) if given; a bad folder is a ValueError naming it."""
     clip = None
     if clip_path:
-        from .metrics.clip import ClipScorer
+        from .clip import ClipScorer
 
         clip = ClipScorer.from_pretrained(clip_path, device=device)
     return Scorers(builtin=builtin, clip=clip)

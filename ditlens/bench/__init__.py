@@ -1,0 +1,1 @@
+"""`ditlens bench`: the paper's findings and uses as numbers with controls."""

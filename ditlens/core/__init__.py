@@ -1,0 +1,1 @@
+"""The hooking core: sites, recording, channel rules, edits, masks, row layouts. Imports only ditlens.adapters."""

@@ -1,0 +1,1 @@
+"""Figures (matplotlib), HTML/Markdown reports and the verdicts worded from numbers."""
