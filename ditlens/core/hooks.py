@@ -27,6 +27,7 @@ from torch import nn
 
 from ..adapters import Adapter, Site, Streams, adapter_for
 from .record import ChannelStats, RecordConfig, Recorder
+from .sites import check_sites
 
 _HOOKED_FLAG = "_ditlens_hooked"
 
@@ -222,9 +223,7 @@ def _pick_sites(adapter: Adapter, names: Sequence[str] | None) -> list[Site]:
     if names is None:
         return sites
     known = {s.name: s for s in sites}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"Unknown site {unknown[0]!r}. Sites of this model: {', '.join(known)}.")
+    check_sites(names, list(known))
     return [known[n] for n in names]
 
 

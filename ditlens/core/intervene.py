@@ -21,6 +21,7 @@ import torch
 
 from .channels import ChannelSelector
 from .cuda_graphs import GraphCache
+from .sites import check_sites
 
 if TYPE_CHECKING:
     from .hooks import HookContext
@@ -60,9 +61,7 @@ class Scope:
 
     def validate(self, site_names: Sequence[str], num_steps: int | None = None) -> None:
         if self.sites is not None:
-            unknown = [s for s in self.sites if s not in site_names]
-            if unknown:
-                raise ValueError(f"Unknown site {unknown[0]!r}. Sites of this model: {', '.join(site_names)}.")
+            check_sites(self.sites, site_names)
         if self.steps is not None:
             start, stop = self.steps
             limit = num_steps if num_steps is not None else float("inf")

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .channels import STATISTICS, channel_reduction, check_statistic, finish_statistic, top_k_mask
+from .sites import check_site
 
 STREAMS = ("img", "txt")
 
@@ -100,8 +101,7 @@ class ChannelStats:
         return next(iter(self.img.values())).shape[3]
 
     def site_index(self, site: str) -> int:
-        if site not in self.sites:
-            raise ValueError(f"Unknown site {site!r}. Recorded sites: {', '.join(self.sites)}.")
+        check_site(site, self.sites, known_as="Recorded sites")
         return self.sites.index(site)
 
     def __getitem__(self, key: tuple[str, str]) -> torch.Tensor:
