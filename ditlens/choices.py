@@ -8,6 +8,10 @@ its defaults).
 
 from __future__ import annotations
 
+#: the channel statistic that ranks channels unless a caller picks another: the paper's
+#: |mean over tokens| (`ditlens.core.record.STATISTICS` lists the others)
+DEFAULT_STATISTIC = "abs_mean"
+
 #: which K = 2 cluster is named the subject
 FOREGROUND_RULES = {
     "border": "the cluster holding fewer of the image-border tokens (the usual background prior; ties: the smaller)",

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .adapters import adapter_for
+from .choices import DEFAULT_STATISTIC
 from .core.channels import check_statistic, selector_from_name
 from .core.hooks import hooks
 from .core.intervene import ScaleChannels, Scope
@@ -31,7 +32,7 @@ class DisruptConfig:
     rules: list[str] = field(default_factory=lambda: list(RULES))  # top = massive; bottom, random = controls
     factor: float = 0.0  # 0 zeroes the channels (the paper); other values scale them
     random_draws: int = 3  # random-k is a distribution: mean and spread over this many draws
-    statistic: str = "abs_mean"
+    statistic: str = DEFAULT_STATISTIC
     sites: list[str] | None = None  # None: every image-stream site
     steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
     generation: GenerationSettings = field(default_factory=GenerationSettings)

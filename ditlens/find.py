@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .choices import DEFAULT_STATISTIC
 from .core.channels import check_k, check_statistic, jaccard
 from .core.hooks import hooks
 from .core.record import ChannelStats, RecordConfig
@@ -27,7 +28,7 @@ class FindConfig:
     prompts: list[str]
     seeds: list[int] = field(default_factory=lambda: [0])  # one seed: stability over prompts and steps
     k: int = 4  # the paper reports a handful of massive channels per model
-    statistic: str = "abs_mean"  # the paper's |mean over tokens|
+    statistic: str = DEFAULT_STATISTIC
     num_inference_steps: int | None = None  # None: the pipeline's own default
     guidance_scale: float | None = None  # None: the pipeline's own default
     height: int | None = None

@@ -76,7 +76,7 @@ def model_adapter(model: str | None) -> type[Adapter] | None:
     loads (in well under a second): unsupported pipelines and transformers are refused
     here, not after minutes of loading. None where that cannot be told without loading (a
     hub id not in the local cache: `load_pipeline` checks it once loaded)."""
-    if model in (None, BUILTIN):  # its transformer is a FluxTransformer2DModel
+    if is_builtin(model):  # its transformer is a FluxTransformer2DModel
         return adapter_class(["FluxTransformer2DModel"], "BuiltinPipeline")
     index = model_index(model)
     if index is None:
@@ -92,10 +92,15 @@ def model_adapter(model: str | None) -> type[Adapter] | None:
     return adapter_class(_class_and_bases(component), pipeline_class)
 
 
+def is_builtin(model: str | None) -> bool:
+    """The shipped built-in model: what `model` None (every default), "" or "builtin" names."""
+    return model in (None, "", BUILTIN)
+
+
 def is_builtin_family(model: str | None) -> bool:
     """The shipped built-in model, or a folder of a model of its family (what
     `python -m ditlens.builtin.train` writes): same vocabulary, scenes and scores."""
-    if model in (None, BUILTIN):
+    if is_builtin(model):
         return True
     folder = Path(model)
     return (folder / "model_index.json").is_file() and (model_index(model) or {}).get(
@@ -110,7 +115,7 @@ def builtin_world(model: str | None) -> str | None:
     if not is_builtin_family(model):
         return None
     world = (model_index(model) or {}).get("world")
-    encoder = Path(model) / "text_encoder" / "config.json" if model not in (None, BUILTIN) else None
+    encoder = Path(model) / "text_encoder" / "config.json" if not is_builtin(model) else None
     if world is None and encoder is not None and encoder.is_file():  # as bench.check_model_folder reads it
         try:
             world = json.loads(encoder.read_text()).get("world")
@@ -122,7 +127,7 @@ def builtin_world(model: str | None) -> str | None:
 def model_index(model: str | None) -> dict | None:
     """`model`'s model_index.json (pipeline class and component classes), read without
     loading anything; None for the built-in model and for a hub id not in the local cache."""
-    if model in (None, BUILTIN):
+    if is_builtin(model):
         return None
     index_path = Path(model) / "model_index.json"
     if not index_path.is_file():
@@ -150,7 +155,7 @@ def shorten_json(value: Any, limit: int = 60) -> str:
 
 def scheduler_class(model: str | None) -> list[str] | None:
     """Names of `model`'s scheduler class and its bases, from its index (None: unknown)."""
-    if model in (None, BUILTIN):
+    if is_builtin(model):
         return ["FlowMatchEulerDiscreteScheduler"]
     index = model_index(model)
     component = None if index is None else index.get("scheduler")
@@ -204,7 +209,7 @@ def load_pipeline(
     precomputed prompt embeddings), which saves their memory and load time."""
     torch_dtype = parse_dtype(dtype)
     check_device(device)
-    if model not in (None, BUILTIN) and Path(model).exists() and not (Path(model) / "model_index.json").is_file():
+    if not is_builtin(model) and Path(model).exists() and not (Path(model) / "model_index.json").is_file():
         raise ValueError(
             f"{model!r} is not a diffusers pipeline folder (no model_index.json in it). "
             "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
@@ -213,7 +218,7 @@ def load_pipeline(
     if is_builtin_family(model):
         from .builtin import load_builtin
 
-        return load_builtin(device=device, dtype=torch_dtype, weights=None if model in (None, BUILTIN) else model)
+        return load_builtin(device=device, dtype=torch_dtype, weights=None if is_builtin(model) else model)
 
     from diffusers import DiffusionPipeline
 

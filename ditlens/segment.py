@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .adapters import adapter_for
+from .choices import DEFAULT_STATISTIC
 from .core.channels import TopK, check_k, check_statistic, selector_from_name
 from .core.hooks import HookContext, hooks
 from .core.masks import (
@@ -41,7 +42,7 @@ class SegmentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     k: int = 4  # massive channels used for clustering
     rules: list[str] = field(default_factory=lambda: list(RULES))  # top + the baselines, in one pass
-    statistic: str = "abs_mean"
+    statistic: str = DEFAULT_STATISTIC
     random_seed: int = 0
     foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster is the subject: masks.py says why this one
     compare_foregrounds: bool = False  # also name every split by every other rule (the bench's polarity tables)
@@ -80,7 +81,7 @@ class MaskObserver:
         self,
         rules: list[str],
         k: int,
-        statistic: str = "abs_mean",
+        statistic: str = DEFAULT_STATISTIC,
         random_seed: int = 0,
         prompts: int | None = None,
         foregrounds: tuple[str, ...] = (DEFAULT_FOREGROUND,),

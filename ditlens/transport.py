@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .adapters import adapter_for
 from .choices import (  # the named choices and measured defaults, shared with the CLI's parser
+    DEFAULT_STATISTIC,
     MASK_ORIGINS,
     REFERENCE_PATHS,
     STREAMS,
@@ -57,7 +58,7 @@ class TransportConfig:
     )
     foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (masks.py)
     streams: str = TRANSPORT_STREAMS  # which streams move (STREAMS)
-    statistic: str = "abs_mean"  # the paper's |mean over tokens|
+    statistic: str = DEFAULT_STATISTIC
     channels_from: str = TRANSPORT_CHANNELS_FROM  # select the k channels on the source row (or "union", "target")
     channels: str = (
         "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)

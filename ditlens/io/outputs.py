@@ -19,6 +19,10 @@ The rule (also in `ditlens --help` and docs/outputs.md):
   files not on its list are refused, not touched. So are '' and '.', the current folder and
   any folder above it, and the home folder.
 
+One file, whole or not at all (a figure, a JSON summary, a safetensors file written outside
+an output folder, a sweep item): `write_atomic(path, data)` with bytes or text, or
+`write_atomic(path, lambda tmp: fig.savefig(tmp))` for writers that take a path.
+
 `output_lock(out)` takes the lock and makes the checks without writing; a command that
 holds it from its start is refused before its work, not after, and `output_folder(out)`
 inside reuses it.
@@ -34,7 +38,7 @@ import re
 import shutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +54,33 @@ _local = threading.local()  # per thread: two threads on one folder are two runs
 
 class OutputFolderError(ValueError):
     """An output folder that may not be written now: refused, or held by another run."""
+
+
+def write_atomic(path: str | Path, data: bytes | str | Callable[[Path], object], *, sync: bool = False) -> Path:
+    """Write one file so that it appears whole or not at all: into a temporary sibling
+    `.tmp-NAME-PID` (which keeps NAME's suffix last, so writers that pick a format from it,
+    such as matplotlib and PIL, still do), then renamed over `path`. `data` is the content
+    (bytes or text) or a function that writes to the path it is given. `sync=True` also
+    fsyncs before the rename, for files that must survive a crash of the machine (sweep
+    items), not only of the process."""
+    path = Path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.stem}-{os.getpid()}{path.suffix}")
+    try:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+        if sync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _writing() -> set[Path]:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..choices import DEFAULT_STATISTIC  # noqa: E402
 from ..core.record import ChannelStats  # noqa: E402
 from ..segment import SegmentResult  # noqa: E402
 
@@ -33,7 +34,9 @@ def _short(site: str) -> str:
     return ("S" if name.startswith("single") else "T" if name == "transformer_blocks" else name[:1].upper()) + index
 
 
-def plot_top_vs_median(stats: ChannelStats, path: str | Path, statistic: str = "abs_mean", stream: str = "img") -> Path:
+def plot_top_vs_median(
+    stats: ChannelStats, path: str | Path, statistic: str = DEFAULT_STATISTIC, stream: str = "img"
+) -> Path:
     """Per site: the top-1/2/3 channel statistic and the median channel (log scale), mean over
     steps and rows, with the spread over rows shaded."""
     sites = stats.sites if stream == "img" else stats.txt_sites
@@ -85,7 +88,7 @@ def plot_magnitude_surface(
 
 
 def plot_channel_atlas(
-    stats: ChannelStats, path: str | Path, statistic: str = "abs_mean", max_channels: int = 8
+    stats: ChannelStats, path: str | Path, statistic: str = DEFAULT_STATISTIC, max_channels: int = 8
 ) -> Path:
     """Site x step map of the top-1 channel (most frequent over rows); one colour per channel."""
     top1 = stats.top_k(1, statistic)[..., 0]  # (steps, sites, rows)
