@@ -20,6 +20,7 @@ from .core.channels import check_statistic, selector_from_name
 from .core.hooks import hooks
 from .core.intervene import ScaleChannels, Scope
 from .generation import GenerationSettings, check_prompts_and_seeds, generate, pixel_distances, to_pil
+from .io.outputs import write_atomic
 
 RULES = ("top", "bottom", "random")
 
@@ -103,10 +104,37 @@ class DisruptResult:
         for condition, imgs in self.images.items():
             for i, image in enumerate(to_pil(imgs)):
                 image.save(out / f"{condition.label.replace('#', '_draw')}_{i:03d}.png")
-        tmp = out / "disrupt.json.tmp"
-        tmp.write_text(json.dumps(self.summary(), indent=1, default=str))
-        tmp.replace(out / "disrupt.json")
+        write_atomic(out / "disrupt.json", json.dumps(self.summary(), indent=1, default=str))
         return out
+
+    def plot_grid(self, path: str | Path, index: int = 0) -> Path:
+        """Image `index` under every condition: rows are the rules (random: its first draw),
+        columns k, the unedited image first; titled with the edit and the prompt."""
+        from .reporting.plots import plot_image_table
+
+        rules, ks, cells = self.grid_rows(index)
+        prompt = self.config.prompts[index % len(self.config.prompts)]
+        edit = "zeroing channels" if self.config.factor == 0 else f"channels x {self.config.factor:g}"
+        return plot_image_table(
+            [[self.baseline[index]] + row for row in cells],
+            path,
+            [f"{r}-k" for r in rules],
+            ["none"] + [f"k={k}" for k in ks],
+            title=f"{edit}: {prompt}" if len(prompt) < 90 else edit,
+        )
+
+    def plot_curves(self, scores: dict[str, dict[str, Any]], out: str | Path) -> list[Path]:
+        """One score-over-k plot per score that `scores` (`Scorers.score` of this result) holds:
+        KEY_over_k.png in `out`, one line per rule."""
+        from .metrics.scores import DISRUPT_CURVES, score_curves
+        from .reporting.plots import plot_metric_over_k
+
+        paths = []
+        for key, (label, title) in DISRUPT_CURVES.items():
+            curves = score_curves(scores, key, self.config.rules)
+            if curves:
+                paths.append(plot_metric_over_k(curves, Path(out) / f"{key}_over_k.png", label, title))
+        return paths
 
 
 def conditions(config: DisruptConfig) -> list[Condition]:

@@ -19,6 +19,7 @@ from .choices import DEFAULT_STATISTIC
 from .core.channels import check_k, check_statistic, jaccard
 from .core.hooks import hooks
 from .core.record import ChannelStats, RecordConfig
+from .core.sites import check_site
 from .generation import GenerationSettings, check_prompts_and_seeds
 from .io.outputs import output_folder
 
@@ -55,8 +56,8 @@ class FindConfig:
         self.generation().validate()
         check_k(self.k, hidden_size)
         check_statistic(self.statistic)
-        if self.surface_site is not None and self.surface_site not in site_names:
-            raise ValueError(f"Unknown site {self.surface_site!r}. Sites of this model: {', '.join(site_names)}.")
+        if self.surface_site is not None:
+            check_site(self.surface_site, site_names)
         if self.surface_step < 0:
             raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
         if self.num_inference_steps is not None and self.surface_step >= self.num_inference_steps:
@@ -131,6 +132,23 @@ class FindResult:
             "layout": self.layout(),
             "sites": per_site,
         }
+
+    def plot(self, out: str | Path) -> list[Path]:
+        """The figures of `ditlens find` in `out`: top_vs_median.png, channel_atlas.png,
+        surface.png (where a surface was kept) and images.png (where images were kept)."""
+        from .reporting.plots import image_grid, plot_channel_atlas, plot_magnitude_surface, plot_top_vs_median
+
+        out, statistic = Path(out), self.config.statistic
+        paths = [
+            plot_top_vs_median(self.samples, out / "top_vs_median.png", statistic),
+            plot_channel_atlas(self.samples, out / "channel_atlas.png", statistic),
+        ]
+        if self.surface is not None:
+            title = f"|x| at {self.stats.meta['surface_site']}, step {self.config.surface_step}"
+            paths.append(plot_magnitude_surface(self.surface, out / "surface.png", title))
+        if self.images:
+            paths.append(image_grid(self.images, out / "images.png", columns=len(self.config.prompts), scale=4))
+        return paths
 
     def layout(self) -> dict[str, Any]:
         """What the recording holds and what the summary measured: the recorded rows of a

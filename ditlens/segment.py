@@ -31,7 +31,9 @@ from .core.masks import (
     upsample,
 )
 from .core.rows import conditional_slice
+from .core.sites import check_site
 from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
+from .io.outputs import write_atomic
 
 RULES = ("top", "bottom", "random", "all")
 
@@ -288,11 +290,10 @@ class SegmentResult:
         }
         if self.heat is not None:
             tensors["heat_top1"] = self.heat.contiguous()
-        tmp = out / "masks.safetensors.tmp"
         # one metadata entry: safetensors writes several in an order that varies by process, and the
         # file must be the same bytes for the same result (a resumed sweep is compared byte for byte)
-        write_safetensors(tensors, tmp, {"segment": json.dumps({"sites": self.sites, "foreground": self.foreground})})
-        tmp.replace(out / "masks.safetensors")
+        header = {"segment": json.dumps({"sites": self.sites, "foreground": self.foreground})}
+        write_atomic(out / "masks.safetensors", lambda tmp: write_safetensors(tensors, tmp, header))
         summary: dict[str, Any] = {
             "sites": self.sites,
             "image_size": self.image_size,
@@ -307,10 +308,46 @@ class SegmentResult:
             summary["miou_best"] = {
                 r: {"value": v["best"]["miou"], "site": v["best"]["site"]} for r, v in summary["scores"].items()
             }
-        tmp = out / "segment.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(out / "segment.json")
+        write_atomic(out / "segment.json", json.dumps(summary, indent=1))
         return out
+
+    def view(self, site: str | None = None, step: int | None = None) -> tuple[str, int]:
+        """(site, step) to show: the given ones, checked, or the middle site and step."""
+        site = self.sites[len(self.sites) // 2] if site is None else site
+        check_site(site, self.sites)
+        step = self.steps // 2 if step is None else step
+        if not 0 <= step < self.steps:
+            raise ValueError(f"Step {step} is outside the schedule: 0..{self.steps - 1}.")
+        return site, step
+
+    def plot_overlays(
+        self,
+        path: str | Path,
+        site: str | None = None,
+        step: int | None = None,
+        truth: torch.Tensor | None = None,
+        max_rows: int = 8,
+        rules: list[str] | None = None,
+    ) -> Path:
+        """Per image (at most `max_rows`): the image, the truth, the top-1 channel's heat map
+        and each rule's mask outline, at `site` and `step` (default: the middle ones)."""
+        from .reporting.plots import plot_segment_overlays
+
+        site, step = self.view(site, step)
+        return plot_segment_overlays(self, path, site, step, truth, max_rows=max_rows, rules=rules)
+
+    def plot_scores(self, scores: dict[str, MaskScores], path: str | Path, title: str = "") -> Path:
+        """mIoU per site (mean over steps and images) of each rule, its oracle labelling dotted
+        beside it: `scores` is `self.scores(truth)`."""
+        from .reporting.plots import plot_miou_curves
+
+        return plot_miou_curves(
+            {rule: sc.miou.mean(-1) for rule, sc in scores.items()},
+            self.sites,
+            path,
+            title,
+            oracle={rule: sc.oracle.mean(-1) for rule, sc in scores.items()},
+        )
 
 
 def segment_generated(
@@ -381,7 +418,8 @@ def segment_generated(
             "foreground": config.foreground,
             # what the samples axis holds: one mask per seed x prompt, from its conditional rows
             "samples": [{"seed": seed, "prompt": prompt} for seed in config.seeds for prompt in config.prompts],
-            "rows": "each sample's conditional rows (ditlens.core.rows); unconditional and guidance calls are not masked",
+            "rows": "each sample's conditional rows (ditlens.core.rows); "
+            "unconditional and guidance calls are not masked",
         },
         foreground=config.foreground,
         other_foregrounds=stacked,

@@ -30,7 +30,7 @@ from .choices import (  # the named choices and measured defaults, shared with t
     DEFAULT_STATISTIC,
     MASK_ORIGINS,
     REFERENCE_PATHS,
-    STREAMS,
+    STREAMS,  # noqa: F401  (re-exported: the app reads it from here)
     TRANSPORT_CHANNELS_FROM,
     TRANSPORT_K,
     TRANSPORT_MASK,
@@ -42,6 +42,7 @@ from .core.hooks import HookContext, hooks
 from .core.intervene import ReplaceFromRows, Scope, source_rows
 from .core.masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
 from .generation import GenerationSettings, image_size, to_pil
+from .io.outputs import write_atomic
 
 #: which k channels transport moves
 CHANNEL_RULES = ("top", "random")
@@ -184,14 +185,38 @@ class TransportResult:
         named += [(f"transported_alpha{a:.2f}", img) for a, img in zip(self.alphas, self.transported)]
         for name, image in named:
             paths[name] = out / f"{name}.png"
-            tmp = out / f"{name}.tmp.png"
-            to_pil(image[None])[0].save(tmp)
-            tmp.replace(paths[name])
-        paths["settings"] = out / "settings.json"
-        tmp = out / "settings.json.tmp"
-        tmp.write_text(json.dumps(self.settings, indent=1, default=str))
-        tmp.replace(paths["settings"])
+            write_atomic(paths[name], to_pil(image[None])[0].save)
+        paths["settings"] = write_atomic(out / "settings.json", json.dumps(self.settings, indent=1, default=str))
         return paths
+
+    @property
+    def source_label(self) -> str:
+        """What the first image is: the source prompt's generation, or the reference image."""
+        return "reference" if "reference_prompt" in self.settings else "source"
+
+    def plot_strip(
+        self, path: str | Path, frames: list[tuple[str, torch.Tensor]] | None = None, title: str = ""
+    ) -> Path:
+        """One row: the source (or reference), the target alone (where it ran), then the
+        transported images, labelled a=ALPHA; `frames` replaces those with (label, image)
+        pairs (`ditlens interpolate` over k or step windows: one result per frame)."""
+        from .reporting.plots import plot_image_table
+
+        frames = (
+            frames if frames is not None else [(f"a={a:g}", image) for a, image in zip(self.alphas, self.transported)]
+        )
+        first = [(self.source_label, self.source)] + (
+            [("target alone", self.target)] if self.target is not None else []
+        )
+        shown = first + frames
+        return plot_image_table(
+            [[image for _, image in shown]],
+            path,
+            [""],
+            [label for label, _ in shown],
+            title=title,
+            cell_inches=1.8 if len(shown) <= 3 else 1.3,  # a short strip: larger pictures
+        )
 
 
 def _edits(
