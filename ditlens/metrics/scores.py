@@ -54,6 +54,19 @@ class Scorers:
             )
         return missing
 
+    def score(self, result: Any) -> dict[str, dict[str, Any]]:
+        """The scores of a capability's result, the same wherever it is shown: a
+        `DisruptResult`'s per condition (`disrupt_scores`), a `TransportResult`'s per image
+        (`transport_scores`, with the prompts its settings name; an uncaptioned reference
+        or prompts given as embeddings have none)."""
+        if hasattr(result, "baseline"):  # DisruptResult
+            return disrupt_scores(result, self)
+        if hasattr(result, "transported"):  # TransportResult
+            settings = result.settings
+            source = settings.get("source_prompt", settings.get("reference_prompt")) or None
+            return transport_scores(result, source, settings.get("target_prompt") or None, self)
+        raise TypeError(f"Scorers.score takes a DisruptResult or a TransportResult; got {type(result).__name__}.")
+
 
 def _mean(values: torch.Tensor) -> float:
     return float(values.float().mean())
