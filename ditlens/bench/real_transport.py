@@ -253,7 +253,7 @@ def bench_transport_any(
     from ..generation import default_steps
     from ..reporting.plots import plot_image_table, plot_metric_over_alpha
     from ..reporting.report import Section, write_markdown
-    from .builtin.real_findings import model_name, provenance
+    from .real_findings import model_name, provenance
 
     started = time.perf_counter()
     config.validate()
