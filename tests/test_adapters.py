@@ -184,6 +184,25 @@ def test_pipeline_like_object_resolves_to_its_transformer():
     assert adapter_for(pipe).transformer is tiny.transformer
 
 
+def test_block_output_layout_agrees_with_diffusers_own_registry(tiny: TinyModel):
+    """Each adapter's `block_output` says what diffusers' hook registry says of the family's
+    block classes (where it registers them), so the layout is read the way diffusers reads it."""
+    registry = pytest.importorskip("diffusers.hooks._helpers").TransformerBlockRegistry
+    adapter = adapter_for(tiny.transformer)
+    checked = 0
+    for site in adapter.sites():
+        try:
+            metadata = registry.get(type(site.module))
+        except ValueError:  # a block class diffusers does not register (SANA's)
+            continue
+        if tiny.name == "flux2" and site.name.startswith("single_"):
+            continue  # registered as returning the joint sequence: Flux2Adapter.split reads it itself
+        assert metadata.return_hidden_states_index == adapter.block_output.img, site.name
+        assert metadata.return_encoder_hidden_states_index == adapter.block_output.txt, site.name
+        checked += 1
+    assert checked or tiny.name == "sana"
+
+
 # ---- family specifics ------------------------------------------------------------------------
 def test_flux2_single_blocks_return_the_joint_sequence():
     tiny = tiny_model("flux2")
@@ -263,7 +282,7 @@ def test_sd3_last_block_is_context_pre_only():
 def test_sana_blocks_return_tokens_not_feature_maps():
     tiny = tiny_model("sana")
     adapter = adapter_for(tiny.transformer)
-    assert not hasattr(tiny.transformer, "inner_dim")  # why SanaAdapter reads hidden_size from the config
+    assert not hasattr(tiny.transformer, "inner_dim")  # why Adapter.hidden_size reads the config
     outputs: dict[str, Any] = {}
     _forward(tiny, adapter, _look(lambda s, o, a, k: outputs.setdefault(s.name, o)))
     for out in outputs.values():

@@ -26,6 +26,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+#: a diffusers attention module of one of the families (`Attention`, `FluxAttention`,
+#: `Flux2ParallelSelfAttention`, ...): their sub-modules and sizes are read by name, as each
+#: family's processor reads them, so no one class describes them all
+AttentionModule = Any
+
 
 @dataclass(frozen=True)
 class ImageQueries:
@@ -51,11 +56,11 @@ class AttentionLocator(ABC):
     #: processor arguments with a leading batch axis, cut to the rows the maps keep before `locate`
     batched: ClassVar[tuple[str, ...]] = ("hidden_states", "encoder_hidden_states")
 
-    def attention(self, block: nn.Module) -> nn.Module | None:
+    def attention(self, block: nn.Module) -> AttentionModule | None:
         return getattr(block, "attn", None)
 
     @abstractmethod
-    def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
+    def locate(self, attn: AttentionModule, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         """call: the processor's arguments by name (defaults filled in); n_txt: the text length
         of the transformer call in progress (blocks that get one joint sequence need it)."""
 
@@ -68,7 +73,7 @@ def _as_4d(mask: torch.Tensor) -> torch.Tensor:
 
 # ---- FLUX.1 and FLUX.2: joint [txt, img], RoPE over the joint sequence ----------------------
 def _joint_norms(
-    attn: nn.Module, q_img: torch.Tensor, k_img: torch.Tensor, k_txt: torch.Tensor
+    attn: AttentionModule, q_img: torch.Tensor, k_img: torch.Tensor, k_txt: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
     """The optional per-head qk norms of diffusers' shared joint `Attention` (Qwen-Image, SD3),
     each applied where the module has it, as their processors do."""
@@ -82,10 +87,10 @@ class FluxLocator(AttentionLocator):
     norms `norm_added_*`); single-stream blocks get the joint sequence [txt, img] as
     `hidden_states`, with `n_txt` saying where the image starts. Keys are [txt, img]."""
 
-    processors = ("FluxAttnProcessor",)
+    processors: ClassVar[tuple[str, ...]] = ("FluxAttnProcessor",)
     batched = ("hidden_states", "encoder_hidden_states", "attention_mask")
 
-    def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
+    def locate(self, attn: AttentionModule, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         from diffusers.models.embeddings import apply_rotary_emb
 
         hd = attn.head_dim
@@ -104,14 +109,15 @@ class FluxLocator(AttentionLocator):
         rope = call.get("image_rotary_emb")
         if rope is not None:  # RoPE is per position: the image rows take the image slice
             cos, sin = rope  # (N_txt + N_img, hd) each
-            key = apply_rotary_emb(key, (cos, sin), sequence_dim=1)
-            q_img = apply_rotary_emb(q_img, (cos[n_txt:], sin[n_txt:]), sequence_dim=1)
+            # diffusers annotates a 1-tuple in and a pair out; it takes (cos, sin) and returns one tensor
+            key = apply_rotary_emb(key, (cos, sin), sequence_dim=1)  # type: ignore[arg-type,assignment]
+            q_img = apply_rotary_emb(q_img, (cos[n_txt:], sin[n_txt:]), sequence_dim=1)  # type: ignore[arg-type,assignment]
         q_img, key = q_img.transpose(1, 2), key.transpose(1, 2)  # (B, H, N, hd)
         mask = self._mask(call.get("attention_mask"), key, slice(n_txt, None))
         return ImageQueries(q_img, key, slice(0, n_txt), mask)
 
     @staticmethod
-    def _dual_projections(attn: nn.Module, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _dual_projections(attn: AttentionModule, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if getattr(attn, "fused_projections", False):  # after fuse_qkv_projections(), as the processor reads it
             q_img, k_img, _ = attn.to_qkv(img).chunk(3, dim=-1)
             _, k_txt, _ = attn.to_added_qkv(txt).chunk(3, dim=-1)
@@ -119,7 +125,9 @@ class FluxLocator(AttentionLocator):
         return attn.to_q(img), attn.to_k(img), attn.add_k_proj(txt)
 
     @staticmethod
-    def _single_projections(attn: nn.Module, joint: torch.Tensor, n_txt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _single_projections(
+        attn: AttentionModule, joint: torch.Tensor, n_txt: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(image queries, joint keys), each (B, N, H*hd)."""
         if getattr(attn, "fused_projections", False):
             q, key, _ = attn.to_qkv(joint).chunk(3, dim=-1)
@@ -149,7 +157,9 @@ class Flux2Locator(FluxLocator):
     processors = ("Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor")
 
     @staticmethod
-    def _single_projections(attn: nn.Module, joint: torch.Tensor, n_txt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _single_projections(
+        attn: AttentionModule, joint: torch.Tensor, n_txt: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # the whole fused projection runs (MLP columns too): the module's own forward, never its sliced weights
         fused = attn.to_qkv_mlp_proj(joint)
         # the processor's split: q, k, v first, by their share of the fused width
@@ -171,7 +181,7 @@ class QwenImageLocator(AttentionLocator):
     processors = ("QwenDoubleStreamAttnProcessor2_0",)
     batched = ("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask")
 
-    def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
+    def locate(self, attn: AttentionModule, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
 
         img, txt = call["hidden_states"], call["encoder_hidden_states"]
@@ -206,10 +216,10 @@ class SanaLocator(AttentionLocator):
     processors = ("SanaAttnProcessor2_0",)
     batched = ("hidden_states", "encoder_hidden_states", "attention_mask")
 
-    def attention(self, block: nn.Module) -> nn.Module | None:
+    def attention(self, block: nn.Module) -> AttentionModule | None:
         return getattr(block, "attn2", None)
 
-    def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
+    def locate(self, attn: AttentionModule, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         img, txt, mask = call["hidden_states"], call["encoder_hidden_states"], call.get("attention_mask")
         if txt is None:
             raise ValueError(
@@ -241,7 +251,7 @@ class SD3Locator(AttentionLocator):
 
     processors = ("JointAttnProcessor2_0",)
 
-    def locate(self, attn: nn.Module, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
+    def locate(self, attn: AttentionModule, call: Mapping[str, Any], n_txt: int | None) -> ImageQueries:
         img, txt = call["hidden_states"], call["encoder_hidden_states"]
         if txt is None:
             raise ValueError(

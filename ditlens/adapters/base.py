@@ -1,7 +1,12 @@
 """What every model family must tell ditlens: where the blocks are, and how to read and
 write the image (and text) stream of a block's output.
 
-An adapter knows nothing about recording or editing; the hooks in `ditlens.hooks` call
+Where the layout is data, it is data: `block_lists` names the block lists in forward order
+and `block_output` says where a block's output tuple holds each stream (`BlockOutput`, in
+the terms of diffusers' own hook registry). A family whose blocks return a tuple, as most
+do, is those two lines plus its few real differences (token grid, text positions, latents).
+
+An adapter knows nothing about recording or editing; the hooks in `ditlens.core.hooks` call
 `split` on each block output and `merge` when an edit changed a stream. Everything else in
 ditlens is model-agnostic and only ever sees `Streams`.
 """
@@ -9,7 +14,6 @@ ditlens is model-agnostic and only ever sees `Streams`.
 from __future__ import annotations
 
 import inspect
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +33,37 @@ class Streams:
 
 
 @dataclass(frozen=True)
+class BlockOutput:
+    """Where a block's forward output holds each stream. The vocabulary of diffusers' own hook
+    registry (`diffusers.hooks._helpers.TransformerBlockMetadata`): `img` is its
+    `return_hidden_states_index`, `txt` its `return_encoder_hidden_states_index`."""
+
+    img: int | None  # position of the image tokens in the output tuple; None: the output IS the image tokens
+    txt: int | None = None  # position of the text tokens; None: no text stream (the entry itself may be None too)
+
+    def split(self, output: Any) -> Streams:
+        if self.img is None:
+            return Streams(img=output, txt=None)
+        return Streams(img=output[self.img], txt=None if self.txt is None else output[self.txt])
+
+    def merge(self, output: Any, streams: Streams) -> Any:
+        """`output` with the streams put back in place; every other entry passes through."""
+        if self.img is None:
+            return streams.img
+        parts = list(output)
+        parts[self.img] = streams.img
+        if self.txt is not None:
+            parts[self.txt] = streams.txt
+        return tuple(parts)
+
+
+#: `(encoder_hidden_states, hidden_states)`: what most dual-stream blocks return (diffusers' registry: 1 and 0)
+TXT_IMG = BlockOutput(img=1, txt=0)
+#: the image tokens alone, one (B, N, D) tensor: blocks whose text enters by cross-attention only
+IMG_ONLY = BlockOutput(img=None)
+
+
+@dataclass(frozen=True)
 class Site:
     """One hookable block. `name` follows the module tree, as `print(transformer)` shows it."""
 
@@ -37,13 +72,17 @@ class Site:
     index: int  # position in the forward order, 0 = first block the hidden states enter
 
 
-class Adapter(ABC):
+class Adapter:
     """Per-architecture knowledge, one subclass per diffusers transformer family."""
 
     #: diffusers class names this adapter handles (matched against the transformer's MRO)
     transformer_classes: ClassVar[tuple[str, ...]] = ()
     #: attribute names of the transformer's block lists, in forward order
-    block_lists: ClassVar[tuple[str, ...]] = ("transformer_blocks",)
+    block_lists: ClassVar[tuple[str, ...]]
+    #: where its blocks' outputs hold each stream: one layout for all its block lists (diffusers'
+    #: registry gives each family's block classes the same indices); a family whose blocks return
+    #: something else besides (FLUX.2's joint sequences) reads those in its own `split`
+    block_output: ClassVar[BlockOutput]
     #: where and how its blocks attend from image to text (`ditlens.attention`); None = not wired
     attention_locator: ClassVar[AttentionLocator | None] = None
     #: pipelines around this transformer that ditlens refuses, each with its reason (e.g.
@@ -65,7 +104,10 @@ class Adapter(ABC):
 
     @property
     def hidden_size(self) -> int:
-        return int(self.transformer.inner_dim)
+        """The width of both streams: heads x head size, as every supported family builds its
+        `inner_dim` (SANA keeps no such attribute, so the config is read)."""
+        config = model_config(self.transformer)
+        return int(config.num_attention_heads * config.attention_head_dim)
 
     def on_transformer_call(self, args: tuple, kwargs: dict) -> None:
         """Called with the transformer's forward inputs before its blocks run (e.g. to learn
@@ -125,16 +167,23 @@ class Adapter(ABC):
             "give AttentionMaps the positions by hand."
         )
 
-    @abstractmethod
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
-        """Read the image and text streams out of one block's forward output.
+        """Read the image and text streams out of one block's forward output, as
+        `block_output` lays them out.
 
         `args`/`kwargs` are the block's forward inputs (some blocks return one joint
         sequence whose text length only the inputs tell)."""
+        return self.block_output.split(output)
 
-    @abstractmethod
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         """Return `output` rebuilt with the given streams, in the block's own format."""
+        return self.block_output.merge(output, streams)
+
+
+def model_config(model: nn.Module) -> Any:
+    """A diffusers model's config, read by attribute (`config.patch_size`). Typed Any: diffusers
+    makes its fields from each model class's own __init__ arguments."""
+    return model.config
 
 
 def call_default(pipe: Any, name: str, given: Any = None) -> Any:

@@ -13,24 +13,19 @@ from typing import Any
 import torch
 
 from .attention import FluxLocator
-from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids
+from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, grid_from_img_ids
 
 
 class FluxAdapter(Adapter):
     transformer_classes = ("FluxTransformer2DModel",)
     block_lists = ("transformer_blocks", "single_transformer_blocks")
+    block_output = TXT_IMG
     attention_locator = FluxLocator()
     refused_pipelines = {
-        name: "it appends the reference image's tokens to the image stream, which ditlens would mix with the generated ones"
+        name: "it appends the reference image's tokens to the image stream, "
+        "which ditlens would mix with the generated ones"
         for name in ("FluxKontextPipeline", "FluxKontextInpaintPipeline")
     }
-
-    def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
-        txt, img = output
-        return Streams(img=img, txt=txt)
-
-    def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
-        return (streams.txt, streams.img)
 
     def text_positions(
         self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .attention import Flux2Locator
-from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids
+from .base import TXT_IMG, Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids
 
 # positions of the inputs in `Flux2SingleTransformerBlock.forward`, for positional calls
 # (diffusers' gradient-checkpointing path passes them positionally)
@@ -55,9 +55,11 @@ def _arg(name: str, args: tuple, kwargs: dict) -> Any:
 class Flux2Adapter(Adapter):
     transformer_classes = ("Flux2Transformer2DModel",)
     block_lists = ("transformer_blocks", "single_transformer_blocks")
+    block_output = TXT_IMG  # the dual blocks' (and a single block's with split_hidden_states=True)
     attention_locator = Flux2Locator()
     refused_pipelines = {
-        "Flux2KleinKVPipeline": "it caches reference-image tokens in the attention, which ditlens would mix with the generated ones",
+        "Flux2KleinKVPipeline": "it caches reference-image tokens in the attention, "
+        "which ditlens would mix with the generated ones",
     }
 
     def __init__(self, transformer: nn.Module):
@@ -78,15 +80,17 @@ class Flux2Adapter(Adapter):
 
     def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
         if isinstance(output, tuple):  # dual block, or a single block with split_hidden_states=True
-            txt, img = output
-            self._num_txt, self._joint_len = int(txt.shape[1]), int(txt.shape[1]) + int(img.shape[1])
-            return Streams(img=img, txt=txt)
+            streams = super().split(output, args, kwargs)
+            assert streams.txt is not None  # every FLUX.2 block carries the text stream
+            self._num_txt = int(streams.txt.shape[1])
+            self._joint_len = self._num_txt + int(streams.img.shape[1])
+            return streams
         n_txt = self._text_len(output, args, kwargs)
         return Streams(img=output[:, n_txt:], txt=output[:, :n_txt])  # joint: (B, N_txt + N_img, D)
 
     def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
         if isinstance(output, tuple):
-            return (streams.txt, streams.img)
+            return super().merge(output, args, kwargs, streams)
         if streams.txt is None:
             raise ValueError("A FLUX.2 single block returns one joint sequence: merge needs the txt stream too.")
         return torch.cat([streams.txt, streams.img], dim=1)
@@ -101,8 +105,8 @@ class Flux2Adapter(Adapter):
 
         if not hasattr(pipe, "_get_qwen3_prompt_embeds"):
             raise UnsupportedModelError(
-                f"Text positions are wired for FLUX.2 [klein]'s Qwen3 chat template only, not for {type(pipe).__name__}'s "
-                "text encoder; give AttentionMaps the positions by hand."
+                "Text positions are wired for FLUX.2 [klein]'s Qwen3 chat template only, not for "
+                f"{type(pipe).__name__}'s text encoder; give AttentionMaps the positions by hand."
             )
         length = call_default(pipe, "max_sequence_length", max_sequence_length)
 

@@ -15,24 +15,19 @@ from typing import Any
 import torch
 
 from .attention import QwenImageLocator
-from .base import Adapter, Streams, UnsupportedModelError, call_default, check_image_tokens, hidden_states
+from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, check_image_tokens, hidden_states
 
 
 class QwenImageAdapter(Adapter):
     transformer_classes = ("QwenImageTransformer2DModel",)
     block_lists = ("transformer_blocks",)
+    block_output = TXT_IMG
     attention_locator = QwenImageLocator()
     refused_pipelines = {
-        name: "it appends the condition image's tokens to the image stream, which ditlens would mix with the generated ones"
+        name: "it appends the condition image's tokens to the image stream, "
+        "which ditlens would mix with the generated ones"
         for name in ("QwenImageEditPipeline", "QwenImageEditPlusPipeline", "QwenImageEditInpaintPipeline")
     } | {"QwenImageLayeredPipeline": "its image stream holds several layers, not one image"}
-
-    def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
-        txt, img = output
-        return Streams(img=img, txt=txt)
-
-    def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
-        return (streams.txt, streams.img)
 
     def text_positions(
         self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None

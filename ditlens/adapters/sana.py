@@ -15,19 +15,14 @@ from typing import Any
 import torch
 
 from .attention import SanaLocator
-from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_latents
+from .base import IMG_ONLY, Adapter, UnsupportedModelError, call_default, grid_from_latents, model_config
 
 
 class SanaAdapter(Adapter):
     transformer_classes = ("SanaTransformer2DModel",)
     block_lists = ("transformer_blocks",)
+    block_output = IMG_ONLY
     attention_locator = SanaLocator()
-
-    @property
-    def hidden_size(self) -> int:
-        # SanaTransformer2DModel keeps inner_dim as a local in __init__, not as an attribute
-        config = self.transformer.config
-        return int(config.num_attention_heads * config.attention_head_dim)
 
     def generation_kwargs(self, pipe: Any) -> dict[str, Any]:
         """Resolution binning off. SanaPipeline by default generates at the nearest size of
@@ -67,7 +62,8 @@ class SanaAdapter(Adapter):
             words,
             template=lambda p: prefix + p,
             keep=[0, *range(-length + 1, 0)],
-            limit=f"{type(pipe).__name__} keeps {length - 1} tokens of the instruction and prompt (max_sequence_length)",
+            limit=f"{type(pipe).__name__} keeps {length - 1} tokens of the instruction and prompt "
+            "(max_sequence_length)",
             padding="max_length",
             padding_side="right",
             max_length=total,
@@ -75,15 +71,9 @@ class SanaAdapter(Adapter):
             add_special_tokens=True,
         )
 
-    def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
-        return Streams(img=output, txt=None)
-
-    def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
-        return streams.img
-
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From the unpacked latents (B, C, H, W) it is called with."""
-        return grid_from_latents(args, kwargs, int(self.transformer.config.patch_size))
+        return grid_from_latents(args, kwargs, int(model_config(self.transformer).patch_size))
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """SanaPipeline: AutoencoderDC's latents (deterministic: no distribution) times

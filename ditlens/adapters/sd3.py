@@ -16,20 +16,14 @@ from typing import Any
 import torch
 
 from .attention import SD3Locator
-from .base import Adapter, Streams, UnsupportedModelError, call_default, grid_from_latents
+from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, grid_from_latents, model_config
 
 
 class SD3Adapter(Adapter):
     transformer_classes = ("SD3Transformer2DModel",)
     block_lists = ("transformer_blocks",)
+    block_output = TXT_IMG  # the context_pre_only last block returns (None, img): no text stream there
     attention_locator = SD3Locator()
-
-    def split(self, output: Any, args: tuple, kwargs: dict) -> Streams:
-        txt, img = output  # txt is None for the context_pre_only last block
-        return Streams(img=img, txt=txt)
-
-    def merge(self, output: Any, args: tuple, kwargs: dict, streams: Streams) -> Any:
-        return (streams.txt, streams.img)
 
     def text_positions(
         self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
@@ -63,15 +57,15 @@ class SD3Adapter(Adapter):
                 found += [clip_length + i for i in kept(pipe.tokenizer_3, word, length)]
             if not found:
                 raise TruncatedWordError(
-                    f"Word {word!r} of prompt {prompt!r} does not reach the transformer: {type(pipe).__name__} keeps CLIP's "
-                    f"first {clip_length} tokens and T5's first {length} (max_sequence_length)."
+                    f"Word {word!r} of prompt {prompt!r} does not reach the transformer: {type(pipe).__name__} "
+                    f"keeps CLIP's first {clip_length} tokens and T5's first {length} (max_sequence_length)."
                 )
             positions.update(found)
         return sorted(positions)
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From the unpacked latents (B, C, H, W) it is called with."""
-        return grid_from_latents(args, kwargs, int(self.transformer.config.patch_size))
+        return grid_from_latents(args, kwargs, int(model_config(self.transformer).patch_size))
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """StableDiffusion3Pipeline: VAE mode, `(x - shift_factor) * scaling_factor` as
