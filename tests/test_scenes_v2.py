@@ -24,6 +24,8 @@ from ditlens.builtin.scenes_v2 import (
     sample_batch,
     vocabulary,
 )
+from ditlens.builtin.worlds.v2_layout import BACKGROUND_FIELDS, OBJECT_FIELDS
+from ditlens.builtin.worlds.v2_shapes import in_shape
 
 EXAMPLE = "a large striped red star at the top left on a checked navy background"
 
@@ -45,45 +47,16 @@ def crowded() -> scenes_v2.SceneBatch:
 
 def _solo(layout: Layout, j: int) -> Layout:
     """The layout of object j alone (background draws kept)."""
-    fields = (
-        "x",
-        "y",
-        "radius",
-        "angle",
-        "period",
-        "texture_angle",
-        "phase_x",
-        "phase_y",
-        "key",
-        "light_angle",
-        "shade",
-    )
     return Layout(
-        **{f: getattr(layout, f)[j : j + 1] for f in fields},
-        **{f: getattr(layout, f) for f in Layout.__dataclass_fields__ if f.startswith("background")},
+        **{f: getattr(layout, f)[j : j + 1] for f in OBJECT_FIELDS},
+        **{f: getattr(layout, f) for f in BACKGROUND_FIELDS},
         attempt=layout.attempt,
     )
 
 
 def _empty(layout: Layout) -> Layout:
     return Layout(
-        **{
-            f: getattr(layout, f)[:0]
-            for f in (
-                "x",
-                "y",
-                "radius",
-                "angle",
-                "period",
-                "texture_angle",
-                "phase_x",
-                "phase_y",
-                "key",
-                "light_angle",
-                "shade",
-            )
-        },
-        **{f: getattr(layout, f) for f in Layout.__dataclass_fields__ if f.startswith("background")},
+        **{f: getattr(layout, f)[:0] for f in OBJECT_FIELDS}, **{f: getattr(layout, f) for f in BACKGROUND_FIELDS}
     )
 
 
@@ -94,7 +67,7 @@ def _full_canvas_footprint(obj: SceneObject, layout: Layout, j: int) -> np.ndarr
     dx, dy = px - layout.x[j], py - layout.y[j]
     cos, sin, r = np.cos(layout.angle[j]), np.sin(layout.angle[j]), layout.radius[j]
     u, v = (dx * cos + dy * sin) / r, (dy * cos - dx * sin) / r
-    return scenes_v2._inside(scenes_v2.SHAPES.index(obj.shape), u, v)
+    return in_shape(scenes_v2.SHAPES.index(obj.shape), u, v)
 
 
 # ---------------------------------------------------------------------------------------

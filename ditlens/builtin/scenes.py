@@ -13,10 +13,45 @@ the background colour of its image half.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .worlds import grammar
+from .worlds.batches import (
+    HELDOUT_MODULUS,
+    SPLITS,
+    ArrayRows,
+    batch_tensors,
+    caption_split,
+    check_batch,
+    draw_counts,
+    draw_positions,
+    is_heldout_caption,
+    object_masks,
+)
+from .worlds.grammar import (
+    CaptionError,
+    CaptionReader,
+    build_vocabulary,
+    check_choice,
+    check_fields,
+    check_objects,
+    join_caption,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+# The world's interface: its words and sizes, its grammar, renderer and sampler.
+__all__ = (
+    ["SHAPES", "COLOURS", "BACKGROUNDS", "SIZES", "POSITIONS", "POSITION_PHRASES", "COLOUR_RGB", "SIZE_PX", "ANCHORS"]
+    + ["IMAGE_SIZE", "MAX_OBJECTS", "MIN_VISIBLE", "HELDOUT_MODULUS", "SPLITS"]
+    + ["GRAMMAR", "CaptionError", "UnknownWordError", "SceneObject", "Scene"]
+    + ["caption", "vocabulary", "check_words", "parse_caption", "RenderedScene", "render"]
+    + ["is_heldout", "sample_scene", "SceneBatch", "sample_batch"]
+)
 
 # ---------------------------------------------------------------------------------------
 # Vocabulary
@@ -31,7 +66,6 @@ POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom", "center")
 IMAGE_SIZE = 32
 MAX_OBJECTS = 3  # scenes the sampler draws; the grammar itself allows one object per position
 MIN_VISIBLE = 0.6  # sampled scenes keep at least this share of every object's area visible
-HELDOUT_MODULUS = 10  # 1 caption in 10 is held out of training (by a stable hash)
 
 # Saturated object colours; dark or desaturated backgrounds, so no background is near an
 # object colour (min RGB distance is checked in tests) and a generated image's background
@@ -83,29 +117,16 @@ GRAMMAR = (
 )
 
 
-class UnknownWordError(ValueError):
-    """A prompt word the built-in model has never seen."""
+class UnknownWordError(grammar.UnknownWordError):
+    """A prompt word the built-in model (world v1) has never seen. World v2's error is a
+    subclass, so `except scenes.UnknownWordError` catches both worlds' errors."""
 
-    def __init__(self, word: str, prompt: str):
-        self.word, self.prompt = word, prompt
-        hint = " (captions are lowercase)" if word.lower() in _VOCABULARY else ""
-        super().__init__(
-            f"Unknown word {word!r} in prompt {prompt!r}{hint}. The built-in model knows: {', '.join(vocabulary())}"
-        )
-
-
-class CaptionError(ValueError):
-    """Known words in an order or combination the caption grammar does not produce."""
+    known = build_vocabulary(SHAPES + COLOURS + BACKGROUNDS + SIZES, POSITION_PHRASES.values())
 
 
 # ---------------------------------------------------------------------------------------
 # Scenes
 # ---------------------------------------------------------------------------------------
-
-
-def _check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"Unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -116,10 +137,7 @@ class SceneObject:
     position: str
 
     def __post_init__(self) -> None:
-        _check_choice("shape", self.shape, SHAPES)
-        _check_choice("colour", self.colour, COLOURS)
-        _check_choice("size", self.size, SIZES)
-        _check_choice("position", self.position, POSITIONS)
+        check_fields(self, {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS})
 
 
 @dataclass(frozen=True)
@@ -131,16 +149,11 @@ class Scene:
         # Lists are accepted for convenience but stored as tuples so scenes stay hashable.
         object.__setattr__(self, "objects", tuple(self.objects))
         object.__setattr__(self, "background", tuple(self.background))
-        for obj in self.objects:
-            if not isinstance(obj, SceneObject):
-                raise ValueError(f"Scene objects must be SceneObject, got {obj!r}")
-        positions = [obj.position for obj in self.objects]
-        if len(set(positions)) != len(positions):
-            raise ValueError(f"Objects of one scene need distinct positions, got {positions}")
+        check_objects(self.objects, SceneObject, "SceneObject")
         if len(self.background) not in (1, 2):
             raise ValueError(f"Background needs 1 or 2 colours, got {self.background}")
         for colour in self.background:
-            _check_choice("background colour", colour, BACKGROUNDS)
+            check_choice("background colour", colour, BACKGROUNDS)
         if len(self.background) == 2 and self.background[0] == self.background[1]:
             raise ValueError(
                 f"A split background needs two different colours, got {self.background}; "
@@ -160,23 +173,20 @@ class Scene:
 # Captions
 # ---------------------------------------------------------------------------------------
 
+_VOCABULARY = UnknownWordError.known
+# What an object's words are, in caption order: (field, allowed words, what the reader expects)
+_OBJECT_WORDS = (("size", SIZES, "a size"), ("colour", COLOURS, "an object colour"), ("shape", SHAPES, "a shape"))
+
+
+def _object_words(size: str, colour: str, shape: str, position: str) -> tuple[str, ...]:
+    return size, colour, shape, POSITION_PHRASES[position]
+
 
 def caption(scene: Scene) -> str:
     if not scene.objects:
         raise CaptionError(f"The grammar needs at least one object; {scene} has none")
-    objects = " and ".join(f"a {o.size} {o.colour} {o.shape} {POSITION_PHRASES[o.position]}" for o in scene.objects)
-    return f"{objects} on a {' and '.join(scene.background)} background"
-
-
-def _build_vocabulary() -> frozenset[str]:
-    words = {"a", "and", "on", "background"}
-    words.update(SHAPES, COLOURS, BACKGROUNDS, SIZES)
-    for phrase in POSITION_PHRASES.values():
-        words.update(phrase.split())
-    return frozenset(words)
-
-
-_VOCABULARY = _build_vocabulary()
+    objects = (_object_words(o.size, o.colour, o.shape, o.position) for o in scene.objects)
+    return join_caption(objects, [" and ".join(scene.background)])
 
 
 def vocabulary() -> list[str]:
@@ -186,52 +196,20 @@ def vocabulary() -> list[str]:
 
 def check_words(text: str) -> None:
     """Raise UnknownWordError for the first word outside the built-in vocabulary."""
-    for word in text.split():
-        if word not in _VOCABULARY:
-            raise UnknownWordError(word, text)
+    grammar.check_words(text, UnknownWordError)
 
 
 def parse_caption(text: str) -> Scene:
     """Inverse of `caption` (runs of whitespace are accepted as one space)."""
     check_words(text)
-    words = text.split()
-    i = 0
-
-    def take(allowed: tuple[str, ...] | frozenset[str], what: str) -> str:
-        nonlocal i
-        word = words[i] if i < len(words) else None
-        if word not in allowed:
-            got = f"{word!r}" if word is not None else "the end of the prompt"
-            raise CaptionError(f"Expected {what} at word {i + 1} of prompt {text!r}, got {got}. Grammar: {GRAMMAR}")
-        i += 1
-        return word
-
-    objects = []
-    while True:
-        take(("a",), "'a'")
-        size = take(SIZES, "a size")
-        colour = take(COLOURS, "an object colour")
-        shape = take(SHAPES, "a shape")
-        start = i
-        phrase = (take(("on", "at", "in"), "a position phrase"), take(("the",), "'the'"))
-        phrase += (take(POSITIONS, "a position"),)
-        if phrase not in _POSITION_BY_PHRASE:
-            raise CaptionError(
-                f"{' '.join(phrase)!r} (word {start + 1} of prompt {text!r}) is not a position "
-                f"phrase; use one of: {', '.join(repr(p) for p in POSITION_PHRASES.values())}"
-            )
-        objects.append(SceneObject(shape, colour, size, _POSITION_BY_PHRASE[phrase]))
-        if take(("and", "on"), "'and' (another object) or 'on' (the background)") == "on":
-            break
-    take(("a",), "'a'")
-    background = [take(BACKGROUNDS, "a background colour")]
-    if take(("and", "background"), "'and' or 'background'") == "and":
-        background.append(take(BACKGROUNDS, "a second background colour"))
-        take(("background",), "'background'")
-    if i != len(words):
-        raise CaptionError(
-            f"Unexpected {words[i]!r} after the background (word {i + 1} of prompt {text!r}). Grammar: {GRAMMAR}"
-        )
+    reader = CaptionReader(text, GRAMMAR)
+    objects = [SceneObject(**words) for words in reader.objects(_OBJECT_WORDS, POSITION_PHRASES)]
+    reader.take(("a",), "'a'")
+    background = [reader.take(BACKGROUNDS, "a background colour")]
+    if reader.take(("and", "background"), "'and' or 'background'") == "and":
+        background.append(reader.take(BACKGROUNDS, "a second background colour"))
+        reader.take(("background",), "'background'")
+    reader.end()
     try:
         return Scene(tuple(objects), tuple(background))
     except ValueError as err:  # e.g. two objects at one position
@@ -284,11 +262,10 @@ _FOOTPRINTS = _footprints()
 _AREAS = _FOOTPRINTS.sum(axis=(-2, -1))  # (shapes, sizes, positions)
 _PALETTE = np.array([COLOUR_RGB[c] for c in COLOURS + BACKGROUNDS], dtype=np.uint8)
 _RIGHT_HALF = np.arange(IMAGE_SIZE) >= IMAGE_SIZE // 2  # split backgrounds: left | right
-_TO_UNIT = (np.arange(256, dtype=np.float32) / 127.5 - 1.0).astype(np.float32)  # uint8 -> [-1, 1]
 
 
 @dataclass(frozen=True)
-class _Codes:
+class _Codes(ArrayRows):
     """Scenes as integer arrays, the form the vectorised sampler and renderer work on."""
 
     n: np.ndarray  # (k,) number of objects
@@ -297,19 +274,6 @@ class _Codes:
     size: np.ndarray  # (k, MAX)
     position: np.ndarray  # (k, MAX)
     background: np.ndarray  # (k, 2) indices into BACKGROUNDS; equal = plain
-
-    def __len__(self) -> int:
-        return len(self.n)
-
-    def take(self, index: np.ndarray) -> _Codes:
-        return _Codes(*(getattr(self, f)[index] for f in _CODE_FIELDS))
-
-    @staticmethod
-    def concat(parts: list[_Codes]) -> _Codes:
-        return _Codes(*(np.concatenate([getattr(c, f) for c in parts]) for f in _CODE_FIELDS))
-
-
-_CODE_FIELDS = ("n", "shape", "colour", "size", "position", "background")
 
 
 def _encode(scenes: list[Scene]) -> _Codes:
@@ -351,16 +315,18 @@ def _captions(codes: _Codes) -> list[str]:
     # candidates the sampler throws away.
     out = []
     for i in range(len(codes)):
-        objects = " and ".join(
-            f"a {SIZES[codes.size[i, j]]} {COLOURS[codes.colour[i, j]]} {SHAPES[codes.shape[i, j]]} "
-            f"{POSITION_PHRASES[POSITIONS[codes.position[i, j]]]}"
+        objects = (
+            _object_words(
+                SIZES[codes.size[i, j]],
+                COLOURS[codes.colour[i, j]],
+                SHAPES[codes.shape[i, j]],
+                POSITIONS[codes.position[i, j]],
+            )
             for j in range(codes.n[i])
         )
         left, right = codes.background[i]
-        colours = BACKGROUNDS[left]
-        if left != right:
-            colours += f" and {BACKGROUNDS[right]}"
-        out.append(f"{objects} on a {colours} background")
+        colours = BACKGROUNDS[left] if left == right else f"{BACKGROUNDS[left]} and {BACKGROUNDS[right]}"
+        out.append(join_caption(objects, [colours]))
     return out
 
 
@@ -410,7 +376,7 @@ def render(scene: Scene) -> RenderedScene:
     n = len(scene.objects)
     return RenderedScene(
         image=_images(codes, labels)[0],
-        masks=labels[0][None] == np.arange(n, dtype=np.int8)[:, None, None],
+        masks=object_masks(labels[0], n),
         background_mask=labels[0] < 0,
         visible=_visible(codes, labels)[0, :n],
     )
@@ -420,19 +386,12 @@ def render(scene: Scene) -> RenderedScene:
 # Sampling
 # ---------------------------------------------------------------------------------------
 
-_N_OBJECT_WEIGHTS = np.array([0.4, 0.4, 0.2])  # 1, 2, 3 objects
 _SPLIT_BACKGROUND_P = 0.5
-SPLITS = ("train", "heldout")
 
 
 def _sample_codes(rng: np.random.Generator, k: int, n_objects: int | None) -> _Codes:
-    if n_objects is None:
-        n = 1 + rng.choice(MAX_OBJECTS, size=k, p=_N_OBJECT_WEIGHTS)
-    elif 1 <= n_objects <= MAX_OBJECTS:
-        n = np.full(k, n_objects, np.int64)
-    else:
-        raise ValueError(f"n_objects must be None or 1..{MAX_OBJECTS}, got {n_objects}")
-    position = np.argsort(rng.random((k, len(POSITIONS))), axis=1)[:, :MAX_OBJECTS]  # distinct
+    n = draw_counts(rng, k, n_objects, MAX_OBJECTS)
+    position = draw_positions(rng, k, len(POSITIONS), MAX_OBJECTS)
     shape = rng.integers(len(SHAPES), size=(k, MAX_OBJECTS))
     colour = rng.integers(len(COLOURS), size=(k, MAX_OBJECTS))
     size = rng.integers(len(SIZES), size=(k, MAX_OBJECTS))
@@ -452,13 +411,8 @@ def sample_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
 
 
 def is_heldout(scene: Scene) -> bool:
-    """Deterministic train/held-out split on the caption (crc32 is stable across runs and
-    machines, unlike Python's salted `hash`)."""
-    return _is_heldout_caption(caption(scene))
-
-
-def _is_heldout_caption(text: str) -> bool:
-    return zlib.crc32(text.encode()) % HELDOUT_MODULUS == 0
+    """Deterministic train/held-out split on the caption (`worlds.batches.is_heldout_caption`)."""
+    return is_heldout_caption(caption(scene))
 
 
 @dataclass(frozen=True)
@@ -475,39 +429,24 @@ class SceneBatch:
 
 def sample_batch(n: int, seed: int, split: str = "train", n_objects: int | None = None) -> SceneBatch:
     """`n` rendered scenes of one split; the same arguments give the same batch."""
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    if n < 0:
-        raise ValueError(f"Batch size must be >= 0, got {n}")
+    check_batch(n, split)
     rng = np.random.default_rng(seed)
-    want_heldout = split == "heldout"
     # Candidates are drawn in chunks sized to the expected acceptance rate, then filtered by
     # split and visibility; the chunk size depends only on (n, split), so seeds reproduce.
-    chunk = max(32, int(n * (1.3 * HELDOUT_MODULUS if want_heldout else 1.4)))
+    chunk = max(32, int(n * (1.3 * HELDOUT_MODULUS if split == "heldout" else 1.4)))
     kept = [_sample_codes(rng, 0, n_objects)]  # empty, so n == 0 also works
     kept_captions: list[str] = []
     total = 0
     while total < n:
         codes = _sample_codes(rng, chunk, n_objects)
         texts = _captions(codes)
-        in_split = np.array([_is_heldout_caption(t) == want_heldout for t in texts], bool)
-        codes = codes.take(np.flatnonzero(in_split))
-        texts = [t for t, keep in zip(texts, in_split) if keep]
+        in_split = caption_split(texts, split)
+        codes, texts = codes.take(in_split), [texts[i] for i in in_split]
         ok = np.flatnonzero(_visible(codes, _labels(codes)).min(axis=1) >= MIN_VISIBLE)[: n - total]
         kept.append(codes.take(ok))
         kept_captions += [texts[i] for i in ok]
         total += len(ok)
     codes = _Codes.concat(kept)
     labels = _labels(codes)
-    pixels = _images(codes, labels).transpose(0, 3, 1, 2)  # (n, 3, 32, 32)
-    slots = np.arange(codes.shape.shape[1], dtype=np.int8)
-    masks = labels[:, None] == slots[None, :, None, None]  # (n, MAX, 32, 32)
-    import torch  # here only: the CLI checks prompts against the vocabulary without torch
-
-    return SceneBatch(
-        scenes=[_decode(codes, i) for i in range(n)],
-        captions=kept_captions,
-        images=torch.from_numpy(np.ascontiguousarray(_TO_UNIT[pixels])),
-        masks=[torch.from_numpy(masks[i, : codes.n[i]]) for i in range(n)],
-        background_masks=torch.from_numpy(labels < 0),
-    )
+    images, masks, background_masks = batch_tensors(_images(codes, labels), labels, codes.n)
+    return SceneBatch([_decode(codes, i) for i in range(n)], kept_captions, images, masks, background_masks)
