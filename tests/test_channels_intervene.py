@@ -175,5 +175,5 @@ def test_replace_equals_the_rule_written_out_bit_for_bit(channels_from, selector
     )
     expected = reference_replace(img, {1: 0, 2: 0}, 3, 4, {1: 0.5, 2: 1.0}, token_mask, channels_from, rows)
     assert torch.equal(edit(img, ctx), expected)
-    assert torch.equal(edit._edit(img.clone(), ctx, in_place=True), expected)
+    assert torch.equal(edit(img.clone(), ctx, in_place=True), expected)
     assert torch.equal(expected[[0, 3, 4]], img[[0, 3, 4]]) and not torch.equal(expected[5], img[5])

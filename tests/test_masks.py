@@ -17,6 +17,9 @@ from ditlens.core.masks import (
     token_grid,
     upsample,
 )
+from ditlens.core.performance import PerformanceConfig
+
+EAGER = PerformanceConfig(cuda_graphs=False)  # the clustering's kernels one by one, as on the CPU
 
 
 def two_regions(B: int = 3, side: int = 8, D: int = 16, seed: int = 0):
@@ -188,19 +191,15 @@ def test_channels_as_indices_or_mask_give_the_same_foreground():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 @pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_graph_replay_equals_eager_clustering(compiled, monkeypatch):
-    import ditlens.core.masks as masks
-
-    monkeypatch.setattr(masks, "COMPILE_ON_CUDA", compiled)
+def test_cuda_graph_replay_equals_eager_clustering(compiled):
+    graphs = PerformanceConfig(compile_clustering=compiled)
     gen = torch.Generator().manual_seed(0)
     for B in (1, 2, 2, 3):  # a repeated shape replays the captured graph
         x = torch.randn(B, 4096, 3072, generator=gen).to("cuda", torch.bfloat16)
         x[:, :1500, :8] += 2.0  # a planted foreground on the strongest channels
         index = x.float().mean(1).abs().topk(4, dim=-1).indices
-        graphed = foreground_tokens(x, index)
-        monkeypatch.setattr(masks, "CUDA_GRAPHS", False)
-        eager = foreground_tokens(x, index)
-        monkeypatch.setattr(masks, "CUDA_GRAPHS", True)
+        graphed = foreground_tokens(x, index, performance=graphs)
+        eager = foreground_tokens(x, index, performance=EAGER)
         if compiled:  # fused reductions may sum in another order: a boundary token may flip
             assert (graphed == eager).float().mean() > 0.999
         else:
@@ -209,25 +208,22 @@ def test_cuda_graph_replay_equals_eager_clustering(compiled, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 @pytest.mark.parametrize("rule", sorted(FOREGROUND_RULES))
-def test_every_foreground_rule_runs_unchanged_inside_a_cuda_graph(rule, monkeypatch):
+def test_every_foreground_rule_runs_unchanged_inside_a_cuda_graph(rule):
     """Each rule is device ops only: captured and replayed, it equals the eager result."""
-    import ditlens.core.masks as masks
-
-    monkeypatch.setattr(masks, "COMPILE_ON_CUDA", False)
+    graphs = PerformanceConfig(compile_clustering=False)
     x, blob = background_massive(B=3, side=32, D=64)
     x = x.cuda()
     index = torch.zeros(3, 1, dtype=torch.long, device="cuda")
     for _ in range(3):  # capture, then replays
-        graphed = foreground_tokens(x, index, rule=rule)
-    monkeypatch.setattr(masks, "CUDA_GRAPHS", False)
-    eager = foreground_tokens(x, index, rule=rule)
+        graphed = foreground_tokens(x, index, rule=rule, performance=graphs)
+    eager = foreground_tokens(x, index, rule=rule, performance=EAGER)
     assert torch.equal(graphed, eager)
     assert torch.equal(eager.view(blob.shape).cpu(), ~blob if rule == "high" else blob)
     static = torch.zeros_like(x)
     graph = torch.cuda.CUDAGraph()
     static.copy_(x)
-    foreground_tokens(static, index, rule=rule)  # warm-up outside the capture
-    with torch.cuda.graph(graph):
-        captured = foreground_tokens(static, index, rule=rule)
+    foreground_tokens(static, index, rule=rule, performance=graphs)  # warm-up outside the capture
+    with torch.cuda.graph(graph):  # inside another capture, the clustering joins that graph
+        captured = foreground_tokens(static, index, rule=rule, performance=graphs)
     graph.replay()
     assert torch.equal(captured, eager)

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from ..adapters import Adapter, Site, Streams, adapter_for
+from .cuda_graphs import EditGraphs
+from .performance import DEFAULT_PERFORMANCE, PerformanceConfig
 from .record import ChannelStats, RecordConfig, Recorder
 from .sites import check_sites
 
@@ -36,12 +38,13 @@ _HOOKED_FLAG = "_ditlens_hooked"
 class HookContext:
     """What a hook knows about where and when it runs."""
 
-    site: str  # e.g. "transformer_blocks.3"
+    site: str  # the block's name in the module tree, as `print(transformer)` shows it
     step: int  # denoising step, 0-based
     call: int  # transformer call within this step (0, or 1 for a separate CFG call)
     batch_size: int
     step_calls: tuple[int, ...] = ()  # rows of this step's calls so far, this one last (`ditlens.core.rows` reads them)
     grid: tuple[int, int] | None = None  # (rows, cols) of this call's image tokens, from its inputs (adapter)
+    performance: PerformanceConfig = DEFAULT_PERFORMANCE  # the hooks' own, for an edit's or observer's K = 2 masks
 
 
 class Edit(Protocol):
@@ -102,12 +105,15 @@ class HookedRun:
         recorder: Recorder | None,
         edits: Sequence[Edit],
         observers: Sequence[Observer] = (),
+        performance: PerformanceConfig = DEFAULT_PERFORMANCE,
     ):
         self.adapter = adapter
         self.sites = sites
         self.recorder = recorder
         self.edits = list(edits)
         self.observers = list(observers)
+        self.performance = performance
+        self.graphs = EditGraphs(performance)  # applies each edit, from a captured CUDA graph where it may
         self.clock = StepClock()
         self._stats: ChannelStats | None = None
         self._batch_size = 0
@@ -176,7 +182,7 @@ class HookedRun:
 
     def _site_hook(self, index: int, site: Site):
         adapter, recorder = self.adapter, self.recorder
-        edits, observers = self.edits, self.observers
+        edits, observers, apply, performance = self.edits, self.observers, self.graphs.apply, self.performance
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             self._site_ran = True
@@ -184,7 +190,7 @@ class HookedRun:
             img, txt, edited = streams.img, streams.txt, False
             if edits or observers:
                 ctx = HookContext(
-                    site.name, self.clock.step, self.clock.call, img.shape[0], self._step_calls, self._grid
+                    site.name, self.clock.step, self.clock.call, img.shape[0], self._step_calls, self._grid, performance
                 )
                 for edit in edits:
                     if not edit.applies(ctx):
@@ -192,9 +198,9 @@ class HookedRun:
                     if getattr(edit, "stream", "img") == "txt":
                         if txt is None:  # a block without a text stream (SANA, SD3's last): nothing to edit
                             continue
-                        txt = edit(txt, ctx)
+                        txt = apply(edit, txt, ctx)
                     else:
-                        img = edit(img, ctx)
+                        img = apply(edit, img, ctx)
                     edited = True
                 for observer in observers:
                     observer(img, txt, ctx)
@@ -235,6 +241,7 @@ def hooks(
     edits: Sequence[Edit] = (),
     observers: Sequence[Observer] = (),
     sites: Sequence[str] | None = None,
+    performance: PerformanceConfig = DEFAULT_PERFORMANCE,
 ) -> Iterator[HookedRun]:
     """Hook a diffusers pipeline (anything with `.transformer`) or a transformer.
 
@@ -242,6 +249,8 @@ def hooks(
     edits: applied in order at every site and step their scope admits.
     observers: called with each site's streams after the edits (e.g. K = 2 mask makers).
     sites: which blocks to hook (default: all, in forward order).
+    performance: when to replay edits from captured CUDA graphs (ditlens.core.performance);
+    it changes the speed only, never the result.
     """
     transformer = getattr(model, "transformer", model)
     adapter = adapter_for(transformer)
@@ -256,7 +265,7 @@ def hooks(
     if record:
         config = record if isinstance(record, RecordConfig) else RecordConfig()
         recorder = Recorder(config, [site.name for site in hooked_sites])
-    run = HookedRun(adapter, hooked_sites, recorder, edits, observers)
+    run = HookedRun(adapter, hooked_sites, recorder, edits, observers, performance)
 
     scheduler = getattr(model, "scheduler", None) if model is not transformer else None
     handles = []

@@ -5,22 +5,23 @@ run the edits of a site in order, so edits compose. All edits share one rule:
 
     img <- img + alpha * M * (target_value - img),   M = p m^T  (tokens x channels)
 
-computed with `torch.lerp`, which is exact where the weight is 0 or 1.
+computed with `torch.lerp`, which is exact where the weight is 0 or 1, with
+`target_value` = 0 (zero), `factor * img` (scale), or another batch row (replace).
 
-with `target_value` = 0 (zero), `factor * img` (scale), or another batch row (replace).
+Edits are plain rules: whether one runs from a captured CUDA graph is the hooks' choice
+(ditlens.core.cuda_graphs, by the hooks' PerformanceConfig); an edit only says when it may be
+(`ReplaceFromRows.graph_safe_for`) and which edits act alike (`value_key`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 
 from .channels import ChannelSelector
-from .cuda_graphs import GraphCache
 from .sites import check_sites
 
 if TYPE_CHECKING:
@@ -28,20 +29,7 @@ if TYPE_CHECKING:
 
 #: a token mask: None (all tokens), a (N,) or (B, N) tensor of {0,1} or [0,1] weights, or a
 #: function of the current image tokens and the hook context returning one of those.
-TokenMask = Union[None, torch.Tensor, Callable[[torch.Tensor, "HookContext"], torch.Tensor]]
-
-#: On CUDA, replay a transport edit as one captured graph (ditlens.core.cuda_graphs) when its block
-#: output is at most GRAPH_MAX_BYTES. Small models are launch-bound: on the built-in model the
-#: edit's kernel launches cost about as much as a block's (docs/performance.md). Large outputs
-#: are not: at the FLUX.1 size a forced graph gained nothing, and its static copy holds a
-#: block output.
-CUDA_GRAPHS = True
-GRAPH_MAX_BYTES = 16 * 2**20
-#: Graphs are shared by equal edits, so that a new generation with the same settings (the
-#: next transport call) replays instead of capturing again (two warm-up runs of the edit, the
-#: capture and the graph's instantiation). The last SHARED_GRAPH_EDITS such edits keep their
-#: graphs, and with them a static copy of a block output each (at most GRAPH_MAX_BYTES).
-SHARED_GRAPH_EDITS = 4
+TokenMask = torch.Tensor | Callable[[torch.Tensor, "HookContext"], torch.Tensor] | None
 
 
 @dataclass(frozen=True)
@@ -149,9 +137,11 @@ class ReplaceFromRows:
     scope: Scope = field(default_factory=Scope)
     alphas: dict[int, float] | None = None  # per target prompt, overriding alpha (one-batch strips)
     stream: str = "img"  # which stream's tokens it edits: "img", or "txt" (its own top-k channels)
-    _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _plan
-    _graphs: GraphCache = field(default_factory=GraphCache, init=False, repr=False, compare=False)  # see __call__
-    _owner: list = field(default_factory=list, init=False, repr=False, compare=False)  # see _graph_owner
+    # a memo of what the fields say per batch (see _plan), never part of the edit's value; a
+    # captured graph reads these very tensors, so they live as long as the edit
+    _plans: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for a in [self.alpha, *(self.alphas or {}).values()]:
@@ -179,19 +169,7 @@ class ReplaceFromRows:
     def source_rows(self, batch_size: int) -> torch.Tensor:
         return source_rows(batch_size, self.group_size, self.source_of)
 
-    def __call__(self, img: torch.Tensor, ctx: HookContext) -> torch.Tensor:
-        if self._graphable(img):  # the same edit at every site and step: one graph per shape
-            owner = _graph_owner(self)  # an equal edit that already holds the graph, or self
-            key = (
-                tuple(img.shape),
-                img.dtype,
-                img.device,
-                getattr(ctx, "grid", None),
-            )  # a captured mask bakes its grid in
-            return owner._graphs.run(key, lambda x: owner._edit(x, ctx, in_place=True), img)
-        return self._edit(img, ctx)
-
-    def value_key(self) -> tuple | None:
+    def value_key(self) -> Hashable | None:
         """What makes two edits act alike (hashable), or None where it cannot be told (a
         token mask without a `graph_key`, e.g. a tensor or a user's function)."""
         tokens = None if self.tokens is None else getattr(self.tokens, "graph_key", None)
@@ -214,31 +192,24 @@ class ReplaceFromRows:
             return None
         return key
 
-    def _graphable(self, img: torch.Tensor) -> bool:
-        """On CUDA, for a small block output, when the edit is a function of img alone: its
-        channel selector and token mask say so (`graph_safe`), or the mask is a tensor
-        already on img's device (no host copy inside the capture)."""
+    def graph_safe_for(self, img: torch.Tensor) -> bool:
+        """Whether this edit of img is a function of img alone, with no host sync (so that it
+        may be captured, ditlens.core.cuda_graphs): its channel selector and token mask say so
+        (`graph_safe`), or the mask is a tensor already on img's device."""
         tokens = self.tokens
         tokens_safe = (
             tokens is None
             or (isinstance(tokens, torch.Tensor) and tokens.device == img.device)
             or getattr(tokens, "graph_safe", False)
         )
-        return (
-            CUDA_GRAPHS
-            and img.is_cuda
-            and img.numel() * img.element_size() <= GRAPH_MAX_BYTES
-            and getattr(self.channels, "graph_safe", False)
-            and tokens_safe
-            and not torch.compiler.is_compiling()
-        )
+        return getattr(self.channels, "graph_safe", False) and tokens_safe
 
-    def _edit(self, img: torch.Tensor, ctx: HookContext, in_place: bool = False) -> torch.Tensor:
+    def __call__(self, img: torch.Tensor, ctx: HookContext, *, in_place: bool = False) -> torch.Tensor:
         """Every row lerps towards its source row at once, with weight alpha * M on the target
         rows and 0 elsewhere (other rows, unselected channels and tokens: exact there for
         finite values, as lerp is at 0). A few kernels over the whole batch: faster than
         gathering only the selected values, on the CPU and the GPU (docs/performance.md).
-        in_place: write into img (only for a copy of ours: the CUDA graph's static input)."""
+        in_place: write into img (only for the caller's own copy: a CUDA graph's static input)."""
         rows, strength = self._plan(img)  # (B,) source row per row, (B, 1) its alpha
         if self.channels_from == "source" and hasattr(self.channels, "channel_indices"):
             # selectors act per row: select on every row, then take each row's source's pick
@@ -270,25 +241,3 @@ class ReplaceFromRows:
             strength = torch.where(changes, self.row_alphas(batch_size).view(-1), 0.0).view(-1, 1)
             self._plans[key] = (torch.where(changes, rows, itself).to(img.device), strength.to(img.device, img.dtype))
         return self._plans[key]
-
-
-_GRAPH_OWNERS: OrderedDict[tuple, ReplaceFromRows] = OrderedDict()  # value key -> the edit holding the graphs
-
-
-def release_graphs() -> None:
-    """Drop the shared captured edits (their graphs and static copies are freed with them)."""
-    _GRAPH_OWNERS.clear()
-
-
-def _graph_owner(edit: ReplaceFromRows) -> ReplaceFromRows:
-    """The edit whose graphs serve `edit`: the last-used equal one, else `edit` itself. The
-    owner is kept whole, since its graphs read the tensors it cached (plans, masks)."""
-    if not edit._owner:  # looked up at this edit's first site only: no key built at every site
-        owner, key = edit, edit.value_key()
-        if key is not None:
-            owner = _GRAPH_OWNERS.pop(key, edit)
-            _GRAPH_OWNERS[key] = owner  # most recently used last
-            while len(_GRAPH_OWNERS) > SHARED_GRAPH_EDITS:
-                _GRAPH_OWNERS.popitem(last=False)
-        edit._owner.append(owner)
-    return edit._owner[0]

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 
 # which K = 2 cluster is named the subject, and the default chosen by measurement: choices.py
 from ..choices import DEFAULT_FOREGROUND, FOREGROUND_RULES, check_foreground  # noqa: F401  (used and re-exported)
-from .cuda_graphs import GraphCache, TensorFunction
+from .cuda_graphs import launch_bound
+from .performance import DEFAULT_PERFORMANCE, PerformanceConfig
 
 KMEANS_ITERATIONS = 10  # two well-separated clusters converge in a few steps; fixed: no host sync
-CUDA_GRAPHS = True  # on CUDA, replay the clustering as one captured graph (launch-bound work)
-COMPILE_ON_CUDA = True  # and fuse its ~220 small kernels with torch.compile first (falls back if it fails)
 
 
 def kmeans2(x: torch.Tensor, iterations: int = KMEANS_ITERATIONS, stop_when_stable: bool | None = None) -> torch.Tensor:
@@ -131,6 +129,8 @@ def foreground_tokens(
     channels: torch.Tensor | None = None,
     rule: str | tuple[str, ...] = DEFAULT_FOREGROUND,
     grid: tuple[int, int] | None = None,
+    *,
+    performance: PerformanceConfig = DEFAULT_PERFORMANCE,
 ) -> torch.Tensor:
     """K = 2 foreground per sample.
 
@@ -138,7 +138,10 @@ def foreground_tokens(
     the same count in every row, or as (B, k) channel indices (e.g. `TopK.channel_indices`: no host
     synchronisation), or None for all channels. rule: which cluster is the subject
     (FOREGROUND_RULES); a tuple of rules gives one split named each way, (R, B, N).
-    grid: the (h, w) token grid (default: square). Returns (B, N) bool."""
+    grid: the (h, w) token grid (default: square). Returns (B, N) bool.
+    performance: on CUDA the clustering's ~220 tiny kernels cost launch time, not arithmetic
+    (bench/mask_cost.py), so by default they are compiled and replayed as one CUDA graph
+    per shape (ditlens.core.cuda_graphs); hooks pass theirs on in `HookContext.performance`."""
     x = img
     if channels is not None:
         if channels.dtype == torch.bool:
@@ -149,41 +152,7 @@ def foreground_tokens(
         x = img.gather(2, channels.unsqueeze(1).expand(-1, img.shape[1], -1))  # (B, N, k), still img's dtype
     for r in (rule,) if isinstance(rule, str) else rule:
         check_foreground(r)
-    grid = grid or token_grid(img.shape[1])
-    if CUDA_GRAPHS and x.is_cuda and not torch.compiler.is_compiling():
-        return _graphed_cluster_foreground(x, rule, grid)
-    return cluster_foreground(x, rule, grid)
-
-
-_CLUSTER_GRAPHS = GraphCache()  # one per shape, kept for the session: shapes repeat across generations
-
-
-def _graphed_cluster_foreground(x: torch.Tensor, rule: str | tuple[str, ...], grid: tuple[int, int]) -> torch.Tensor:
-    """`cluster_foreground` captured once per shape as a CUDA graph and replayed: its ~220
-    tiny kernels cost launch time, not arithmetic (measured in bench/mask_cost.py). With
-    COMPILE_ON_CUDA, inductor fuses them first (compiled once per shape, in seconds). Inside
-    a larger capture (a graphed transport edit) it joins that graph."""
-    key = (tuple(x.shape), x.dtype, x.device, COMPILE_ON_CUDA, rule, grid)
-    return _CLUSTER_GRAPHS.run(key, lambda y: _cluster_on_cuda(y, rule, grid), x)
-
-
-def _cluster_on_cuda(x: torch.Tensor, rule: str | tuple[str, ...], grid: tuple[int, int]) -> torch.Tensor:
-    """The clustering to capture: compiled if it compiles, else eager."""
-    if COMPILE_ON_CUDA and not _COMPILE_FAILED:
-        try:
-            return _compiled_cluster_foreground()(x, rule, grid)
-        except Exception as error:  # no Triton or no C compiler: the eager kernels still work
-            _COMPILE_FAILED.append(error)
-            warnings.warn(f"ditlens: compiling the K=2 clustering failed ({error!r}); using eager kernels.")
-    return cluster_foreground(x, rule, grid)
-
-
-_COMPILE_FAILED: list[Exception] = []
-
-
-@functools.cache
-def _compiled_cluster_foreground() -> TensorFunction:
-    return torch.compile(cluster_foreground, dynamic=False, fullgraph=True)
+    return launch_bound(cluster_foreground, performance, x, rule, grid or token_grid(img.shape[1]))
 
 
 @functools.lru_cache(maxsize=64)  # asked at every site and step by the hooks: a few distinct sizes per session
