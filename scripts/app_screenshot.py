@@ -15,94 +15,23 @@ says what it saw.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from ditlens.app.browser import WINDOW_WIDTH, NotServing, chromium_missing, served_app, start_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "img" / "app.png"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 STARTUP_TIMEOUT_S = 120  # imports (torch, diffusers, gradio) and the model's load on a busy 2-core CPU
 RUN_TIMEOUT_S = 180  # one transport of the built-in model (a batch of 3 with CFG, 8 steps) and its scores
-WIDTH, MAX_HEIGHT = 1400, 2400  # the page's width as the browser test sees it; the height fits the page
-
-# as tests/test_app.py starts Chromium: headless, no sandbox (containers), nothing in the background
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",  # containers often have a small /dev/shm
-    f"--window-size={WIDTH},1050",
-)
+MAX_HEIGHT = 2400  # the window's height for the picture: it fits the whole run
 
 
 class ScreenshotError(RuntimeError):
     """The page did not show a finished run: no picture is written."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
-    """`ditlens app` on the built-in model on a free localhost port: (process, url, its log)."""
-    port, log = free_port(), tmp / "app.log"
-    env = os.environ | {
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ditlens.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=tmp,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ScreenshotError(f"ditlens app exited with code {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return proc, url, log
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise ScreenshotError(
-        f"ditlens app did not answer at {url} within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-    )
-
-
-def start_browser(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager is not needed (both paths given): stay offline
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
 def script(driver, code: str):
@@ -180,48 +109,46 @@ def run_transport(driver, url: str, alpha: float) -> str:
 
 def screenshot(out: Path, alpha: float) -> str:
     """Run the app and the browser, write the picture to `out`; the run's status line."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.exists():
-            raise ScreenshotError(
-                f"{path} is missing: scripts/setup.sh installs chromium and chromium-driver with apt."
-            )
+    missing = chromium_missing()
+    if missing:
+        raise ScreenshotError(
+            f"{', '.join(missing)} missing: scripts/setup.sh installs chromium and chromium-driver with apt."
+        )
     with tempfile.TemporaryDirectory(prefix="ditlens-screenshot-") as name:
         tmp = Path(name)
-        proc, url, _ = start_app(tmp)
-        driver = None
         try:
-            driver = start_browser(tmp / "chromium-profile")
-            status = run_transport(driver, url, alpha)
-            # the whole run (status, images, scores, download) in one tall window, cut below the download
-            driver.set_window_size(WIDTH, MAX_HEIGHT)
-            time.sleep(1.0)  # let the page lay out at the new size
-            script(driver, "window.scrollTo(0, 0);")
-            bottom = script(
-                driver,
-                "const r = document.querySelector('#transport-download').getBoundingClientRect();"
-                "return Math.ceil((r.bottom + 24) * window.devicePixelRatio);",
-            )
-            shot = tmp / "app.png"
-            if not driver.save_screenshot(str(shot)):
-                raise ScreenshotError("Chromium saved no screenshot.")
-            from PIL import Image
+            with served_app(tmp, STARTUP_TIMEOUT_S) as url:
+                driver = start_chromium(tmp / "chromium-profile")
+                try:
+                    status = run_transport(driver, url, alpha)
+                    shoot(driver, tmp / "app.png")
+                finally:
+                    driver.quit()
+        except NotServing as err:
+            raise ScreenshotError(str(err)) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp / "app.png", out)
+        return status
 
-            with Image.open(shot) as image:
-                image.crop((0, 0, image.width, min(image.height, int(bottom)))).save(shot)
-            if shot.stat().st_size < 10_000:
-                raise ScreenshotError("Chromium's screenshot is empty.")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, out)
-            return status
-        finally:
-            if driver is not None:
-                driver.quit()
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+
+def shoot(driver, shot: Path) -> None:
+    """The whole run (status, images, scores, download) in one tall window, cut below the download."""
+    driver.set_window_size(WINDOW_WIDTH, MAX_HEIGHT)
+    time.sleep(1.0)  # let the page lay out at the new size
+    script(driver, "window.scrollTo(0, 0);")
+    bottom = script(
+        driver,
+        "const r = document.querySelector('#transport-download').getBoundingClientRect();"
+        "return Math.ceil((r.bottom + 24) * window.devicePixelRatio);",
+    )
+    if not driver.save_screenshot(str(shot)):
+        raise ScreenshotError("Chromium saved no screenshot.")
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        image.crop((0, 0, image.width, min(image.height, int(bottom)))).save(shot)
+    if shot.stat().st_size < 10_000:
+        raise ScreenshotError("Chromium's screenshot is empty.")
 
 
 def main(argv: list[str] | None = None) -> int:

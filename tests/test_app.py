@@ -15,18 +15,13 @@ the same way.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from ditlens.app.browser import NotServing, chromium_missing, served_app, start_chromium
+
 STARTUP_TIMEOUT_S = 90  # imports (torch, diffusers, gradio) and model load on a busy 2-core CPU
 GENERATION_TIMEOUT_S = 120  # one transport: a batch of 3 with CFG, 8 steps, on a busy CPU
 LONG_STEPS = 200  # the most a request may ask (Limits.steps): minutes of the built-in model on a busy CPU
@@ -35,40 +30,6 @@ AFTER_STOP_TIMEOUT_S = 30  # 2 steps and one plot; a stopped job still running o
 SOURCE = "a large red circle in the center on a gray background"
 TARGET = "a large blue square in the center on a gray background"
 BAD_TARGET = "a large blue unicorn in the center on a gray background"
-
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",  # containers often have a small /dev/shm
-    "--window-size=1400,1050",
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"ditlens app exited with code {proc.returncode} before serving:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"ditlens app did not answer at {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -83,38 +44,15 @@ def chromium() -> None:
 @pytest.fixture(scope="module")
 def app_url(chromium, tmp_path_factory):
     """`ditlens app` (built-in model) in a subprocess on a free localhost port."""
-    tmp = tmp_path_factory.mktemp("app")
-    port = free_port()
-    log = tmp / "app.log"
-    env = os.environ | {
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ditlens.cli", "app", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=tmp,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for_server(url, proc, log, STARTUP_TIMEOUT_S)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with served_app(tmp_path_factory.mktemp("app"), STARTUP_TIMEOUT_S) as url:
+            yield url
+    except NotServing as err:
+        pytest.fail(str(err))
 
 
 def chromium_missing_reason() -> str | None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    missing = chromium_missing()
     if missing:
         return (
             f"Chromium is not installed ({', '.join(missing)} missing) and could not be installed here; "
@@ -123,25 +61,12 @@ def chromium_missing_reason() -> str | None:
     return None
 
 
-def start_browser(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")  # a fresh profile every run
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # to list every request the page made
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-
-
 @pytest.fixture
 def browser(chromium, tmp_path, monkeypatch):
     # Selenium Manager is not needed (both paths are given); should it run, it must stay offline
     monkeypatch.setenv("SE_OFFLINE", "true")
     monkeypatch.setenv("SE_AVOID_STATS", "true")
-    driver = start_browser(tmp_path / "chromium-profile")
+    driver = start_chromium(tmp_path / "chromium-profile", log_requests=True)  # a fresh profile every run
     try:
         yield driver
     finally:
@@ -251,7 +176,7 @@ def test_page_values_are_parsed_with_messages_that_name_them():
 
 
 def test_errors_become_an_escaped_status_line_never_a_traceback():
-    from ditlens.app import _guard
+    from ditlens.app.status import guard
 
     def bad_input(prompt):
         raise ValueError(f"Unknown word <{prompt}>")
@@ -259,9 +184,9 @@ def test_errors_become_an_escaped_status_line_never_a_traceback():
     def bug(prompt):
         raise RuntimeError("boom")
 
-    picture, status = _guard(bad_input, (None,))("unicorn")
+    picture, status = guard(bad_input, (None,))("unicorn")
     assert picture is None and "Error:" in status and "&lt;unicorn&gt;" in status and "<unicorn>" not in status
-    _, status = _guard(bug, (None,))("x")
+    _, status = guard(bug, (None,))("x")
     assert "Unexpected RuntimeError: boom" in status and "Traceback" not in status
 
 

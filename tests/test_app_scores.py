@@ -318,7 +318,7 @@ def test_a_degenerate_result_is_not_done(explorer):
 
 def test_a_degenerate_transport_is_named_in_its_status(explorer, monkeypatch):
     """The page's transport callback turns the view's problems into its status line."""
-    import ditlens.app as app
+    import ditlens.app.explorer as app  # where Explorer.transport calls the library
 
     def noisy(pipe, source, target, config, **kwargs):
         result = real(pipe, source, target, config, **kwargs)
@@ -342,11 +342,11 @@ def test_the_surface_shows_a_step_past_the_first_and_marks_its_top_channels(expl
     assert view.marked == top and len(top) == 2
     assert view.result.config.surface_step == 4
 
-    from ditlens.app import _picture
+    from ditlens.app.pictures import picture
     from ditlens.reporting.plots import plot_magnitude_surface
 
-    plain = _picture(lambda p: plot_magnitude_surface(view.result.surface, p, "t"))
-    marked = _picture(lambda p: plot_magnitude_surface(view.result.surface, p, "t", marked=view.marked))
+    plain = picture(lambda p: plot_magnitude_surface(view.result.surface, p, "t"))
+    marked = picture(lambda p: plot_magnitude_surface(view.result.surface, p, "t", marked=view.marked))
 
     def red(image) -> int:
         pixels = torch.tensor(__import__("numpy").array(image)).int()
