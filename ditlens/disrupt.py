@@ -7,52 +7,21 @@ protocol); random-k uses seeded draws, each the same set at every site and step.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .adapters import adapter_for
-from .choices import DEFAULT_STATISTIC
-from .core.channels import check_statistic, selector_from_name
+from .config import DISRUPT_RULES, DisruptConfig
+from .core.channels import selector_from_name
 from .core.hooks import hooks
 from .core.intervene import ScaleChannels, Scope
-from .generation import GenerationSettings, check_prompts_and_seeds, generate, pixel_distances, to_pil
+from .generation import generate, pixel_distances, to_pil
 from .io.outputs import write_atomic
 
-RULES = ("top", "bottom", "random")
-
-
-@dataclass
-class DisruptConfig:
-    prompts: list[str]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # the paper's massive sets are this small
-    rules: list[str] = field(default_factory=lambda: list(RULES))  # top = massive; bottom, random = controls
-    factor: float = 0.0  # 0 zeroes the channels (the paper); other values scale them
-    random_draws: int = 3  # random-k is a distribution: mean and spread over this many draws
-    statistic: str = DEFAULT_STATISTIC
-    sites: list[str] | None = None  # None: every image-stream site
-    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-
-    def validate(self, hidden_size: int, site_names: list[str]) -> None:
-        check_prompts_and_seeds(self.prompts, self.seeds)
-        for rule in self.rules:
-            if rule not in RULES:
-                raise ValueError(f"Unknown channel rule {rule!r}. Allowed: {', '.join(RULES)}.")
-        for k in self.ks:
-            if not isinstance(k, int) or not 0 <= k <= hidden_size:
-                raise ValueError(f"k must be an integer in 0..{hidden_size} (0 = no edit); got {k!r}.")
-        check_statistic(self.statistic)
-        if not math.isfinite(self.factor):
-            raise ValueError(f"factor must be a finite number; got {self.factor!r}.")
-        if self.random_draws < 1:
-            raise ValueError(f"random_draws must be >= 1; got {self.random_draws}.")
-        Scope(sites=tuple(self.sites) if self.sites else None, steps=self.steps).validate(site_names)
-        self.generation.validate()
+RULES = DISRUPT_RULES  # the rules' name here, as the app and sweep read it
 
 
 @dataclass(frozen=True)

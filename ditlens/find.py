@@ -9,59 +9,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .choices import DEFAULT_STATISTIC
-from .core.channels import check_k, check_statistic, jaccard
+from .config import FindConfig
+from .core.channels import jaccard
 from .core.hooks import hooks
 from .core.record import ChannelStats, RecordConfig
-from .core.sites import check_site
-from .generation import GenerationSettings, check_prompts_and_seeds
 from .io.outputs import output_folder
-
-
-@dataclass
-class FindConfig:
-    prompts: list[str]
-    seeds: list[int] = field(default_factory=lambda: [0])  # one seed: stability over prompts and steps
-    k: int = 4  # the paper reports a handful of massive channels per model
-    statistic: str = DEFAULT_STATISTIC
-    num_inference_steps: int | None = None  # None: the pipeline's own default
-    guidance_scale: float | None = None  # None: the pipeline's own default
-    height: int | None = None
-    width: int | None = None
-    true_cfg_scale: float | None = (
-        None  # FLUX.1, Qwen-Image: a separate unconditional call per step (GenerationSettings)
-    )
-    negative_prompt: str | None = None
-    surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
-    surface_step: int = 0  # which step of it to plot
-
-    def generation(self) -> GenerationSettings:
-        return GenerationSettings(
-            self.num_inference_steps,
-            self.guidance_scale,
-            self.height,
-            self.width,
-            self.true_cfg_scale,
-            self.negative_prompt,
-        )
-
-    def validate(self, hidden_size: int, site_names: list[str]) -> None:
-        check_prompts_and_seeds(self.prompts, self.seeds)
-        self.generation().validate()
-        check_k(self.k, hidden_size)
-        check_statistic(self.statistic)
-        if self.surface_site is not None:
-            check_site(self.surface_site, site_names)
-        if self.surface_step < 0:
-            raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
-        if self.num_inference_steps is not None and self.surface_step >= self.num_inference_steps:
-            raise ValueError(f"Step {self.surface_step} is outside the schedule: 0..{self.num_inference_steps - 1}.")
 
 
 @dataclass

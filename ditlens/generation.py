@@ -6,63 +6,15 @@ conditions that differ only by their edits see identical noise and compare pixel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-
-@dataclass
-class GenerationSettings:
-    num_inference_steps: int | None = None  # None: the pipeline's own default
-    guidance_scale: float | None = None  # None: the pipeline's own default
-    height: int | None = None
-    width: int | None = None
-    # FLUX.1 and Qwen-Image: > 1 (with a negative prompt) adds a separate unconditional call
-    # per step ("true" CFG); None: the pipeline's own default. Pipelines without it refuse it.
-    true_cfg_scale: float | None = None
-    negative_prompt: str | None = None  # None: the pipeline's own (mostly empty, or none)
-
-    def kwargs(self, pipe: Any = None, batch: int | None = None, given: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The pipeline arguments these settings make, for a call of `batch` prompts; with
-        `pipe`, also those its family's adapter always passes (`Adapter.generation_kwargs`:
-        SANA's binning off) unless the caller's own arguments `given` set them."""
-        names = ("num_inference_steps", "guidance_scale", "height", "width", "true_cfg_scale")
-        own = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-        if self.negative_prompt is not None:  # one per prompt: FLUX.1 and Qwen-Image want as many as prompts
-            own["negative_prompt"] = [self.negative_prompt] * batch if batch else self.negative_prompt
-        if pipe is None or not hasattr(pipe, "transformer"):
-            return own
-        import inspect
-
-        parameters = inspect.signature(pipe.__call__).parameters
-        refused = [n for n in own if n not in parameters and n in ("true_cfg_scale", "negative_prompt")]
-        if refused:
-            raise ValueError(
-                f"{type(pipe).__name__} takes no {refused[0]!r} (--{refused[0].replace('_scale', '').replace('_', '-')}); "
-                "its --guidance sets its classifier-free guidance."
-            )
-        from .adapters import adapter_for
-
-        defaults = {k: v for k, v in adapter_for(pipe).generation_kwargs(pipe).items() if k not in (given or {})}
-        return defaults | own
-
-    def validate(self) -> None:
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
-        if self.guidance_scale is not None and not self.guidance_scale >= 0:  # NaN fails too
-            raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
-        if self.true_cfg_scale is not None and not self.true_cfg_scale >= 1:
-            raise ValueError(f"true_cfg_scale must be >= 1 (1 = off); got {self.true_cfg_scale}.")
-
-
-def check_prompts_and_seeds(prompts: list[str], seeds: list[int]) -> None:
-    if not prompts:
-        raise ValueError("Give at least one prompt.")
-    if not seeds:
-        raise ValueError("Give at least one seed.")
+# the settings live with the other configs (torch-free); read here too by older imports
+from .config import GenerationSettings as GenerationSettings
+from .config import check_prompts_and_seeds as check_prompts_and_seeds
 
 
 def image_size(pipe: Any, settings: GenerationSettings) -> tuple[int, int]:

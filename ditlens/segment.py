@@ -17,13 +17,12 @@ import torch
 
 from .adapters import adapter_for
 from .choices import DEFAULT_STATISTIC
-from .core.channels import TopK, check_k, check_statistic, selector_from_name
+from .config import MASK_RULES, SegmentConfig
+from .core.channels import TopK, selector_from_name
 from .core.hooks import HookContext, hooks
 from .core.masks import (
     DEFAULT_FOREGROUND,
-    FOREGROUND_RULES,
     adjusted_rand_index,
-    check_foreground,
     foreground_tokens,
     miou,
     oracle_miou,
@@ -32,39 +31,10 @@ from .core.masks import (
 )
 from .core.rows import conditional_slice
 from .core.sites import check_site
-from .generation import GenerationSettings, check_prompts_and_seeds, generate, image_size
+from .generation import generate, image_size
 from .io.outputs import write_atomic
 
-RULES = ("top", "bottom", "random", "all")
-
-
-@dataclass
-class SegmentConfig:
-    prompts: list[str]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    k: int = 4  # massive channels used for clustering
-    rules: list[str] = field(default_factory=lambda: list(RULES))  # top + the baselines, in one pass
-    statistic: str = DEFAULT_STATISTIC
-    random_seed: int = 0
-    foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster is the subject: masks.py says why this one
-    compare_foregrounds: bool = False  # also name every split by every other rule (the bench's polarity tables)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-
-    def validate(self, hidden_size: int) -> None:
-        check_prompts_and_seeds(self.prompts, self.seeds)
-        for rule in self.rules:
-            if rule not in RULES:
-                raise ValueError(f"Unknown mask rule {rule!r}. Allowed: {', '.join(RULES)}.")
-        check_k(self.k, hidden_size)
-        check_statistic(self.statistic)
-        check_foreground(self.foreground)
-        self.generation.validate()
-
-    @property
-    def foregrounds(self) -> tuple[str, ...]:
-        """The naming rules to apply, this config's own first."""
-        others = [r for r in FOREGROUND_RULES if r != self.foreground] if self.compare_foregrounds else []
-        return (self.foreground, *others)
+RULES = MASK_RULES  # the rules' name here, as the app and sweep read it
 
 
 class MaskObserver:

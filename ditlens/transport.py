@@ -18,7 +18,7 @@ import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import adapter_for
-from .choices import (  # the named choices and measured defaults, shared with the CLI's parser
-    DEFAULT_STATISTIC,
-    MASK_ORIGINS,
-    REFERENCE_PATHS,
-    STREAMS,  # noqa: F401  (re-exported: the app reads it from here)
-    TRANSPORT_CHANNELS_FROM,
-    TRANSPORT_K,
-    TRANSPORT_MASK,
-    TRANSPORT_STREAMS,
-    check_streams,
-)
-from .core.channels import RandomK, TopK, check_k, check_statistic
+from .choices import MASK_ORIGINS as MASK_ORIGINS  # read from here by the sweep
+from .choices import REFERENCE_PATHS
+from .choices import STREAMS as STREAMS  # read from here by the app and the sweep
+from .config import TransportConfig
+from .core.channels import RandomK, TopK
 from .core.hooks import HookContext, hooks
 from .core.intervene import ReplaceFromRows, Scope, source_rows
 from .core.masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
@@ -45,42 +38,7 @@ from .generation import GenerationSettings, image_size, to_pil
 from .io.outputs import write_atomic
 
 #: which k channels transport moves
-CHANNEL_RULES = ("top", "random")
 RANDOM_CHANNELS_SEED = 0  # the random-k control's channels: one fixed draw, the same at every site and step
-
-
-@dataclass
-class TransportConfig:
-    # k, mask, streams and channels_from: chosen by measurement (the figures are in choices.py)
-    k: int = TRANSPORT_K  # channels moved per site and step
-    alpha: float = 1.0  # 1 = the paper's rule (full replacement)
-    mask: str = (
-        TRANSPORT_MASK  # spatial mask origin for the image stream: source / target / union foreground, all tokens, user
-    )
-    foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (masks.py)
-    streams: str = TRANSPORT_STREAMS  # which streams move (STREAMS)
-    statistic: str = DEFAULT_STATISTIC
-    channels_from: str = TRANSPORT_CHANNELS_FROM  # select the k channels on the source row (or "union", "target")
-    channels: str = (
-        "top"  # which k channels: "top" (the massive ones) or "random" (the control of the same size, seeded)
-    )
-    sites: tuple[str, ...] | None = None  # None: every image-stream site
-    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-
-    def validate(self, hidden_size: int, site_names: list[str], num_steps: int | None = None) -> None:
-        check_k(self.k, hidden_size)
-        check_statistic(self.statistic)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1]; got {self.alpha!r}.")
-        if self.mask not in MASK_ORIGINS:
-            raise ValueError(f"Unknown mask origin {self.mask!r}. Allowed: {', '.join(MASK_ORIGINS)}.")
-        check_foreground(self.foreground)
-        check_streams(self.streams)
-        if self.channels not in CHANNEL_RULES:
-            raise ValueError(f"Unknown channel rule {self.channels!r}. Allowed: {', '.join(CHANNEL_RULES)}.")
-        Scope(sites=self.sites, steps=self.steps).validate(site_names, num_steps)
-        self.generation.validate()
 
 
 class SpatialMask:

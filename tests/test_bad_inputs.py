@@ -1037,7 +1037,7 @@ def test_ctrl_c_exits_130_with_one_line(capsys, monkeypatch, tmp_path):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ditlens.cli, "_load", interrupted)
+    monkeypatch.setattr(ditlens.cli.run, "load", interrupted)
     assert main(["find", "--prompt", SCENE, "--steps", "1", "--out", str(tmp_path / "out")]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1
@@ -1196,5 +1196,5 @@ def test_input_files_are_checked_before_the_model_loads(argv, says, assets, tmp_
     def no_model(args):
         raise AssertionError("the model was loaded before the input files were checked")
 
-    monkeypatch.setattr(ditlens.cli, "_load", no_model)
+    monkeypatch.setattr(ditlens.cli.run, "load", no_model)
     assert says in run_cli(capsys, argv(assets, str(tmp_path / "out")))

@@ -1,0 +1,233 @@
+"""The capability configs: every default ditlens uses, each with its reason, in one place.
+
+    FindConfig       find_channels   which channels are massive, per site and step
+    DisruptConfig    disrupt         zero (or scale) top-k against bottom-k and random-k
+    SegmentConfig    segment_*       K = 2 masks per site and step, with their baselines
+    TransportConfig  transport_*     a source's massive channels into a target's generation
+    GenerationSettings               the pipeline settings all of them share
+
+Plain Python, no torch: the command line reads its defaults from here (`default=FindConfig.k`)
+and answers `--help` without loading torch; the app and sweep read them too. Validation that
+needs the model (its hidden size and sites) is each config's `validate`, which the capability
+calls; the checks it uses import torch-side helpers only when they run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .choices import (
+    DEFAULT_FOREGROUND,
+    DEFAULT_STATISTIC,
+    FOREGROUND_RULES,
+    MASK_ORIGINS,
+    TRANSPORT_CHANNELS_FROM,
+    TRANSPORT_K,
+    TRANSPORT_MASK,
+    TRANSPORT_STREAMS,
+    check_foreground,
+    check_streams,
+)
+
+DISRUPT_RULES = ("top", "bottom", "random")  # top = massive; bottom and random = the controls of the same size
+MASK_RULES = ("top", "bottom", "random", "all")  # top + the baselines, clustered in one pass
+CHANNEL_RULES = ("top", "random")  # transport's channels: the massive ones, or the control of the same size
+
+
+def check_prompts_and_seeds(prompts: list[str], seeds: list[int]) -> None:
+    if not prompts:
+        raise ValueError("Give at least one prompt.")
+    if not seeds:
+        raise ValueError("Give at least one seed.")
+
+
+def _check_k_and_statistic(k: int, hidden_size: int, statistic: str) -> None:
+    from .core.channels import check_k, check_statistic
+
+    check_k(k, hidden_size)
+    check_statistic(statistic)
+
+
+def _check_scope(
+    sites: tuple[str, ...] | list[str] | None,
+    step_window: tuple[int, int] | None,
+    site_names: list[str],
+    num_steps: int | None = None,
+) -> None:
+    from .core.intervene import Scope
+
+    Scope(sites=tuple(sites) if sites else None, steps=step_window).validate(site_names, num_steps)
+
+
+@dataclass
+class GenerationSettings:
+    num_inference_steps: int | None = None  # None: the pipeline's own default
+    guidance_scale: float | None = None  # None: the pipeline's own default
+    height: int | None = None
+    width: int | None = None
+    # FLUX.1 and Qwen-Image: > 1 (with a negative prompt) adds a separate unconditional call
+    # per step ("true" CFG); None: the pipeline's own default. Pipelines without it refuse it.
+    true_cfg_scale: float | None = None
+    negative_prompt: str | None = None  # None: the pipeline's own (mostly empty, or none)
+
+    def kwargs(self, pipe: Any = None, batch: int | None = None, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The pipeline arguments these settings make, for a call of `batch` prompts; with
+        `pipe`, also those its family's adapter always passes (`Adapter.generation_kwargs`:
+        SANA's binning off) unless the caller's own arguments `given` set them."""
+        names = ("num_inference_steps", "guidance_scale", "height", "width", "true_cfg_scale")
+        own = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        if self.negative_prompt is not None:  # one per prompt: FLUX.1 and Qwen-Image want as many as prompts
+            own["negative_prompt"] = [self.negative_prompt] * batch if batch else self.negative_prompt
+        if pipe is None or not hasattr(pipe, "transformer"):
+            return own
+        parameters = inspect.signature(pipe.__call__).parameters
+        refused = [n for n in own if n not in parameters and n in ("true_cfg_scale", "negative_prompt")]
+        if refused:
+            option = refused[0].replace("_scale", "").replace("_", "-")
+            raise ValueError(
+                f"{type(pipe).__name__} takes no {refused[0]!r} (--{option}); "
+                "its --guidance sets its classifier-free guidance."
+            )
+        from .adapters import adapter_for
+
+        defaults = {k: v for k, v in adapter_for(pipe).generation_kwargs(pipe).items() if k not in (given or {})}
+        return defaults | own
+
+    def validate(self) -> None:
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
+        if self.guidance_scale is not None and not self.guidance_scale >= 0:  # NaN fails too
+            raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
+        if self.true_cfg_scale is not None and not self.true_cfg_scale >= 1:
+            raise ValueError(f"true_cfg_scale must be >= 1 (1 = off); got {self.true_cfg_scale}.")
+
+
+@dataclass
+class FindConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])  # one seed: stability over prompts and steps
+    k: int = 4  # the paper reports a handful of massive channels per model
+    statistic: str = DEFAULT_STATISTIC
+    num_inference_steps: int | None = None  # None: the pipeline's own default
+    guidance_scale: float | None = None  # None: the pipeline's own default
+    height: int | None = None
+    width: int | None = None
+    true_cfg_scale: float | None = None  # FLUX.1, Qwen-Image: a separate unconditional call (GenerationSettings)
+    negative_prompt: str | None = None
+    surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
+    surface_step: int = 0  # which step of it to plot
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(
+            self.num_inference_steps,
+            self.guidance_scale,
+            self.height,
+            self.width,
+            self.true_cfg_scale,
+            self.negative_prompt,
+        )
+
+    def validate(self, hidden_size: int, site_names: list[str]) -> None:
+        from .core.sites import check_site
+
+        check_prompts_and_seeds(self.prompts, self.seeds)
+        self.generation().validate()
+        _check_k_and_statistic(self.k, hidden_size, self.statistic)
+        if self.surface_site is not None:
+            check_site(self.surface_site, site_names)
+        if self.surface_step < 0:
+            raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
+        if self.num_inference_steps is not None and self.surface_step >= self.num_inference_steps:
+            raise ValueError(f"Step {self.surface_step} is outside the schedule: 0..{self.num_inference_steps - 1}.")
+
+
+@dataclass
+class DisruptConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # the paper's massive sets are this small
+    rules: list[str] = field(default_factory=lambda: list(DISRUPT_RULES))  # top = massive; bottom, random = controls
+    factor: float = 0.0  # 0 zeroes the channels (the paper); other values scale them
+    random_draws: int = 3  # random-k is a distribution: mean and spread over this many draws
+    statistic: str = DEFAULT_STATISTIC
+    sites: list[str] | None = None  # None: every image-stream site
+    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def validate(self, hidden_size: int, site_names: list[str]) -> None:
+        check_prompts_and_seeds(self.prompts, self.seeds)
+        for rule in self.rules:
+            if rule not in DISRUPT_RULES:
+                raise ValueError(f"Unknown channel rule {rule!r}. Allowed: {', '.join(DISRUPT_RULES)}.")
+        for k in self.ks:
+            if not isinstance(k, int) or not 0 <= k <= hidden_size:
+                raise ValueError(f"k must be an integer in 0..{hidden_size} (0 = no edit); got {k!r}.")
+        from .core.channels import check_statistic
+
+        check_statistic(self.statistic)
+        if not math.isfinite(self.factor):
+            raise ValueError(f"factor must be a finite number; got {self.factor!r}.")
+        if self.random_draws < 1:
+            raise ValueError(f"random_draws must be >= 1; got {self.random_draws}.")
+        _check_scope(self.sites, self.steps, site_names)
+        self.generation.validate()
+
+
+@dataclass
+class SegmentConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    k: int = 4  # massive channels used for clustering
+    rules: list[str] = field(default_factory=lambda: list(MASK_RULES))  # top + the baselines, in one pass
+    statistic: str = DEFAULT_STATISTIC
+    random_seed: int = 0
+    foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster is the subject: choices.py says why this one
+    compare_foregrounds: bool = False  # also name every split by every other rule (the bench's polarity tables)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def validate(self, hidden_size: int) -> None:
+        check_prompts_and_seeds(self.prompts, self.seeds)
+        for rule in self.rules:
+            if rule not in MASK_RULES:
+                raise ValueError(f"Unknown mask rule {rule!r}. Allowed: {', '.join(MASK_RULES)}.")
+        _check_k_and_statistic(self.k, hidden_size, self.statistic)
+        check_foreground(self.foreground)
+        self.generation.validate()
+
+    @property
+    def foregrounds(self) -> tuple[str, ...]:
+        """The naming rules to apply, this config's own first."""
+        others = [r for r in FOREGROUND_RULES if r != self.foreground] if self.compare_foregrounds else []
+        return (self.foreground, *others)
+
+
+@dataclass
+class TransportConfig:
+    # k, mask, streams and channels_from: chosen by measurement (the figures are in choices.py)
+    k: int = TRANSPORT_K  # channels moved per site and step
+    alpha: float = 1.0  # 1 = the paper's rule (full replacement)
+    mask: str = TRANSPORT_MASK  # the image stream's spatial mask: source / target / union foreground, all, user
+    foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (choices.py)
+    streams: str = TRANSPORT_STREAMS  # which streams move (choices.STREAMS)
+    statistic: str = DEFAULT_STATISTIC
+    channels_from: str = TRANSPORT_CHANNELS_FROM  # select the k channels on the source row (or "union", "target")
+    channels: str = "top"  # which k channels: "top" (the massive ones) or "random" (the control, seeded)
+    sites: tuple[str, ...] | None = None  # None: every image-stream site
+    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def validate(self, hidden_size: int, site_names: list[str], num_steps: int | None = None) -> None:
+        _check_k_and_statistic(self.k, hidden_size, self.statistic)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1]; got {self.alpha!r}.")
+        if self.mask not in MASK_ORIGINS:
+            raise ValueError(f"Unknown mask origin {self.mask!r}. Allowed: {', '.join(MASK_ORIGINS)}.")
+        check_foreground(self.foreground)
+        check_streams(self.streams)
+        if self.channels not in CHANNEL_RULES:
+            raise ValueError(f"Unknown channel rule {self.channels!r}. Allowed: {', '.join(CHANNEL_RULES)}.")
+        _check_scope(self.sites, self.steps, site_names, num_steps)
+        self.generation.validate()
