@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from .choices import (
@@ -231,3 +231,10 @@ class TransportConfig:
             raise ValueError(f"Unknown channel rule {self.channels!r}. Allowed: {', '.join(CHANNEL_RULES)}.")
         _check_scope(self.sites, self.steps, site_names, num_steps)
         self.generation.validate()
+
+
+def default(config: type, name: str) -> Any:
+    """The default of field `name` of a config dataclass (a fresh copy where it is a list):
+    what the CLI, the app and sweep show and use, e.g. `default(DisruptConfig, "ks")`."""
+    spec = config.__dataclass_fields__[name]
+    return spec.default_factory() if spec.default_factory is not MISSING else spec.default  # type: ignore[misc]

@@ -182,7 +182,6 @@ def _bench_transport_any(args: argparse.Namespace) -> Path:
 
 def _transport_protocol_config(args: argparse.Namespace):
     from ..bench.real_transport import TransportProtocolConfig, read_pairs
-    from ..choices import TRANSPORT_K
     from ..transport import TransportConfig
 
     if not args.pairs:
@@ -193,7 +192,7 @@ def _transport_protocol_config(args: argparse.Namespace):
         config = TransportProtocolConfig(
             pairs=read_pairs(args.pairs),
             seeds=args.seeds,
-            transport=TransportConfig(k=TRANSPORT_K if args.k is None else args.k, generation=run.settings(args)),
+            transport=TransportConfig(k=TransportConfig.k if args.k is None else args.k, generation=run.settings(args)),
         )
         if args.alphas is not None:
             config.alphas = args.alphas

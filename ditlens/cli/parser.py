@@ -9,15 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..choices import (
-    CHANNELS_FROM,
-    REFERENCE_PATHS,
-    STREAMS,
-    TRANSPORT_CHANNELS_FROM,
-    TRANSPORT_K,
-    TRANSPORT_MASK,
-    TRANSPORT_STREAMS,
-)
+from ..choices import CHANNELS_FROM, REFERENCE_PATHS, STREAMS
+from ..config import DisruptConfig, FindConfig, SegmentConfig, TransportConfig, default
 from .bench import cmd_bench
 from .commands import cmd_app, cmd_demo, cmd_disrupt, cmd_find, cmd_generate, cmd_segment, cmd_sweep
 from .examples import EXAMPLES
@@ -83,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _words(values: list) -> str:
+    return " ".join(str(v) for v in values)
+
+
 def _add_demo(add: Adder) -> None:
     p = add("demo", "run all five capabilities on the built-in model and write an HTML report", cmd_demo)
     add_model_options(p)
@@ -101,10 +98,12 @@ def _add_find(add: Adder) -> None:
     p = add("find", "record channel statistics and find the massive channels per site and step", cmd_find)
     add_model_options(p)
     add_prompt_options(p)
-    p.add_argument("--k", type=int, default=4, help="channels to select per site and step (default: 4)")
+    p.add_argument(
+        "--k", type=int, default=FindConfig.k, help=f"channels to select per site and step (default: {FindConfig.k})"
+    )
     add_statistic_option(p)
     p.add_argument("--site", default=None, help="site for the token x channel surface (default: middle block)")
-    p.add_argument("--step", type=int, default=0, help="step for the surface plot (default: 0)")
+    p.add_argument("--step", type=int, default=FindConfig.surface_step, help="step for the surface plot (default: 0)")
     add_out_option(p, "find")
 
 
@@ -112,12 +111,18 @@ def _add_disrupt(add: Adder) -> None:
     p = add("disrupt", "zero (or scale) top-k vs bottom-k vs random-k channels and compare the images", cmd_disrupt)
     add_model_options(p)
     add_prompt_options(p)
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="channel counts to sweep (default: 1 2 4 8)")
+    ks = default(DisruptConfig, "ks")
+    p.add_argument("--ks", type=int, nargs="+", default=ks, help=f"channel counts to sweep (default: {_words(ks)})")
+    rules = default(DisruptConfig, "rules")
+    p.add_argument("--rules", nargs="+", default=rules, help=f"{', '.join(rules)} (default: all)")
     p.add_argument(
-        "--rules", nargs="+", default=["top", "bottom", "random"], help="top, bottom, random (default: all three)"
+        "--factor",
+        type=float,
+        default=DisruptConfig.factor,
+        help="multiply the channels by this (default 0: zero them)",
     )
-    p.add_argument("--factor", type=float, default=0.0, help="multiply the channels by this (default 0: zero them)")
-    p.add_argument("--draws", type=int, default=3, help="random-k draws (default: 3)")
+    draws = DisruptConfig.random_draws
+    p.add_argument("--draws", type=int, default=draws, help=f"random-k draws (default: {draws})")
     add_statistic_option(p)
     p.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
     add_window_option(p)
@@ -129,8 +134,11 @@ def _add_segment(add: Adder) -> None:
     p = add("segment", "K=2 masks from the massive channels per site and step, with baselines and mIoU", cmd_segment)
     add_model_options(p)
     add_prompt_options(p)
-    p.add_argument("--k", type=int, default=4, help="massive channels to cluster on (default: 4)")
-    p.add_argument("--rules", nargs="+", default=["top", "bottom", "random", "all"], help="top, bottom, random, all")
+    p.add_argument(
+        "--k", type=int, default=SegmentConfig.k, help=f"massive channels to cluster on (default: {SegmentConfig.k})"
+    )
+    rules = default(SegmentConfig, "rules")
+    p.add_argument("--rules", nargs="+", default=rules, help=f"{', '.join(rules)} (default: all)")
     add_statistic_option(p)
     p.add_argument("--site", default=None, help="site for the overlays (default: middle block)")
     p.add_argument("--step", type=int, default=None, help="step for the overlays (default: middle step)")
@@ -208,35 +216,35 @@ def _add_transport_options(p: argparse.ArgumentParser, alpha_help: str) -> argpa
         + "; ".join(f"{k}: {v}" for k, v in REFERENCE_PATHS.items())
         + " (default: renoise)",
     )
-    g.add_argument("--alpha", type=float, default=1.0, help=alpha_help)
+    g.add_argument("--alpha", type=float, default=TransportConfig.alpha, help=alpha_help)
     g.add_argument(
         "--k",
         type=int,
-        default=TRANSPORT_K,
-        help=f"channels moved per site and step (default: {TRANSPORT_K}, measured: docs/transport.md)",
+        default=TransportConfig.k,
+        help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)",
     )
     g.add_argument(
         "--mask",
-        default=TRANSPORT_MASK,
+        default=TransportConfig.mask,
         help=f"spatial mask: source, target or union (that row's K=2 foreground), all (every token), "
-        f"user (--mask-image) (default: {TRANSPORT_MASK}, measured: docs/transport.md)",
+        f"user (--mask-image) (default: {TransportConfig.mask}, measured: docs/transport.md)",
     )
     g.add_argument("--mask-image", default=None, help="mask image for --mask user (white = edit)")
     add_foreground_option(g)
     g.add_argument(
         "--streams",
         choices=list(STREAMS),
-        default=TRANSPORT_STREAMS,
+        default=TransportConfig.streams,
         help="which streams move: "
         + "; ".join(f"{k}: {v}" for k, v in STREAMS.items())
-        + f" (default: {TRANSPORT_STREAMS})",
+        + f" (default: {TransportConfig.streams})",
     )
     g.add_argument(
         "--channels-from",
         choices=list(CHANNELS_FROM),
-        default=TRANSPORT_CHANNELS_FROM,
+        default=TransportConfig.channels_from,
         help=f"whose top-k channels are moved: the source's, those of both rows, or the target's "
-        f"(default: {TRANSPORT_CHANNELS_FROM})",
+        f"(default: {TransportConfig.channels_from})",
     )
     add_statistic_option(g)
     g.add_argument("--sites", nargs="+", default=None, help="sites to edit (default: all)")
@@ -299,7 +307,7 @@ def _add_real_bench_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help=f"findings: channels the K=2 masks cluster on (default: 4); transport: channels moved "
-        f"(default: {TRANSPORT_K})",
+        f"(default: {TransportConfig.k})",
     )
     g.add_argument(
         "--alphas",
