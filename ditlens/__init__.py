@@ -35,12 +35,12 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from .adapters import UnsupportedModelError, adapter_for, supported_classes
-    from .core.channels import BottomK, Fixed, RandomK, Threshold, TopK
-    from .core.hooks import HookContext, hooks, run_with_cache, run_with_hooks
-    from .core.intervene import ReplaceFromRows, ScaleChannels, Scope, ZeroChannels
-    from .core.record import ChannelStats, RecordConfig
+if TYPE_CHECKING:  # the names for type checkers and editors; at run time __getattr__ loads them
+    from .adapters import UnsupportedModelError, adapter_for, supported_classes  # noqa: F401
+    from .core.channels import BottomK, Fixed, RandomK, Threshold, TopK  # noqa: F401
+    from .core.hooks import HookContext, hooks, run_with_cache, run_with_hooks  # noqa: F401
+    from .core.intervene import ReplaceFromRows, ScaleChannels, Scope, ZeroChannels  # noqa: F401
+    from .core.record import ChannelStats, RecordConfig  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

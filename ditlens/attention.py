@@ -153,7 +153,8 @@ def _locator_for(model: Any) -> AttentionLocator:
     adapter = adapter_for(model)  # refuses classes (and pipelines) that have no adapter at all
     if adapter.attention_locator is None:
         raise UnsupportedModelError(
-            f"Attention maps are not wired for {type(adapter.transformer).__name__}. Supported: {', '.join(_supported())}."
+            f"Attention maps are not wired for {type(adapter.transformer).__name__}. Supported: "
+            f"{', '.join(_supported())}."
         )
     return adapter.attention_locator
 

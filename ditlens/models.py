@@ -19,7 +19,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")  # torch.load: a pickle, which can run code
 SAFETENSORS_ONLY = (
     "ditlens loads only .safetensors weights (pickle weights such as .bin can run code when loaded). "
-    "Convert them once where you trust the files: DiffusionPipeline.from_pretrained(folder).save_pretrained(new_folder) "
+    "Convert them once where you trust the files: "
+    "DiffusionPipeline.from_pretrained(folder).save_pretrained(new_folder) "
     "writes .safetensors."
 )
 
@@ -67,7 +68,8 @@ def _check_safetensors(folder: Path, model_index: Path, skipped: dict[str, None]
         pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
         if pickles and not any(f.endswith(".safetensors") for f in files):
             raise ValueError(
-                f"Model folder {str(folder)!r}: component {name!r} has only pickle weights ({', '.join(pickles)}). {SAFETENSORS_ONLY}"
+                f"Model folder {str(folder)!r}: component {name!r} has only pickle weights ({', '.join(pickles)}). "
+                f"{SAFETENSORS_ONLY}"
             )
 
 

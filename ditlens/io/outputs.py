@@ -189,7 +189,8 @@ def _check_replaceable(path: Path, out: str | Path) -> None:
     again = "and a run replaces its output folder as a whole"
     if listed is None:
         raise OutputFolderError(
-            f"Output folder {str(out)!r} holds files that ditlens did not mark as its own ({_some(entries)}; no {MARKER} file), "
+            f"Output folder {str(out)!r} holds files that ditlens did not mark as its own ({_some(entries)}; no "
+            f"{MARKER} file), "
             f"{again}. Choose another --out, or delete the folder first if it is an old ditlens result."
         )
     extra = entries - listed - {MARKER}

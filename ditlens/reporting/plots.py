@@ -16,16 +16,15 @@ import torch  # noqa: E402
 
 from ..choices import DEFAULT_STATISTIC  # noqa: E402
 from ..core.record import ChannelStats  # noqa: E402
+from ..io.outputs import write_atomic  # noqa: E402
 from ..segment import SegmentResult  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def _short(site: str) -> str:
@@ -124,11 +123,7 @@ def image_grid(images: list, path: str | Path, columns: int, scale: int = 1, lab
     for i, image in enumerate(images):
         tile = image.convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
         grid.paste(tile, ((i % columns) * w * scale, (i // columns) * h * scale))
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    grid.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
 def _as_array(image: torch.Tensor) -> np.ndarray:

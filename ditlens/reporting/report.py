@@ -6,6 +6,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io.outputs import write_atomic
+
 
 @dataclass
 class Section:
@@ -28,7 +30,8 @@ def write_html(path: str | Path, title: str, intro: str, sections: list[Section]
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd;margin:4px}"
         "figure{display:inline-block;margin:0 8px 8px 0;vertical-align:top}figcaption{font-size:.85em;color:#555}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:.9em;text-align:right}"
+        "table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:.9em;text-align:right}"
         "th{background:#f4f4f4}code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
     ]
@@ -38,16 +41,13 @@ def write_html(path: str | Path, title: str, intro: str, sections: list[Section]
             parts.append(f"<p>{html.escape(s.text)}</p>")
         for src, caption in s.images:
             parts.append(
-                f"<figure><img src='{html.escape(src)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+                f"<figure><img src='{html.escape(src)}' "
+                f"alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
             )
         if s.table:
             parts.append(_table_html(s.table))
     parts.append("</body></html>")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, "\n".join(parts))
 
 
 def write_markdown(path: str | Path, title: str, intro: str, sections: list[Section]) -> Path:
@@ -63,8 +63,4 @@ def write_markdown(path: str | Path, title: str, intro: str, sections: list[Sect
             lines.append("|" + "---|" * len(s.table[0]))
             lines += ["| " + " | ".join(row) + " |" for row in s.table[1:]]
             lines.append("")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, "\n".join(lines))

@@ -75,7 +75,8 @@ def disruption_verdict(base: dict[str, float], by_rule: dict[str, dict[int, dict
         f"{base['frechet']:.1f} to {top['frechet']:.1f} (largest control {control_fd:.1f}, x{fd_factor:.1f})."
     )
     criterion = (
-        f"holds if top-k costs >= {FIDELITY_DROP:.2f} of fidelity while bottom-k and random-k cost <= {CONTROL_DROP:.2f}; "
+        f"holds if top-k costs >= {FIDELITY_DROP:.2f} of fidelity while bottom-k and random-k cost <= "
+        f"{CONTROL_DROP:.2f}; "
         f"partly if top-k's Frechet distance is >= {FRECHET_FACTOR:g}x every control's, or top-k costs >= "
         f"{FIDELITY_DROP:.2f} more fidelity than any control"
     )
@@ -97,12 +98,14 @@ def segmentation_verdict(best: dict[str, dict[str, float]], k: int) -> Verdict:
     for name, rules in best.items():
         refs = ", ".join(f"{r} {rules[r]:.3f}" for r in ("all", "attention") if r in rules)
         parts.append(
-            f"{name}: top-{k} {rules['top']:.3f} vs bottom-{k} {rules['bottom']:.3f} and random-{k} {rules['random']:.3f} "
+            f"{name}: top-{k} {rules['top']:.3f} vs bottom-{k} {rules['bottom']:.3f} and random-{k} "
+            f"{rules['random']:.3f} "
             f"(margin {margins[name]:+.3f}" + (f"; {refs}" if refs else "") + ")"
         )
     evidence = "Best-site mIoU, " + "; ".join(parts) + "."
     criterion = (
-        f"holds if top-k masks beat bottom-k and random-k by >= {MASK_MARGIN:.2f} mIoU on every image set; partly if they "
+        f"holds if top-k masks beat bottom-k and random-k by >= {MASK_MARGIN:.2f} mIoU on every image set; partly if "
+        "they "
         "beat both on every set by less, or by that much on some"
     )
     return Verdict("Finding 2 (spatially organised)", status, evidence, criterion)
@@ -149,7 +152,8 @@ def transport_verdict(
 
     def figures(x: dict[str, float]) -> str:
         return (
-            f"colour {x['colour_from_source']:.2f}, shape {x['shape_from_source']:.2f}, both {x['both_from_source']:.2f}, "
+            f"colour {x['colour_from_source']:.2f}, shape {x['shape_from_source']:.2f}, both "
+            f"{x['both_from_source']:.2f}, "
             f"layout IoU {x['mask_iou_with_target']:.2f}, ghosting {x['ghosting']:.2f}"
         )
 
@@ -161,7 +165,8 @@ def transport_verdict(
         + "."
     )
     criterion = (
-        f"decided at k <= {FEW_CHANNELS:g} of the hidden size; holds if colour and shape both move in >= {TRANSFER:.2f} of pairs "
+        f"decided at k <= {FEW_CHANNELS:g} of the hidden size; holds if colour and shape both move in >= "
+        f"{TRANSFER:.2f} of pairs "
         f"with layout IoU >= {LAYOUT_KEPT:.2f} and ghosting <= {GHOSTING_MAX:.2f}, partly if one of them moves in >= "
         f"{TRANSFER_PARTLY:.2f} with the layout kept and the object clean; either way ahead of as many random channels"
     )
