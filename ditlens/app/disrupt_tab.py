@@ -14,11 +14,9 @@ from PIL import Image
 
 from ..disrupt import RULES as DISRUPT_RULES
 from ..disrupt import DisruptResult
-from ..metrics.scores import DISRUPT_CURVES, disrupt_scores, score_curves
-from ..reporting.plots import plot_image_table, plot_metric_over_k
 from .degenerate import degenerate
-from .downloads import cli_command, run_files, write_json
-from .inputs import generation_settings, parse_prompts, parse_seeds, parse_window
+from .downloads import run_files, write_json
+from .inputs import parse_generation, parse_window
 from .pictures import opened
 from .status import result_status
 from .tables import disrupt_table
@@ -28,6 +26,8 @@ if TYPE_CHECKING:
     from .explorer import Explorer
 
 DISRUPT_KS = (1, 2, 4, 8, 16, 32)  # choices offered; the default is the demo's small / medium / large
+
+ABOUT = "Zero (or scale) the top-k channels against bottom-k and random-k controls, with identical noise."
 
 
 @dataclass
@@ -56,19 +56,15 @@ def disrupt_view(explorer: Explorer, result: DisruptResult, out: str | Path | No
             "prompt fidelity and Frechet distance: they need at least 2 images (prompts x seeds); "
             f"this run made {n_images}",
         )
-    scores = disrupt_scores(result, scorers)
+    scores = scorers.score(result)
     headers, table = disrupt_table(scores)
     command = disrupt_command(explorer, result)
-    curve = None
     with run_files(out, command) as folder:  # as `ditlens disrupt` writes them
         result.save(folder)
-        for key, (label, title) in DISRUPT_CURVES.items():
-            curves = score_curves(scores, key, config.rules)
-            if curves:
-                path = plot_metric_over_k(curves, folder / f"{key}_over_k.png", label, title)
-                curve = curve or opened(path)
+        curves = result.plot_curves(scores, folder)
+        curve = opened(curves[0]) if curves else None  # the first score this run measured
+        grid = opened(result.plot_grid(folder / "grid.png"))
         write_json(folder / "metrics.json", {"scores": scores, "not_measured": not_measured})
-        grid = opened(_plot_grid(result, folder / "grid.png"))
     problems = [
         p
         for c, images in result.images.items()
@@ -89,40 +85,15 @@ def disrupt_view(explorer: Explorer, result: DisruptResult, out: str | Path | No
 def disrupt_command(explorer: Explorer, result: DisruptResult) -> str:
     """The `ditlens disrupt` line that writes the same files."""
     config = result.config
-    return cli_command(
-        "disrupt",
-        explorer.model,
-        [
-            *[("--prompt", p) for p in config.prompts],
-            ("--seeds", config.seeds),
-            ("--ks", config.ks),
-            ("--rules", config.rules),
-            ("--factor", config.factor),
-            ("--draws", config.random_draws),
-            ("--statistic", config.statistic),
-            ("--window", list(config.steps) if config.steps else None),
-            *explorer.settings_options(config.generation),
-            *explorer.clip_option(),
-        ],
-    )
+    options = [("--ks", config.ks), ("--rules", config.rules), ("--factor", config.factor)]
+    options += [("--draws", config.random_draws), ("--statistic", config.statistic)]
+    options += [("--window", list(config.steps) if config.steps else None)]
+    return explorer.command("disrupt", config.prompts, config.seeds, options, config.generation, clip=True)
 
 
-def _plot_grid(result: DisruptResult, path: Path) -> Path:
-    """Rows: rule, columns: k, of the first image (random-k: its first draw), the unedited one first."""
-    rule_names, k_names, cells = result.grid_rows(0)
-    prompt, factor = result.config.prompts[0], result.config.factor
-    return plot_image_table(
-        [[result.baseline[0], *row] for row in cells],
-        path,
-        [f"{r}-k" for r in rule_names],
-        ["none"] + [f"k={k}" for k in k_names],
-        title=f"factor {factor:g} on the channels: {prompt}" if len(prompt) < 90 else "",
-    )
-
-
-def disrupt_tab(page: Page) -> None:
+def layout(page: Page) -> None:
+    """The tab's inputs and outputs, under its ABOUT line, and its handlers."""
     gr, explorer = page.gr, page.explorer
-    gr.Markdown("Zero (or scale) the top-k channels against bottom-k and random-k controls, with identical noise.")
     with gr.Row():
         with gr.Column(scale=1):
             # two prompts: the built-in model's fidelity and Frechet distance need two images at least
@@ -147,21 +118,12 @@ def disrupt_tab(page: Page) -> None:
         def step(i: int, n: int, label: str) -> None:
             progress((i, n), desc=f"condition {label}")
 
-        settings = generation_settings(v[steps], v[guidance])
         folder = page.downloads.folder("disrupt")
+        prompt_list, seed_list, settings = parse_generation(v[prompts], v[seeds], v[steps], v[guidance])
+        window = parse_window(v[start], v[stop], explorer.num_steps(settings))
+        edit = (v[ks], v[rules], v[factor], v[draws], v[statistic])
         view = explorer.disrupt(
-            parse_prompts(v[prompts]),
-            parse_seeds(v[seeds]),
-            v[ks],
-            v[rules],
-            v[factor],
-            v[draws],
-            v[statistic],
-            settings,
-            parse_window(v[start], v[stop], explorer.num_steps(settings)),
-            progress=step,
-            cancel=cancel,
-            out=folder,
+            prompt_list, seed_list, *edit, settings, window, progress=step, cancel=cancel, out=folder
         )
         status = result_status(f"{len(view.table)} conditions generated.", view.problems, len(view.table), "condition")
         return (view.grid, view.curve, *page.finished(view, folder, status))

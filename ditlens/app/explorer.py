@@ -37,6 +37,7 @@ from ..segment import RULES as SEGMENT_RULES
 from ..segment import SegmentConfig, segment_generated
 from ..transport import TransportConfig, transport_image, transport_text
 from .disrupt_tab import DisruptView, disrupt_view
+from .downloads import cli_command
 from .find_tab import FindView, find_view
 from .limits import Limits, plural
 from .segment_tab import SegmentView, overlays, segment_view
@@ -148,6 +149,13 @@ class Explorer:
         limits.check_seeds([request.target_seed], "target seed")
         self.check_k(request.config.k)
 
+    def check_source(self, source: str, target: str) -> list[str]:
+        """A text-conditioned transport's two prompts; no notes for the page."""
+        self.limits.check_prompts([source], "source prompt")
+        self.limits.check_prompts([target], "target prompt")
+        self.check_prompts([source, target])
+        return []
+
     def check_reference(self, request: TransportRequest, reference: str | Path) -> list[str]:
         """An image-conditioned transport's target, reference image and caption; the notes the
         page shows of a reference without a caption."""
@@ -199,7 +207,7 @@ class Explorer:
         not_measured += [m for m in scorers.not_measured() if not (self.builtin and "built-in" in m)]
         return scorers, not_measured
 
-    # ---- the command lines' options that every tab shares ----------------------------------
+    # ---- the command line that writes a run's files ----------------------------------------
 
     def settings_options(self, settings: GenerationSettings) -> list[tuple[str, Any]]:
         return [
@@ -211,6 +219,20 @@ class Explorer:
 
     def clip_option(self) -> list[tuple[str, Any]]:
         return [("--clip", self.clip_path)]
+
+    def command(
+        self,
+        name: str,
+        prompts: list[str],
+        seeds: list[int],
+        options: list[tuple[str, Any]],
+        settings: GenerationSettings,
+        clip: bool = False,
+    ) -> str:
+        """The `ditlens NAME` line that writes a run's files: each prompt, the seeds, `options`,
+        the generation settings and, for a tab scored with CLIP (`clip`), the CLIP folder."""
+        given = [*(("--prompt", p) for p in prompts), ("--seeds", seeds), *options, *self.settings_options(settings)]
+        return cli_command(name, self.model, given + (self.clip_option() if clip else []))
 
     # ---- one job at a time on the model ----------------------------------------------------
 
@@ -362,6 +384,7 @@ class Explorer:
             raise ValueError("Give either a source prompt or a reference image.")
         request = TransportRequest(target, config, source, reference, reference_prompt, strip, source_seed, target_seed)
         self.check_transport(request)
+        alphas = request.alphas
         if reference is not None:
             notes = self.check_reference(request, reference)
             image, resized = load_image(reference, image_size(self.pipe, config.generation))  # to the model's size
@@ -369,27 +392,12 @@ class Explorer:
                 notes.insert(0, f"The reference image was resized from {resized.split(' from ')[-1]}.")
             with self.job(cancel):
                 result = transport_image(
-                    self.pipe,
-                    image,
-                    target,
-                    config,
-                    reference_prompt=reference_prompt,
-                    alphas=request.alphas,
-                    seed=target_seed,
+                    self.pipe, image, target, config, reference_prompt=reference_prompt, alphas=alphas, seed=target_seed
                 )
         elif source is not None:  # always, where there is no reference (checked above)
-            self.limits.check_prompts([source], "source prompt")
-            self.limits.check_prompts([target], "target prompt")
-            self.check_prompts([source, target])
-            notes = []
+            notes = self.check_source(source, target)
             with self.job(cancel):
                 result = transport_text(
-                    self.pipe,
-                    source,
-                    target,
-                    config,
-                    alphas=request.alphas,
-                    source_seed=source_seed,
-                    target_seed=target_seed,
+                    self.pipe, source, target, config, alphas=alphas, source_seed=source_seed, target_seed=target_seed
                 )
         return transport_view(self, result, request, notes, out)

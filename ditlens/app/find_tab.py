@@ -16,8 +16,8 @@ from ..find import FindResult
 from ..generation import GenerationSettings
 from ..reporting.plots import image_grid, plot_channel_atlas, plot_magnitude_surface, plot_top_vs_median
 from .degenerate import degenerate_images
-from .downloads import cli_command, run_files
-from .inputs import generation_settings, parse_prompts, parse_seeds
+from .downloads import run_files
+from .inputs import parse_generation
 from .pictures import DISPLAY_PIXELS, as_tensor, opened
 from .status import result_status
 from .tables import FIND_HEADERS, find_table
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .explorer import Explorer
 
 MAX_MARKED = 8  # top channels marked on the magnitude surface: more labels would cover the walls
+
+ABOUT = "Record the channel statistics of every site and step and find the massive channels."
 
 
 @dataclass
@@ -72,20 +74,9 @@ def find_view(explorer: Explorer, result: FindResult, settings: GenerationSettin
 
 def find_command(explorer: Explorer, result: FindResult, settings: GenerationSettings) -> str:
     """The `ditlens find` line that writes the same files."""
-    config = result.config
-    return cli_command(
-        "find",
-        explorer.model,
-        [
-            *[("--prompt", p) for p in config.prompts],
-            ("--seeds", config.seeds),
-            ("--k", config.k),
-            ("--statistic", config.statistic),
-            ("--site", result.stats.meta["surface_site"]),
-            ("--step", config.surface_step),
-            *explorer.settings_options(settings),
-        ],
-    )
+    config, site = result.config, result.stats.meta["surface_site"]
+    options = [("--k", config.k), ("--statistic", config.statistic), ("--site", site), ("--step", config.surface_step)]
+    return explorer.command("find", config.prompts, config.seeds, options, settings)
 
 
 def _find_pictures(
@@ -107,9 +98,9 @@ def _find_pictures(
     return top_vs_median, atlas, surface, images
 
 
-def find_tab(page: Page) -> None:
+def layout(page: Page) -> None:
+    """The tab's inputs and outputs, under its ABOUT line, and its handlers."""
     gr, explorer = page.gr, page.explorer
-    gr.Markdown("Record the channel statistics of every site and step and find the massive channels.")
     with gr.Row():
         with gr.Column(scale=1):
             prompts, seeds = page.prompts_box("find"), page.seeds_box("find")
@@ -136,16 +127,10 @@ def find_tab(page: Page) -> None:
     def run_find(v: dict, progress: Any, cancel: threading.Event) -> tuple:
         progress(0, desc="generating")
         folder = page.downloads.folder("find")
+        prompt_list, seed_list, settings = parse_generation(v[prompts], v[seeds], v[steps], v[guidance])
+        surface_step = None if v[step] is None or v[step] < 0 else int(v[step])  # -1: the middle step
         view = explorer.find(
-            parse_prompts(v[prompts]),
-            parse_seeds(v[seeds]),
-            v[k],
-            v[statistic],
-            generation_settings(v[steps], v[guidance]),
-            v[site],
-            None if v[step] is None or v[step] < 0 else int(v[step]),
-            cancel=cancel,
-            out=folder,
+            prompt_list, seed_list, v[k], v[statistic], settings, v[site], surface_step, cancel=cancel, out=folder
         )
         summary = f"{len(view.table)} sites recorded; the surface shows step {view.surface_step}."
         status = result_status(summary, view.problems, len(view.result.images), "image")

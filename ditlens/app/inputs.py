@@ -48,6 +48,13 @@ def generation_settings(steps: float | None, guidance: float | None) -> Generati
     return settings
 
 
+def parse_generation(
+    prompts: str | None, seeds: str | None, steps: float | None, guidance: float | None
+) -> tuple[list[str], list[int], GenerationSettings]:
+    """The boxes every generating tab has: (prompts, seeds, settings)."""
+    return parse_prompts(prompts), parse_seeds(seeds), generation_settings(steps, guidance)
+
+
 def parse_window(start: float | None, stop: float | None, num_steps: int | None) -> tuple[int, int] | None:
     """[start, stop) in steps; blank or 0 stop means "to the last step"; 0 and 0 (or blank): every step."""
     start = 0 if start is None else start

@@ -11,12 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .disrupt_tab import disrupt_tab
+from . import disrupt_tab, find_tab, segment_tab, transport_tab
 from .explorer import Explorer
-from .find_tab import find_tab
 from .limits import Limits
-from .segment_tab import segment_tab
-from .transport_tab import transport_tab
 from .widgets import Page
 
 CSS = """
@@ -28,6 +25,7 @@ CSS = """
 #transport-result img {image-rendering: pixelated}  /* small images upscaled: crisp pixels */
 """
 
+# one module per tab, each with ABOUT (the line under the tab's title) and layout(page)
 TABS = {"find": find_tab, "disrupt": disrupt_tab, "segment": segment_tab, "transport": transport_tab}
 
 
@@ -49,7 +47,8 @@ def build_app(explorer: Explorer) -> Any:
                 gr.Markdown(f"Prompts follow a small grammar: `{GRAMMAR}`\n\nWords: {', '.join(vocabulary())}")
         for name, tab in TABS.items():
             with gr.Tab(name, id=name):
-                tab(page)
+                gr.Markdown(tab.ABOUT)
+                tab.layout(page)
     # one job at a time on the model (each tab's events share one concurrency slot); at most
     # `limits.queue` requests wait, and the page says "busy, try again" to the next one
     return app.queue(max_size=explorer.limits.queue, default_concurrency_limit=1)

@@ -18,8 +18,8 @@ from ..reporting.verdicts import segment_summary
 from ..segment import RULES as SEGMENT_RULES
 from ..segment import MaskScores, SegmentConfig, SegmentResult
 from .degenerate import degenerate_images
-from .downloads import cli_command, run_files
-from .inputs import generation_settings, parse_prompts, parse_seeds
+from .downloads import run_files
+from .inputs import parse_generation
 from .limits import Kept, plural
 from .pictures import opened, picture
 from .status import guard, result_status, status_html
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .explorer import Explorer
 
 MAX_OVERLAY_ROWS = 8  # overlays of more images would not fit a screen (the CLI's default too)
+
+ABOUT = "K=2 masks from the massive channels at every site and step, against bottom-k, random-k and all channels."
 
 
 @dataclass
@@ -113,21 +115,9 @@ def _verdict(scores: dict[str, MaskScores], k: int, n_images: int) -> str:
 
 def segment_command(explorer: Explorer, config: SegmentConfig, site: str, step: int) -> str:
     """The `ditlens segment` line that writes the same files."""
-    return cli_command(
-        "segment",
-        explorer.model,
-        [
-            *[("--prompt", p) for p in config.prompts],
-            ("--seeds", config.seeds),
-            ("--k", config.k),
-            ("--rules", config.rules),
-            ("--statistic", config.statistic),
-            ("--foreground", config.foreground),
-            ("--site", site),
-            ("--step", step),
-            *explorer.settings_options(config.generation),
-        ],
-    )
+    options = [("--k", config.k), ("--rules", config.rules), ("--statistic", config.statistic)]
+    options += [("--foreground", config.foreground), ("--site", site), ("--step", step)]
+    return explorer.command("segment", config.prompts, config.seeds, options, config.generation)
 
 
 def overlays(view: SegmentView, site: str, step: int) -> Image.Image:
@@ -135,11 +125,9 @@ def overlays(view: SegmentView, site: str, step: int) -> Image.Image:
     return picture(lambda path: view.result.plot_overlays(path, site, step, view.truth, max_rows=MAX_OVERLAY_ROWS))
 
 
-def segment_tab(page: Page) -> None:
+def layout(page: Page) -> None:
+    """The tab's inputs and outputs, under its ABOUT line, and its handlers."""
     gr, explorer = page.gr, page.explorer
-    gr.Markdown(
-        "K=2 masks from the massive channels at every site and step, against bottom-k, random-k and all channels."
-    )
     # the last run's key in `results` (the server keeps the last few SegmentViews, for every
     # session together): the pickers redraw from it without generating
     kept = gr.State(None)
@@ -167,16 +155,9 @@ def segment_tab(page: Page) -> None:
     def run_segment(v: dict, progress: Any, cancel: threading.Event) -> tuple:
         progress(0, desc="generating")
         folder = page.downloads.folder("segment")
+        prompt_list, seed_list, settings = parse_generation(v[prompts], v[seeds], v[steps], v[guidance])
         view = explorer.segment(
-            parse_prompts(v[prompts]),
-            parse_seeds(v[seeds]),
-            v[k],
-            v[rules],
-            v[statistic],
-            generation_settings(v[steps], v[guidance]),
-            v[foreground],
-            cancel=cancel,
-            out=folder,
+            prompt_list, seed_list, v[k], v[rules], v[statistic], settings, v[foreground], cancel=cancel, out=folder
         )
         # the pickers keep the user's site where this model has it, and show the middle step
         sites = view.result.sites

@@ -6,6 +6,7 @@ tab out and runs `Explorer.transport` from it."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 MODES = ("two prompts", "reference image")
 APP_MASKS = ("source", "target", "union", "all")  # "user" needs a mask image: the CLI offers it
 STRIP_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the interpolation strip's frames
+
+ABOUT = (
+    "Move the source's massive activations (its top-k channels, on every token or under a K=2 mask) into the "
+    "target prompt's generation: alpha = 1 is the paper's full replacement, 0 the target alone."
+)
 
 
 @dataclass(frozen=True)
@@ -118,18 +124,10 @@ def transport_command(explorer: Explorer, request: TransportRequest) -> str:
         options = [("--reference", "source.png"), ("--reference-prompt", request.reference_prompt or None)]
     else:
         options = [("--source", request.source), ("--source-seed", request.source_seed)]
-    options += [
-        ("--target", request.target),
-        ("--target-seed", request.target_seed),
-        ("--k", config.k),
-        ("--mask", config.mask),
-        ("--foreground", config.foreground),
-        ("--streams", config.streams),
-        ("--statistic", config.statistic),
-        ("--window", list(config.steps) if config.steps else None),
-        *explorer.settings_options(config.generation),
-        *explorer.clip_option(),
-    ]
+    options += [("--target", request.target), ("--target-seed", request.target_seed), ("--k", config.k)]
+    options += [("--mask", config.mask), ("--foreground", config.foreground), ("--streams", config.streams)]
+    options += [("--statistic", config.statistic), ("--window", list(config.steps) if config.steps else None)]
+    options += explorer.settings_options(config.generation) + explorer.clip_option()
     if request.strip:  # --alpha too: it is in settings.json
         options += [("--over", "alpha"), ("--alphas", request.alphas), ("--alpha", request.alpha)]
         return cli_command("interpolate", explorer.model, options)
@@ -193,12 +191,9 @@ class TransportForm:
         return {getattr(self, f.name) for f in fields(self)}
 
 
-def transport_tab(page: Page) -> None:
+def layout(page: Page) -> None:
+    """The tab's inputs and outputs, under its ABOUT line, and its handlers."""
     gr = page.gr
-    gr.Markdown(
-        "Move the source's massive activations (its top-k channels, on every token or under a K=2 mask) into the "
-        "target prompt's generation: alpha = 1 is the paper's full replacement, 0 the target alone."
-    )
     with gr.Row():
         with gr.Column(scale=1):
             form = _transport_form(page)
@@ -307,28 +302,11 @@ def _run_form(explorer: Explorer, form: TransportForm, v: dict, cancel: threadin
     )
     target = parse_prompt(v[form.target], "target prompt")
     target_seed, strip = int(v[form.target_seed] or 0), bool(v[form.strip])
+    run = functools.partial(
+        explorer.transport, target, config, target_seed=target_seed, strip=strip, cancel=cancel, out=out
+    )
     if v[form.mode] == MODES[0]:
-        source, source_seed = parse_prompt(v[form.source], "source prompt"), int(v[form.source_seed] or 0)
-        return explorer.transport(
-            target,
-            config,
-            source=source,
-            source_seed=source_seed,
-            target_seed=target_seed,
-            strip=strip,
-            cancel=cancel,
-            out=out,
-        )
+        return run(source=parse_prompt(v[form.source], "source prompt"), source_seed=int(v[form.source_seed] or 0))
     if not v[form.reference]:
         raise ValueError("Upload a reference image (or switch the source to 'two prompts').")
-    caption = " ".join((v[form.caption] or "").split())
-    return explorer.transport(
-        target,
-        config,
-        reference=v[form.reference],
-        reference_prompt=caption,
-        target_seed=target_seed,
-        strip=strip,
-        cancel=cancel,
-        out=out,
-    )
+    return run(reference=v[form.reference], reference_prompt=" ".join((v[form.caption] or "").split()))
