@@ -1,5 +1,5 @@
-"""Shared helpers of the bench scripts: timing, peak memory, the machine line, ratio tables,
-and the models every script measures (the built-in transformer and a full-size FLUX.1).
+"""Shared helpers of the bench scripts: timing, peak memory, the machine line and ratio
+tables (the models they measure: bench/models.py).
 
 Each script prints, from ONE run: the command, the machine (with the load average, since the
 CPUs may be shared) and a table whose ratios compare ditlens to plain diffusers measured in
@@ -93,7 +93,8 @@ def print_footer() -> None:
     print(f"load average (1, 5, 15 min) at end: {load_average()}", flush=True)
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, device: bool = True) -> argparse.ArgumentParser:
+    """The options every script takes; `device`: also --device (scripts that run on one kind only take none)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run within a minute on CPU")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default: per script)")
@@ -102,7 +103,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default 1 on the CPU: see the note it prints)"
     )
+    if device:
+        parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     return parser
+
+
+def rounds(args: argparse.Namespace, quick: int, full: int, warmup: int) -> tuple[int, int]:
+    """(timed rounds, warm-up rounds): as asked, else the script's own (`quick` with --quick)."""
+    return args.repeats or (quick if args.quick else full), warmup if args.warmup is None else args.warmup
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -210,6 +218,9 @@ RATIO_LEGEND = (
 )
 
 
+PEAK_LEGEND = "peak: tensor bytes allocated above what was live before the call (weights and inputs excluded)"
+
+
 def min_ratio(case: Timing, base: Timing) -> float:
     """Ratio of the fastest samples: the runs least disturbed by other jobs (timeit's advice)."""
     return min(case.seconds) / min(base.seconds)
@@ -241,9 +252,10 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> int | None:
 
     Both after one unmeasured call that pays one-off allocations (without it, the first case
     measured reads lower on the CPU: 18.3 MB for a built-in generation, then 24.1 MB for the
-    very same call). CUDA: the caching allocator's own peak counter. CPU: torch.profiler's memory timeline, which follows every tensor's
-    creation and destruction; RSS deltas are no use here, since glibc keeps freed chunks and
-    reuses them without new page faults (they read 0 MB for a forward that allocates 70 MB)."""
+    very same call). CUDA: the caching allocator's own peak counter. CPU: torch.profiler's
+    memory timeline, which follows every tensor's creation and destruction; RSS deltas are no
+    use here, since glibc keeps freed chunks and reuses them without new page faults (they
+    read 0 MB for a forward that allocates 70 MB)."""
     gc.collect()
     if device.type == "cuda":
         fn()
@@ -332,6 +344,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def print_ratio_table(
+    columns: tuple[str, str, str],
+    scale: float,
+    timings: dict[str, Timing],
+    base: str,
+    peaks: dict[str, int | None],
+) -> None:
+    """One row per case: its median and spread (seconds x `scale`), its ratios to the case
+    `base` (paired, its error, CPU time, minima) and its peak memory; then the legends.
+    columns: the headers of the name, median and spread columns (e.g. "case", "median ms/step", "+/- ms")."""
+    b = timings[base]
+    rows = [
+        [
+            name,
+            t.median * scale,
+            t.spread * scale,
+            paired_ratio(t, b),
+            ratio_error(t, b),
+            paired_ratio(t, b, cpu=True),
+            min_ratio(t, b),
+            megabytes(peaks[name]),
+            memory_ratio(peaks[name], peaks[base]),
+        ]
+        for name, t in timings.items()
+    ]
+    ratios = ["paired ratio", "+/- s.e.", "CPU-time ratio", "ratio of minima", "peak MB", "peak ratio"]
+    print_table([*columns, *ratios], rows)
+    print(RATIO_LEGEND)
+    print(PEAK_LEGEND)
+
+
 def verdict(value: float, target: float, error: float = 0.0) -> str:
     """'meets' / 'MISSES' an upper bound; with a standard error, says when the two are closer
     than two of them (the measurement cannot tell)."""
@@ -342,178 +385,43 @@ def verdict(value: float, target: float, error: float = 0.0) -> str:
     return out
 
 
-# ---- models -------------------------------------------------------------------------------
-def randomise_(model: torch.nn.Module, std: float, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter in place with N(0, std) (norm weights 1 + N(0, std)), on the
-    parameters' own device: diffusers zero-initialises adaLN modulation and output layers,
-    which would make every block the identity and every statistic trivial."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            is_norm = "Norm" in type(module).__name__
-            for name, p in module.named_parameters(recurse=False):
-                p.normal_(0.0, std, generator=gen)
-                if is_norm and name == "weight":
-                    p.add_(1.0)
-    return model.eval()
+# ---- what the scripts time ----------------------------------------------------------------
+def transport_pair(
+    pipe: Any,
+    config: Any,
+    prompts: tuple[str, str],
+    seed: int,
+    embeds: dict[str, torch.Tensor] | None = None,
+    performance: Any = None,
+) -> None:
+    """ditlens' transport as the scripts time it: `transport_text(..., alphas=[1.0],
+    include_target=False)`, ONE batch [source, transported target] of seeds seed, seed + 1.
+    With a `performance` config, the same batch through `ditlens.hooks(..., performance=...)`,
+    since transport_text takes none: the same edits (`ditlens.transport._edits`), prompts,
+    seeds and pipeline arguments, and the images read back the same way."""
+    from ditlens.transport import transport_text
 
-
-@dataclass
-class FluxShape:
-    """Forward inputs of a `FluxTransformer2DModel`: batch rows, image grid and text length."""
-
-    batch: int
-    grid: int  # image tokens per side: N_img = grid**2
-    n_txt: int
-
-    @property
-    def n_img(self) -> int:
-        return self.grid * self.grid
-
-
-def flux_inputs(transformer: torch.nn.Module, shape: FluxShape, seed: int = 0) -> dict[str, Any]:
-    """The kwargs a FLUX pipeline passes to the transformer, sized from its config."""
-    cfg = transformer.config
-    param = next(transformer.parameters())
-    device, dtype = param.device, param.dtype
-    gen = torch.Generator(device=device).manual_seed(seed)
-    img_ids = torch.zeros(shape.grid, shape.grid, 3, device=device)
-    img_ids[..., 1] = torch.arange(shape.grid, device=device)[:, None]
-    img_ids[..., 2] = torch.arange(shape.grid, device=device)[None, :]
-    B = shape.batch
-    inputs = {
-        "hidden_states": torch.randn(B, shape.n_img, cfg.in_channels, generator=gen, device=device, dtype=dtype),
-        "encoder_hidden_states": torch.randn(
-            B, shape.n_txt, cfg.joint_attention_dim, generator=gen, device=device, dtype=dtype
-        ),
-        "pooled_projections": torch.randn(B, cfg.pooled_projection_dim, generator=gen, device=device, dtype=dtype),
-        "timestep": torch.full((B,), 0.5, device=device, dtype=dtype),  # pipelines pass sigma = t / 1000
-        "img_ids": img_ids.reshape(shape.n_img, 3).to(dtype),
-        "txt_ids": torch.zeros(shape.n_txt, 3, device=device, dtype=dtype),
-        "return_dict": False,
-    }
-    if cfg.guidance_embeds:
-        inputs["guidance"] = torch.full((B,), 3.5, device=device, dtype=dtype)
-    return inputs
-
-
-def builtin_pipeline(seed: int = 0) -> tuple[Any, str]:
-    """The built-in pipeline with its shipped weights, or, while none ship, the same
-    architecture (`ditlens.builtin.train.TrainConfig` defaults) with random weights."""
-    import diffusers
-
-    from ditlens.builtin import load_builtin
-
-    diffusers.utils.logging.set_verbosity_error()  # no accelerate hint or loading bars in bench output
-    diffusers.utils.logging.disable_progress_bar()
-    try:
-        return load_builtin(), "built-in pipeline, shipped weights"
-    except FileNotFoundError:
-        from ditlens.builtin.train import TrainConfig, build_pipeline
-
-        torch.manual_seed(seed)
-        pipe = build_pipeline(TrainConfig())
-        randomise_(pipe.transformer, std=0.02, seed=seed)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe.eval() if hasattr(pipe, "eval") else pipe, (
-            "built-in weights not shipped yet: built-in architecture (TrainConfig defaults) with random weights"
+    source, target = prompts
+    if performance is None:
+        transport_text(
+            pipe,
+            source,
+            target,
+            config,
+            alphas=[1.0],
+            source_seed=seed,
+            target_seed=seed + 1,
+            include_target=False,
+            prompt_embeds=embeds,
         )
+        return
+    import ditlens
+    from ditlens.generation import image_size
+    from ditlens.transport import _edits, _images
 
-
-def builtin_shape(pipe: Any, images: int = 8) -> FluxShape:
-    """One CFG step of `images` images: 2 x images rows, the pipeline's token grid and text length."""
-    grid = pipe.config.image_size // pipe.patch_size
-    return FluxShape(batch=2 * images, grid=grid, n_txt=pipe.text_encoder.config.max_length)
-
-
-def describe_transformer(t: torch.nn.Module) -> str:
-    c = t.config
-    params = sum(p.numel() for p in t.parameters())
-    p = next(t.parameters())
-    return (
-        f"FluxTransformer2DModel: {c.num_layers} double + {c.num_single_layers} single blocks, "
-        f"hidden {c.num_attention_heads * c.attention_head_dim} ({c.num_attention_heads} heads x "
-        f"{c.attention_head_dim}), in_channels {c.in_channels}, {params / 1e6:.1f} M parameters, {p.dtype}, {p.device}"
-    )
-
-
-#: FLUX.1 [dev] transformer config (black-forest-labs/FLUX.1-dev, transformer/config.json)
-FLUX1_CONFIG: dict[str, Any] = dict(
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
-#: 1024 x 1024 images: 128 x 128 latents packed 2 x 2 -> 64 x 64 tokens; T5 at 512 tokens
-FLUX1_SHAPE = FluxShape(batch=1, grid=64, n_txt=512)
-
-
-def flux_full_transformer(
-    device: torch.device, dtype: torch.dtype = torch.bfloat16, seed: int = 0, **overrides: Any
-) -> torch.nn.Module:
-    """The real FLUX.1 transformer size with random weights, built directly on `device`
-    in `dtype` (no fp32 copy on the host: 12 B parameters would take minutes there).
-    `overrides` change the config, e.g. `num_layers=1, num_single_layers=1` for one block of each kind."""
-    from diffusers import FluxTransformer2DModel
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = FluxTransformer2DModel(**(FLUX1_CONFIG | overrides))
-    finally:
-        torch.set_default_dtype(previous)
-    return randomise_(model, std=0.02, seed=seed)
-
-
-def flux_full_pipeline(device: torch.device, seed: int = 0, **overrides: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    """A real `FluxPipeline` around `flux_full_transformer` (bf16, on `device`) with a small
-    random VAE of FLUX's latent layout (16 channels, 8x down) and no text encoders, plus
-    random T5/CLIP-sized prompt embeddings for 2 prompts (512 tokens): the pipeline's own
-    denoising loop at FLUX.1 size, where the transformer is nearly all of the cost."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        latent_channels=16,
-        norm_num_groups=4,
-        layers_per_block=1,
-        shift_factor=0.0,
-        scaling_factor=1.0,
-    ).to(device, torch.bfloat16)
-    transformer = flux_full_transformer(device, torch.bfloat16, seed, **overrides)
-    pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        transformer=transformer,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    gen = torch.Generator(device=device).manual_seed(100 + seed)
-    cfg = transformer.config
-    embeds = {
-        "prompt_embeds": torch.randn(
-            2, FLUX1_SHAPE.n_txt, cfg.joint_attention_dim, generator=gen, device=device, dtype=torch.bfloat16
-        ),
-        "pooled_prompt_embeds": torch.randn(
-            2, cfg.pooled_projection_dim, generator=gen, device=device, dtype=torch.bfloat16
-        ),
-    }
-    return pipe, embeds
-
-
-def require_cuda(device: torch.device, what: str) -> None:
-    if device.type != "cuda":
-        raise SystemExit(f"{what} needs a CUDA GPU (FLUX.1 size: 12 B parameters in bf16); see bench/gpu_all.sh.")
+    prompt_args = embeds if embeds is not None else {"prompt": [source, target]}
+    edits = _edits(config, [1.0], 1, 2, None, image_size(pipe, config.generation))
+    generators = [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)]
+    with ditlens.hooks(pipe, edits=edits, performance=performance):
+        kwargs = config.generation.kwargs(pipe, 2, prompt_args)
+        _images(pipe(**prompt_args, generator=generators, output_type="pt", **kwargs))

@@ -59,7 +59,7 @@ step() {  # step LIMIT_S SCRIPT ARGS...: run one bench script within LIMIT_S and
     exit 1
   }
   "$PY" -c "import nnsight; print('nnsight', nnsight.__version__)" 2>/dev/null || echo "nnsight: not installed (optional)"
-  step 90 -m pytest -q -p no:cacheprovider tests/test_masks.py  # CUDA-graph clustering equals the eager kernels
+  step 90 -m pytest -q -p no:cacheprovider tests/test_masks.py tests/test_cuda_graphs.py  # CUDA graphs equal the eager kernels
   step 80 bench/mask_cost.py --size flux-full
   step 80 bench/recording_overhead.py --model flux-full --repeats 10
   step 110 bench/transport_cost.py --pipeline flux-full

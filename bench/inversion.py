@@ -27,7 +27,6 @@ def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--n", type=int, default=8, help="renders (default 8)")
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 16, 32], help="Euler steps (default 8 16 32)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda where there is one)")
     args = parser.parse_args()
     device = common.pick_device(args.device)
     notes = common.apply_threads(args.threads, device)

@@ -23,29 +23,30 @@ import time
 from typing import Any
 
 import common
+import models
 import torch
 
 import ditlens
-from ditlens import masks
 from ditlens.core.channels import TopK
 from ditlens.core.masks import foreground_tokens
+from ditlens.core.performance import PerformanceConfig
 from ditlens.transport import TransportConfig
 
 
 def build(size: str, device: torch.device, rows: int, seed: int) -> tuple[torch.nn.Module, dict, list[str]]:
     if size == "builtin":
-        pipe, note = common.builtin_pipeline(seed)
+        pipe, note = models.builtin_pipeline(seed)
         transformer = pipe.transformer.to(device)
-        grid, n_txt = common.builtin_shape(pipe).grid, pipe.text_encoder.config.max_length
+        grid, n_txt = models.builtin_shape(pipe).grid, pipe.text_encoder.config.max_length
         notes = [note]
     else:
-        common.require_cuda(device, "--size flux-full")
-        transformer = common.flux_full_transformer(device, torch.bfloat16, seed, num_layers=1, num_single_layers=1)
-        grid, n_txt = common.FLUX1_SHAPE.grid, common.FLUX1_SHAPE.n_txt
+        models.require_cuda(device, "--size flux-full")
+        transformer = models.flux_full_transformer(device, torch.bfloat16, seed, num_layers=1, num_single_layers=1)
+        grid, n_txt = models.FLUX1_SHAPE.grid, models.FLUX1_SHAPE.n_txt
         notes = ["FLUX.1 blocks (hidden 3072, 24 heads x 128), random bf16 weights, one double + one single block"]
-    shape = common.FluxShape(batch=rows, grid=grid, n_txt=n_txt)
-    notes.append(f"{rows} rows, {shape.n_img} image + {n_txt} text tokens; {common.describe_transformer(transformer)}")
-    return transformer, common.flux_inputs(transformer, shape, seed), notes
+    shape = models.FluxShape(batch=rows, grid=grid, n_txt=n_txt)
+    notes.append(f"{rows} rows, {shape.n_img} image + {n_txt} text tokens; {models.describe_transformer(transformer)}")
+    return transformer, models.flux_inputs(transformer, shape, seed), notes
 
 
 def capture_blocks(transformer: torch.nn.Module, inputs: dict) -> tuple[dict[str, tuple], torch.Tensor]:
@@ -72,7 +73,6 @@ def capture_blocks(transformer: torch.nn.Module, inputs: dict) -> tuple[dict[str
 def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--size", choices=["builtin", "flux-full"], default="builtin")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument(
         "--k",
         type=int,
@@ -90,58 +90,60 @@ def main() -> None:
     thread_notes = common.apply_threads(args.threads, device)
     on_gpu = device.type == "cuda"
     rows = args.rows or (4 if args.size == "builtin" else 2)
-    repeats = args.repeats or ((10 if args.quick else 50) if on_gpu else (5 if args.quick else 15))
-    warmup = args.warmup if args.warmup is not None else 3
+    repeats, warmup = common.rounds(args, quick=10 if on_gpu else 5, full=50 if on_gpu else 15, warmup=3)
     torch.manual_seed(args.seed)
 
     transformer, inputs, notes = build(args.size, device, rows, args.seed)
     notes += thread_notes + [f"k = {args.k}; {repeats} timed rounds after {warmup} warm-up round(s); medians"]
     common.print_header(f"K=2 mask cost per site and step ({args.size})", device, notes)
-
     with torch.inference_mode():
         calls, img = capture_blocks(transformer, inputs)
-        selector = TopK(args.k)
-        channels = selector.channel_indices(img)
-
-        def block(name: str) -> Any:
-            module, a, kw = calls[name]
-            return lambda: module(*a, **kw)
-
-        def variant(graphs: bool, compiled: bool) -> Any:
-            def run() -> torch.Tensor:
-                masks.CUDA_GRAPHS, masks.COMPILE_ON_CUDA = graphs, compiled
-                try:
-                    return foreground_tokens(img, channels)
-                finally:
-                    masks.CUDA_GRAPHS, masks.COMPILE_ON_CUDA = True, True
-
-            return run
-
-        if on_gpu:  # the first call compiles and captures: once per shape, timed here on its own
-            t0 = time.perf_counter()
-            foreground_tokens(img, channels)
-            torch.cuda.synchronize(device)
-            print(f"first call on this shape (torch.compile + CUDA graph capture): {time.perf_counter() - t0:.1f} s")
-        graphed = " (compiled, one CUDA graph replay)" if on_gpu else ""
-        cases = {
-            f"mask: TopK({args.k}).channel_indices + foreground_tokens": lambda: foreground_tokens(
-                img, selector.channel_indices(img)
-            ),
-            f"  of which TopK({args.k}).channel_indices (channel selection)": lambda: selector.channel_indices(img),
-            f"  of which foreground_tokens (gather, normalise, k-means){graphed}": lambda: foreground_tokens(
-                img, channels
-            ),
-        }
-        if on_gpu:
-            cases["  foreground_tokens, CUDA graph of the eager kernels (no compile)"] = variant(True, False)
-            cases["  foreground_tokens, eager kernels (no graph)"] = variant(False, False)
-        cases |= {
-            "one double-stream block forward": block("transformer_blocks"),
-            "one single-stream block forward": block("single_transformer_blocks"),
-        }
+        cases = make_cases(calls, img, args.k, device)
         timings = common.time_interleaved(cases, device, repeats, warmup)
+    print_results(timings, img, on_gpu and args.size == "flux-full")
+    common.print_footer()
 
-    mask_name = next(iter(cases))
+
+def make_cases(calls: dict[str, tuple], img: torch.Tensor, k: int, device: torch.device) -> dict[str, Any]:
+    """The mask (selection + clustering), each part alone, on a GPU the clustering without its
+    compile and without its graph, and the two block forwards it is measured against."""
+    selector = TopK(k)
+    channels = selector.channel_indices(img)
+    on_gpu = device.type == "cuda"
+
+    def block(name: str) -> Any:
+        module, a, kw = calls[name]
+        return lambda: module(*a, **kw)
+
+    def variant(performance: PerformanceConfig) -> Any:
+        return lambda: foreground_tokens(img, channels, performance=performance)
+
+    if on_gpu:  # the first call compiles and captures: once per shape, timed here on its own
+        t0 = time.perf_counter()
+        foreground_tokens(img, channels)
+        torch.cuda.synchronize(device)
+        print(f"first call on this shape (torch.compile + CUDA graph capture): {time.perf_counter() - t0:.1f} s")
+    graphed = " (compiled, one CUDA graph replay)" if on_gpu else ""
+    cases = {
+        f"mask: TopK({k}).channel_indices + foreground_tokens": lambda: foreground_tokens(
+            img, selector.channel_indices(img)
+        ),
+        f"  of which TopK({k}).channel_indices (channel selection)": lambda: selector.channel_indices(img),
+        f"  of which foreground_tokens (gather, normalise, k-means){graphed}": lambda: foreground_tokens(img, channels),
+    }
+    if on_gpu:
+        cases["  foreground_tokens, CUDA graph of the eager kernels (no compile)"] = variant(
+            PerformanceConfig(compile_clustering=False)
+        )
+        cases["  foreground_tokens, eager kernels (no graph)"] = variant(PerformanceConfig(cuda_graphs=False))
+    return cases | {
+        "one double-stream block forward": block("transformer_blocks"),
+        "one single-stream block forward": block("single_transformer_blocks"),
+    }
+
+
+def print_results(timings: dict[str, common.Timing], img: torch.Tensor, with_target: bool) -> None:
+    mask_name = next(iter(timings))
     double = timings["one double-stream block forward"].median
     single = timings["one single-stream block forward"].median
     rows_out = [[n, t.median * 1e3, t.spread * 1e3, t.median / double, t.median / single] for n, t in timings.items()]
@@ -151,10 +153,9 @@ def main() -> None:
     line = (
         f"RESULT K=2 mask: {mask_ms:.3f} ms per site and step = x{mask_ms / 1e3 / double:.3f} of a double block forward"
     )
-    if on_gpu and args.size == "flux-full":
+    if with_target:
         line += f" -> {common.verdict(mask_ms, 1.0)} ms"
     print(line)
-    common.print_footer()
 
 
 if __name__ == "__main__":

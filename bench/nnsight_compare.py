@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import common
+import models
 import torch
 from recording_overhead import load_model
 
@@ -131,7 +132,6 @@ def make_cases(
 def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--model", choices=["builtin", "flux-full"], default="builtin")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument(
         "--images", type=int, default=None, help="built-in model: images per CFG step (default 8, --quick 2)"
     )
@@ -139,8 +139,7 @@ def main() -> None:
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)
     on_gpu = device.type == "cuda"
-    repeats = args.repeats or ((5 if args.quick else 20) if on_gpu else (3 if args.quick else 7))
-    warmup = args.warmup if args.warmup is not None else (3 if on_gpu else 1)
+    repeats, warmup = common.rounds(args, quick=5 if on_gpu else 3, full=20 if on_gpu else 7, warmup=3 if on_gpu else 1)
     images = args.images or (2 if args.quick else 8)
     torch.manual_seed(args.seed)
 
@@ -151,59 +150,58 @@ def main() -> None:
         nn_model = wrap_nnsight(transformer)
         cases = make_cases(transformer, nn_model, inputs, notes)
         # fixed cost per forward: the same recording on a 1-row, 16 + 8 token input
-        small = common.flux_inputs(transformer, common.FluxShape(batch=1, grid=4, n_txt=8), args.seed)
+        small = models.flux_inputs(transformer, models.FluxShape(batch=1, grid=4, n_txt=8), args.seed)
         small_cases = make_cases(transformer, nn_model, small, notes)
         common.print_header(f"the same recording: ditlens vs nnsight vs naive hooks ({args.model})", device, notes)
-
-        reference = cases[DITLENS]()
-        for name, fn in list(cases.items())[2:]:
-            got = fn()
-            diff = (got.float() - reference.float()).abs().max().item()
-            scale = reference.float().abs().max().item()
-            print(f"check: {name} matches ditlens' statistics: max |difference| {diff:.3g} (values up to {scale:.3g})")
-        print()
+        check_same_statistics(cases)
         timings = common.time_interleaved(cases, device, repeats, warmup)
-        small_timings = common.time_interleaved(
-            small_cases, device, 15 * repeats, warmup + 2
-        )  # short calls: many rounds
+        small_timings = common.time_interleaved(small_cases, device, 15 * repeats, warmup + 2)  # short calls
         peaks = {name: common.peak_memory(fn, device) for name, fn in cases.items()}
 
-    base, ditlens_name = PLAIN, DITLENS
     print(f"## One step at the benchmark size: {notes[1] if len(notes) > 1 else ''}")
-    rows = []
-    for name, t in timings.items():
-        rows.append(
-            [
-                name,
-                t.median * 1e3,
-                t.spread * 1e3,
-                common.paired_ratio(t, timings[base]),
-                common.paired_ratio(t, timings[ditlens_name]),
-                common.ratio_error(t, timings[ditlens_name]),
-                common.paired_ratio(t, timings[ditlens_name], cpu=True),
-                common.min_ratio(t, timings[ditlens_name]),
-                common.megabytes(peaks[name]),
-            ]
-        )
-    common.print_table(
+    print_step_table(timings, peaks)
+    print("## Fixed cost per forward: the same recording on a 1-row input of 16 image + 8 text tokens")
+    print_fixed_cost_table(small_timings)
+    print_verdicts(timings, small_timings, peaks)
+    common.print_footer()
+
+
+def check_same_statistics(cases: dict[str, Callable[[], Any]]) -> None:
+    """Every method's statistics next to ditlens' (the first two cases are plain and ditlens)."""
+    reference = cases[DITLENS]()
+    for name, fn in list(cases.items())[2:]:
+        got = fn()
+        diff = (got.float() - reference.float()).abs().max().item()
+        scale = reference.float().abs().max().item()
+        print(f"check: {name} matches ditlens' statistics: max |difference| {diff:.3g} (values up to {scale:.3g})")
+    print()
+
+
+def print_step_table(timings: dict[str, common.Timing], peaks: dict[str, int | None]) -> None:
+    plain, ours = timings[PLAIN], timings[DITLENS]
+    rows = [
         [
-            "method",
-            "median ms/step",
-            "+/- ms",
-            "x plain",
-            "x ditlens",
-            "+/- s.e.",
-            "x ditlens CPU time",
-            "x ditlens minima",
-            "peak MB",
-        ],
-        rows,
-    )
+            name,
+            t.median * 1e3,
+            t.spread * 1e3,
+            common.paired_ratio(t, plain),
+            common.paired_ratio(t, ours),
+            common.ratio_error(t, ours),
+            common.paired_ratio(t, ours, cpu=True),
+            common.min_ratio(t, ours),
+            common.megabytes(peaks[name]),
+        ]
+        for name, t in timings.items()
+    ]
+    headers = ["method", "median ms/step", "+/- ms", "x plain", "x ditlens", "+/- s.e."]
+    common.print_table([*headers, "x ditlens CPU time", "x ditlens minima", "peak MB"], rows)
     print("x plain, x ditlens: paired ratios, the median over rounds of the within-round ratio; +/- s.e.: the")
     print("standard error of 'x ditlens'; minima: fastest sample over ditlens' fastest sample")
     print("peak: tensor bytes allocated above weights and inputs during one step")
     print()
-    print("## Fixed cost per forward: the same recording on a 1-row input of 16 image + 8 text tokens")
+
+
+def print_fixed_cost_table(small_timings: dict[str, common.Timing]) -> None:
     plain_small = small_timings[PLAIN]
     rows = [
         [
@@ -217,16 +215,21 @@ def main() -> None:
         for n, t in small_timings.items()
     ]
     common.print_table(["method", "median ms/call", "+/- ms", "ms above plain", "x plain", "+/- s.e."], rows)
-    for name in cases:
+
+
+def print_verdicts(
+    timings: dict[str, common.Timing], small_timings: dict[str, common.Timing], peaks: dict[str, int | None]
+) -> None:
+    for name in timings:
         if name.startswith("nnsight"):
-            ratio = common.paired_ratio(timings[name], timings[ditlens_name])
-            error = common.ratio_error(timings[name], timings[ditlens_name])
+            ratio = common.paired_ratio(timings[name], timings[DITLENS])
+            error = common.ratio_error(timings[name], timings[DITLENS])
             resolved = abs(ratio - 1) >= 2 * error
             word = ("faster" if ratio > 1 else "NOT faster") if resolved else "not resolved (within 2 s.e. of 1)"
             print(f"RESULT nnsight / ditlens for the same recording: x{ratio:.3f} +/- {error:.3f} -> ditlens is {word}")
-    for name in small_cases:
+    plain_ms = small_timings[PLAIN].median * 1e3
+    for name in small_timings:
         if name.startswith("nnsight"):
-            plain_ms = small_timings[PLAIN].median * 1e3
             extra = {
                 n: (common.paired_ratio(small_timings[n], small_timings[PLAIN]) - 1) * plain_ms for n in (name, DITLENS)
             }
@@ -235,11 +238,10 @@ def main() -> None:
                 f"RESULT fixed cost per forward: nnsight {extra[name]:.2f} +/- {error[name]:.2f} ms, "
                 f"ditlens {extra[DITLENS]:.2f} +/- {error[DITLENS]:.2f} ms"
             )
-    naive = common.paired_ratio(timings[NAIVE], timings[ditlens_name])
-    memory = common.memory_ratio(peaks[NAIVE], peaks[ditlens_name])
+    naive = common.paired_ratio(timings[NAIVE], timings[DITLENS])
+    memory = common.memory_ratio(peaks[NAIVE], peaks[DITLENS])
     memory = f"x{memory:.2f}" if isinstance(memory, float) else memory
     print(f"RESULT naive hooks / ditlens: x{naive:.3f} time, {memory} peak memory")
-    common.print_footer()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ plain offloaded generation, at FLUX.1 size on the GPU.
 
     python3 bench/offload.py                  # CUDA; needs accelerate (diffusers' offload uses it)
 
-The pipeline is `common.flux_full_pipeline` (FLUX.1 transformer with random bf16 weights,
+The pipeline is `models.flux_full_pipeline` (FLUX.1 transformer with random bf16 weights,
 small VAE, precomputed embeddings), one 1024x1024 image, 2 steps. Two offload modes, each
 timed as plain diffusers vs the same call inside `ditlens.hooks(pipe, record=True)`:
 
@@ -19,6 +19,7 @@ statistics with a run without offload.
 from __future__ import annotations
 
 import common
+import models
 import torch
 
 import ditlens
@@ -28,24 +29,25 @@ TARGET = 1.03  # issue 6's GPU target for recording, offloaded or not
 
 
 def main() -> None:
-    parser = common.base_parser(__doc__)
+    parser = common.base_parser(__doc__, device=False)
     parser.add_argument("--steps", type=int, default=2, help="denoising steps per generation (default 2)")
     parser.add_argument(
         "--modes", nargs="+", choices=["model", "group"], default=["model", "group"], help="offload modes to run"
     )
     args = parser.parse_args()
     device = common.pick_device("cuda")
-    common.require_cuda(device, "bench/offload.py")
+    models.require_cuda(device, "bench/offload.py")
     # each offloaded call moves the 24 GB transformer over PCIe: few rounds; the check's call warms up
     repeats, warmup = args.repeats or 2, 0 if args.warmup is None else args.warmup
-    pipe, embeds = common.flux_full_pipeline(device, args.seed)
+    pipe, embeds = models.flux_full_pipeline(device, args.seed)
     one = {name: value[:1] for name, value in embeds.items()}
     kwargs = dict(height=1024, width=1024, num_inference_steps=args.steps, guidance_scale=3.5, output_type="pt")
     common.print_header(
         "recording under CPU offload (flux-full pipeline)",
         device,
         [
-            "FluxPipeline with the FLUX.1 [dev] transformer (random bf16 weights), a small random VAE, precomputed embeddings",
+            "FluxPipeline with the FLUX.1 [dev] transformer (random bf16 weights), a small random VAE, "
+            "precomputed embeddings",
             f"1 image, 1024x1024, {args.steps} steps; {repeats} timed rounds after {warmup} warm-up round(s); medians",
         ],
     )

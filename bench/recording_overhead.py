@@ -21,11 +21,13 @@ the full model costs as much as the first compile).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import time
 from typing import Any
 
 import common
+import models
 import torch
 
 import ditlens
@@ -34,6 +36,9 @@ from ditlens.core.channels import STATISTICS, channel_statistic
 from ditlens.core.record import Recorder
 
 TARGET = {"cpu": 1.10, "cuda": 1.03}
+PLAIN = "plain diffusers"
+DEFAULT = "ditlens record (default: img, 3 statistics, fp32)"
+COMPILED_HOOKED = "compiled: ditlens record (hooks before compile)"
 
 
 def load_model(
@@ -42,20 +47,20 @@ def load_model(
     """The transformer, its forward inputs and notes for the header. `blocks`: flux-full with
     (double, single) blocks instead of FLUX.1's (19, 38), same width."""
     if name == "builtin":
-        pipe, note = common.builtin_pipeline(seed)
+        pipe, note = models.builtin_pipeline(seed)
         transformer = pipe.transformer.to(device)
-        shape = common.builtin_shape(pipe, images)
+        shape = models.builtin_shape(pipe, images)
         notes = [
             note,
             f"one CFG step of {images} images: batch {shape.batch}, {shape.n_img} image + {shape.n_txt} text tokens",
         ]
     else:
-        common.require_cuda(device, "--model flux-full")
+        models.require_cuda(device, "--model flux-full")
         t0 = time.perf_counter()
         depth = {} if blocks is None else {"num_layers": blocks[0], "num_single_layers": blocks[1]}
-        transformer = common.flux_full_transformer(device, torch.bfloat16, seed, **depth)
+        transformer = models.flux_full_transformer(device, torch.bfloat16, seed, **depth)
         common.sync(device)
-        shape = common.FLUX1_SHAPE
+        shape = models.FLUX1_SHAPE
         what = (
             "FLUX.1 [dev] architecture"
             if blocks is None
@@ -63,16 +68,16 @@ def load_model(
         )
         notes = [
             f"{what}, random bf16 weights, built on the GPU in {time.perf_counter() - t0:.1f} s",
-            f"1024x1024: batch {shape.batch}, {shape.n_img} image + {shape.n_txt} text tokens, guidance-distilled (no CFG)",
+            f"1024x1024: batch {shape.batch}, {shape.n_img} image + {shape.n_txt} text tokens, "
+            "guidance-distilled (no CFG)",
         ]
-    notes.append(common.describe_transformer(transformer))
-    return transformer, common.flux_inputs(transformer, shape, seed), notes
+    notes.append(models.describe_transformer(transformer))
+    return transformer, models.flux_inputs(transformer, shape, seed), notes
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = common.base_parser(__doc__)
     parser.add_argument("--model", choices=["builtin", "flux-full"], default="builtin")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument(
         "--images",
         type=int,
@@ -90,93 +95,73 @@ def main() -> None:
         help="flux-full: DOUBLE,SINGLE blocks instead of 19,38 (e.g. 4,8 to compile in seconds)",
     )
     args = parser.parse_args()
-    blocks = tuple(int(n) for n in args.blocks.split(",")) if args.blocks else None
-    if blocks is not None and (args.model != "flux-full" or len(blocks) != 2):
+    args.blocks = tuple(int(n) for n in args.blocks.split(",")) if args.blocks else None
+    if args.blocks is not None and (args.model != "flux-full" or len(args.blocks) != 2):
         parser.error(f"--blocks takes DOUBLE,SINGLE and only with --model flux-full; got {args.blocks!r}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)
-    on_gpu = device.type == "cuda"
-    if on_gpu:
-        repeats, warmup = args.repeats or (5 if args.quick else 20), 3 if args.warmup is None else args.warmup
+    if device.type == "cuda":
+        repeats, warmup = common.rounds(args, quick=5, full=20, warmup=3)
     else:
-        repeats, warmup = args.repeats or (4 if args.quick else 20), 1 if args.warmup is None else args.warmup
+        repeats, warmup = common.rounds(args, quick=4, full=20, warmup=1)
     images = args.images or (2 if args.quick else 8)
     torch.manual_seed(args.seed)
 
-    transformer, inputs, notes = load_model(args.model, device, args.seed, images, blocks)
+    transformer, inputs, notes = load_model(args.model, device, args.seed, images, args.blocks)
     sites = len(ditlens.adapter_for(transformer).sites())
     notes += thread_notes + [f"{sites} hooked sites; {repeats} timed rounds after {warmup} warm-up round(s); medians"]
     title = f"recording overhead per step ({args.model}{', torch.compile ' + args.backend if args.compile else ''})"
     common.print_header(title, device, notes)
     if args.compile:
         compiled(transformer, inputs, device, args.backend, repeats, warmup)
-        common.print_footer()
-        return
+    else:
+        eager(transformer, inputs, device, repeats, warmup, breakdown=args.breakdown or device.type == "cuda")
+    common.print_footer()
+
+
+def eager(
+    transformer: torch.nn.Module, inputs: dict, device: torch.device, repeats: int, warmup: int, breakdown: bool
+) -> None:
+    """Plain forwards next to forwards inside a recording `hooks(...)` context, end to end and
+    the recording work alone; `breakdown`: also idle hooks and other RecordConfigs."""
 
     def plain() -> None:
         transformer(**inputs)
 
-    def hooked(record: RecordConfig | bool, observers: tuple = ()) -> Any:
+    def hooked(record: RecordConfig | bool) -> Any:
         def run() -> None:
-            with ditlens.hooks(transformer, record=record, observers=observers):
+            with ditlens.hooks(transformer, record=record):
                 transformer(**inputs)
 
         return run
 
-    default = "ditlens record (default: img, 3 statistics, fp32)"
-    cases = {"plain diffusers": plain, default: hooked(RecordConfig())}
-    if on_gpu or args.breakdown:
+    cases = {PLAIN: plain, DEFAULT: hooked(RecordConfig())}
+    if breakdown:
         cases["ditlens hooks attached, nothing recorded"] = hooked(False)
         cases["ditlens record (img + txt, 3 statistics)"] = hooked(RecordConfig(streams=("img", "txt")))
         cases["ditlens record (img, abs_mean only)"] = hooked(RecordConfig(statistics=("abs_mean",)))
-
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)
         work = isolated_costs(transformer, inputs, device, max(repeats, 10))
         peaks = {name: common.peak_memory(fn, device) for name, fn in cases.items()}
 
     print("## End to end: one transformer forward per step")
-    base = timings["plain diffusers"]
-    rows = [
-        [
-            name,
-            t.median * 1e3,
-            t.spread * 1e3,
-            common.paired_ratio(t, base),
-            common.ratio_error(t, base),
-            common.paired_ratio(t, base, cpu=True),
-            common.min_ratio(t, base),
-            common.megabytes(peaks[name]),
-            common.memory_ratio(peaks[name], peaks["plain diffusers"]),
-        ]
-        for name, t in timings.items()
-    ]
-    common.print_table(
-        [
-            "case",
-            "median ms/step",
-            "+/- ms",
-            "paired ratio",
-            "+/- s.e.",
-            "CPU-time ratio",
-            "ratio of minima",
-            "peak MB",
-            "peak ratio",
-        ],
-        rows,
-    )
-    print(common.RATIO_LEGEND)
-    print("peak: tensor bytes allocated above what was live before the call (weights and inputs excluded)")
+    common.print_ratio_table(("case", "median ms/step", "+/- ms"), 1e3, timings, PLAIN, peaks)
     print()
-
-    print(f"## Recording work alone, summed over the {sites} sites of one step")
+    base = timings[PLAIN]
+    print(f"## Recording work alone, summed over the {len(ditlens.adapter_for(transformer).sites())} sites of one step")
     rows = [
         [n, t.median * 1e3, t.spread * 1e3, t.cpu_median * 1e3, 100 * t.median / base.median] for n, t in work.items()
     ]
     common.print_table(["work", "ms/step", "+/- ms", "CPU ms/step", "% of plain step"], rows)
 
-    ratio, error = common.paired_ratio(timings[default], base), common.ratio_error(timings[default], base)
-    cpu_ratio = common.paired_ratio(timings[default], base, cpu=True)
+    ratio, error = common.paired_ratio(timings[DEFAULT], base), common.ratio_error(timings[DEFAULT], base)
+    cpu_ratio = common.paired_ratio(timings[DEFAULT], base, cpu=True)
     work_s = next(iter(work.values())).median
     print(
         f"RESULT recording overhead (default RecordConfig), end to end: x{ratio:.3f} +/- {error:.3f} per step (wall), "
@@ -185,7 +170,6 @@ def main() -> None:
     print(
         f"RESULT recording work alone: {work_s * 1e3:.2f} ms per step = x{1 + work_s / base.median:.3f} of a plain step"
     )
-    common.print_footer()
 
 
 def isolated_costs(
@@ -233,63 +217,81 @@ def compiled(
     # graph traced for the plain model (same forward code), hooks skipped. Guard on them.
     dynamo.config.skip_nnmodule_hook_guards = False
     print(
-        "compile: torch._dynamo.config.skip_nnmodule_hook_guards = False (else hooks attached after a compile are skipped)"
+        "compile: torch._dynamo.config.skip_nnmodule_hook_guards = False "
+        "(else hooks attached after a compile are skipped)"
     )
     dynamo.reset()
     counters.clear()
-
-    def graphs() -> int:
-        return int(counters["stats"]["unique_graphs"])
-
-    def first_call(fn: Any) -> float:
-        t0 = time.perf_counter()
-        fn()
-        common.sync(device)
-        return time.perf_counter() - t0
-
     hooked_model = copy.deepcopy(transformer)  # outside inference_mode: the same kind of parameters
     with torch.inference_mode():
         plain_c = torch.compile(transformer, backend=backend)
-        seconds = first_call(lambda: plain_c(**inputs))
-        print(f"compile: plain, first call (compiles) {seconds:.1f} s, {graphs()} graph(s)", flush=True)
+        seconds = _first_call(lambda: plain_c(**inputs), device)
+        print(f"compile: plain, first call (compiles) {seconds:.1f} s, {_graphs()} graph(s)", flush=True)
 
         context = ditlens.hooks(hooked_model, record=RecordConfig())
         context_run = context.__enter__()  # open for the whole benchmark: every sample is one more step
         try:
             hooked_c = torch.compile(hooked_model, backend=backend)
-            before = graphs()
-            step0 = first_call(lambda: hooked_c(**inputs))
-            print(f"compile: with recording hooks, step 0 (compiles) {step0:.1f} s", flush=True)
-            seen = len(_recompile_reasons())
-            step1 = first_call(lambda: hooked_c(**inputs))  # must reuse the step-0 graph
-            new_graphs, breaks = graphs() - before, dict(counters["graph_break"])
-            print(
-                f"compile: with recording hooks, step 1 {step1:.1f} s; {new_graphs} graph(s) for 2 steps; "
-                f"graph breaks: {sum(breaks.values())}",
-                flush=True,
-            )
-            for reason, count in list(breaks.items())[:5]:
-                print(f"  graph break x{count}: {reason[:300]}")
             cases = {
                 "plain diffusers (eager)": lambda: transformer(**inputs),
                 "compiled: plain diffusers": lambda: plain_c(**inputs),
             }
-            if new_graphs > 1:
-                limit = getattr(dynamo.config, "recompile_limit", getattr(dynamo.config, "cache_size_limit", "?"))
-                print(
-                    f"compile: RECOMPILES at every step ({new_graphs} graphs for 2 steps): a 28-step run compiles "
-                    f"{limit} times, then dynamo runs the transformer eagerly for the rest. Not timed further."
-                )
-                for reason in _recompile_reasons()[seen:][:3]:
-                    print(f"  guard failure at step 1: {reason.split('User stack')[0].strip()[:500]}")
-            else:
-                cases["compiled: ditlens record (hooks before compile)"] = lambda: hooked_c(**inputs)
+            if _compiles_once(lambda: hooked_c(**inputs), device):
+                cases[COMPILED_HOOKED] = lambda: hooked_c(**inputs)
             timings = common.time_interleaved(cases, device, repeats, warmup)
         finally:
             context.__exit__(None, None, None)
     stats = context_run.stats
     print(f"check: the compiled hooked run recorded {stats.num_steps} steps x {len(stats.sites)} sites")
     print()
+    _print_compiled(timings, device)
+
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _first_call(fn: Any, device: torch.device) -> float:
+    t0 = time.perf_counter()
+    fn()
+    common.sync(device)
+    return time.perf_counter() - t0
+
+
+def _compiles_once(hooked: Any, device: torch.device) -> bool:
+    """Steps 0 and 1 of the compiled hooked model, with what dynamo did: True if step 1 reused
+    step 0's graph (else it recompiles at every step and is not worth timing)."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    before = _graphs()
+    step0 = _first_call(hooked, device)
+    print(f"compile: with recording hooks, step 0 (compiles) {step0:.1f} s", flush=True)
+    seen = len(_recompile_reasons())
+    step1 = _first_call(hooked, device)  # must reuse the step-0 graph
+    new_graphs, breaks = _graphs() - before, dict(counters["graph_break"])
+    print(
+        f"compile: with recording hooks, step 1 {step1:.1f} s; {new_graphs} graph(s) for 2 steps; "
+        f"graph breaks: {sum(breaks.values())}",
+        flush=True,
+    )
+    for reason, count in list(breaks.items())[:5]:
+        print(f"  graph break x{count}: {reason[:300]}")
+    if new_graphs <= 1:
+        return True
+    limit = getattr(dynamo.config, "recompile_limit", getattr(dynamo.config, "cache_size_limit", "?"))
+    print(
+        f"compile: RECOMPILES at every step ({new_graphs} graphs for 2 steps): a 28-step run compiles "
+        f"{limit} times, then dynamo runs the transformer eagerly for the rest. Not timed further."
+    )
+    for reason in _recompile_reasons()[seen:][:3]:
+        print(f"  guard failure at step 1: {reason.split('User stack')[0].strip()[:500]}")
+    return False
+
+
+def _print_compiled(timings: dict[str, common.Timing], device: torch.device) -> None:
     eager, plain = timings["plain diffusers (eager)"], timings["compiled: plain diffusers"]
     rows = [
         [
@@ -303,7 +305,7 @@ def compiled(
         for n, t in timings.items()
     ]
     common.print_table(["case", "median ms/step", "+/- ms", "x eager plain", "x compiled plain", "+/- s.e."], rows)
-    hooked = timings.get("compiled: ditlens record (hooks before compile)")
+    hooked = timings.get(COMPILED_HOOKED)
     if hooked is not None:
         ratio, error = common.paired_ratio(hooked, plain), common.ratio_error(hooked, plain)
         print(

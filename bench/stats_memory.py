@@ -63,8 +63,19 @@ def record(config: RecordConfig, full_steps: set[int], seed: int) -> tuple[Chann
     return stats, time.perf_counter() - t0, held
 
 
+#: the recordings measured, the default first (it alone is fed at the real token counts)
+CONFIGS = {
+    DEFAULT: RecordConfig(),
+    "storage_dtype=float16 (img, 3 statistics)": RecordConfig(storage_dtype=torch.float16),
+    "streams=('img', 'txt') (3 statistics, fp32)": RecordConfig(streams=("img", "txt")),
+    "streams=('img', 'txt'), storage_dtype=float16": RecordConfig(streams=("img", "txt"), storage_dtype=torch.float16),
+    "statistics=('abs_mean',) (img, fp32)": RecordConfig(statistics=("abs_mean",)),
+}
+NAIVE = STEPS * len(SITES) * N_IMG * HIDDEN * 2  # bytes of a bf16 cache of the image hidden states
+
+
 def main() -> None:
-    parser = common.base_parser(__doc__)
+    parser = common.base_parser(__doc__, device=False)
     parser.add_argument("--all-tokens", action="store_true", help="feed every step at 4096 + 512 tokens")
     args = parser.parse_args()
     device = torch.device("cpu")
@@ -85,51 +96,44 @@ def main() -> None:
             *thread_notes,
         ],
     )
-
-    naive = STEPS * len(SITES) * N_IMG * HIDDEN * 2
-    configs = {
-        DEFAULT: RecordConfig(),
-        "storage_dtype=float16 (img, 3 statistics)": RecordConfig(storage_dtype=torch.float16),
-        "streams=('img', 'txt') (3 statistics, fp32)": RecordConfig(streams=("img", "txt")),
-        "streams=('img', 'txt'), storage_dtype=float16": RecordConfig(
-            streams=("img", "txt"), storage_dtype=torch.float16
-        ),
-        "statistics=('abs_mean',) (img, fp32)": RecordConfig(statistics=("abs_mean",)),
-    }
     rows, results = [], {}
-    for i, (name, config) in enumerate(configs.items()):
-        stats, assemble_s, held = record(config, full_steps if i == 0 else set(), args.seed)
-        nbytes = stats.nbytes()
-        shapes = {
-            f"{stream}.{k}": tuple(v.shape) for stream in ("img", "txt") for k, v in getattr(stats, stream).items()
-        }
-        if i == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                file_bytes = stats.save(Path(tmp) / "stats.safetensors").stat().st_size
-            first_shapes, first_held, first_assemble = shapes, held, assemble_s
-        results[name] = nbytes
+    for name, config in CONFIGS.items():
+        stats, assemble_s, held = record(config, full_steps if name == DEFAULT else set(), args.seed)
+        results[name] = nbytes = stats.nbytes()
         over = nbytes / TARGET_BYTES
         rows.append(
-            [name, nbytes / common.MB, nbytes / naive, "meets" if nbytes <= TARGET_BYTES else f"MISSES (x{over:.2f})"]
+            [name, nbytes / common.MB, nbytes / NAIVE, "meets" if nbytes <= TARGET_BYTES else f"MISSES (x{over:.2f})"]
         )
-
+        if name == DEFAULT:
+            default_run = (stats, assemble_s, held)
     print("## Bytes of ChannelStats (ChannelStats.nbytes) for the whole run")
     common.print_table(["recording", "MB", "ratio to naive cache", "<= 100 MB"], rows)
-    print(
-        f"naive cache of the image hidden states: {STEPS} x {len(SITES)} x {N_IMG} x {HIDDEN} x 2 B = {naive / 1e9:.1f} GB"
-    )
-    print(f"default run's tables: {first_shapes}")
-    print(f"default run: the recorder held {first_held / common.MB:.1f} MB of per-step parts before assembling;")
-    print(
-        f"  assembling them (Recorder.result, once per run) took {first_assemble * 1e3:.0f} ms and briefly holds parts + tables"
-    )
+    sizes = f"{STEPS} x {len(SITES)} x {N_IMG} x {HIDDEN} x 2 B"
+    print(f"naive cache of the image hidden states: {sizes} = {NAIVE / 1e9:.1f} GB")
+    describe_default_run(*default_run)
+    check_token_independence(args.seed)
+    print()
+    print_verdicts(results)
+    common.print_footer()
+
+
+def describe_default_run(stats: ChannelStats, assemble_s: float, held: int) -> None:
+    shapes = {f"{stream}.{k}": tuple(v.shape) for stream in ("img", "txt") for k, v in getattr(stats, stream).items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        file_bytes = stats.save(Path(tmp) / "stats.safetensors").stat().st_size
+    print(f"default run's tables: {shapes}")
+    print(f"default run: the recorder held {held / common.MB:.1f} MB of per-step parts before assembling;")
+    took = f"{assemble_s * 1e3:.0f} ms"
+    print(f"  assembling them (Recorder.result, once per run) took {took} and briefly holds parts + tables")
     print(f"  saved with ChannelStats.save: {file_bytes / common.MB:.1f} MB on disk")
 
-    # tokens must not change the bytes: one step at the real size vs one at the small size
+
+def check_token_independence(seed: int) -> None:
+    """The token count must not change the bytes: one step at the real size vs one at the small size."""
     one = {}
     for tokens in ("real", "small"):
         rec = Recorder(RecordConfig(streams=("img", "txt")), SITES[:1])
-        gen = torch.Generator().manual_seed(args.seed)
+        gen = torch.Generator().manual_seed(seed)
         n_img, n_txt = (N_IMG, N_TXT) if tokens == "real" else SMALL
         img, txt = torch.randn(ROWS, n_img, HIDDEN, generator=gen), torch.randn(ROWS, n_txt, HIDDEN, generator=gen)
         rec.reduce(0, img, txt)
@@ -140,17 +144,17 @@ def main() -> None:
         f"bytes of one site-step at 4096+512 vs {SMALL[0]}+{SMALL[1]} tokens: {one['real']} vs {one['small']} -> "
         f"{'independent of the token count' if same else 'DEPEND ON TOKENS (bug)'}"
     )
-    print()
+
+
+def print_verdicts(results: dict[str, int]) -> None:
     default = results[DEFAULT]
     print(
-        f"RESULT default RecordConfig: {default / common.MB:.1f} MB for {STEPS} steps = {default / naive:.5f} of the naive "
-        f"cache ({naive / default:.0f}x smaller) -> {common.verdict(default / 1e6, TARGET_BYTES / 1e6)} MB"
+        f"RESULT default RecordConfig: {default / common.MB:.1f} MB for {STEPS} steps = {default / NAIVE:.5f} of the "
+        f"naive cache ({NAIVE / default:.0f}x smaller) -> {common.verdict(default / 1e6, TARGET_BYTES / 1e6)} MB"
     )
     both = results["streams=('img', 'txt') (3 statistics, fp32)"]
-    print(
-        f"RESULT RecordConfig(streams=('img', 'txt')): {both / common.MB:.1f} MB -> {common.verdict(both / 1e6, 100)} MB"
-    )
-    common.print_footer()
+    verdict = common.verdict(both / 1e6, 100)
+    print(f"RESULT RecordConfig(streams=('img', 'txt')): {both / common.MB:.1f} MB -> {verdict} MB")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ on every token (no mask: the cheapest); a verdict for each.
 The baseline is the same pipeline called on the same two prompts, same seeds and steps,
 without ditlens. With the built-in pipeline's classifier-free guidance, both are 4 rows per
 transformer call. On a GPU two more rows time the edit with its CUDA graph switched the
-other way from what the size rule (`ditlens.core.intervene.GRAPH_MAX_BYTES`) picks: off where it
-graphs, forced where it does not.
+other way from what the size rule (`PerformanceConfig.graph_max_bytes`, ditlens.core.performance)
+picks: off where it graphs, forced where it does not.
 
 --pipeline builtin (default): the built-in pipeline (shipped weights, else its architecture
 with random weights), prompts through its own text encoder. tiny-flux: the tiny random
@@ -22,42 +22,69 @@ Target (issue 6): a transported image costs at most 1.1x a plain batch-2 generat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import common
+import models
 import torch
 from common import MB
 
-from ditlens import intervene
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
+from ditlens.core.cuda_graphs import EditGraphs, release_graphs
+from ditlens.core.performance import DEFAULT_PERFORMANCE, PerformanceConfig
 from ditlens.generation import GenerationSettings
-from ditlens.transport import TransportConfig, transport_text
+from ditlens.transport import TransportConfig
 
 TARGET = 1.10
+PLAIN = "plain diffusers, batch 2"
+DEFAULT = f"ditlens transport_text (mask='{TransportConfig.mask}', streams='{TransportConfig.streams}': the defaults)"
+WORST = "ditlens transport_text (mask='source': K=2 masks, streams='img')"  # one K = 2 clustering per site and step
+CHEAPEST = "ditlens transport_text (mask='all', streams='img': no mask)"
+VERDICTS = {  # the label of each RESULT line -> its case
+    f"defaults: mask {TransportConfig.mask!r}, streams {TransportConfig.streams!r}": DEFAULT,
+    "mask 'source', image stream": WORST,
+    "every token, image stream": CHEAPEST,
+}
+
+
+@dataclass
+class Setup:
+    """What every case generates with: the pipeline, its prompts (or embeddings) and settings."""
+
+    pipe: Any
+    settings: GenerationSettings
+    seed: int
+    k: int
+    embeds: dict[str, Any] | None  # prompt embeddings, or None for text prompts
+    prompts: tuple[str, str] = EXAMPLE_TRANSPORT_PAIRS[0]
+
+    def prompt_args(self) -> dict[str, Any]:
+        return self.embeds if self.embeds is not None else {"prompt": list(self.prompts)}
+
+    def plain(self) -> None:
+        generators = [torch.Generator().manual_seed(self.seed), torch.Generator().manual_seed(self.seed + 1)]
+        self.pipe(**self.prompt_args(), generator=generators, output_type="pt", **self.settings.kwargs())
+
+    def transported(self, mask: str, streams: str = "img", performance: PerformanceConfig | None = None) -> Any:
+        config = TransportConfig(k=self.k, mask=mask, streams=streams, generation=self.settings)
+        return lambda: common.transport_pair(self.pipe, config, self.prompts, self.seed, self.embeds, performance)
 
 
 def load(name: str, seed: int, device: torch.device) -> tuple[Any, str, GenerationSettings, dict[str, Any] | None]:
     """(pipeline, description, size settings, prompt embeddings or None for text prompts)."""
     if name == "flux-full":
-        common.require_cuda(device, "--pipeline flux-full")
-        pipe, embeds = common.flux_full_pipeline(device, seed)
+        models.require_cuda(device, "--pipeline flux-full")
+        pipe, embeds = models.flux_full_pipeline(device, seed)
         note = (
             "FluxPipeline with the FLUX.1 [dev] transformer (random bf16 weights), a small random VAE, "
             "random prompt embeddings (512 T5 tokens); 1024x1024, guidance-distilled (no CFG): 2 rows per call"
         )
         return pipe, note, GenerationSettings(height=1024, width=1024, guidance_scale=3.5), embeds
     if name == "builtin":
-        pipe, note = common.builtin_pipeline(seed)
+        pipe, note = models.builtin_pipeline(seed)
         return pipe, note, GenerationSettings(), None
-    from tests.pipelines import TXT_DIM, tiny_flux_pipeline
-
-    pipe = tiny_flux_pipeline(seed)
-    pipe.set_progress_bar_config(disable=True)
-    gen = torch.Generator().manual_seed(100 + seed)
-    embeds = {
-        "prompt_embeds": torch.randn(2, 8, TXT_DIM, generator=gen),
-        "pooled_prompt_embeds": torch.randn(2, TXT_DIM, generator=gen),
-    }
+    pipe, embeds = models.tiny_flux_pipeline(seed)
     note = "tiny random FluxPipeline of tests/pipelines.py (2 + 2 blocks, hidden 32), 32x32, precomputed embeddings"
     return pipe, note, GenerationSettings(height=32, width=32), embeds
 
@@ -72,20 +99,19 @@ def main() -> None:
         default=TransportConfig.k,
         help=f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)",
     )
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     args = parser.parse_args()
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)
     steps = args.steps or (4 if args.quick or args.pipeline == "flux-full" else 12)
-    repeats = args.repeats or (2 if args.quick else 4)
-    warmup = 1 if args.warmup is None else args.warmup
+    repeats, warmup = common.rounds(args, quick=2, full=4, warmup=1)
 
     pipe, note, size, embeds = load(args.pipeline, args.seed, device)
     pipe.to(device)
     settings = GenerationSettings(
         num_inference_steps=steps, height=size.height, width=size.width, guidance_scale=size.guidance_scale
     )
-    source, target = EXAMPLE_TRANSPORT_PAIRS[0]
+    setup = Setup(pipe, settings, args.seed, args.k, embeds)
+    source, target = setup.prompts
     common.print_header(
         f"transport cost ({args.pipeline})",
         device,
@@ -96,187 +122,123 @@ def main() -> None:
             f"{repeats} timed rounds after {warmup} warm-up round(s); medians",
         ],
     )
-
-    def plain() -> None:
-        prompts = prompt_args_for(embeds, source, target)
-        generators = [torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)]
-        pipe(**prompts, generator=generators, output_type="pt", **settings.kwargs())
-
-    def transported(mask: str, streams: str = "img", graph_max_bytes: int | None = None) -> Any:
-        """graph_max_bytes: override intervene.GRAPH_MAX_BYTES (0: never a CUDA graph of the edit)."""
-        config = TransportConfig(k=args.k, mask=mask, streams=streams, generation=settings)
-
-        def run() -> None:
-            default = intervene.GRAPH_MAX_BYTES
-            intervene.GRAPH_MAX_BYTES = default if graph_max_bytes is None else graph_max_bytes
-            try:
-                transport_text(
-                    pipe,
-                    source,
-                    target,
-                    config,
-                    alphas=[1.0],
-                    source_seed=args.seed,
-                    target_seed=args.seed + 1,
-                    include_target=False,
-                    prompt_embeds=embeds,
-                )
-            finally:
-                intervene.GRAPH_MAX_BYTES = default
-
-        return run
-
-    # the default mask (all tokens since the bench's measured choice), and the paper's source
-    # mask: the worst case, one K = 2 clustering per site and step
-    # the defaults (the bench's measured choice: the source's K=2 masks, both streams), the
-    # paper's image-stream edit under the same masks (one K = 2 clustering per site and step),
-    # and the cheapest edit: the image stream on every token (no mask at all)
-    default = (
-        f"ditlens transport_text (mask='{TransportConfig.mask}', streams='{TransportConfig.streams}': the defaults)"
-    )
-    worst = "ditlens transport_text (mask='source': K=2 masks, streams='img')"
-    cheapest = "ditlens transport_text (mask='all', streams='img': no mask)"
-    cases = {
-        "plain diffusers, batch 2": plain,
-        default: transported(TransportConfig.mask, TransportConfig.streams),
-        worst: transported("source"),
-        cheapest: transported("all"),
-    }
-    if device.type == "cuda":  # the edit's CUDA graph against none, where the size rule would pick one (or not)
-        graphed = edit_is_graphed(pipe, prompt_args_for(embeds, source, target), settings)
-        for mask in ("source", "all"):
-            if graphed:
-                cases[f"ditlens transport_text (mask='{mask}', edit graph off: eager kernels)"] = transported(
-                    mask, "img", 0
-                )
-            else:
-                cases[f"ditlens transport_text (mask='{mask}', edit graph forced)"] = transported(mask, "img", 2**62)
+    cases = make_cases(setup, device)
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)
         peaks = {name: common.peak_memory(fn, device) for name, fn in cases.items()}
-
     held = graph_memory(device)
     with torch.inference_mode():
-        prompt_args = prompt_args_for(embeds, source, target)
-        parts = edit_parts(pipe, prompt_args, settings, args.k, device, max(3 * repeats, 10))
-    base = timings["plain diffusers, batch 2"]
-    rows = [
-        [
-            n,
-            t.median,
-            t.spread,
-            common.paired_ratio(t, base),
-            common.ratio_error(t, base),
-            common.paired_ratio(t, base, cpu=True),
-            common.min_ratio(t, base),
-            common.megabytes(peaks[n]),
-            common.memory_ratio(peaks[n], peaks["plain diffusers, batch 2"]),
-        ]
-        for n, t in timings.items()
-    ]
-    common.print_table(
-        [
-            "generation",
-            "median s",
-            "+/- s",
-            "paired ratio",
-            "+/- s.e.",
-            "CPU-time ratio",
-            "ratio of minima",
-            "peak MB",
-            "peak ratio",
-        ],
-        rows,
-    )
-    print(common.RATIO_LEGEND)
-    print("peak: tensor bytes allocated above what was live before the call (weights and inputs excluded)")
+        parts = edit_parts(setup, device, max(3 * repeats, 10))
+
+    common.print_ratio_table(("generation", "median s", "+/- s"), 1.0, timings, PLAIN, peaks)
     if held is not None:
-        plain_peak = peaks["plain diffusers, batch 2"]
         print(
-            f"held between calls by the shared captured edits (not in peak, which starts from them): "
-            f"{held / MB:.3f} MB = x{held / plain_peak:.3f} of the plain peak (freed by ditlens.core.intervene.release_graphs())"
+            f"held between calls by the captured CUDA graphs (not in peak, which starts from them): "
+            f"{held / MB:.3f} MB = x{held / peaks[PLAIN]:.3f} of the plain peak "
+            "(freed by ditlens.core.cuda_graphs.release_graphs())"
         )
     print()
-    steps_sites = steps * len(parts["sites"])
-    print(
-        f"## The edit alone, per site and step, on a captured {parts['shape']} block output (x {steps_sites} per generation)"
-    )
-    rows = [
-        [n, t.median * 1e3, t.spread * 1e3, 100 * t.median * steps_sites / base.median]
-        for n, t in parts["timings"].items()
-    ]
-    common.print_table(["work", "ms per site-step", "+/- ms", "% of a plain generation"], rows)
-    for label, name in (
-        (f"defaults: mask {TransportConfig.mask!r}, streams {TransportConfig.streams!r}", default),
-        ("mask 'source', image stream", worst),
-        ("every token, image stream", cheapest),
-    ):
-        ratio, error = common.paired_ratio(timings[name], base), common.ratio_error(timings[name], base)
-        verdict = common.verdict(ratio, TARGET, error)
-        print(f"RESULT transport ({label}) vs plain batch 2: x{ratio:.3f} +/- {error:.3f} -> {verdict}")
-        memory = common.memory_ratio(peaks[name], peaks["plain diffusers, batch 2"])
-        print(
-            f"RESULT transport ({label}) peak memory vs plain batch 2: {f'x{memory:.3f}' if isinstance(memory, float) else memory}"
-        )
+    print_edit_parts(parts, steps, timings[PLAIN])
+    print_verdicts(timings, peaks)
     common.print_footer()
 
 
+def make_cases(setup: Setup, device: torch.device) -> dict[str, Any]:
+    """The plain generation, the three transports, and on a GPU the edit's CUDA graph switched
+    the other way from the size rule's pick: off where it graphs, forced where it does not."""
+    cases = {
+        PLAIN: setup.plain,
+        DEFAULT: setup.transported(TransportConfig.mask, TransportConfig.streams),
+        WORST: setup.transported("source"),
+        CHEAPEST: setup.transported("all"),
+    }
+    if device.type == "cuda":
+        graphed = edit_is_graphed(setup)
+        for mask in ("source", "all"):
+            if graphed:
+                label = f"ditlens transport_text (mask='{mask}', edit graph off: eager kernels)"
+                cases[label] = setup.transported(mask, "img", PerformanceConfig(graph_max_bytes=0))
+            else:
+                label = f"ditlens transport_text (mask='{mask}', edit graph forced)"
+                cases[label] = setup.transported(mask, "img", PerformanceConfig(graph_max_bytes=2**62))
+    return cases
+
+
+def print_edit_parts(parts: dict, steps: int, plain: common.Timing) -> None:
+    steps_sites = steps * len(parts["sites"])
+    shape = parts["shape"]
+    print(f"## The edit alone, per site and step, on a captured {shape} block output (x {steps_sites} per generation)")
+    rows = [
+        [n, t.median * 1e3, t.spread * 1e3, 100 * t.median * steps_sites / plain.median]
+        for n, t in parts["timings"].items()
+    ]
+    common.print_table(["work", "ms per site-step", "+/- ms", "% of a plain generation"], rows)
+
+
+def print_verdicts(timings: dict[str, common.Timing], peaks: dict[str, int | None]) -> None:
+    base = timings[PLAIN]
+    for label, name in VERDICTS.items():
+        ratio, error = common.paired_ratio(timings[name], base), common.ratio_error(timings[name], base)
+        verdict = common.verdict(ratio, TARGET, error)
+        print(f"RESULT transport ({label}) vs plain batch 2: x{ratio:.3f} +/- {error:.3f} -> {verdict}")
+        memory = common.memory_ratio(peaks[name], peaks[PLAIN])
+        memory = f"x{memory:.3f}" if isinstance(memory, float) else memory
+        print(f"RESULT transport ({label}) peak memory vs plain batch 2: {memory}")
+
+
 def graph_memory(device: torch.device) -> int | None:
-    """Bytes the shared captured edits keep allocated between calls (None off CUDA)."""
+    """Bytes the captured CUDA graphs keep allocated between calls (None off CUDA)."""
     if device.type != "cuda":
         return None
     import gc
 
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
-    intervene.release_graphs()
+    release_graphs()
     gc.collect()
     torch.cuda.synchronize(device)
     return before - torch.cuda.memory_allocated(device)
 
 
-def prompt_args_for(embeds: dict[str, Any] | None, source: str, target: str) -> dict[str, Any]:
-    return embeds if embeds is not None else {"prompt": [source, target]}
-
-
-def edit_is_graphed(pipe: Any, prompt_args: dict, settings: GenerationSettings) -> bool:
-    """Whether the size rule (intervene.GRAPH_MAX_BYTES) graphs the edit on this pipeline's block outputs."""
+def first_block_output(setup: Setup) -> torch.Tensor:
+    """The image stream of the first site in a one-step generation on the two prompts (with
+    CFG: rows [uncond source, uncond target, cond source, cond target])."""
     import ditlens
 
     captured: list[torch.Tensor] = []
-    with torch.inference_mode(), ditlens.hooks(pipe, observers=[lambda img, txt, ctx: captured.append(img)]):
-        pipe(**prompt_args, output_type="pt", **(settings.kwargs() | {"num_inference_steps": 1}))
-    img = captured[0]
-    return img.numel() * img.element_size() <= intervene.GRAPH_MAX_BYTES
+    with torch.inference_mode(), ditlens.hooks(setup.pipe, observers=[lambda img, txt, ctx: captured.append(img)]):
+        setup.pipe(**setup.prompt_args(), output_type="pt", **(setup.settings.kwargs() | {"num_inference_steps": 1}))
+    return captured[0]
 
 
-def edit_parts(
-    pipe: Any, prompt_args: dict, settings: GenerationSettings, k: int, device: torch.device, repeats: int
-) -> dict:
-    """Time transport's per-site work alone on a block output captured from one call on the
-    two prompts (with CFG: rows [uncond source, uncond target, cond source, cond target])."""
+def edit_is_graphed(setup: Setup) -> bool:
+    """Whether the size rule (PerformanceConfig.graph_max_bytes) graphs the edit on this pipeline's block outputs."""
+    img = first_block_output(setup)
+    return img.numel() * img.element_size() <= DEFAULT_PERFORMANCE.graph_max_bytes
+
+
+def edit_parts(setup: Setup, device: torch.device, repeats: int) -> dict:
+    """Time transport's per-site work alone on a captured block output: the whole edit as the
+    hooks apply it (from its CUDA graph where the defaults capture it), and then its eager kernels."""
     import ditlens
     from ditlens.core.intervene import ReplaceFromRows
     from ditlens.transport import SpatialMask
 
-    captured: list[torch.Tensor] = []
-    with ditlens.hooks(pipe, observers=[lambda img, txt, ctx: captured.append(img)]):
-        pipe(**prompt_args, output_type="pt", **(settings.kwargs() | {"num_inference_steps": 1}))
-    img, source_of = captured[0], {1: 0}  # prompt 1 (target) takes from prompt 0 (source)
+    img, source_of = first_block_output(setup), {1: 0}  # prompt 1 (target) takes from prompt 0 (source)
     ctx = ditlens.HookContext("transformer_blocks.0", 0, 0, img.shape[0])
+    graphs = EditGraphs(DEFAULT_PERFORMANCE)
     cases = {}
     for mask in ("source", "all"):
-        spatial = SpatialMask(mask, k, "abs_mean", 2, source_of)
+        spatial = SpatialMask(mask, setup.k, "abs_mean", 2, source_of)
         tokens = None if mask == "all" else spatial  # as ditlens.transport builds it
-        edit = ReplaceFromRows(source_of=source_of, group_size=2, channels=ditlens.TopK(k), tokens=tokens)
+        edit = ReplaceFromRows(source_of=source_of, group_size=2, channels=ditlens.TopK(setup.k), tokens=tokens)
         if mask == "source":
             cases["spatial mask alone (TopK + foreground_tokens, all rows)"] = lambda s=spatial: s(img, ctx)
-        cases[f"whole edit, mask='{mask}' (selection, mask, gather, lerp)"] = lambda e=edit: e(img, ctx)
-        if edit._graphable(img):
-            cases[f"whole edit, mask='{mask}', eager kernels (no CUDA graph)"] = lambda e=edit: e._edit(img, ctx)
-    sites = ditlens.adapter_for(pipe).sites()
+        cases[f"whole edit, mask='{mask}' (selection, mask, gather, lerp)"] = lambda e=edit: graphs.apply(e, img, ctx)
+        if graphs.captures(edit, img):
+            cases[f"whole edit, mask='{mask}', eager kernels (no CUDA graph)"] = lambda e=edit: e(img, ctx)
     return {
-        "sites": sites,
+        "sites": ditlens.adapter_for(setup.pipe).sites(),
         "shape": tuple(img.shape),
         "timings": common.time_interleaved(cases, device, repeats, warmup=2),
     }

@@ -10,7 +10,7 @@ prompts and seeds (12 steps, CFG: 4 rows per transformer call), interleaved in o
     on a GPU its CUDA graph is captured once and then only replayed;
   - the same with the graph switched off (GPU only): eager kernels;
   - `transport_text`, the public call: a new edit each call (on a GPU it finds the graph of
-    an equal earlier edit: ditlens.core.intervene.SHARED_GRAPH_EDITS).
+    an equal earlier edit: PerformanceConfig.shared_graph_edits, ditlens.core.performance).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 import common
+import models
 import torch
 
 import ditlens
-from ditlens import intervene
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
+from ditlens.core.performance import DEFAULT_PERFORMANCE, PerformanceConfig
 from ditlens.generation import GenerationSettings, image_size
-from ditlens.transport import TransportConfig, _edits, transport_text
+from ditlens.transport import TransportConfig, _edits
 
 
 class IdentityEdit:
@@ -38,16 +39,13 @@ class IdentityEdit:
 
 
 def main() -> None:
-    parser = common.base_parser(__doc__)
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    args = parser.parse_args()
+    args = common.base_parser(__doc__).parse_args()
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)
     steps = 4 if args.quick else 12
-    repeats = args.repeats or (2 if args.quick else 8)
-    warmup = 1 if args.warmup is None else args.warmup
+    repeats, warmup = common.rounds(args, quick=2, full=8, warmup=1)
 
-    pipe, note = common.builtin_pipeline(args.seed)
+    pipe, note = models.builtin_pipeline(args.seed)
     pipe.to(device)
     settings = GenerationSettings(num_inference_steps=steps)
     config = TransportConfig(streams="img", generation=settings)  # the image stream's edit: the costly one
@@ -67,28 +65,15 @@ def main() -> None:
         generators = [torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)]
         pipe(prompt=[source, target], generator=generators, output_type="pt", **settings.kwargs())
 
-    def hooked(edits: list, graphs: bool = True) -> Any:
+    def hooked(edits: list, performance: PerformanceConfig = DEFAULT_PERFORMANCE) -> Any:
         def run() -> None:
-            intervene.CUDA_GRAPHS = graphs
-            try:
-                with ditlens.hooks(pipe, edits=edits):
-                    plain()
-            finally:
-                intervene.CUDA_GRAPHS = True
+            with ditlens.hooks(pipe, edits=edits, performance=performance):
+                plain()
 
         return run
 
     def public() -> None:
-        transport_text(
-            pipe,
-            source,
-            target,
-            config,
-            alphas=[1.0],
-            source_seed=args.seed,
-            target_seed=args.seed + 1,
-            include_target=False,
-        )
+        common.transport_pair(pipe, config, (source, target), args.seed)
 
     held = _edits(config, [1.0], 1, 2, None, image_size(pipe, settings))[0]  # prompt 1 takes from prompt 0
     cases = {
@@ -98,7 +83,7 @@ def main() -> None:
         "+ the transport edit, one edit object for all calls": hooked([held]),
     }
     if device.type == "cuda":
-        cases["+ the same, CUDA graph off (eager kernels)"] = hooked([held], graphs=False)
+        cases["+ the same, CUDA graph off (eager kernels)"] = hooked([held], PerformanceConfig(cuda_graphs=False))
     cases["transport_text (a new edit per call)"] = public
     with torch.inference_mode():
         timings = common.time_interleaved(cases, device, repeats, warmup)

@@ -51,35 +51,33 @@ def tiny_vae() -> AutoencoderKL:
     ).eval()
 
 
+def without_text_encoders(count: int) -> dict[str, None]:
+    """`text_encoder=None, tokenizer=None, text_encoder_2=None, ...` for a pipeline of `count`
+    text encoders: precomputed embeddings stand in for them (real ones need downloads)."""
+    suffixes = ["", *(f"_{i}" for i in range(2, count + 1))]
+    return {f"{kind}{suffix}": None for suffix in suffixes for kind in ("text_encoder", "tokenizer")}
+
+
 def tiny_sd3_pipeline(transformer: torch.nn.Module) -> StableDiffusion3Pipeline:
     """The real StableDiffusion3Pipeline around `transformer`, no text encoders (precomputed embeddings)."""
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=tiny_vae(),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=tiny_vae(), **without_text_encoders(3)
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
+def flux_pipeline(transformer: torch.nn.Module, vae: torch.nn.Module) -> FluxPipeline:
+    """The real FluxPipeline around `transformer` and `vae`, no text encoders (precomputed embeddings)."""
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=transformer, **without_text_encoders(2)
+    )
+
+
 def tiny_flux_pipeline(seed: int = 0) -> FluxPipeline:
     torch.manual_seed(seed)
     vae = tiny_vae()
-    return FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        transformer=tiny_flux_transformer(seed),
-    )
+    return flux_pipeline(tiny_flux_transformer(seed), vae)
 
 
 def flux_call_kwargs(batch: int = 2, steps: int = 3, seed: int = 0) -> dict:

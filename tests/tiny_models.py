@@ -27,6 +27,10 @@ INIT_STD = 0.05  # large enough that every block moves the residual stream, smal
 HEADS, HEAD_DIM = 2, 16  # hidden size D = 32 everywhere
 N_TXT = 5  # text tokens
 GRID = 4  # image tokens per side after patchify: N_img = 16
+#: the FLUX families' shared layout: packed latents in (patch 1), two double- then two single-stream blocks
+FLUX_BLOCKS = dict(
+    patch_size=1, num_layers=2, num_single_layers=2, attention_head_dim=HEAD_DIM, num_attention_heads=HEADS
+)
 
 
 @dataclass
@@ -71,12 +75,8 @@ def tiny_flux() -> TinyModel:
     in_channels, joint_dim, pooled_dim = 8, 24, 16
     model = _build(
         FluxTransformer2DModel,
-        patch_size=1,
+        **FLUX_BLOCKS,
         in_channels=in_channels,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
         joint_attention_dim=joint_dim,
         pooled_projection_dim=pooled_dim,
         guidance_embeds=True,  # FLUX.1 [dev]
@@ -106,12 +106,8 @@ def tiny_flux2() -> TinyModel:
     in_channels, joint_dim = 8, 24
     model = _build(
         Flux2Transformer2DModel,
-        patch_size=1,
+        **FLUX_BLOCKS,
         in_channels=in_channels,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
         joint_attention_dim=joint_dim,
         timestep_guidance_channels=32,
         mlp_ratio=3.0,
