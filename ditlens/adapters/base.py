@@ -113,6 +113,12 @@ class Adapter:
         """Called with the transformer's forward inputs before its blocks run (e.g. to learn
         the text length of a joint sequence). Most families need nothing here."""
 
+    def skips_blocks(self, args: tuple, kwargs: dict) -> bool:
+        """Whether this transformer call skips some blocks (skip-layer guidance), read from
+        its forward inputs: then a call in which no hooked block ran is no sign of a compiled
+        graph without hooks. Most families skip none."""
+        return False
+
     def generation_kwargs(self, pipe: Any) -> dict[str, Any]:
         """Pipeline arguments ditlens always passes to this family's pipelines, so that it
         generates at the size asked (see SANA's). Most families need none."""

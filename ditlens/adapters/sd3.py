@@ -25,6 +25,11 @@ class SD3Adapter(Adapter):
     block_output = TXT_IMG  # the context_pre_only last block returns (None, img): no text stream there
     attention_locator = SD3Locator()
 
+    def skips_blocks(self, args: tuple, kwargs: dict) -> bool:
+        """Skip-layer guidance: the forward's `skip_layers` names blocks that do not run."""
+        skip_layers = kwargs.get("skip_layers")
+        return skip_layers is not None and len(skip_layers) > 0
+
     def text_positions(
         self, pipe: Any, prompt: str, words: Sequence[str], *, max_sequence_length: int | None = None
     ) -> list[int]:

@@ -7,6 +7,7 @@ boolean channel mask `(B, D)`. The same rules run offline on recorded `ChannelSt
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -179,7 +180,7 @@ class Threshold:
 
 def selector_from_name(rule: str, k: int, statistic: str = "abs_mean", seed: int = 0) -> ChannelSelector:
     """CLI names -> selectors: top, bottom, random."""
-    rules = {
+    rules: dict[str, Callable[[], ChannelSelector]] = {
         "top": lambda: TopK(k, statistic),
         "bottom": lambda: BottomK(k, statistic),
         "random": lambda: RandomK(k, seed),

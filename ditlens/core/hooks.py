@@ -120,7 +120,7 @@ class HookedRun:
         self._call_open = False  # a transformer call began and its recording is not filed yet
         self._call_step = -1
         self._site_ran = False
-        self._skips_layers = False  # the call in progress skips blocks (SD3's `skip_layers`)
+        self._skips_blocks = False  # the call in progress skips blocks (skip-layer guidance: the adapter tells)
         self._call_run = 0
         self._grid: tuple[int, int] | None = None  # the call in progress's token grid
         self._step_calls: tuple[int, ...] = ()
@@ -160,15 +160,14 @@ class HookedRun:
         self.adapter.on_transformer_call(args, kwargs)
         self._call_open, self._call_step, self._site_ran = True, self.clock.step, False
         self._call_run, self._step_calls = max(self.clock.run, 0), tuple(self.clock.step_calls)
-        skip_layers = kwargs.get("skip_layers")  # skip-layer guidance: the hooked blocks may all be skipped
-        self._skips_layers = skip_layers is not None and len(skip_layers) > 0
+        self._skips_blocks = self.adapter.skips_blocks(args, kwargs)  # then the hooked blocks may all be skipped
 
     def _close_call(self) -> None:
         """File the last call's recording; notice a call in which no site hook ran."""
         if not self._call_open:
             return
         self._call_open = False
-        if self.sites and not self._site_ran and not self._skips_layers:
+        if self.sites and not self._site_ran and not self._skips_blocks:
             raise RuntimeError(
                 f"ditlens' hooks on {type(self.adapter.transformer).__name__} did not run in its last call. "
                 "Was it compiled (torch.compile) before ditlens.hooks(...) was entered? A compiled graph keeps "
@@ -196,7 +195,7 @@ class HookedRun:
                     if not edit.applies(ctx):
                         continue
                     if getattr(edit, "stream", "img") == "txt":
-                        if txt is None:  # a block without a text stream (SANA, SD3's last): nothing to edit
+                        if txt is None:  # a block without a text stream (cross-attention only, or a last block)
                             continue
                         txt = apply(edit, txt, ctx)
                     else:

@@ -105,7 +105,7 @@ class ChannelStats:
         return self.sites.index(site)
 
     def __getitem__(self, key: tuple[str, str]) -> torch.Tensor:
-        """`stats["abs_mean", "transformer_blocks.3"]` -> (steps, rows, D)."""
+        """`stats["abs_mean", site]` -> (steps, rows, D)."""
         statistic, site = key
         return self._table("img", statistic)[:, self.site_index(site)]
 
@@ -261,10 +261,9 @@ class Recorder:
     def reduce(self, index: int, img: torch.Tensor, txt: torch.Tensor | None) -> None:
         """Site `index`'s reductions of this call, in the order streams x statistics: one
         pass each; `result` finishes them into statistics, for all sites and steps at once."""
-        streams = {"img": img, "txt": txt}
         self.slots[index] = tuple(
-            None if streams[stream] is None else channel_reduction(streams[stream], statistic)
-            for stream in self.config.streams
+            None if x is None else channel_reduction(x, statistic)
+            for x in (img if stream == "img" else txt for stream in self.config.streams)
             for statistic in self.config.statistics
         )
         # shapes are Python ints (no sync); kept per call, since calls may differ in length
@@ -308,7 +307,7 @@ class Recorder:
             for step in steps
         }
         has_txt = [  # per site: did its block carry a text stream (SANA's and some last blocks do not)
-            any(call.shapes[i] is not None and call.shapes[i][2] is not None for call in self._calls)
+            any((shape := call.shapes[i]) is not None and shape[2] is not None for call in self._calls)
             for i in range(len(self.sites))
         ]
         names = [(stream, statistic) for stream in self.config.streams for statistic in self.config.statistics]
@@ -354,7 +353,7 @@ class Recorder:
         kept_steps = [s for s in steps if self.config.keep_hidden_steps is None or s in self.config.keep_hidden_steps]
         hidden = {}
         for i, site in enumerate(self.sites):
-            present = [call.hidden[i] for call in self._calls if call.hidden[i] is not None]
+            present = [h for call in self._calls if (h := call.hidden[i]) is not None]
             if not present:
                 continue
             shapes = sorted({tuple(h.shape[1:]) for h in present})
@@ -389,7 +388,8 @@ def _layout(calls_by_step: list[list[_Call]]) -> list[int]:
 def _tokens(call: _Call | None, site: int, which: int) -> int:
     """The call's token count of one stream at a site (which: 1 image, 2 text); 0 if absent."""
     shape = None if call is None else call.shapes[site]
-    return 0 if shape is None or shape[which] is None else shape[which]  # type: ignore[return-value]
+    count = None if shape is None else shape[which]
+    return 0 if count is None else count
 
 
 def _row_tokens(per_call: list[int], layout: list[int]) -> list[int]:
@@ -401,7 +401,8 @@ def _row_tokens(per_call: list[int], layout: list[int]) -> list[int]:
 def _step_rows(per_call: list[torch.Tensor | None], layout: list[int], absent: torch.Tensor) -> torch.Tensor:
     """One step's rows of a site along `layout`, in call order: each call's tensor, or
     `absent` rows where it is None (the site did not run) or the step made no such call."""
-    parts = [
-        absent[:rows] if c >= len(per_call) or per_call[c] is None else per_call[c] for c, rows in enumerate(layout)
-    ]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)  # type: ignore[arg-type]
+    parts = []
+    for c, rows in enumerate(layout):
+        part = per_call[c] if c < len(per_call) else None
+        parts.append(absent[:rows] if part is None else part)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
