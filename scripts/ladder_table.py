@@ -75,6 +75,11 @@ def _random(finding1: dict, k: int, key: str) -> float:
     return sum(draws) / len(draws)
 
 
+def _by_rule(finding1: dict, k: int, key: str) -> list[float]:
+    """`key` for no edit, then top-k, bottom-k and random-k (the mean over its draws) zeroing."""
+    return [finding1["none"][key], finding1[f"top-{k}"][key], finding1[f"bottom-{k}"][key], _random(finding1, k, key)]
+
+
 def findings_row(rung: Rung) -> list[str]:
     numbers = _load(rung.findings, "findings.json")
     if numbers is None:
@@ -91,24 +96,8 @@ def findings_row(rung: Rung) -> list[str]:
             *_masks(f2),
             _link(rung.findings, "findings.json"),
         ]
-    fidelity = " / ".join(
-        f"{v:.2f}"
-        for v in (
-            f1["none"]["full_object_accuracy"],
-            f1[f"top-{k}"]["full_object_accuracy"],
-            f1[f"bottom-{k}"]["full_object_accuracy"],
-            _random(f1, k, "full_object_accuracy"),
-        )
-    )
-    frechet = " / ".join(
-        f"{v:.0f}"
-        for v in (
-            f1["none"]["frechet_distance"],
-            f1[f"top-{k}"]["frechet_distance"],
-            f1[f"bottom-{k}"]["frechet_distance"],
-            _random(f1, k, "frechet_distance"),
-        )
-    )
+    fidelity = " / ".join(f"{v:.2f}" for v in _by_rule(f1, k, "full_object_accuracy"))
+    frechet = " / ".join(f"{v:.0f}" for v in _by_rule(f1, k, "frechet_distance"))
     return [
         rung.name,
         rung.world,
@@ -164,8 +153,8 @@ def tables() -> str:
         _table(
             ["rung", "world", "top-1 / median", "top-1 channels", "run", "report"], [activations_row(r) for r in RUNGS]
         ),
-        "**Findings 1 and 2** (`ditlens bench findings --quick`): objects fully correct and Frechet distance for no edit "
-        "/ top-k / bottom-k / random-k zeroing; best-site mIoU of the K = 2 masks on generated images for top-k / "
+        "**Findings 1 and 2** (`ditlens bench findings --quick`): objects fully correct and Frechet distance for no "
+        "edit / top-k / bottom-k / random-k zeroing; best-site mIoU of the K = 2 masks on generated images for top-k / "
         "bottom-k / random-k / all channels / attention.",
         _table(
             ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],

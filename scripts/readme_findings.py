@@ -27,9 +27,14 @@ END = "<!-- /findings -->"
 def provenance(report: Path) -> tuple[str, str]:
     """(command, commit) from a report's first line."""
     line = next(line for line in report.read_text().splitlines() if line.startswith("Command:"))
-    command = re.search(r"Command: `([^`]*)`", line).group(1)
-    commit = re.search(r"commit ([0-9a-f+dirty]+)", line).group(1)
-    return command, commit
+    return _found(r"Command: `([^`]*)`", line, report), _found(r"commit ([0-9a-f+dirty]+)", line, report)
+
+
+def _found(pattern: str, line: str, report: Path) -> str:
+    match = re.search(pattern, line)
+    if match is None:
+        raise ValueError(f"{report}'s first line does not match {pattern!r}: {line!r}")
+    return match.group(1)
 
 
 def section() -> str:

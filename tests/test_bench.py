@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ditlens.bench.builtin import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport
+from ditlens.bench import FindingsConfig, TransportBenchConfig, bench_findings, bench_transport
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import pytest
 import torch
 
-from ditlens.bench.builtin import (
+from ditlens.bench import (
     check_model_folder,
     held_out_prompts,
     subject_positions,
@@ -20,7 +21,7 @@ from ditlens.bench.builtin import (
 from ditlens.builtin import scenes_v2
 from ditlens.cli import main
 
-TINY = {
+TINY: dict[str, Any] = {  # TrainConfig's fields, shrunk
     "steps": 4,
     "batch_size": 4,
     "hidden_size": 32,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from ditlens.adapters import adapter_for
-from ditlens.bench.real_findings import ProtocolConfig, attention_positions, split_subjects
+from ditlens.bench import ProtocolConfig, attention_positions, split_subjects
 from ditlens.cli import main
 from ditlens.models import load_pipeline
 
@@ -19,39 +20,18 @@ from .tiny_scorers import save_tiny_clip, save_tiny_segmenter
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
+def bench_findings_argv(model: Path, prompts: Path, out: Path, *options: str) -> list[str]:
+    """`ditlens bench findings` on a real model folder, with a prompts file, into `out`."""
+    return ["bench", "findings", "--model", str(model), "--prompts", str(prompts), "--out", str(out), *options]
+
+
 def test_bench_findings_on_a_real_pipeline_reports_its_own_numbers(tmp_path_factory, tmp_path):
     model = pipeline_folder(tmp_path_factory, "flux")
     clip, segmenter = save_tiny_clip(tmp_path / "clip"), save_tiny_segmenter(tmp_path / "seg")
-    (tmp_path / "p.txt").write_text(
-        "a red cube | cube\na blue ball | blue ball\n"
-    )  # subject words: the attention baseline
+    (tmp_path / "p.txt").write_text("a red cube | cube\na blue ball | blue ball\n")  # subject words: attention
     out = tmp_path / "bench"
-    argv = [
-        "bench",
-        "findings",
-        "--model",
-        str(model),
-        "--prompts",
-        str(tmp_path / "p.txt"),
-        "--segmenter",
-        str(segmenter),
-        "--clip",
-        str(clip),
-        "--ks",
-        "1",
-        "4",
-        "--k",
-        "2",
-        "--steps",
-        "2",
-        "--height",
-        "32",
-        "--width",
-        "32",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    argv = bench_findings_argv(model, tmp_path / "p.txt", out, "--segmenter", str(segmenter), "--clip", str(clip))
+    argv += ["--ks", "1", "4", "--k", "2", "--steps", "2", "--height", "32", "--width", "32", "--quiet"]
     assert main(argv) == 0
     numbers = json.loads((out / "findings.json").read_text())
     report = (out / "report.md").read_text()
@@ -129,16 +109,7 @@ def test_without_subject_words_the_attention_baseline_says_why_it_is_missing(tmp
     positions, why = attention_positions(pipe, ProtocolConfig(prompts=["a red cube"], subjects=[["cube"]]))
     assert why == "" and positions == [adapter_for(pipe).text_positions(pipe, "a red cube", ["cube"])] and positions[0]
     (tmp_path / "p.txt").write_text("a red cube | cube\na blue ball\n")
-    argv = [
-        "bench",
-        "findings",
-        "--model",
-        str(pipeline_folder(tmp_path_factory, "flux")),
-        "--prompts",
-        str(tmp_path / "p.txt"),
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    argv = bench_findings_argv(pipeline_folder(tmp_path_factory, "flux"), tmp_path / "p.txt", tmp_path / "out")
     assert main(argv) == 2
     assert "names no subject words" in capsys.readouterr().err and not (tmp_path / "out").exists()
     (tmp_path / "p.txt").write_text("a red cube\n")
@@ -151,26 +122,18 @@ def test_without_subject_words_the_attention_baseline_says_why_it_is_missing(tmp
 
 def test_a_bench_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path_factory, tmp_path, monkeypatch, capsys):
     """bench writes into a staging folder that replaces --out only once the report is done."""
-    import ditlens.bench.real_findings as protocol
+    import ditlens.bench
+    import ditlens.bench.real_findings
 
     def half_then_fail(pipe, out, *args, **kwargs):
         (out / "finding1_grid.png").write_bytes(b"half")
         raise ValueError("Finding 2 failed")
 
-    monkeypatch.setattr(protocol, "bench_findings_any", half_then_fail)
+    for module in (ditlens.bench, ditlens.bench.real_findings):  # where the CLI may import it from
+        monkeypatch.setattr(module, "bench_findings_any", half_then_fail)
     (tmp_path / "p.txt").write_text("a red cube\n")
     out = tmp_path / "bench"
-    argv = [
-        "bench",
-        "findings",
-        "--model",
-        str(pipeline_folder(tmp_path_factory, "flux")),
-        "--prompts",
-        str(tmp_path / "p.txt"),
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    argv = bench_findings_argv(pipeline_folder(tmp_path_factory, "flux"), tmp_path / "p.txt", out, "--quiet")
     assert main(argv) == 2 and "Finding 2 failed" in capsys.readouterr().err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["p.txt"]
     out.mkdir()

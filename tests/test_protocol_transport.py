@@ -5,22 +5,13 @@ target alone and the source, and a bad pairs file is refused before any model lo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from ditlens.bench.real_transport import (
-    EMBEDDING,
-    FORMATS,
-    METHODS,
-    PIXEL,
-    RANDOM,
-    TARGET_ALONE,
-    TOP,
-    embedding_interpolation,
-    interpolated_text,
-    read_pairs,
-)
+from ditlens.bench import embedding_interpolation, interpolated_text, read_pairs
+from ditlens.bench.real_transport import EMBEDDING, FORMATS, METHODS, PIXEL, RANDOM, TARGET_ALONE, TOP
 from ditlens.cli import main
 from ditlens.generation import GenerationSettings
 
@@ -33,6 +24,11 @@ PAIRS = "# source prompt | target prompt\na red cube | a blue ball\n\n  a green 
 FAST = ["--k", "4", "--steps", "2", "--height", "32", "--width", "32", "--quiet"]
 
 
+def bench_transport_argv(model: Path, pairs: Path, out: Path, *options: str) -> list[str]:
+    """`ditlens bench transport` on a real model folder, with a pairs file, into `out`."""
+    return ["bench", "transport", "--model", str(model), "--pairs", str(pairs), "--out", str(out), *options]
+
+
 def _row(method: str, alpha: str, row: dict, keys: list[str]) -> str:
     """A table row as the report writes it from the summary: mean ± std (several samples)."""
     cells = [f"{row[k]:{FORMATS[k]}}" + (f" ± {row[f'{k}_std']:{FORMATS[k]}}" if row["n"] > 1 else "") for k in keys]
@@ -43,25 +39,8 @@ def test_bench_transport_on_flux_reports_its_own_numbers(tmp_path_factory, tmp_p
     model, clip = pipeline_folder(tmp_path_factory, "flux"), save_tiny_clip(tmp_path / "clip")
     (tmp_path / "pairs.txt").write_text(PAIRS)
     out = tmp_path / "bench"
-    argv = [
-        "bench",
-        "transport",
-        "--model",
-        str(model),
-        "--pairs",
-        str(tmp_path / "pairs.txt"),
-        "--clip",
-        str(clip),
-        "--alphas",
-        "0",
-        "1",
-        "--seeds",
-        "0",
-        "1",
-        *FAST,
-        "--out",
-        str(out),
-    ]
+    argv = bench_transport_argv(model, tmp_path / "pairs.txt", out, "--clip", str(clip), *FAST)
+    argv += ["--alphas", "0", "1", "--seeds", "0", "1"]
     assert main(argv) == 0
     numbers, report = json.loads((out / "findings.json").read_text()), (out / "report.md").read_text()
     assert numbers["config"]["pairs"] == [["a red cube", "a blue ball"], ["a green cube on the left", "a cat"]]
@@ -119,22 +98,7 @@ def test_bench_transport_without_clip_holds_pixel_scores_only(tmp_path_factory, 
     model = pipeline_folder(tmp_path_factory, "sd3")
     (tmp_path / "pairs.txt").write_text("a red cube | a blue ball\n")
     out = tmp_path / "bench"
-    assert (
-        main(
-            [
-                "bench",
-                "transport",
-                "--model",
-                str(model),
-                "--pairs",
-                str(tmp_path / "pairs.txt"),
-                *FAST,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(bench_transport_argv(model, tmp_path / "pairs.txt", out, *FAST)) == 0
     numbers, report = json.loads((out / "findings.json").read_text()), (out / "report.md").read_text()
     assert numbers["config"]["alphas"] == [0.5, 1.0]  # the default strengths
     assert "| method | alpha | PSNR to target | PSNR to source |" in report
@@ -223,16 +187,7 @@ def test_read_pairs_skips_comments_and_blank_lines(tmp_path):
 def test_bad_pairs_file_is_refused_before_the_model_loads(tmp_path, capsys, text, message):
     (tmp_path / "pairs.txt").write_text(text)
     out = tmp_path / "bench"
-    argv = [
-        "bench",
-        "transport",
-        "--model",
-        str(tmp_path / "no-model"),
-        "--pairs",
-        str(tmp_path / "pairs.txt"),
-        "--out",
-        str(out),
-    ]
+    argv = bench_transport_argv(tmp_path / "no-model", tmp_path / "pairs.txt", out)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "pairs.txt" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ditlens.bench.builtin import background_groups, mask_scores_table
+from ditlens.bench import background_groups, mask_scores_table
 from ditlens.segment import SegmentResult
 
 

@@ -1,1 +1,111 @@
-"""`ditlens bench`: the paper's findings and uses as numbers with controls."""
+"""`ditlens bench`: the paper's findings and uses as numbers with controls.
+
+On the built-in model (or a model folder of its family), where exact ground truth exists:
+- `findings.py`: Findings 1 and 2 (`bench_findings`, `FindingsConfig`);
+- `transport.py`: Finding 3 and both uses, with the defaults chosen by measurement
+  (`bench_transport`, `TransportBenchConfig`); `transport_report.py` words its report;
+- `renders.py`: K = 2 masks of exact renders through one forward pass (Finding 2's second image set);
+- `worlds.py`: what a bench draws from the model's world: held-out prompts and pairs, seeds,
+  background groups, the scoring module and classifier of the world;
+- `builtin_model.py`: the model folder check before loading, and what a report says about the model.
+
+On any supported pipeline (the paper's protocol, scored by CLIP, a segmenter or given masks):
+- `real_findings.py`: Findings 1 and 2 (`bench_findings_any`, `ProtocolConfig`);
+- `real_transport.py`: Finding 3 against its control and two baselines (`bench_transport_any`,
+  `TransportProtocolConfig`); `text_interpolation.py` is its text-embedding baseline.
+
+Shared by both: `scoring.py` (the mask tables, the curves over k) and `reports.py` (a report's
+first line, the model's name, the "Not measured" section).
+
+The names below load on first use (PEP 562), like the package's own: `import ditlens.bench`
+imports neither torch nor matplotlib until a bench name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "FindingsConfig": ".findings",
+    "bench_findings": ".findings",
+    "TransportBenchConfig": ".transport",
+    "bench_transport": ".transport",
+    "renders_through_model": ".renders",
+    "MODEL_FILES": ".builtin_model",
+    "check_model_folder": ".builtin_model",
+    "model_summary": ".builtin_model",
+    "BENCH_SEED": ".worlds",
+    "background_groups": ".worlds",
+    "held_out_prompts": ".worlds",
+    "metrics_of": ".worlds",
+    "render_seeds": ".worlds",
+    "subject_positions": ".worlds",
+    "transport_pairs": ".worlds",
+    "world_of": ".worlds",
+    "foreground_rule_table": ".scoring",
+    "mask_scores_table": ".scoring",
+    "commit": ".reports",
+    "ProtocolConfig": ".real_findings",
+    "attention_positions": ".real_findings",
+    "bench_findings_any": ".real_findings",
+    "run_disruption": ".real_findings",
+    "run_segmentation": ".real_findings",
+    "split_subjects": ".real_findings",
+    "TransportProtocolConfig": ".real_transport",
+    "bench_transport_any": ".real_transport",
+    "read_pairs": ".real_transport",
+    "run_sample": ".real_transport",
+    "transport_sentence": ".real_transport",
+    "embedding_interpolation": ".text_interpolation",
+    "interpolated_text": ".text_interpolation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # the same names for type checkers (F401: ruff cannot read __all__ = sorted(_EXPORTS))
+    from .builtin_model import MODEL_FILES, check_model_folder, model_summary  # noqa: F401
+    from .findings import FindingsConfig, bench_findings  # noqa: F401
+    from .real_findings import (  # noqa: F401
+        ProtocolConfig,
+        attention_positions,
+        bench_findings_any,
+        run_disruption,
+        run_segmentation,
+        split_subjects,
+    )
+    from .real_transport import (  # noqa: F401
+        TransportProtocolConfig,
+        bench_transport_any,
+        read_pairs,
+        run_sample,
+        transport_sentence,
+    )
+    from .renders import renders_through_model  # noqa: F401
+    from .reports import commit  # noqa: F401
+    from .scoring import foreground_rule_table, mask_scores_table  # noqa: F401
+    from .text_interpolation import embedding_interpolation, interpolated_text  # noqa: F401
+    from .transport import TransportBenchConfig, bench_transport  # noqa: F401
+    from .worlds import (  # noqa: F401
+        BENCH_SEED,
+        background_groups,
+        held_out_prompts,
+        metrics_of,
+        render_seeds,
+        subject_positions,
+        transport_pairs,
+        world_of,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ditlens.bench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -31,7 +31,19 @@ from ..adapters import UnsupportedModelError, adapter_for
 from ..disrupt import Condition, DisruptConfig, DisruptResult, disrupt
 from ..generation import GenerationSettings
 from ..metrics.scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
+from ..reporting.plots import plot_metric_over_k
+from ..reporting.report import Section, write_markdown
+from ..reporting.verdicts import segmentation_verdict
 from ..segment import SegmentConfig, SegmentResult, segment_generated
+from .reports import model_name, not_measured_section, provenance, report_folder
+from .scoring import (
+    RULES,
+    batch_progress,
+    foreground_rule_table,
+    mask_scores_table,
+    mask_table_header,
+    mask_verdict_input,
+)
 
 
 @dataclass
@@ -100,6 +112,8 @@ def _batches(config: ProtocolConfig) -> list[tuple[int, slice]]:
 
 
 def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]) -> DisruptResult:
+    """Zeroing top-k, bottom-k and random-k channels over config.ks, batch by batch, joined
+    into one result over every prompt and seed."""
     images: dict[Condition, list[torch.Tensor]] = {}
     dconfig = None
     for b, (seed, batch) in enumerate(_batches(config)):
@@ -110,9 +124,10 @@ def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]
             random_draws=config.random_draws,
             generation=config.generation,
         )
-        result = disrupt(pipe, dconfig, progress=lambda i, n, label: say(f"  batch {b + 1}: {i + 1}/{n} {label}"))
+        result = disrupt(pipe, dconfig, progress=batch_progress(say, b + 1))
         for condition, imgs in result.images.items():
             images.setdefault(condition, []).append(imgs)
+    assert dconfig is not None, "a protocol has at least one prompt and seed"
     return DisruptResult(
         replace(dconfig, prompts=config.prompts, seeds=config.seeds), {c: torch.cat(v) for c, v in images.items()}
     )
@@ -153,14 +168,8 @@ def bench_findings_any(
     """Run the protocol and write report.md, findings.json and the figures into out_dir.
     truth: the ground-truth masks (n, H, W) of the generated images (None: Finding 2's
     scores are not measured); truth_source names where they come from."""
-    from ..reporting.plots import plot_image_table, plot_metric_over_k, plot_miou_curves, plot_segment_overlays
-    from ..reporting.report import Section, write_markdown
-    from ..reporting.verdicts import segmentation_verdict
-    from .builtin import foreground_rule_table, mask_scores_table
-
     started = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_folder(out_dir)
     not_measured = list(scorers.not_measured())
     numbers: dict[str, Any] = {
         "config": asdict(config) | {"generation": asdict(config.generation)},
@@ -171,143 +180,111 @@ def bench_findings_any(
         not_measured.append(no_attention)
 
     say(f"finding 1: zeroing k={config.ks} channels on {len(config.prompts)} prompts x {len(config.seeds)} seeds")
+    numbers["finding1"], section1 = _finding1(pipe, config, scorers, out, say)
+    sections = [section1]
+    if truth is None:
+        not_measured.append("Finding 2's mIoU: no ground truth (give --truth-dir DIR or --segmenter PATH)")
+    else:
+        say(f"finding 2: K=2 masks (k={config.k_segment}) against {truth_source}")
+        seg = run_segmentation(pipe, config, positions)
+        numbers["finding2"], sections2 = _finding2(
+            seg, truth(seg), config.k_segment, truth_source, positions is not None, out
+        )
+        sections += sections2
+    numbers["not_measured"] = not_measured
+    sections += not_measured_section(not_measured, always=True)
+    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
+    seeds = f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}"
+    intro = (
+        f"{provenance(command, f'seeds {config.seeds}', started)}. Model {model_name(pipe)} "
+        f"({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x {seeds}; random-k over "
+        f"{config.random_draws} seeded draws (mean ± std over draws and images)."
+    )
+    return write_markdown(out / "report.md", f"ditlens bench findings ({type(pipe).__name__})", intro, sections)
+
+
+def _finding1(
+    pipe: Any, config: ProtocolConfig, scorers: Scorers, out: Path, say: Callable[[str], None]
+) -> tuple[dict[str, Any], Section]:
+    """Zero the channels, score every condition, plot each score over k and the first prompt's grid."""
     result = run_disruption(pipe, config, say)
     scores = disrupt_scores(result, scorers)
-    numbers["finding1"] = {
-        label: {k: v for k, v in row.items() if not k.endswith("_per_image")} for label, row in scores.items()
-    }
-    figures1 = []
+    numbers = {label: {k: v for k, v in row.items() if not k.endswith("_per_image")} for label, row in scores.items()}
+    figures = []
     for key, (label, title) in {
         "psnr_db": ("PSNR to unedited (dB)", "Zeroing channels: pixel change"),
         **DISRUPT_CURVES,
     }.items():
-        curves = score_curves(scores, key, ["top", "bottom", "random"])
+        curves = score_curves(scores, key, list(RULES))
         if curves:
             plot_metric_over_k(curves, out / f"finding1_{key}.png", label, title)
-            figures1.append((f"finding1_{key}.png", f"{label} over k"))
-    rules, ks, cells = result.grid_rows(0)
-    plot_image_table(
-        [[result.baseline[0]] + row for row in cells],
-        out / "finding1_grid.png",
-        [f"{r}-k" for r in rules],
-        ["none"] + [f"k={k}" for k in ks],
-        title=config.prompts[0][:90],
+            figures.append((f"finding1_{key}.png", f"{label} over k"))
+    result.plot_grid(out / "finding1_grid.png")
+    figures.append(("finding1_grid.png", "the first prompt, rows: rule, columns: k"))
+    text = _disruption_sentence(scores, config.ks)
+    return numbers, Section(
+        "Finding 1 (functionally critical): zeroing channels", text, figures, _finding1_table(scores)
     )
-    figures1.append(("finding1_grid.png", "the first prompt, rows: rule, columns: k"))
+
+
+def _finding1_table(scores: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Per rule and k: the mean of each score there is, ± its spread over draws and images."""
     columns = [
         ("psnr_db", "PSNR to unedited", ".1f"),
         ("clip_score", "CLIP score", ".2f"),
         ("clip_i_to_unedited", "CLIP-I to unedited", ".3f"),
     ]
     columns = [c for c in columns if any(c[0] in row for row in scores.values())]
-    table1 = [["condition", "k", *[name for _, name, _ in columns]]]
-    for rule in ("none", "top", "bottom", "random"):
+    table = [["condition", "k", *[name for _, name, _ in columns]]]
+    for rule in ("none", *RULES):
         for k in sorted({row["k"] for row in scores.values() if row["rule"] == rule}):
             rows = [row for row in scores.values() if row["rule"] == rule and row["k"] == k]
-            cells_ = []
+            cells = []
             for key, _, fmt in columns:
                 values = torch.tensor([row[key] for row in rows])
-                cells_.append(
-                    f"{float(values.mean()):{fmt}}" + (f" ± {float(values.std()):{fmt}}" if len(values) > 1 else "")
-                )
-            table1.append([rule, str(k), *cells_])
-    text1 = _disruption_sentence(scores, config.ks)
+                spread = f" ± {float(values.std()):{fmt}}" if len(values) > 1 else ""
+                cells.append(f"{float(values.mean()):{fmt}}" + spread)
+            table.append([rule, str(k), *cells])
+    return table
 
-    sections = [Section("Finding 1 (functionally critical): zeroing channels", text1, figures1, table1)]
-    if truth is None:
-        not_measured.append("Finding 2's mIoU: no ground truth (give --truth-dir DIR or --segmenter PATH)")
-    else:
-        say(f"finding 2: K=2 masks (k={config.k_segment}) against {truth_source}")
-        seg = run_segmentation(pipe, config, positions)
-        masks = truth(seg)
-        groups = {"all images": list(range(masks.shape[0]))}
-        found, table2 = mask_scores_table(seg, masks, groups, "generated", config.k_segment)
-        table2.insert(
-            0,
-            [
-                "images (count)",
-                "channels",
-                f"mIoU, {seg.foreground} rule (best site)",
-                "oracle at that site",
-                "picks the oracle's cluster",
-                "ARI",
-                "oracle, best site",
-                "mIoU mean over sites",
-            ],
-        )
-        fg_numbers, fg_table = foreground_rule_table(
-            {"generated": (seg, masks, groups["all images"])}, config.k_segment
-        )
-        verdict = segmentation_verdict(
-            {"generated": {r: v["miou"] for r, v in found["all images"].items() if r != "images"}}, config.k_segment
-        )
-        numbers["finding2"] = {
-            "foreground": seg.foreground,
-            "k": config.k_segment,
-            "scores": found,
-            "foreground_rules": fg_numbers,
-            "verdict": verdict.as_dict(),
-        }
-        all_scores = seg.scores(masks)
-        plot_miou_curves(
-            {r: sc.miou.mean(-1) for r, sc in all_scores.items()},
-            seg.sites,
-            out / "finding2_miou.png",
-            f"k={config.k_segment}, {seg.foreground} rule (solid), oracle (dotted)",
-            oracle={r: sc.oracle.mean(-1) for r, sc in all_scores.items()},
-        )
-        best_site = found["all images"]["top"]["best_site"]
-        plot_segment_overlays(seg, out / "finding2_overlays.png", best_site, seg.steps // 2, masks, max_rows=6)
-        attention_note = (
+
+def _finding2(
+    seg: SegmentResult, masks: torch.Tensor, k: int, truth_source: str, attention: bool, out: Path
+) -> tuple[dict[str, Any], list[Section]]:
+    """K = 2 masks of the generated images (on k channels) against the truth `masks`: the
+    tables of the built-in bench on one image group, the verdict and the figures."""
+    groups = {"all images": list(range(masks.shape[0]))}
+    all_scores = seg.scores(masks)
+    found, rows = mask_scores_table(seg, masks, groups, "generated", k, all_scores)
+    fg_numbers, fg_table = foreground_rule_table({"generated": (seg, masks, groups["all images"])}, k)
+    verdict = segmentation_verdict({"generated": mask_verdict_input(found["all images"])}, k)
+    numbers = {
+        "foreground": seg.foreground,
+        "k": k,
+        "scores": found,
+        "foreground_rules": fg_numbers,
+        "verdict": verdict.as_dict(),
+    }
+    seg.plot_scores(all_scores, out / "finding2_miou.png", f"k={k}, {seg.foreground} rule (solid), oracle (dotted)")
+    best_site = found["all images"]["top"]["best_site"]
+    seg.plot_overlays(out / "finding2_overlays.png", best_site, seg.steps // 2, masks, max_rows=6)
+    text = (
+        verdict.sentence() + f" Ground truth: {truth_source}. The oracle takes the better labelling of each image "
+        "(an upper bound that reads the truth); ARI scores the split with no labelling."
+        + (
             " The attention baseline labels by its own polarity (high attention to the subject's words)."
-            if positions is not None
+            if attention
             else ""
         )
-        sections += [
-            Section(
-                verdict.headline,
-                verdict.sentence() + f" Ground truth: {truth_source}. The oracle takes the better "
-                "labelling of each image (an upper bound that reads the truth); ARI scores the split with no labelling."
-                + attention_note,
-                [
-                    ("finding2_miou.png", "mIoU per site"),
-                    ("finding2_overlays.png", "images, truth, masks at the best site"),
-                ],
-                table2,
-            ),
-            Section("Which K=2 cluster is the subject", "Per foreground rule, on the top-k masks.", [], fg_table),
-        ]
-    numbers["not_measured"] = not_measured
-    sections.append(
-        Section(
-            "Not measured",
-            "; ".join(not_measured) + "." if not_measured else "Everything above was measured.",
-            [],
-            None,
-        )
     )
-    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
-    intro = (
-        f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} ({type(pipe.transformer).__name__}); {len(config.prompts)} prompts x "
-        f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; random-k over {config.random_draws} seeded draws (mean ± std over draws and images)."
-    )
-    return write_markdown(out / "report.md", f"ditlens bench findings ({type(pipe).__name__})", intro, sections)
-
-
-def model_name(pipe: Any) -> str:
-    """The folder or hub id the pipeline was loaded from, else its class name."""
-    return getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
-
-
-def provenance(command: str, seeds: list[int], started: float) -> str:
-    """Command, seeds, commit, device, torch and the run's duration: the first line of a report."""
-    from .builtin import _commit
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    return (
-        f"Command: `{command}` · seeds {seeds} · commit {_commit()} · {device} · torch {torch.__version__} · "
-        f"{time.perf_counter() - started:.0f} s"
-    )
+    figures = [
+        ("finding2_miou.png", "mIoU per site"),
+        ("finding2_overlays.png", "images, truth, masks at the best site"),
+    ]
+    return numbers, [
+        Section(verdict.headline, text, figures, [mask_table_header(seg.foreground), *rows]),
+        Section("Which K=2 cluster is the subject", "Per foreground rule, on the top-k masks.", [], fg_table),
+    ]
 
 
 def _disruption_sentence(scores: dict[str, dict[str, Any]], ks: list[int]) -> str:

@@ -10,7 +10,7 @@ source and target on the same seed:
 - random-k transport: the same with k random channels (`channels="random"`), the control of
   the same size;
 - text-embedding interpolation: the target's text conditioning lerped towards the source's
-  at the transformer's input (`interpolated_text`), the target's seed;
+  at the transformer's input (`text_interpolation.interpolated_text`), the target's seed;
 - pixel blending: `(1 - alpha) * target alone + alpha * source`.
 Scores (`scores.transport_scores`): PSNR to the target alone and to the source, and with a CLIP,
 CLIP-T to the source's and the target's prompts and CLIP-I to the target alone and to the
@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..generation import GenerationSettings
 from ..metrics.scores import TRANSPORT_COLUMNS, Scorers, transport_scores
-from ..transport import TransportConfig, TransportResult, _images, transport_text
+from ..reporting.plots import plot_image_table, plot_metric_over_alpha
+from ..reporting.report import Section, write_markdown
+from ..transport import TransportConfig, TransportResult, transport_text
+from .reports import model_name, not_measured_section, provenance, report_folder
+from .text_interpolation import embedding_interpolation
 
 #: the four methods, in the order of the tables
 TOP, RANDOM, EMBEDDING, PIXEL = (
@@ -86,7 +88,8 @@ class TransportProtocolConfig:
             raise ValueError(f"alphas must differ from each other; got {self.alphas}.")
         if self.transport.channels != "top":
             raise ValueError(
-                f"The protocol's transport moves the top-k channels (random-k is its control); got channels={self.transport.channels!r}."
+                "The protocol's transport moves the top-k channels (random-k is its control); got "
+                f"channels={self.transport.channels!r}."
             )
         self.transport.generation.validate()
 
@@ -131,75 +134,6 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-# ---- the text-embedding baseline -------------------------------------------------------------
-
-#: the transformer arguments that carry the prompt, per token (B, N_txt, D) or pooled (B, D), as
-#: diffusers' DiTs name them; and the masks over the text tokens (B, N_txt) some of them take
-TEXT_ARGUMENTS = ("encoder_hidden_states", "pooled_projections")
-TEXT_MASKS = ("encoder_hidden_states_mask", "encoder_attention_mask")
-
-
-@contextmanager
-def interpolated_text(transformer: torch.nn.Module, weights: list[float]) -> Iterator[None]:
-    """While inside, every transformer call lerps each row's text conditioning towards the
-    first row of its group: rows come in groups of len(weights) prompts (a batch of `[uncond,
-    cond]` is two groups, see ditlens.core.rows), and row r takes weight weights[r % len(weights)].
-
-    The unconditional rows of all prompts are alike (one negative prompt), so their lerp is
-    the identity: this needs no knowledge of the guidance layout. A text mask takes the
-    target's at weight 0, the source's at 1 and their union in between, so that both ends
-    are exactly the target's and the source's conditioning."""
-    group = len(weights)
-
-    def lerp_text(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        present = [name for name in TEXT_ARGUMENTS if isinstance(kwargs.get(name), torch.Tensor)]
-        if "encoder_hidden_states" not in present:
-            raise ValueError(
-                f"Text-embedding interpolation needs the prompt as the transformer's encoder_hidden_states keyword; "
-                f"{type(module).__name__} was called without it."
-            )
-        B = kwargs["encoder_hidden_states"].shape[0]
-        if B % group:
-            raise ValueError(f"A transformer call of {B} rows is no multiple of the {group} prompts of the batch.")
-        b = torch.arange(B) % group
-        src = torch.arange(B) - b  # each row's source: the first row of its group
-        w = torch.tensor(weights)[b]  # (B,)
-        kwargs = dict(kwargs)
-        for name in present:
-            x = kwargs[name]
-            weight = w.to(x.device, x.dtype).view(-1, *[1] * (x.ndim - 1))
-            kwargs[name] = torch.lerp(x, x[src.to(x.device)], weight)  # exact at weight 0 and 1
-        for name in TEXT_MASKS:
-            mask = kwargs.get(name)
-            if isinstance(mask, torch.Tensor):
-                source = mask[src.to(mask.device)]
-                shape = (-1, *[1] * (mask.ndim - 1))
-                union = torch.maximum(mask, source)
-                w_ = w.to(mask.device).view(shape)
-                kwargs[name] = torch.where(w_ == 0, mask, torch.where(w_ == 1, source, union))
-        return args, kwargs
-
-    handle = transformer.register_forward_pre_hook(lerp_text, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def embedding_interpolation(
-    pipe: Any, source: str, target: str, alphas: list[float], seed: int, settings: GenerationSettings
-) -> torch.Tensor:
-    """(len(alphas), 3, H, W): the target prompt with its text conditioning lerped towards the
-    source's by alpha, on `seed`. One batch: [source, target x len(alphas)]; the source row is
-    there for its conditioning (its image is not returned)."""
-    prompts = [source] + [target] * len(alphas)
-    call = {"prompt": prompts}
-    generators = [torch.Generator().manual_seed(seed) for _ in prompts]
-    with interpolated_text(pipe.transformer, [0.0, *alphas]):
-        output = pipe(**call, generator=generators, output_type="pt", **settings.kwargs(pipe, len(prompts), call))
-    return _images(output)[1:]
-
-
 # ---- the run ---------------------------------------------------------------------------------
 
 
@@ -215,14 +149,26 @@ def run_sample(
         pipe, source, target, control, alphas=alphas, source_seed=seed, target_seed=seed, include_target=False
     )
     emb = embedding_interpolation(pipe, source, target, alphas, seed, config.transport.generation)
-    pix = torch.stack([torch.lerp(top.target, top.source, a) for a in alphas])  # lerp: exact at 0 and 1
-    like_top = dict(source=top.source, target=top.target, alphas=alphas)
+    alone = _target_alone(top)
+    pix = torch.stack([torch.lerp(alone, top.source, a) for a in alphas])  # lerp: exact at 0 and 1
+
+    def like_top(transported: torch.Tensor, settings: dict[str, Any]) -> TransportResult:
+        return TransportResult(
+            source=top.source, target=alone, transported=transported, alphas=alphas, settings=settings
+        )
+
     return {
         TOP: top,
-        RANDOM: TransportResult(transported=rnd.transported, settings=rnd.settings, **like_top),
-        EMBEDDING: TransportResult(transported=emb, settings={"method": EMBEDDING, "seed": seed}, **like_top),
-        PIXEL: TransportResult(transported=pix, settings={"method": PIXEL, "seed": seed}, **like_top),
+        RANDOM: like_top(rnd.transported, rnd.settings),
+        EMBEDDING: like_top(emb, {"method": EMBEDDING, "seed": seed}),
+        PIXEL: like_top(pix, {"method": PIXEL, "seed": seed}),
     }
+
+
+def _target_alone(result: TransportResult) -> torch.Tensor:
+    """The target alone of a transport run with include_target (every top-k run here)."""
+    assert result.target is not None, "the top-k transport runs the target alone"
+    return result.target
 
 
 def _alpha(a: float) -> str:
@@ -249,23 +195,68 @@ def bench_transport_any(
     say: Callable[[str], None] = print,
 ) -> Path:
     """Run the protocol and write report.md, findings.json and the figures into out_dir."""
+    started = time.perf_counter()
+    _validate(pipe, config)  # before the first generation
+    out = report_folder(out_dir)
+    samples, strips, unmoved = _run_samples(pipe, config, scorers, say)
+    n = len(samples)
+    summary = _summary_of(samples, config.alphas)
+    keys = [k for k in FORMATS if k in summary[TARGET_ALONE]]
+    figures = _figures(summary, keys, samples, strips, config.alphas, out)
+    alpha = max(config.alphas)
+    wins = _top_beats_random(samples, alpha, "clip_t_to_source" if scorers.clip is not None else "psnr_to_source")
+    headline, sentence = transport_sentence(summary, alpha, config.transport.k, wins, unmoved, n)
+    not_measured = _not_measured(scorers)
+    numbers = {
+        "config": asdict(config) | {"transport": asdict(config.transport)},
+        "model": model_name(pipe),
+        "scores": summary,
+        "samples": samples,
+        "verdict": {"headline": headline, "text": sentence, "top_beats_random": wins, "unmoved_samples": unmoved},
+        "not_measured": not_measured,
+    }
+    seeds = f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}"
+    sections = [
+        Section(headline, sentence, [], None),
+        Section(
+            "Transport, its control and two baselines at matched strength",
+            _methods_text(config.transport, n, f"{len(config.pairs)} pairs x {seeds}"),
+            figures,
+            _table(summary, keys, config.alphas),
+        ),
+        *not_measured_section(not_measured),
+    ]
+    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
+    intro = (
+        f"{provenance(command, f'seeds {config.seeds}', started)}. Model {model_name(pipe)} "
+        f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {seeds}; alphas {config.alphas}."
+    )
+    return write_markdown(out / "report.md", f"ditlens bench transport ({type(pipe).__name__})", intro, sections)
+
+
+def _validate(pipe: Any, config: TransportProtocolConfig) -> None:
+    """The config, and its transport settings against the model (k, sites, the step window)."""
     from ..adapters import adapter_for
     from ..generation import default_steps
-    from ..reporting.plots import plot_image_table, plot_metric_over_alpha
-    from ..reporting.report import Section, write_markdown
-    from .real_findings import model_name, provenance
 
-    started = time.perf_counter()
     config.validate()
     adapter = adapter_for(pipe)
     steps = config.transport.generation.num_inference_steps or default_steps(pipe)
-    config.transport.validate(
-        adapter.hidden_size, [s.name for s in adapter.sites()], steps
-    )  # before the first generation
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    config.transport.validate(adapter.hidden_size, [s.name for s in adapter.sites()], steps)
 
-    samples, strips, unmoved = [], [], 0
+
+Sample = dict[str, Any]  # pair, source, target, seed and scores[method][a=ALPHA | target alone]
+Strip = list[torch.Tensor | None]  # a row of images, as plot_image_table takes it
+
+
+def _run_samples(
+    pipe: Any, config: TransportProtocolConfig, scorers: Scorers, say: Callable[[str], None]
+) -> tuple[list[Sample], list[Strip], int]:
+    """Every pair on every seed: each sample's scores, the first two samples' strips (one row
+    a method) and the count of samples where top-k transport changed no pixel."""
+    samples: list[Sample] = []
+    strips: list[Strip] = []
+    unmoved = 0
     n = len(config.pairs) * len(config.seeds)
     for seed in config.seeds:
         for p, (source, target) in enumerate(config.pairs):
@@ -273,61 +264,65 @@ def bench_transport_any(
             results = run_sample(pipe, config, source, target, seed)
             scores = {method: transport_scores(r, source, target, scorers) for method, r in results.items()}
             top = results[TOP]
-            unmoved += int(all(torch.equal(image, top.target) for image in top.transported))
-            samples.append(
-                {
-                    "pair": p,
-                    "source": source,
-                    "target": target,
-                    "seed": seed,
-                    "scores": {TARGET_ALONE: scores[TOP][TARGET_ALONE]}
-                    | {m: {k: v for k, v in s.items() if k != TARGET_ALONE} for m, s in scores.items()},
-                }
-            )
+            unmoved += int(all(torch.equal(image, _target_alone(top)) for image in top.transported))
+            by_method = {m: {k: v for k, v in s.items() if k != TARGET_ALONE} for m, s in scores.items()}
+            sample = {"pair": p, "source": source, "target": target, "seed": seed}
+            samples.append(sample | {"scores": {TARGET_ALONE: scores[TOP][TARGET_ALONE]} | by_method})
             if len(strips) < 2 * len(METHODS):  # the first two samples
                 strips += [[r.source, r.target, *r.transported] for r in results.values()]
+    return samples, strips, unmoved
 
+
+def _summary_of(samples: list[Sample], alphas: list[float]) -> dict[str, Any]:
+    """The target alone's and each method's scores at each alpha, summarised over the samples."""
     summary: dict[str, Any] = {TARGET_ALONE: _summary([s["scores"][TARGET_ALONE] for s in samples])}
     for method in METHODS:
-        summary[method] = {
-            _alpha(a): _summary([s["scores"][method][_alpha(a)] for s in samples]) for a in config.alphas
-        }
-    keys = [k for k in FORMATS if k in summary[TARGET_ALONE]]
+        summary[method] = {_alpha(a): _summary([s["scores"][method][_alpha(a)] for s in samples]) for a in alphas}
+    return summary
+
+
+def _table(summary: dict[str, Any], keys: list[str], alphas: list[float]) -> list[list[str]]:
     table = [["method", "alpha", *[TRANSPORT_COLUMNS[k] for k in keys]]]
     table.append([TARGET_ALONE, "-", *[_cell(summary[TARGET_ALONE], k) for k in keys]])
     for method in METHODS:
-        table += [[method, f"{a:g}", *[_cell(summary[method][_alpha(a)], k) for k in keys]] for a in config.alphas]
+        table += [[method, f"{a:g}", *[_cell(summary[method][_alpha(a)], k) for k in keys]] for a in alphas]
+    return table
 
-    figures = []
+
+def _figures(
+    summary: dict[str, Any],
+    keys: list[str],
+    samples: list[Sample],
+    strips: list[Strip],
+    alphas: list[float],
+    out: Path,
+) -> list[tuple[str, str]]:
+    """The first samples' strips, and each score there is over alpha (one line a method)."""
     labels = [f"p{s['pair']} s{s['seed']} {SHORT[m]}" for s in samples[:2] for m in METHODS]
-    plot_image_table(
-        strips, out / "transport_strips.png", labels, ["source", "target alone", *[_alpha(a) for a in config.alphas]]
-    )
-    figures.append(("transport_strips.png", "the first samples: source, target alone, each method over alpha"))
-    along = sorted(config.alphas)  # the curves' x axis
+    columns = ["source", "target alone", *[_alpha(a) for a in alphas]]
+    plot_image_table(strips, out / "transport_strips.png", labels, columns)
+    figures = [("transport_strips.png", "the first samples: source, target alone, each method over alpha")]
+    along = sorted(alphas)  # the curves' x axis
     for key in ("clip_t_to_source", "clip_i_to_target_alone", "psnr_to_target_alone", "psnr_to_source"):
-        if key in keys:
-            curves = {
-                m: (
-                    along,
-                    [summary[m][_alpha(a)][key] for a in along],
-                    [summary[m][_alpha(a)][f"{key}_std"] for a in along],
-                )
-                for m in METHODS
-            }
-            plot_metric_over_alpha(
-                curves,
-                out / f"transport_{key}.png",
-                TRANSPORT_COLUMNS[key],
-                f"{TRANSPORT_COLUMNS[key]} over alpha",
-                reference=(TARGET_ALONE, summary[TARGET_ALONE][key]),
+        if key not in keys:
+            continue
+        curves: dict[str, tuple[list[float], list[float], list[float] | None]] = {
+            m: (
+                along,
+                [summary[m][_alpha(a)][key] for a in along],
+                [summary[m][_alpha(a)][f"{key}_std"] for a in along],
             )
-            figures.append((f"transport_{key}.png", f"{TRANSPORT_COLUMNS[key]} over alpha (dashed: the target alone)"))
+            for m in METHODS
+        }
+        name = TRANSPORT_COLUMNS[key]
+        reference = (TARGET_ALONE, summary[TARGET_ALONE][key])
+        plot_metric_over_alpha(curves, out / f"transport_{key}.png", name, f"{name} over alpha", reference=reference)
+        figures.append((f"transport_{key}.png", f"{name} over alpha (dashed: the target alone)"))
+    return figures
 
-    wins = _top_beats_random(
-        samples, max(config.alphas), "clip_t_to_source" if scorers.clip is not None else "psnr_to_source"
-    )
-    headline, sentence = transport_sentence(summary, max(config.alphas), config.transport.k, wins, unmoved, n)
+
+def _not_measured(scorers: Scorers) -> list[str]:
+    """What this protocol cannot say, and why (some by design, some for want of a scorer)."""
     not_measured = []
     if scorers.clip is None:
         not_measured.append(
@@ -344,44 +339,24 @@ def bench_transport_any(
         "uses TransportConfig's defaults, chosen on the built-in model (--k sets k); the built-in bench sweeps them"
     )
     not_measured.append("image-conditioned transport (a reference image's subject): not part of this protocol")
-    numbers = {
-        "config": asdict(config) | {"transport": asdict(config.transport)},
-        "model": model_name(pipe),
-        "scores": summary,
-        "samples": samples,
-        "verdict": {"headline": headline, "text": sentence, "top_beats_random": wins, "unmoved_samples": unmoved},
-        "not_measured": not_measured,
-    }
-    tc = config.transport
+    return not_measured
+
+
+def _methods_text(tc: TransportConfig, n: int, runs: str) -> str:
+    """What the table's four methods are, on `n` samples (`runs`: pairs x seeds, in words)."""
     setting = (
         f"k = {tc.k}, streams = {tc.streams}"
         + ("" if tc.streams == "txt" else f", mask = {tc.mask}")  # the mask is the image stream's
         + f", channels from the {tc.channels_from}"
     )
-    sections = [
-        Section(headline, sentence, [], None),
-        Section(
-            "Transport, its control and two baselines at matched strength",
-            f"Top-k transport ({setting}; every site and step), random-k transport (k random channels, one seeded draw, "
-            "otherwise the same), text-embedding interpolation (the target's text conditioning lerped towards the "
-            "source's at the transformer's input) and pixel blending ((1 - alpha) target alone + alpha source), "
-            f"source and target on the same seed. Mean over {n} samples ({len(config.pairs)} pairs x "
-            f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)})"
-            + (", ± standard deviation" if n > 1 else "")
-            + ". Pixel blending at "
-            "alpha = 1 is the source image itself: an upper bound on a copy, not a method.",
-            figures,
-            table,
-        ),
-        Section("Not measured", "; ".join(not_measured) + ".", [], None),
-    ]
-    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
-    intro = (
-        f"{provenance(command, config.seeds, started)}. Model {model_name(pipe)} "
-        f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}; "
-        f"alphas {config.alphas}."
+    return (
+        f"Top-k transport ({setting}; every site and step), random-k transport (k random channels, one seeded draw, "
+        "otherwise the same), text-embedding interpolation (the target's text conditioning lerped towards the "
+        "source's at the transformer's input) and pixel blending ((1 - alpha) target alone + alpha source), "
+        f"source and target on the same seed. Mean over {n} samples ({runs})"
+        + (", ± standard deviation" if n > 1 else "")
+        + ". Pixel blending at alpha = 1 is the source image itself: an upper bound on a copy, not a method."
     )
-    return write_markdown(out / "report.md", f"ditlens bench transport ({type(pipe).__name__})", intro, sections)
 
 
 def _cell(row: dict[str, float], key: str) -> str:
@@ -390,7 +365,7 @@ def _cell(row: dict[str, float], key: str) -> str:
     return f"{row[key]:{fmt}}" + (f" ± {row[f'{key}_std']:{fmt}}" if row["n"] > 1 else "")
 
 
-def _top_beats_random(samples: list[dict], alpha: float, key: str) -> dict[str, Any]:
+def _top_beats_random(samples: list[Sample], alpha: float, key: str) -> dict[str, Any]:
     """In how many samples top-k transport's `key` is higher than random-k's at `alpha`."""
     higher = sum(s["scores"][TOP][_alpha(alpha)][key] > s["scores"][RANDOM][_alpha(alpha)][key] for s in samples)
     return {"score": key, "alpha": alpha, "higher": int(higher), "samples": len(samples)}
@@ -410,45 +385,62 @@ def transport_sentence(
             f" In {unmoved} of {n} samples top-k transport left every image exactly the target alone: the edit moved "
             "nothing there (streams = txt on blocks that carry no text stream moves nothing)."
         )
-    if "clip_t_to_source" in alone:
-        # compared as shown (2 and 3 decimals), so that the sentence never contradicts its numbers
-        gain = {m: round(round(at[m]["clip_t_to_source"], 2) - round(alone["clip_t_to_source"], 2), 2) for m in METHODS}
-        more = gain[TOP] > gain[RANDOM]
-        headline = (
-            f"Top-k transport {'moves' if more else 'does not move'} CLIP-T towards the source more than random-k "
-            f"of the same size (k = {k}, alpha = {alpha:g})"
-        )
-        kept = {m: round(at[m]["clip_i_to_target_alone"], 3) for m in (TOP, EMBEDDING, PIXEL)}
-        relation = {
-            m: "more than" if kept[TOP] > kept[m] else "as much as" if kept[TOP] == kept[m] else "less than"
-            for m in (EMBEDDING, PIXEL)
-        }
-        first = {
-            "more than": "more of the target's composition than",
-            "as much as": "as much of the target's composition as",
-            "less than": "less of the target's composition than",
-        }[relation[EMBEDDING]]
-        keeps = f"{first} {EMBEDDING}, and {relation[PIXEL]} {PIXEL}"
-        sentence = (
-            f"At alpha = {alpha:g}, CLIP-T to the source prompt goes from {alone['clip_t_to_source']:.2f} (target alone) to "
-            f"{at[TOP]['clip_t_to_source']:.2f} with top-k transport ({gain[TOP]:+.2f}) and to {at[RANDOM]['clip_t_to_source']:.2f} "
-            f"with random-k ({gain[RANDOM]:+.2f}); top-k is higher than random-k in {wins['higher']} of {wins['samples']} samples. "
-            f"Text-embedding interpolation reaches {at[EMBEDDING]['clip_t_to_source']:.2f} ({gain[EMBEDDING]:+.2f}), pixel blending "
-            f"{at[PIXEL]['clip_t_to_source']:.2f} ({gain[PIXEL]:+.2f}). CLIP-I to the target alone (composition kept): top-k "
-            f"{kept[TOP]:.3f}, text-embedding interpolation {kept[EMBEDDING]:.3f}, pixel blending {kept[PIXEL]:.3f}: top-k "
-            f"transport keeps {keeps}." + notes
-        )
-        return headline, sentence
-    closer = round(at[TOP]["psnr_to_source"], 1) > round(at[RANDOM]["psnr_to_source"], 1)
+    wording = _clip_sentence if "clip_t_to_source" in alone else _pixel_sentence
+    headline, sentence = wording(at, alone, alpha, k, wins)
+    return headline, sentence + notes
+
+
+def _clip_sentence(
+    at: dict[str, dict[str, float]], alone: dict[str, float], alpha: float, k: int, wins: dict[str, Any]
+) -> tuple[str, str]:
+    """The verdict in CLIP-T (meaning moved) and CLIP-I (composition kept)."""
+    # compared as shown (2 and 3 decimals), so that the sentence never contradicts its numbers
+    gain = {m: round(round(at[m]["clip_t_to_source"], 2) - round(alone["clip_t_to_source"], 2), 2) for m in METHODS}
+    more = gain[TOP] > gain[RANDOM]
+    headline = (
+        f"Top-k transport {'moves' if more else 'does not move'} CLIP-T towards the source more than random-k "
+        f"of the same size (k = {k}, alpha = {alpha:g})"
+    )
+    kept = {m: round(at[m]["clip_i_to_target_alone"], 3) for m in (TOP, EMBEDDING, PIXEL)}
+    relation = {
+        m: "more than" if kept[TOP] > kept[m] else "as much as" if kept[TOP] == kept[m] else "less than"
+        for m in (EMBEDDING, PIXEL)
+    }
+    first = {
+        "more than": "more of the target's composition than",
+        "as much as": "as much of the target's composition as",
+        "less than": "less of the target's composition than",
+    }[relation[EMBEDDING]]
+    keeps = f"{first} {EMBEDDING}, and {relation[PIXEL]} {PIXEL}"
+    t = {m: at[m]["clip_t_to_source"] for m in METHODS}
+    sentence = (
+        f"At alpha = {alpha:g}, CLIP-T to the source prompt goes from {alone['clip_t_to_source']:.2f} (target alone) "
+        f"to {t[TOP]:.2f} with top-k transport ({gain[TOP]:+.2f}) and to {t[RANDOM]:.2f} with random-k "
+        f"({gain[RANDOM]:+.2f}); top-k is higher than random-k in {wins['higher']} of {wins['samples']} samples. "
+        f"Text-embedding interpolation reaches {t[EMBEDDING]:.2f} ({gain[EMBEDDING]:+.2f}), pixel blending "
+        f"{t[PIXEL]:.2f} ({gain[PIXEL]:+.2f}). CLIP-I to the target alone (composition kept): top-k "
+        f"{kept[TOP]:.3f}, text-embedding interpolation {kept[EMBEDDING]:.3f}, pixel blending {kept[PIXEL]:.3f}: top-k "
+        f"transport keeps {keeps}."
+    )
+    return headline, sentence
+
+
+def _pixel_sentence(
+    at: dict[str, dict[str, float]], alone: dict[str, float], alpha: float, k: int, wins: dict[str, Any]
+) -> tuple[str, str]:
+    """The verdict in pixel distances alone (no CLIP): to the source image and to the target alone."""
+    source = {m: at[m]["psnr_to_source"] for m in METHODS}
+    target = {m: at[m]["psnr_to_target_alone"] for m in METHODS}
+    closer = round(source[TOP], 1) > round(source[RANDOM], 1)
     headline = f"Transport against its control and the baselines in pixels only (k = {k}, alpha = {alpha:g}; no CLIP)"
     sentence = (
-        f"At alpha = {alpha:g}, PSNR to the source image (dB, higher = closer): top-k transport {at[TOP]['psnr_to_source']:.1f}, "
-        f"random-k {at[RANDOM]['psnr_to_source']:.1f}, text-embedding interpolation {at[EMBEDDING]['psnr_to_source']:.1f}, "
-        f"pixel blending {at[PIXEL]['psnr_to_source']:.1f}; top-k transport {'moves' if closer else 'does not move'} the images "
-        f"closer to the source image than random-k of the same size (higher in {wins['higher']} of {wins['samples']} samples). "
-        f"PSNR to the target alone (higher = more of it kept): top-k {at[TOP]['psnr_to_target_alone']:.1f}, random-k "
-        f"{at[RANDOM]['psnr_to_target_alone']:.1f}, text-embedding interpolation {at[EMBEDDING]['psnr_to_target_alone']:.1f}, "
-        f"pixel blending {at[PIXEL]['psnr_to_target_alone']:.1f}. Pixel distances do not say whether the source's meaning "
-        "moved: give --clip PATH for CLIP-T and CLIP-I." + notes
+        f"At alpha = {alpha:g}, PSNR to the source image (dB, higher = closer): top-k transport {source[TOP]:.1f}, "
+        f"random-k {source[RANDOM]:.1f}, text-embedding interpolation {source[EMBEDDING]:.1f}, "
+        f"pixel blending {source[PIXEL]:.1f}; top-k transport {'moves' if closer else 'does not move'} the images "
+        f"closer to the source image than random-k of the same size (higher in {wins['higher']} of "
+        f"{wins['samples']} samples). PSNR to the target alone (higher = more of it kept): top-k {target[TOP]:.1f}, "
+        f"random-k {target[RANDOM]:.1f}, text-embedding interpolation {target[EMBEDDING]:.1f}, "
+        f"pixel blending {target[PIXEL]:.1f}. Pixel distances do not say whether the source's meaning "
+        "moved: give --clip PATH for CLIP-T and CLIP-I."
     )
     return headline, sentence
