@@ -468,7 +468,7 @@ def test_v2_classifier_trains_saves_and_loads(tmp_path, one_thread):
     model.save_pretrained(tmp_path / "clf")
     loaded = clf.AttributeClassifierV2.from_pretrained(tmp_path / "clf")
     held = sample_batch(16, seed=0, split="heldout")
-    a, b = clf._logits_v2(model, held.images), clf._logits_v2(loaded, held.images)
+    a, b = clf.logits_v2(model, held.images), clf.logits_v2(loaded, held.images)
     assert torch.equal(a.texture, b.texture) and a.presence.shape == (16, 9, 2)
     assert a.features.shape == (16, 32)
     scores = clf.evaluate_v2(loaded, held.images, held.scenes)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .classifier import frechet_distance as _frechet_distance
+from .classifier.frechet import frechet_distance as _frechet_distance
 from .folders import CLIP_FILES as EXPECTED_FILES
-from .folders import check_clip_folder
+from .folders import check_clip_folder, load_local
 
 BATCH_SIZE = 32  # images or prompts per forward: bounds memory for ViT-L/14 at 224 px on a laptop
 
@@ -76,7 +77,7 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must lie in [0, 1], got [{float(images.min()):.3g}, {float(images.max()):.3g}].")
 
 
-def _pooled(out: object) -> torch.Tensor:
+def _pooled(out: Any) -> torch.Tensor:
     """get_*_features return a tensor (transformers 4) or an output whose pooler_output it is (5)."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
@@ -104,12 +105,8 @@ class ClipScorer:
 
         path = Path(path)
         check_clip_folder(path)
-        try:
-            # dtype is set below with .to(): the keyword's name changed in transformers 5
-            model = CLIPModel.from_pretrained(path, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot load CLIP from {str(path)!r} ({error}); expected {EXPECTED_FILES}.") from error
+        # dtype is set below with .to(): the keyword's name changed in transformers 5
+        model, tokenizer = load_local(path, "CLIP", EXPECTED_FILES, CLIPModel, AutoTokenizer)
         config = json.loads((path / "preprocessor_config.json").read_text())
         preprocess = ClipPreprocess.from_config(config, int(model.config.vision_config.image_size))
         return cls(model.to(device=device, dtype=torch_dtype), tokenizer, preprocess, batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 CLIP_FILES = (
     "config.json (a CLIPModel config), model.safetensors or pytorch_model.bin, tokenizer files "
@@ -49,7 +50,16 @@ def check_segmenter_folder(path: str | Path) -> None:
     architectures = config.get("architectures") or []
     if not any("SemanticSegmentation" in a or a.startswith("UperNet") for a in architectures):
         raise ValueError(
-            f"{str(path)!r} holds {architectures or 'no architectures'}; --segmenter needs a semantic-segmentation model "
-            "(an AutoModelForSemanticSegmentation class such as SegformerForSemanticSegmentation)."
+            f"{str(path)!r} holds {architectures or 'no architectures'}; --segmenter needs a semantic-segmentation "
+            "model (an AutoModelForSemanticSegmentation class such as SegformerForSemanticSegmentation)."
         )
     _check_processor(path, SEGMENTER_FILES)
+
+
+def load_local(path: Path, what: str, files: str, *classes: Any) -> list[Any]:
+    """`cls.from_pretrained(path, local_files_only=True)` for each of `classes` (a model and
+    its tokenizer or processor), or a ValueError naming the folder and what it should hold."""
+    try:
+        return [cls.from_pretrained(path, local_files_only=True) for cls in classes]
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot load {what} from {str(path)!r} ({error}); expected {files}.") from error

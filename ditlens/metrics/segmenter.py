@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .folders import SEGMENTER_FILES, check_segmenter_folder
+from .folders import SEGMENTER_FILES, check_segmenter_folder, load_local
 
 DEFAULT_BACKGROUND = ("background",)  # the class a salient-object segmenter names so
 
@@ -42,13 +42,9 @@ class Segmenter:
 
         path = Path(path)
         check_segmenter_folder(path)
-        try:
-            model = AutoModelForSemanticSegmentation.from_pretrained(path, local_files_only=True)
-            processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"Cannot load a segmenter from {str(path)!r} ({error}); expected {SEGMENTER_FILES}."
-            ) from error
+        model, processor = load_local(
+            path, "a segmenter", SEGMENTER_FILES, AutoModelForSemanticSegmentation, AutoImageProcessor
+        )
         labels = {int(i): str(name) for i, name in model.config.id2label.items()}
         wanted = {b.strip().lower() for b in background if b.strip()}
         ids = {i for i, name in labels.items() if name.lower() in wanted}
