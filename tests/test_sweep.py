@@ -304,7 +304,7 @@ def edit_one_weight(file: Path) -> None:
 
 
 def test_a_weight_changed_in_place_reruns_the_items_and_says_why(tiny_sweep, tmp_path, capsys, monkeypatch):
-    import ditlens.sweep as sweep
+    import ditlens.sweep.hashes as hashes
 
     out = tmp_path / "out"
     said = sweep_says(capsys, tiny_sweep, out)
@@ -314,7 +314,7 @@ def test_a_weight_changed_in_place_reruns_the_items_and_says_why(tiny_sweep, tmp
     # a resume with nothing changed: everything is done, and no model file is read again
     reads = []
     monkeypatch.setattr(
-        sweep, "_file_sha256", lambda path, read=sweep._file_sha256: reads.append(path.name) or read(path)
+        hashes, "file_sha256", lambda path, read=hashes.file_sha256: reads.append(path.name) or read(path)
     )
     said = sweep_says(capsys, tiny_sweep, out)
     assert "0 items run, 2 already done, 2 in all" in said and "rerunning" not in said, said
@@ -354,6 +354,7 @@ def test_a_weight_changed_in_place_reruns_the_items_and_says_why(tiny_sweep, tmp
 
 def test_ids_cover_the_embeddings_file_the_builtin_files_and_the_ditlens_version(tiny_sweep, tmp_path, monkeypatch):
     import ditlens.sweep as sweep
+    import ditlens.sweep.identity
     from ditlens.builtin.pipeline import DEFAULT_WEIGHTS
     from ditlens.metrics.classifier import DEFAULT_WEIGHTS as CLASSIFIER_WEIGHTS
 
@@ -373,7 +374,7 @@ def test_ids_cover_the_embeddings_file_the_builtin_files_and_the_ditlens_version
         "classifier/model.safetensors",
     } <= set(fingerprint.files)
     ids = {i.id for i in plan(builtin)}
-    monkeypatch.setattr(sweep, "__version__", "0.0.0-other")
+    monkeypatch.setattr(ditlens.sweep.identity, "__version__", "0.0.0-other")
     assert not ids & {i.id for i in plan(builtin)}
 
 
