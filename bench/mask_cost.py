@@ -73,12 +73,8 @@ def capture_blocks(transformer: torch.nn.Module, inputs: dict) -> tuple[dict[str
 def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--size", choices=["builtin", "flux-full"], default="builtin")
-    parser.add_argument(
-        "--k",
-        type=int,
-        default=TransportConfig.k,
-        help=f"channels per mask (default {TransportConfig.k}: TransportConfig's)",
-    )
+    k_help = f"channels per mask (default {TransportConfig.k}: TransportConfig's)"
+    parser.add_argument("--k", type=int, default=TransportConfig.k, help=k_help)
     parser.add_argument(
         "--rows",
         type=int,

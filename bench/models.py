@@ -107,18 +107,18 @@ def describe_transformer(t: torch.nn.Module) -> str:
 
 
 #: FLUX.1 [dev] transformer config (black-forest-labs/FLUX.1-dev, transformer/config.json)
-FLUX1_CONFIG: dict[str, Any] = dict(
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
+FLUX1_CONFIG: dict[str, Any] = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}
 #: 1024 x 1024 images: 128 x 128 latents packed 2 x 2 -> 64 x 64 tokens; T5 at 512 tokens
 FLUX1_SHAPE = FluxShape(batch=1, grid=64, n_txt=512)
 
@@ -146,21 +146,10 @@ def flux_full_pipeline(device: torch.device, seed: int = 0, **overrides: Any) ->
     random VAE of FLUX's latent layout (16 channels, 8x down) and no text encoders, plus
     random T5/CLIP-sized prompt embeddings for 2 prompts (512 tokens): the pipeline's own
     denoising loop at FLUX.1 size, where the transformer is nearly all of the cost."""
-    from diffusers import AutoencoderKL
-
-    from tests.pipelines import flux_pipeline
+    from tests.pipelines import flux_pipeline, tiny_vae
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        latent_channels=16,
-        norm_num_groups=4,
-        layers_per_block=1,
-        shift_factor=0.0,
-        scaling_factor=1.0,
-    ).to(device, torch.bfloat16)
+    vae = tiny_vae(widths=(8, 8, 8, 8), latent_channels=16).to(device, torch.bfloat16)  # FLUX's 8x down, 16 channels
     transformer = flux_full_transformer(device, torch.bfloat16, seed, **overrides)
     pipe = flux_pipeline(transformer, vae)
     pipe.set_progress_bar_config(disable=True)

@@ -93,12 +93,8 @@ def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--pipeline", choices=["builtin", "tiny-flux", "flux-full"], default="builtin")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 12, --quick or flux-full 4)")
-    parser.add_argument(
-        "--k",
-        type=int,
-        default=TransportConfig.k,
-        help=f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)",
-    )
+    k_help = f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)"
+    parser.add_argument("--k", type=int, default=TransportConfig.k, help=k_help)
     args = parser.parse_args()
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)

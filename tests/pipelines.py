@@ -11,18 +11,16 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 
+from .tiny_models import FLUX_BLOCKS
+
 TXT_DIM = 32
 
 
 def tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1,
+        **FLUX_BLOCKS,
         in_channels=16,  # 4 VAE latent channels packed 2x2
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=16,
-        num_attention_heads=2,
         joint_attention_dim=TXT_DIM,
         pooled_projection_dim=TXT_DIM,
         axes_dims_rope=(4, 6, 6),
@@ -35,15 +33,15 @@ def tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
     return transformer.eval()
 
 
-def tiny_vae() -> AutoencoderKL:
-    """A 2x-down AutoencoderKL with 4 latent channels, identity scaling."""
+def tiny_vae(widths: tuple[int, ...] = (8, 16), latent_channels: int = 4) -> AutoencoderKL:
+    """An AutoencoderKL with one level per width (2**(levels - 1) x down: 2x by default), identity scaling."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
+        block_out_channels=widths,
+        latent_channels=latent_channels,
         norm_num_groups=4,
         layers_per_block=1,
         shift_factor=0.0,

@@ -186,6 +186,18 @@ class Adapter:
         return self.block_output.merge(output, streams)
 
 
+def padded_positions(
+    tokenizer: Any, prompt: str, words: Sequence[str], length: int, limit: str, **template: Any
+) -> list[int]:
+    """`ditlens.attention.template_positions` for a text stream that the pipeline pads and cuts
+    to `length` tokens, as T5, Qwen3 and CLIP streams are tokenized (`padding="max_length"`,
+    `truncation=True`); `template`: its other arguments (template, keep, ...)."""
+    from ..attention import template_positions
+
+    encode: dict[str, Any] = {"padding": "max_length", "max_length": length, "truncation": True}
+    return template_positions(tokenizer, prompt, words, limit=limit, **(encode | template))
+
+
 def model_config(model: nn.Module) -> Any:
     """A diffusers model's config, read by attribute (`config.patch_size`). Typed Any: diffusers
     makes its fields from each model class's own __init__ arguments."""
@@ -243,11 +255,13 @@ def grid_from_img_ids(args: tuple, kwargs: dict, transformer: nn.Module) -> tupl
     return grid if grid[0] * grid[1] == n_tokens else None
 
 
-def grid_from_latents(args: tuple, kwargs: dict, patch_size: int) -> tuple[int, int] | None:
-    """(rows, cols) of unpacked latents (B, C, H, W) patchified `patch_size` a side (SANA, SD3)."""
+def grid_from_latents(args: tuple, kwargs: dict, transformer: nn.Module) -> tuple[int, int] | None:
+    """(rows, cols) of unpacked latents (B, C, H, W), patchified the transformer's `patch_size`
+    a side (SANA, SD3)."""
     hidden = hidden_states(args, kwargs)
     if hidden is None or hidden.ndim != 4:
         return None
+    patch_size = int(model_config(transformer).patch_size)
     return (int(hidden.shape[2]) // patch_size, int(hidden.shape[3]) // patch_size)
 
 

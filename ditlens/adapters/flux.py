@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .attention import FluxLocator
-from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, grid_from_img_ids
+from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, grid_from_img_ids, padded_positions
 
 
 class FluxAdapter(Adapter):
@@ -33,7 +33,7 @@ class FluxAdapter(Adapter):
         """The built-in model: `word_positions(prompt, words)` ([CLS] first). FluxPipeline (and
         its img2img/inpaint kin): T5's (`tokenizer_2`) sequence as it is, padded to
         `max_sequence_length` (CLIP only gives the pooled vector)."""
-        from ..attention import template_positions, word_positions
+        from ..attention import word_positions
         from ..builtin.pipeline import BuiltinPipeline
 
         if isinstance(pipe, BuiltinPipeline):
@@ -43,15 +43,8 @@ class FluxAdapter(Adapter):
                 f"{type(pipe).__name__} has no T5 tokenizer (tokenizer_2): cannot tell its text stream."
             )
         length = call_default(pipe, "max_sequence_length", max_sequence_length)
-        return template_positions(
-            pipe.tokenizer_2,
-            prompt,
-            words,
-            limit=f"{type(pipe).__name__} keeps T5's first {length} tokens (max_sequence_length)",
-            padding="max_length",
-            max_length=length,
-            truncation=True,
-        )
+        limit = f"{type(pipe).__name__} keeps T5's first {length} tokens (max_sequence_length)"
+        return padded_positions(pipe.tokenizer_2, prompt, words, length, limit)
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From `img_ids`: (0, row, col) per packed token."""

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .attention import Flux2Locator
-from .base import TXT_IMG, Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids
+from .base import TXT_IMG, Adapter, Streams, UnsupportedModelError, call_default, grid_from_img_ids, padded_positions
 
 # positions of the inputs in `Flux2SingleTransformerBlock.forward`, for positional calls
 # (diffusers' gradient-checkpointing path passes them positionally)
@@ -101,8 +101,6 @@ class Flux2Adapter(Adapter):
         """Flux2KleinPipeline (and its inpaint kin, `_get_qwen3_prompt_embeds`): the prompt as
         the user turn of Qwen3's chat template (generation prompt, thinking off), padded to
         `max_sequence_length`, every token kept. Flux2Pipeline's Mistral processor is not wired."""
-        from ..attention import template_positions
-
         if not hasattr(pipe, "_get_qwen3_prompt_embeds"):
             raise UnsupportedModelError(
                 "Text positions are wired for FLUX.2 [klein]'s Qwen3 chat template only, not for "
@@ -116,16 +114,8 @@ class Flux2Adapter(Adapter):
                 messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
             )
 
-        return template_positions(
-            pipe.tokenizer,
-            prompt,
-            words,
-            template=chat,
-            limit=f"{type(pipe).__name__} keeps the chat template's first {length} tokens (max_sequence_length)",
-            padding="max_length",
-            max_length=length,
-            truncation=True,
-        )
+        limit = f"{type(pipe).__name__} keeps the chat template's first {length} tokens (max_sequence_length)"
+        return padded_positions(pipe.tokenizer, prompt, words, length, limit, template=chat)
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From `img_ids`: (t, row, col, l) per packed token."""

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .attention import SanaLocator
-from .base import IMG_ONLY, Adapter, UnsupportedModelError, call_default, grid_from_latents, model_config
+from .base import IMG_ONLY, Adapter, UnsupportedModelError, call_default, grid_from_latents, padded_positions
 
 
 class SanaAdapter(Adapter):
@@ -45,8 +45,6 @@ class SanaAdapter(Adapter):
         those of the default instruction (a `complex_human_instruction=` of one's own moves
         them); `clean_caption=True` rewrites the prompt and is not wired. Errors name the
         prompt as the pipeline encodes it (lower-cased)."""
-        from ..attention import template_positions
-
         if not hasattr(pipe, "_text_preprocessing"):
             raise UnsupportedModelError(
                 f"{type(pipe).__name__} has no _text_preprocessing: cannot tell what it encodes."
@@ -56,24 +54,22 @@ class SanaAdapter(Adapter):
         text = pipe._text_preprocessing(prompt, clean_caption=False)[0]  # what the pipeline encodes
         prefix = "\n".join(instruction) if instruction else ""
         total = len(pipe.tokenizer.encode(prefix)) + length - 2 if instruction else length
-        return template_positions(
+        limit = f"{type(pipe).__name__} keeps {length - 1} tokens of the instruction and prompt (max_sequence_length)"
+        return padded_positions(
             pipe.tokenizer,
             text,
             words,
+            total,
+            limit,
             template=lambda p: prefix + p,
             keep=[0, *range(-length + 1, 0)],
-            limit=f"{type(pipe).__name__} keeps {length - 1} tokens of the instruction and prompt "
-            "(max_sequence_length)",
-            padding="max_length",
             padding_side="right",
-            max_length=total,
-            truncation=True,
             add_special_tokens=True,
         )
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From the unpacked latents (B, C, H, W) it is called with."""
-        return grid_from_latents(args, kwargs, int(model_config(self.transformer).patch_size))
+        return grid_from_latents(args, kwargs, self.transformer)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """SanaPipeline: AutoencoderDC's latents (deterministic: no distribution) times

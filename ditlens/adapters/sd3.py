@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .attention import SD3Locator
-from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, grid_from_latents, model_config
+from .base import TXT_IMG, Adapter, UnsupportedModelError, call_default, grid_from_latents, padded_positions
 
 
 class SD3Adapter(Adapter):
@@ -37,16 +37,14 @@ class SD3Adapter(Adapter):
         tokens (77; the two joined along the width, so one position is one token of both),
         then T5's `max_sequence_length` tokens (zeros without text_encoder_3, so no position
         there). A word cut from CLIP's 77 tokens but kept by T5 gets its T5 positions only."""
-        from ..attention import TruncatedWordError, template_positions
+        from ..attention import TruncatedWordError
 
         clip_length = int(pipe.tokenizer_max_length)
         length = call_default(pipe, "max_sequence_length", max_sequence_length)
 
         def kept(tokenizer: Any, word: str, max_length: int) -> list[int]:  # [] where truncated
             try:
-                return template_positions(
-                    tokenizer, prompt, [word], padding="max_length", max_length=max_length, truncation=True
-                )
+                return padded_positions(tokenizer, prompt, [word], max_length, limit="")
             except TruncatedWordError:
                 return []
 
@@ -70,7 +68,7 @@ class SD3Adapter(Adapter):
 
     def token_grid(self, args: tuple, kwargs: dict) -> tuple[int, int] | None:
         """From the unpacked latents (B, C, H, W) it is called with."""
-        return grid_from_latents(args, kwargs, int(model_config(self.transformer).patch_size))
+        return grid_from_latents(args, kwargs, self.transformer)
 
     def image_to_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
         """StableDiffusion3Pipeline: VAE mode, `(x - shift_factor) * scaling_factor` as
