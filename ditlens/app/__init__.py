@@ -30,6 +30,7 @@ The modules, in reading order:
 - widgets.py, status.py: what the tabs share on the page (widgets, the wiring of a
   cancellable job) and the status line every handler ends with
 - page.py: `build_app` and `serve`
+- browser.py: the app and headless Chromium, for the browser test and the screenshot script
 """
 
 from __future__ import annotations
