@@ -182,3 +182,54 @@ def test_a_byte_order_mark_is_read_as_without_it(name, text, tmp_path):
     plain, bom = load_config(tmp_path / "plain" / name), load_config(tmp_path / "bom" / name)
     assert bom.prompts == plain.prompts == [PROMPT] and bom.seeds == [0, 1]
     assert [i.id for i in plan(bom)] == [i.id for i in plan(plain)]
+
+
+def test_job_settings_are_the_capability_config_fields():
+    """Every field of a capability's config is a sweep setting, one the sweep sets itself, or
+    left out with a reason; a field added to a config is a setting with no edit in the sweep."""
+    from dataclasses import dataclass, fields, replace
+
+    from ditlens.generation import GenerationSettings
+    from ditlens.segment import SegmentConfig
+    from ditlens.sweep.jobs import JOBS, SWEEP_OWNED, Setting
+
+    for job in JOBS.values():
+        offered = {job.renamed.get(f.name, f.name) for f in fields(job.config) if f.name not in SWEEP_OWNED}
+        assert set(job.settings) == (offered - {job.renamed.get(f, f) for f in job.left_out}) | set(job.own)
+        assert all(reason for reason in job.left_out.values())
+
+    @dataclass
+    class WithAKnob(SegmentConfig):
+        knob: float = 0.5
+
+    job = replace(JOBS["segment"], config=WithAKnob)
+    assert job.settings["knob"] == Setting("float", 0.5)
+    built = job.build({"k": 2, "rules": ["top"], "knob": 0.25}, GenerationSettings(3), "a prompt", 7)
+    assert (built.knob, built.k, built.rules, built.prompts, built.seeds) == (0.25, 2, ["top"], ["a prompt"], [7])
+    assert built.generation == GenerationSettings(3)
+
+
+def test_an_item_builds_the_config_its_settings_name(tmp_path):
+    """Each item's settings become its capability's config: renamed fields, one k and rule per
+    disrupt item, windows and sites as the config's tuples, the sweep's generation settings."""
+    from ditlens.generation import GenerationSettings
+    from ditlens.sweep.jobs import JOBS
+
+    text = (
+        f'seeds = [3]\nprompts = ["{PROMPT}"]\n'
+        '[[jobs]]\ncommand = "find"\nk = 2\n'
+        '[[jobs]]\ncommand = "disrupt"\nrule = "random"\nk = 2\ndraws = 1\nwindow = [0, 1]\nfactor = 0.5\n'
+        '[[jobs]]\ncommand = "transport"\nk = 8\nalpha = 0.5\nsites = ["transformer_blocks.0"]\n'
+        f'target = "{PROMPT.replace("red", "blue")}"\n'
+    )
+    (tmp_path / "sweep.toml").write_text(text)
+    items = {i.command: i for i in plan(load_config(tmp_path / "sweep.toml")) if i.settings.get("rule") != "none"}
+    generation = GenerationSettings(2, 3.5)
+    find = JOBS["find"].build(items["find"].settings, generation, PROMPT, 3)
+    assert (find.k, find.prompts, find.seeds) == (2, [PROMPT], [3])
+    assert (find.num_inference_steps, find.guidance_scale) == (2, 3.5)
+    disrupt = JOBS["disrupt"].build(items["disrupt"].settings, generation, PROMPT, 3)
+    assert (disrupt.ks, disrupt.rules, disrupt.steps, disrupt.factor) == ([2], ["random"], (0, 1), 0.5)
+    transport = JOBS["transport"].build(items["transport"].settings, generation)
+    assert (transport.k, transport.alpha, transport.sites, transport.steps) == (8, 0.5, ("transformer_blocks.0",), None)
+    assert transport.generation == generation

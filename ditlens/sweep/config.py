@@ -20,8 +20,8 @@ __all__ = ["MAX_SIDE", "ModelOptions", "SweepConfig", "SweepConfigError", "load_
 MODEL_KEYS = {"name": str, "device": str, "dtype": str, "allow_download": bool, "cpu_offload": bool, "embeds": str}
 # The [generation] table's short names for GenerationSettings' fields (the CLI's flags).
 GENERATION_KEYS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "height": "height", "width": "width"}
-# Largest height / width in pixels: 4x the largest size released DiTs are trained at (FLUX.1,
-# SD3: up to 2048); it stops a typo (100000) that would ask for terabytes of activations.
+# Largest height / width in pixels: 4x the largest size released DiTs are trained at (up to
+# 2048); it stops a typo (100000) that would ask for terabytes of activations.
 MAX_SIDE = 8192
 
 

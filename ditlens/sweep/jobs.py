@@ -8,8 +8,8 @@ otherwise (`steps` is `window`), list fields of which each item takes one value 
 runs one `k` and one `rule` per item), fields it does not offer (with the reason), and
 settings of its own (find's `stats`, transport's `target`).
 
-    JOBS["find"].settings    # {"k": Setting("int", 4), "statistic": ..., "stats": ...}
-    JOBS["find"].build(item.settings, generation, prompts=[prompt], seeds=[seed])  # a FindConfig
+    JOB_SETTINGS["find"]     # {"k": Setting("int", 4), "statistic": ..., "stats": ...}
+    JOBS["find"].build(item.settings, generation, item.prompt, item.seed)  # a FindConfig
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class Job:
 
     @property
     def settings(self) -> dict[str, Setting]:
-        """Every setting of this job, by its name in a sweep config, in the config's field order."""
+        """Every setting of this job, by its name in a sweep config, in the config's field order
+        (after `first`). Derived anew on each call: JOB_SETTINGS holds them once."""
         hints = typing.get_type_hints(self.config)
         derived = {
             self.renamed.get(f.name, f.name): Setting(

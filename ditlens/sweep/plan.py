@@ -14,7 +14,7 @@ from typing import Any
 from .config import SweepConfig
 from .hashes import FileHashes
 from .identity import Fingerprint, identity_of, model_fingerprint
-from .jobs import JOBS
+from .jobs import JOB_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _item_settings(command: str, combo: dict[str, Any]) -> list[dict[str, Any]]:
 
 def job_settings(job: dict[str, Any]) -> list[dict[str, Any]]:
     """The settings of every item of one job (before prompts and seeds), in config order."""
-    keys = list(JOBS[job["command"]].settings)
+    keys = list(JOB_SETTINGS[job["command"]])
     out = [{"rule": "none"}] if job["command"] == "disrupt" else []  # the unedited baseline, always
     for values in itertools.product(*(job[k] for k in keys)):
         out += _item_settings(job["command"], dict(zip(keys, values)))

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .jobs import COMMANDS, JOBS, Job, Setting
+from .jobs import COMMANDS, JOB_SETTINGS, JOBS, Job, Setting
 from .text import config_error, relative, show
 
 # What each kind accepts, and how a message names it.
@@ -81,7 +81,7 @@ def parse_job(j: int, job: Any, path: Path) -> dict[str, Any]:
         raise config_error(path, f"jobs[{j}] has no 'command'; allowed: {', '.join(COMMANDS)}.")
     if command not in COMMANDS:
         raise config_error(path, f"jobs[{j}] has unknown command {command!r}; allowed: {', '.join(COMMANDS)}.")
-    schema = JOBS[command].settings
+    schema = JOB_SETTINGS[command]
     unknown = [key for key in job if key != "command" and key not in schema]
     if unknown:
         raise config_error(
