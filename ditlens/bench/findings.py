@@ -27,6 +27,7 @@ import torch
 from ..builtin import scenes as scenes_v1
 from ..disrupt import DisruptConfig, DisruptResult, disrupt
 from ..generation import GenerationSettings, pixel_distances
+from ..io.outputs import write_atomic
 from ..reporting.plots import plot_metric_over_k
 from ..reporting.report import Section, write_markdown
 from ..reporting.verdicts import disruption_verdict, segmentation_verdict
@@ -133,7 +134,7 @@ def bench_findings(
     numbers["finding2"], sections2 = _finding2(run)
     if not_measured:
         numbers["not_measured"] = not_measured
-    (out / "findings.json").write_text(json.dumps(numbers, indent=1))
+    write_atomic(out / "findings.json", json.dumps(numbers, indent=1))
 
     sections = [section1, *sections2, *not_measured_section(not_measured)]
     intro = (

@@ -30,6 +30,7 @@ import torch
 from ..adapters import UnsupportedModelError, adapter_for
 from ..disrupt import Condition, DisruptConfig, DisruptResult, disrupt
 from ..generation import GenerationSettings
+from ..io.outputs import write_atomic
 from ..metrics.scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
 from ..reporting.plots import plot_metric_over_k
 from ..reporting.report import Section, write_markdown
@@ -193,7 +194,7 @@ def bench_findings_any(
         sections += sections2
     numbers["not_measured"] = not_measured
     sections += not_measured_section(not_measured, always=True)
-    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
+    write_atomic(out / "findings.json", json.dumps(numbers, indent=1, default=str))
     seeds = f"{len(config.seeds)} seed{'s' * (len(config.seeds) != 1)}"
     intro = (
         f"{provenance(command, f'seeds {config.seeds}', started)}. Model {model_name(pipe)} "

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..io.outputs import write_atomic
 from ..metrics.scores import TRANSPORT_COLUMNS, Scorers, transport_scores
 from ..reporting.plots import plot_image_table, plot_metric_over_alpha
 from ..reporting.report import Section, write_markdown
@@ -226,7 +227,7 @@ def bench_transport_any(
         ),
         *not_measured_section(not_measured),
     ]
-    (out / "findings.json").write_text(json.dumps(numbers, indent=1, default=str))
+    write_atomic(out / "findings.json", json.dumps(numbers, indent=1, default=str))
     intro = (
         f"{provenance(command, f'seeds {config.seeds}', started)}. Model {model_name(pipe)} "
         f"({type(pipe.transformer).__name__}); {len(config.pairs)} prompt pairs x {seeds}; alphas {config.alphas}."

@@ -29,6 +29,7 @@ import torch
 from ..adapters import adapter_for
 from ..choices import DEFAULT_STATISTIC
 from ..generation import GenerationSettings, generate
+from ..io.outputs import write_atomic
 from ..reporting.plots import plot_image_table
 from ..reporting.report import write_markdown
 from ..reporting.verdicts import transfer_score
@@ -93,6 +94,7 @@ class _Run:
     pipe: Any
     out: Path
     config: TransportBenchConfig
+    world: ModuleType
     metrics: ModuleType  # the world's scores (metrics_of)
     classifier: Any  # None: transfer is not measured, the defaults are not chosen
     pairs: list[tuple[str, str]]
@@ -116,9 +118,9 @@ class _Run:
                 strips.append([r.source, _present(r.target), *r.transported])
         return {a: mean_scores(rows) for a, rows in per_alpha.items()}, strips
 
-    def at_one(self, tconfig: TransportConfig) -> Scores:
+    def at_one(self, tconfig: TransportConfig, same_seed: bool = False) -> Scores:
         """The setting's mean scores at alpha = 1 (the sweep's strength)."""
-        return self.evaluate(tconfig, [1.0])[0][1.0]
+        return self.evaluate(tconfig, [1.0], same_seed=same_seed)[0][1.0]
 
     def score_into(
         self,
@@ -162,7 +164,7 @@ def bench_transport(
     classifier = classifier_for(pipe, classifier)
     out = report_folder(out_dir)
     pairs = transport_pairs(config.n_pairs, world=world)
-    run = _Run(pipe, out, config, metrics_of(world), classifier, pairs, hasattr(world, "TEXTURES"), say)
+    run = _Run(pipe, out, config, world, metrics_of(world), classifier, pairs, hasattr(world, "TEXTURES"), say)
     model = model_summary(pipe)
     numbers: dict[str, Any] = {"config": asdict(config), "model": model, "pairs": pairs}
     not_measured: list[str] = []
@@ -183,7 +185,7 @@ def bench_transport(
     numbers["strength_curve"] = {"transport": curve, **baselines}
     _plot_strips(strips, out / "transport_strips.png", [f"pair {i}" for i in range(len(strips))], config.alphas)
     say("transport: two-object targets")
-    two = _two_object_targets(run, sweep.chosen, world)
+    two = _two_object_targets(run, sweep.chosen)
     numbers["two_object_targets"] = {"pairs": two.pairs, **two.means()}
     _plot_strips(two.strips, out / "transport_two_object_strips.png", two.labels, config.alphas)
     say("transport: image-conditioned")
@@ -191,12 +193,11 @@ def bench_transport(
     numbers["image_conditioned"] = image_cond
 
     first, verdict = report.verdict_section(run.textured, sweep, curve, baselines)
-    numbers["chosen"]["blocks"] = sweep.blocks
     if verdict is not None:
         numbers["verdict"] = verdict.as_dict()
     if not_measured:
         numbers["not_measured"] = not_measured
-    (out / "transport.json").write_text(json.dumps(numbers, indent=1, default=str))
+    write_atomic(out / "transport.json", json.dumps(numbers, indent=1, default=str))
     sections = [
         first,
         report.defaults_section(run.textured, sweep),
@@ -253,6 +254,7 @@ class Sweep:
                 "streams": c.streams,
                 "foreground": c.foreground,
                 "by_measurement": self.scored,
+                "blocks": self.blocks,
             },
             "k_sweep_edge": {"best_k": c.k, "largest_k": max(self.sweep_k), "past_the_winner": self.past_the_winner},
         }
@@ -289,18 +291,15 @@ def choose_defaults(run: _Run) -> Sweep:
     windows = {_window_name(w): replace(base, k=k, steps=w) for w in config.sweep_windows}
     steps = best(windows, base).steps
     kinds = block_kinds(run.pipe)
-    sites = best(
-        {f"sites={s}": replace(base, k=k, steps=steps, sites=kinds[s]) for s in config.sweep_sites}, base
-    ).sites
+    by_kind = {f"sites={s}": replace(base, k=k, steps=steps, sites=kinds[s]) for s in config.sweep_sites}
+    sites = best(by_kind, base).sites
     masks = {f"mask={m}": replace(base, k=k, mask=m, steps=steps, sites=sites) for m in config.sweep_masks}
     masked = best(masks, replace(base, k=k, steps=steps, sites=sites))
     chosen = best({f"streams={s}": replace(masked, streams=s) for s in config.sweep_streams}, masked)
     # not a candidate: the chosen setting with the target on the source's own noise. Copied hidden
     # states carry the source's velocity, which only fits the source's noise
     run.say("  same seed")
-    scores["chosen, target on the source's seed (not a candidate)"] = run.evaluate(chosen, [1.0], same_seed=True)[0][
-        1.0
-    ]
+    scores["chosen, target on the source's seed (not a candidate)"] = run.at_one(chosen, same_seed=True)
     top_k = {tc.k: scores[name] for name, tc in by_k.items()}
     return Sweep(scores, chosen, top_k, random_k, sweep_k, hidden, kinds, scored, sweep_k != config.sweep_k)
 
@@ -370,11 +369,11 @@ class _TwoObjects:
         return {m: {a: mean_scores(rows) for a, rows in t.items()} for m, t in self.rows.items()}
 
 
-def _two_object_targets(run: _Run, chosen: TransportConfig, world: ModuleType) -> _TwoObjects:
+def _two_object_targets(run: _Run, chosen: TransportConfig) -> _TwoObjects:
     """More held-out pairs whose target has a second object: transport under every mask
     origin of the sweep (at the chosen k, window, sites and streams) and the two baselines."""
     alphas = run.config.alphas
-    two = transport_pairs(run.config.n_pairs, seed=BENCH_SEED + 1, second_object=True, world=world)
+    two = transport_pairs(run.config.n_pairs, seed=BENCH_SEED + 1, second_object=True, world=run.world)
     transports = {f"massive-channel transport (mask = {m})": replace(chosen, mask=m) for m in run.config.sweep_masks}
     found = _TwoObjects(two, {m: {a: [] for a in alphas} for m in [*transports, EMBEDDING, PIXEL]}, [], [])
     for i, (source, target) in enumerate(two):
