@@ -22,6 +22,17 @@ ALLOWED = {
     "core": {"core", "adapters", "choices", "config"},
     "io": {"io"},
 }
+#: imports that break the rule today, each with its reason; the test fails on any other, and on
+#: one of these once it is gone (so the list cannot outlive the exception)
+KNOWN = {
+    # text_positions: the built-in pipeline's own word layout and the tokenizer helpers live in
+    # ditlens/attention.py; they belong beside the adapters (issue 18, open)
+    ("adapters/base.py", "attention"),
+    ("adapters/flux.py", "attention"),
+    ("adapters/flux.py", "builtin"),
+    ("adapters/qwenimage.py", "attention"),
+    ("adapters/sd3.py", "attention"),
+}
 #: the front-ends: nothing below may import them
 FRONT_ENDS = {"cli", "app", "demo", "bench", "sweep"}
 #: diffusers classes and block-list attributes of the families (adapters/ reads them)
@@ -71,7 +82,11 @@ def _imported(path: Path, here: tuple[str, ...] | None = None) -> set[str]:
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_run_down_the_layers(path: Path) -> None:
     layer = _layer(path)
+    name = str(path.relative_to(PACKAGE))
+    known = {module for where, module in KNOWN if where == name}
     imported = _imported(path) - {layer}
+    assert known <= imported, f"{name} no longer imports {sorted(known - imported)}: drop it from KNOWN"
+    imported -= known
     if layer in ALLOWED:
         assert imported <= ALLOWED[layer], f"{path.name} ({layer}) imports {sorted(imported - ALLOWED[layer])}"
     if layer not in FRONT_ENDS:
@@ -79,11 +94,13 @@ def test_imports_run_down_the_layers(path: Path) -> None:
 
 
 def test_only_adapters_name_model_families() -> None:
-    """Code (names, attributes, imports; not prose) outside adapters/ never names a family's
-    class or block list: it asks the adapter."""
+    """Code (names, attributes, imports; not prose) outside adapters/ (and the built-in model,
+    which is one FLUX.1-architecture model) never names a family's class or block list: it asks
+    the adapter."""
     named = []
     for path in _modules():
-        if _layer(path) == "adapters":
+        # builtin/: the built-in model is a FluxTransformer2DModel, which its pipeline and trainer build
+        if _layer(path) in ("adapters", "builtin"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             name = None
@@ -101,5 +118,7 @@ def test_only_adapters_name_model_families() -> None:
 def test_the_check_finds_a_violation(tmp_path: Path) -> None:
     """The import reader sees lazy and relative imports (else the layer test could not fail)."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from ..cli import main\n    from ditlens.sweep import run_sweep\n    from . import rows\n")
+    probe.write_text(
+        "def f():\n    from ..cli import main\n    from ditlens.sweep import run_sweep\n    from . import rows\n"
+    )
     assert _imported(probe, ("core", "probe")) == {"cli", "sweep", "core"}
