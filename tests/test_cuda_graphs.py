@@ -135,7 +135,15 @@ def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, streams, monkeypatc
     assert torch.equal(graphed, eager) and torch.equal(again, eager)
     assert not torch.equal(graphed[2], graphed[1])  # the edit did act
     public = transport_text(
-        pipe, "A", "B", config, alphas=[0.5, 1.0], source_seed=1, target_seed=2, prompt_embeds=_embeds(4)
+        pipe,
+        "A",
+        "B",
+        config,
+        alphas=[0.5, 1.0],
+        source_seed=1,
+        target_seed=2,
+        prompt_embeds=_embeds(4),
+        mask_image=mask_image,
     )
     assert torch.equal(public.transported, eager[2:].cpu())  # the public call, graphed by default
 
