@@ -149,7 +149,7 @@ def test_replacing_img_changes_the_output_at_every_site(tiny: TinyModel):
     baseline = _forward(tiny, adapter)
     for target in adapter.sites():
 
-        def replace(site, out, args, kwargs):
+        def replace(site, out, args, kwargs, target=target):
             streams = adapter.split(out, args, kwargs)  # at every site, as the hooks do
             if site.name != target.name:
                 return None

@@ -84,6 +84,7 @@ def test_replace_alpha_bounds_and_identity():
     x = planted(B=4)
     out = ReplaceFromRows({1: 0}, 2, TopK(2), alpha=0.0)
     assert not out.applies(CTX)
+    assert torch.equal(out(x, CTX), x)  # and were it applied, weight 0 is the identity, exactly
 
 
 def test_replace_all_channels_all_tokens_copies_the_source_row_exactly():

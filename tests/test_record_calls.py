@@ -85,7 +85,9 @@ def _assert_tables(stats: ditlens.ChannelStats, calls, steps: list[list[int]]) -
             assert got.shape == want.shape, statistic
             assert torch.equal(got.isnan(), want.isnan()), statistic  # absent entries and only those
             where = f"{statistic}, {'img' if stream == 0 else 'txt'}"
-            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, equal_nan=True, msg=lambda m: f"{where}: {m}")
+            torch.testing.assert_close(
+                got, want, rtol=1e-6, atol=1e-6, equal_nan=True, msg=lambda m, where=where: f"{where}: {m}"
+            )
 
 
 # ---- token counts that differ between calls ----------------------------------------------
