@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ditlens.builtin import scenes
+from ditlens.builtin import scenes, scenes_v2
 from ditlens.builtin.scenes import Scene, SceneObject, caption, render
 from ditlens.metrics import classifier as clf
 from ditlens.metrics.classifier import (
@@ -180,3 +180,35 @@ def test_shipped_names_the_packages_classifier_of_each_world():
     assert classifier_world(SHIPPED_V2) == "v2" and isinstance(load_classifier("shipped", "v2"), AttributeClassifierV2)
     assert type(load_classifier("shipped", "v1")).__name__ == "AttributeClassifier"
     assert load_classifier(None, "v2") is None  # never implied for v2: its texture head is weak (docs/world-v2.md)
+
+
+def test_v2_classifier_trains_saves_and_loads(tmp_path, one_thread):
+    from ditlens.metrics import classifier as clf
+
+    config = clf.ClassifierV2Config(channels=(8, 16, 16), feature_dim=32)
+    model = clf.train_classifier_v2(steps=3, batch_size=8, config=config, progress=False)
+    model.save_pretrained(tmp_path / "clf")
+    loaded = clf.AttributeClassifierV2.from_pretrained(tmp_path / "clf")
+    held = scenes_v2.sample_batch(16, seed=0, split="heldout")
+    a, b = clf.logits_v2(model, held.images), clf.logits_v2(loaded, held.images)
+    assert torch.equal(a.texture, b.texture) and a.presence.shape == (16, 9, 2)
+    assert a.features.shape == (16, 32)
+    scores = clf.evaluate_v2(loaded, held.images, held.scenes)
+    assert set(scores) == {
+        "presence",
+        "shape",
+        "colour",
+        "texture",
+        "size",
+        "background",
+        "background_texture",
+        "scene",
+    }
+    assert all(0 <= v <= 1 for v in scores.values())
+    assert all(isinstance(s, scenes_v2.Scene) for s in clf.predict_scenes_v2(loaded, held.images))
+    with pytest.raises(ValueError, match="world 'v1'"):
+        clf.AttributeClassifierV2.from_pretrained(clf.DEFAULT_WEIGHTS)  # the shipped v1 classifier
+    with pytest.raises(ValueError, match="64, 64"):
+        loaded(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(SystemExit):
+        clf.main(["--train", "--world", "v2"])  # never overwrites the shipped v1 weights

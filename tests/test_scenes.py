@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ditlens.builtin import scenes
+from ditlens.builtin import scenes, scenes_v2
 from ditlens.builtin.scenes import (
     BACKGROUNDS,
     COLOUR_RGB,
@@ -15,7 +15,6 @@ from ditlens.builtin.scenes import (
     UnknownWordError,
     caption,
     check_words,
-    is_heldout,
     parse_caption,
     render,
     sample_batch,
@@ -125,11 +124,14 @@ def test_determinism_from_seed():
     assert a.captions != c.captions
 
 
-def test_heldout_split_disjoint():
-    train = sample_batch(256, seed=1, split="train")
-    held = sample_batch(64, seed=1, split="heldout")
-    assert not any(is_heldout(s) for s in train.scenes)
-    assert all(is_heldout(s) for s in held.scenes)
+@pytest.mark.parametrize(
+    "world, n_train, n_held, seed", [(scenes, 256, 64, 1), (scenes_v2, 200, 40, 2)], ids=["v1", "v2"]
+)
+def test_heldout_split_disjoint(world, n_train, n_held, seed):
+    train = world.sample_batch(n_train, seed=seed, split="train")
+    held = world.sample_batch(n_held, seed=seed, split="heldout")
+    assert not any(world.is_heldout(s) for s in train.scenes)
+    assert all(world.is_heldout(s) for s in held.scenes)
     assert not set(train.captions) & set(held.captions)
 
 
@@ -153,22 +155,41 @@ def test_unknown_word_error_names_word_and_vocabulary():
         check_words(prompt)
 
 
+_V1_CASES = [
+    ("a large red circle at the left on a gray background", "'at the left'"),
+    ("a red circle on the left on a gray background", "got 'red'"),
+    ("a large red circle on the left", "end of the prompt"),
+    ("a large red circle on the left and a small red circle on the left on a gray background", "distinct positions"),
+    ("a large red circle on the left on a gray and gray background", "different colours"),
+]
+_V2_CASES = [
+    ("a large plain red circle on the top left on a plain gray background", "'on the top left'"),
+    ("a large red circle on the left on a plain gray background", "got 'red'"),
+    ("a large plain red circle on the left on a gray background", "got 'gray'"),
+    ("a large plain red circle on the left", "end of the prompt"),
+    (
+        "a small plain red circle on the left and a large plain blue star on the left on a plain gray background",
+        "distinct positions",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    "prompt, fragment",
-    [
-        ("a large red circle at the left on a gray background", "'at the left'"),
-        ("a red circle on the left on a gray background", "got 'red'"),
-        ("a large red circle on the left", "end of the prompt"),
+    "world, prompt, fragment, error",
+    [(scenes, p, f, CaptionError) for p, f in _V1_CASES]
+    + [(scenes_v2, p, f, CaptionError) for p, f in _V2_CASES]
+    + [
         (
-            "a large red circle on the left and a small red circle on the left on a gray background",
-            "distinct positions",
-        ),
-        ("a large red circle on the left on a gray and gray background", "different colours"),
+            scenes_v2,
+            "a small plain red circle in the center on a plain gray background extra",
+            "Unknown word 'extra'",
+            scenes_v2.UnknownWordError,
+        )
     ],
 )
-def test_caption_errors_show_the_problem(prompt, fragment):
-    with pytest.raises(CaptionError, match=fragment):
-        parse_caption(prompt)
+def test_caption_errors_show_the_problem(world, prompt, fragment, error):
+    with pytest.raises(error, match=fragment):
+        world.parse_caption(prompt)
 
 
 def test_vocabulary_is_what_the_grammar_produces(batch):

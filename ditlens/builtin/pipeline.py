@@ -1,8 +1,8 @@
 """The built-in text-to-image pipeline: pixel-space flow matching with a small FLUX transformer.
 
 Images are 32x32 RGB in [-1, 1], cut into 2x2 patches: 256 image tokens of 12 values,
-the same packed-token layout FLUX.1 uses for its latents (so `FluxTransformer2DModel`
-runs unchanged, and ditlens' FLUX adapter serves both). There is no VAE: the "latents"
+the same packed-token layout FLUX.1 uses for its latents (so diffusers' FLUX transformer
+runs unchanged, and ditlens' adapter for it serves both; `architecture.py`). There is no VAE: the "latents"
 of this pipeline are noisy pixels in token form, `(B, 256, 12)`. Models of world v2
 (`scenes_v2.py`) take 64x64 images in 4x4 patches: 256 tokens of 48 values. The image size
 is in the pipeline's config, the patch size follows from the transformer's `in_channels`,
@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -73,11 +75,39 @@ def image_ids(height: int, width: int, patch_size: int, device=None, dtype=None)
     return ids.reshape(hp * wp, 3).to(device=device, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What every transformer call of one generation (or training step) shares."""
+
+    txt: torch.Tensor  # (B, L, D) prompt embeddings
+    vec: torch.Tensor  # (B, D) pooled prompt embeddings
+    img_ids: torch.Tensor  # (N, 3) RoPE positions of the image tokens
+    txt_ids: torch.Tensor  # (L, 3) zeros
+    joint_attention_kwargs: dict | None = None
+
+
+def predict_velocity(
+    transformer: Callable, img: torch.Tensor, cond: Conditioning, timestep: torch.Tensor
+) -> torch.Tensor:
+    """One transformer call: the velocity (B, N, C*p*p) of the noisy image tokens `img` at
+    `timestep` (B,) (sigma in [0, 1]), as the pipeline and training make it."""
+    return transformer(
+        hidden_states=img,
+        encoder_hidden_states=cond.txt,
+        pooled_projections=cond.vec,
+        timestep=timestep,
+        img_ids=cond.img_ids,
+        txt_ids=cond.txt_ids,
+        joint_attention_kwargs=cond.joint_attention_kwargs,
+        return_dict=False,
+    )[0]
+
+
 class BuiltinPipeline(DiffusionPipeline):
     r"""Text-to-image with ditlens' built-in model.
 
-    Components: `transformer` (`FluxTransformer2DModel`, pixel tokens in and velocity
-    out), `text_encoder` (`BuiltinTextEncoder`, which also tokenises), `scheduler`
+    Components: `transformer` (the FLUX-architecture transformer of `architecture.py`,
+    pixel tokens in and velocity out), `text_encoder` (`BuiltinTextEncoder`, which also tokenises), `scheduler`
     (`FlowMatchEulerDiscreteScheduler`).
 
     Classifier-free guidance: when `guidance_scale > 1` each step makes ONE transformer
@@ -87,12 +117,16 @@ class BuiltinPipeline(DiffusionPipeline):
     `guidance_scale <= 1` only the conditional rows are run.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer"
+    model_cpu_offload_seq = "text_encoder->transformer"  # type: ignore[assignment]  # diffusers declares None
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
+    # the components, as register_modules sets them
+    transformer: ModelMixin
+    text_encoder: BuiltinTextEncoder
+    scheduler: FlowMatchEulerDiscreteScheduler
 
     def __init__(
         self,
-        transformer: FluxTransformer2DModel,
+        transformer: ModelMixin,
         text_encoder: BuiltinTextEncoder,
         scheduler: FlowMatchEulerDiscreteScheduler,
         image_size: int = 32,
@@ -114,7 +148,7 @@ class BuiltinPipeline(DiffusionPipeline):
     def world(self) -> str:
         """The procedural world the model was trained on ("v1" or "v2"): prompts follow the
         grammar of `text_encoder.scenes_of(pipe.world)`."""
-        return self.config.world
+        return self.config["world"]
 
     @property
     def patch_size(self) -> int:
@@ -222,46 +256,30 @@ class BuiltinPipeline(DiffusionPipeline):
         noise, tokens `(B, N, 12)` or pixels `(B, 3, H, W)`. `callback_on_step_end(pipe,
         step, timestep, tensors)` may return replacements for `latents`.
         """
-        height = height or self.config.image_size
-        width = width or self.config.image_size
+        height = height or self.config["image_size"]
+        width = width or self.config["image_size"]
         self.check_inputs(
             prompt, prompt_embeds, pooled_prompt_embeds, height, width, output_type, callback_on_step_end_tensor_inputs
         )
         device = self._execution_device
-        do_cfg = guidance_scale > 1.0
-
-        # 1. Prompts
-        if prompt_embeds is None:
-            prompt_embeds, pooled_prompt_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
-        else:
-            prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-            pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-        batch_size = prompt_embeds.shape[0]  # already times num_images_per_prompt
-        if do_cfg:
-            if negative_prompt_embeds is None:
-                negative = negative_prompt if negative_prompt is not None else ""
-                if isinstance(negative, str):
-                    negative = [negative] * (batch_size // num_images_per_prompt)
-                if len(negative) * num_images_per_prompt != batch_size:
-                    raise ValueError(
-                        f"negative_prompt has {len(negative)} entries for {batch_size // num_images_per_prompt} prompts"
-                    )
-                negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(
-                    negative, device, num_images_per_prompt
-                )
-            elif negative_pooled_prompt_embeds is None:
-                raise ValueError("`negative_prompt_embeds` needs `negative_pooled_prompt_embeds` too")
-            else:
-                negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
-                negative_pooled_prompt_embeds = negative_pooled_prompt_embeds.repeat_interleave(
-                    num_images_per_prompt, dim=0
-                )
-            # [unconditional rows..., conditional rows...]: one transformer call per step.
-            txt = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D)
-            vec = torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])  # (2B, D)
-        else:
-            txt, vec = prompt_embeds, pooled_prompt_embeds
         dtype = self.transformer.dtype
+
+        # 1. Prompts: rows [unconditional..., conditional...] with guidance, one transformer call per step
+        prompt_embeds, pooled_prompt_embeds = self._embeddings(
+            prompt, prompt_embeds, pooled_prompt_embeds, num_images_per_prompt, device
+        )
+        batch_size = prompt_embeds.shape[0]  # already times num_images_per_prompt
+        txt, vec = prompt_embeds, pooled_prompt_embeds
+        if guidance_scale > 1.0:
+            negative, negative_pooled = self._negative_embeddings(
+                negative_prompt,
+                negative_prompt_embeds,
+                negative_pooled_prompt_embeds,
+                batch_size // num_images_per_prompt,
+                num_images_per_prompt,
+                device,
+            )
+            txt, vec = torch.cat([negative, txt]), torch.cat([negative_pooled, vec])  # (2B, L, D), (2B, D)
         txt, vec = txt.to(device, dtype), vec.to(device, dtype)
 
         # 2. Noise and positions
@@ -269,51 +287,112 @@ class BuiltinPipeline(DiffusionPipeline):
         img_ids = image_ids(height, width, self.patch_size, device, dtype)  # (N, 3)
         txt_ids = torch.zeros(txt.shape[1], 3, device=device, dtype=dtype)  # (L, 3)
 
-        # 3. Schedule: sigma from 1 (noise) down to 1/steps, then the last step lands on 0.
-        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
-        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
-        timesteps = self.scheduler.timesteps
-        self._num_timesteps = len(timesteps)
+        # 3. Euler steps
+        latents = self._denoise(
+            latents,
+            Conditioning(txt, vec, img_ids, txt_ids, joint_attention_kwargs),
+            self._timesteps(num_inference_steps, device),
+            guidance_scale,
+            callback_on_step_end,
+            {"prompt_embeds": prompt_embeds},
+            callback_on_step_end_tensor_inputs,
+        )
 
-        # 4. Euler steps
+        # 4. Pixels
+        images = latents if output_type == "latent" else self._to_images(latents, height, width, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return BuiltinPipelineOutput(images=images)
+
+    def _embeddings(
+        self,
+        prompt: str | list[str] | None,
+        prompt_embeds: torch.Tensor | None,
+        pooled_prompt_embeds: torch.Tensor | None,
+        num_images_per_prompt: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts' (embeds (B*n, L, D), pooled (B*n, D)), or the given ones repeated per image."""
+        if prompt_embeds is None:
+            assert prompt is not None  # check_inputs: exactly one of them
+            return self.encode_prompt(prompt, device, num_images_per_prompt)
+        assert pooled_prompt_embeds is not None  # check_inputs: embeds come with pooled embeds
+        return (
+            prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0),
+            pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0),
+        )
+
+    def _negative_embeddings(
+        self,
+        negative_prompt: str | list[str] | None,
+        negative_prompt_embeds: torch.Tensor | None,
+        negative_pooled_prompt_embeds: torch.Tensor | None,
+        n_prompts: int,
+        num_images_per_prompt: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unconditional rows of classifier-free guidance: the negative prompts (default:
+        the empty prompt), or the given negative embeddings, repeated per image."""
+        if negative_prompt_embeds is None:
+            negative = negative_prompt if negative_prompt is not None else ""
+            if isinstance(negative, str):
+                negative = [negative] * n_prompts
+            if len(negative) != n_prompts:
+                raise ValueError(f"negative_prompt has {len(negative)} entries for {n_prompts} prompts")
+            return self.encode_prompt(negative, device, num_images_per_prompt)
+        if negative_pooled_prompt_embeds is None:
+            raise ValueError("`negative_prompt_embeds` needs `negative_pooled_prompt_embeds` too")
+        return self._embeddings(
+            None, negative_prompt_embeds, negative_pooled_prompt_embeds, num_images_per_prompt, device
+        )
+
+    def _timesteps(self, num_inference_steps: int, device: torch.device) -> torch.Tensor:
+        """Sigma from 1 (noise) down to 1/steps, then the last step lands on 0."""
+        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps).tolist()
+        self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        self._num_timesteps = len(self.scheduler.timesteps)
+        return self.scheduler.timesteps
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        cond: Conditioning,
+        timesteps: torch.Tensor,
+        guidance_scale: float,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None,
+        callback_values: dict[str, torch.Tensor],
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> torch.Tensor:
+        """Euler steps of the velocity from `latents` (B, N, C*p*p) at t = 1 to t = 0; with
+        guidance each step makes one transformer call on both halves."""
+        do_cfg, dtype = guidance_scale > 1.0, self.transformer.dtype
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 img = torch.cat([latents, latents]) if do_cfg else latents
                 # The transformer multiplies by 1000 itself (FLUX's convention): pass sigma.
-                timestep = (t / 1000).expand(img.shape[0]).to(dtype)
-                velocity = self.transformer(
-                    hidden_states=img,
-                    encoder_hidden_states=txt,
-                    pooled_projections=vec,
-                    timestep=timestep,
-                    img_ids=img_ids,
-                    txt_ids=txt_ids,
-                    joint_attention_kwargs=joint_attention_kwargs,
-                    return_dict=False,
-                )[0]
+                velocity = predict_velocity(self.transformer, img, cond, (t / 1000).expand(img.shape[0]).to(dtype))
                 if do_cfg:
-                    uncond, cond = velocity.chunk(2)
-                    velocity = uncond + guidance_scale * (cond - uncond)
-                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0].to(dtype)
+                    uncond, conditional = velocity.chunk(2)
+                    velocity = uncond + guidance_scale * (conditional - uncond)
+                # (diffusers annotates torch.FloatTensor, the legacy name of any float tensor)
+                step = self.scheduler.step(velocity, t, latents, return_dict=False)  # type: ignore[arg-type]
+                latents = step[0].to(dtype)
 
                 if callback_on_step_end is not None:
-                    local = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    local = {"latents": latents, **callback_values}
                     outputs = callback_on_step_end(
                         self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
                     )
                     latents = outputs.pop("latents", latents)
                 progress_bar.update()
+        return latents
 
-        # 5. Pixels
-        if output_type == "latent":
-            images = latents
-        else:
-            pixels = unpatchify(latents, height, width, self.patch_size).float().clamp(-1, 1)
-            images = self.image_processor.postprocess(pixels, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return BuiltinPipelineOutput(images=images)
+    def _to_images(
+        self, latents: torch.Tensor, height: int, width: int, output_type: str
+    ) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+        pixels = unpatchify(latents, height, width, self.patch_size).float().clamp(-1, 1)
+        return self.image_processor.postprocess(pixels, output_type=output_type)
 
 
 def load_builtin(

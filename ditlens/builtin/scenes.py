@@ -173,7 +173,6 @@ class Scene:
 # Captions
 # ---------------------------------------------------------------------------------------
 
-_VOCABULARY = UnknownWordError.known
 # What an object's words are, in caption order: (field, allowed words, what the reader expects)
 _OBJECT_WORDS = (("size", SIZES, "a size"), ("colour", COLOURS, "an object colour"), ("shape", SHAPES, "a shape"))
 
@@ -189,14 +188,10 @@ def caption(scene: Scene) -> str:
     return join_caption(objects, [" and ".join(scene.background)])
 
 
-def vocabulary() -> list[str]:
-    """Every word the caption grammar can produce, sorted."""
-    return sorted(_VOCABULARY)
-
-
-def check_words(text: str) -> None:
-    """Raise UnknownWordError for the first word outside the built-in vocabulary."""
-    grammar.check_words(text, UnknownWordError)
+# Every word the caption grammar can produce, sorted; and the check that raises
+# UnknownWordError (this world's) for the first word of a text outside them.
+vocabulary = UnknownWordError.vocabulary
+check_words = UnknownWordError.check_words
 
 
 def parse_caption(text: str) -> Scene:

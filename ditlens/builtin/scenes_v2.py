@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import scenes
-from .worlds import grammar
 from .worlds.batches import (
     HELDOUT_MODULUS,
     SPLITS,
@@ -57,7 +56,15 @@ from .worlds.batches import (
     is_heldout_caption,
     object_masks,
 )
-from .worlds.grammar import CaptionError, CaptionReader, build_vocabulary, check_choice, check_fields, check_objects
+from .worlds.grammar import (
+    CaptionError,
+    CaptionReader,
+    build_vocabulary,
+    check_choice,
+    check_fields,
+    check_objects,
+    join_caption,
+)
 from .worlds.v2_layout import OBJECT_FIELDS, Geometry, Layout, geometry
 from .worlds.v2_paint import band_gaps, colour_band, paint
 from .worlds.v2_shapes import SHAPE_EXTENT, WINDOW, Footprints
@@ -160,7 +167,6 @@ class Scene:
 # Captions
 # ---------------------------------------------------------------------------------------
 
-_VOCABULARY = UnknownWordError.known
 # Words of the longest caption: MAX_OBJECTS objects of 'a size texture colour shape' + the
 # longest position phrase, the 'and's, then 'on a texture background-colour background'.
 MAX_CAPTION_WORDS = MAX_OBJECTS * (5 + max(len(p.split()) for p in POSITION_PHRASES.values())) + (MAX_OBJECTS - 1) + 5
@@ -181,17 +187,13 @@ def caption(scene: Scene) -> str:
     if not 1 <= len(scene.objects) <= MAX_OBJECTS:
         raise CaptionError(f"The grammar takes 1 to {MAX_OBJECTS} objects; {scene} has {len(scene.objects)}")
     objects = (_object_words(o.size, o.texture, o.colour, o.shape, o.position) for o in scene.objects)
-    return grammar.join_caption(objects, [scene.background_texture, scene.background])
+    return join_caption(objects, [scene.background_texture, scene.background])
 
 
-def vocabulary() -> list[str]:
-    """Every word the caption grammar can produce, sorted."""
-    return sorted(_VOCABULARY)
-
-
-def check_words(text: str) -> None:
-    """Raise UnknownWordError (v2's) for the first word outside the v2 vocabulary."""
-    grammar.check_words(text, UnknownWordError)
+# Every word the caption grammar can produce, sorted; and the check that raises
+# UnknownWordError (this world's) for the first word of a text outside them.
+vocabulary = UnknownWordError.vocabulary
+check_words = UnknownWordError.check_words
 
 
 def parse_caption(text: str) -> Scene:
@@ -259,7 +261,7 @@ def _captions(codes: Codes) -> list[str]:
             shape, colour, texture, size, position = _object_words_at(codes, i, j)
             objects.append(_object_words(size, texture, colour, shape, position))
         background = [TEXTURES[codes.background_texture[i]], BACKGROUNDS[codes.background[i]]]
-        out.append(grammar.join_caption(objects, background))
+        out.append(join_caption(objects, background))
     return out
 
 

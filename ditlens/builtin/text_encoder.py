@@ -19,8 +19,8 @@ import importlib
 from types import ModuleType
 
 import torch
-from diffusers import ConfigMixin, ModelMixin  # ModelMixin is also what diffusers' loader looks up here
-from diffusers.configuration_utils import register_to_config
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin  # also what diffusers' loader looks up here
 from torch import nn
 
 PAD, CLS = "[PAD]", "[CLS]"
@@ -51,7 +51,7 @@ class WordTokenizer:
     def __len__(self) -> int:
         return len(self.word_to_id)
 
-    def __call__(self, prompts: str | list[str]) -> torch.LongTensor:
+    def __call__(self, prompts: str | list[str]) -> torch.Tensor:
         """Word ids `(B, max_length)`; raises UnknownWordError (which lists the vocabulary)
         for a word outside it and ValueError for a prompt longer than `max_length - 1` words."""
         if isinstance(prompts, str):
@@ -72,7 +72,7 @@ class WordTokenizer:
         return ids
 
 
-class BuiltinTextEncoder(ModelMixin, ConfigMixin):
+class BuiltinTextEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers types config_name twice
     """Word embeddings + learned positions + a pre-norm transformer encoder.
 
     `forward(input_ids)` returns `(prompt_embeds (B, L, D), pooled (B, D))`; padded
@@ -113,11 +113,11 @@ class BuiltinTextEncoder(ModelMixin, ConfigMixin):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.02)
 
-    def tokenize(self, prompts: str | list[str]) -> torch.LongTensor:
+    def tokenize(self, prompts: str | list[str]) -> torch.Tensor:
         """Word ids `(B, max_length)`; see `WordTokenizer`."""
         return self.tokenizer(prompts)
 
-    def forward(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pad = input_ids == self.tokenizer.pad_id  # (B, L) True = masked key
         x = self.token_embedding(input_ids) + self.position_embedding[: input_ids.shape[1]]  # (B, L, D)
         x = self.encoder(x, src_key_padding_mask=pad)

@@ -34,8 +34,20 @@ class UnknownWordError(ValueError):
         self.word, self.prompt = word, prompt
         hint = " (captions are lowercase)" if word.lower() in self.known else ""
         super().__init__(
-            f"Unknown word {word!r} in prompt {prompt!r}{hint}. {self.model} knows: {', '.join(sorted(self.known))}"
+            f"Unknown word {word!r} in prompt {prompt!r}{hint}. {self.model} knows: {', '.join(self.vocabulary())}"
         )
+
+    @classmethod
+    def vocabulary(cls) -> list[str]:
+        """Every word the world's grammar can produce, sorted."""
+        return sorted(cls.known)
+
+    @classmethod
+    def check_words(cls, text: str) -> None:
+        """Raise this error for the first word of `text` outside the world's vocabulary."""
+        for word in text.split():
+            if word not in cls.known:
+                raise cls(word, text)
 
 
 def build_vocabulary(words: Iterable[str], phrases: Iterable[str]) -> frozenset[str]:
@@ -45,13 +57,6 @@ def build_vocabulary(words: Iterable[str], phrases: Iterable[str]) -> frozenset[
     for phrase in phrases:
         vocabulary.update(phrase.split())
     return frozenset(vocabulary)
-
-
-def check_words(text: str, error: type[UnknownWordError]) -> None:
-    """Raise `error` (a world's UnknownWordError) for the first word outside its vocabulary."""
-    for word in text.split():
-        if word not in error.known:
-            raise error(word, text)
 
 
 def check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:

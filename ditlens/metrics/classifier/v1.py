@@ -20,7 +20,7 @@ from ditlens.builtin.scenes import BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, 
 from .network import check_image_size, conv_trunk, eval_logits
 from .scoring import FidelityScores, score_scenes
 from .training import DEFAULT_AUGMENTATION, AugmentConfig, Recipe, fit, head_accuracies, slot_targets
-from .weights import DEFAULT_WEIGHTS, TRAIN_COMMAND, check_vocabulary, load_weights, read_config, save_folder
+from .weights import DEFAULT_WEIGHTS, TRAIN_COMMAND, check_vocabulary, load_model, read_config, save_folder
 
 HEADS = ("presence", "shape", "colour", "size", "background_left", "background_right")
 _VOCAB_FIELDS = ("shapes", "colours", "sizes", "backgrounds", "positions")
@@ -95,9 +95,7 @@ class AttributeClassifier(nn.Module):
         config = ClassifierConfig(**read_config(path, TRAIN_COMMAND))
         expected = ClassifierConfig(channels=config.channels, feature_dim=config.feature_dim, groups=config.groups)
         check_vocabulary(path, config, expected, _VOCAB_FIELDS, "ditlens.builtin.scenes", TRAIN_COMMAND)
-        model = cls(config)
-        load_weights(model, path)
-        return model.eval()
+        return load_model(cls, config, path)
 
     def save_pretrained(self, path: str | Path) -> None:
         save_folder(self, self.config, path)

@@ -21,7 +21,7 @@ from ditlens.builtin import scenes_v2 as world
 from .network import check_image_size, conv_trunk, eval_logits
 from .scoring import FidelityScores, score_scenes
 from .training import DEFAULT_AUGMENTATION, AugmentConfig, Recipe, fit, head_accuracies, slot_targets
-from .weights import TRAIN_COMMAND_V2, check_vocabulary, load_weights, read_config, save_folder
+from .weights import TRAIN_COMMAND_V2, check_vocabulary, load_model, read_config, save_folder
 
 SLOT_HEADS_V2 = ("presence", "shape", "colour", "texture", "size")  # per position slot
 IMAGE_HEADS_V2 = ("background", "background_texture")  # per image
@@ -154,9 +154,7 @@ class AttributeClassifierV2(nn.Module):
             stem=config.stem, channels=config.channels, feature_dim=config.feature_dim, groups=config.groups
         )
         check_vocabulary(path, config, expected, _VOCAB_FIELDS_V2, "ditlens.builtin.scenes_v2", TRAIN_COMMAND_V2)
-        model = cls(config)
-        load_weights(model, path)
-        return model.eval()
+        return load_model(cls, config, path)
 
     def save_pretrained(self, path: str | Path) -> None:
         save_folder(self, self.config, path)

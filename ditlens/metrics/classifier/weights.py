@@ -6,9 +6,10 @@ of mislabelling."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -47,8 +48,14 @@ def check_vocabulary(
             )
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
+Model = TypeVar("Model", bound=nn.Module)
+
+
+def load_model(cls: Callable[[Any], Model], config: Any, path: Path) -> Model:
+    """`cls(config)` with the weights of the folder `path`, in eval mode."""
+    model = cls(config)
     model.load_state_dict(load_file(path / "model.safetensors"))
+    return model.eval()
 
 
 def save_folder(model: nn.Module, config: Any, path: str | Path) -> None:
