@@ -13,6 +13,8 @@ from typing import Protocol
 
 import torch
 
+from ..choices import DEFAULT_STATISTIC
+
 #: statistic name -> what it measures over the image tokens of one sample
 STATISTICS: dict[str, str] = {
     "abs_mean": "|mean over tokens of x_d| (the paper's statistic)",
@@ -61,7 +63,7 @@ def finish_statistic(reduced: torch.Tensor, statistic: str, n_tokens: int) -> to
     return reduced.float()
 
 
-def channel_statistic(img: torch.Tensor, statistic: str = "abs_mean") -> torch.Tensor:
+def channel_statistic(img: torch.Tensor, statistic: str = DEFAULT_STATISTIC) -> torch.Tensor:
     """(B, N, D) tokens -> (B, D) float32 statistic (see `STATISTICS`)."""
     return finish_statistic(channel_reduction(img, statistic), statistic, img.shape[1])
 
@@ -87,7 +89,7 @@ class TopK:
 
     graph_safe = True  # a function of img alone, no host sync: may be captured (ditlens.core.cuda_graphs)
     k: int
-    statistic: str = "abs_mean"  # the paper's |mean over tokens|
+    statistic: str = DEFAULT_STATISTIC  # the paper's |mean over tokens|
 
     def mask(self, img: torch.Tensor) -> torch.Tensor:
         return top_k_mask(channel_statistic(img, self.statistic), self.k, largest=True)
@@ -108,7 +110,7 @@ class BottomK:
 
     graph_safe = True  # a function of img alone, no host sync: may be captured (ditlens.core.cuda_graphs)
     k: int
-    statistic: str = "abs_mean"
+    statistic: str = DEFAULT_STATISTIC
 
     def mask(self, img: torch.Tensor) -> torch.Tensor:
         return top_k_mask(channel_statistic(img, self.statistic), self.k, largest=False)
@@ -178,7 +180,7 @@ class Threshold:
             raise ValueError(f"Threshold needs absolute >= 0 and ratio > 0; got {self.absolute!r}, {self.ratio!r}.")
 
 
-def selector_from_name(rule: str, k: int, statistic: str = "abs_mean", seed: int = 0) -> ChannelSelector:
+def selector_from_name(rule: str, k: int, statistic: str = DEFAULT_STATISTIC, seed: int = 0) -> ChannelSelector:
     """CLI names -> selectors: top, bottom, random."""
     rules: dict[str, Callable[[], ChannelSelector]] = {
         "top": lambda: TopK(k, statistic),

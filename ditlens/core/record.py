@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..choices import DEFAULT_STATISTIC
+from ..io.outputs import write_atomic
 from .channels import STATISTICS, channel_reduction, check_statistic, finish_statistic, top_k_mask
 from .sites import check_site
 
@@ -116,22 +118,22 @@ class ChannelStats:
         return tables[statistic]
 
     # ---- derived views ---------------------------------------------------------------------
-    def median(self, statistic: str = "abs_mean", stream: str = "img") -> torch.Tensor:
+    def median(self, statistic: str = DEFAULT_STATISTIC, stream: str = "img") -> torch.Tensor:
         """The median channel, (steps, sites, rows)."""
         return self._table(stream, statistic).median(dim=-1).values
 
-    def top_values(self, n: int = 3, statistic: str = "abs_mean", stream: str = "img") -> torch.Tensor:
+    def top_values(self, n: int = 3, statistic: str = DEFAULT_STATISTIC, stream: str = "img") -> torch.Tensor:
         """The n largest channel values, (steps, sites, rows, n), descending."""
         return self._table(stream, statistic).topk(n, dim=-1).values
 
-    def top_k(self, k: int, statistic: str = "abs_mean", stream: str = "img") -> torch.Tensor:
+    def top_k(self, k: int, statistic: str = DEFAULT_STATISTIC, stream: str = "img") -> torch.Tensor:
         """Indices of the k largest channels, (steps, sites, rows, k)."""
         return self._table(stream, statistic).topk(k, dim=-1).indices
 
-    def top_k_mask(self, k: int, statistic: str = "abs_mean", stream: str = "img") -> torch.Tensor:
+    def top_k_mask(self, k: int, statistic: str = DEFAULT_STATISTIC, stream: str = "img") -> torch.Tensor:
         return top_k_mask(self._table(stream, statistic), k)
 
-    def ratio_to_median(self, statistic: str = "abs_mean", stream: str = "img") -> torch.Tensor:
+    def ratio_to_median(self, statistic: str = DEFAULT_STATISTIC, stream: str = "img") -> torch.Tensor:
         """Each channel over the site's median channel, (steps, sites, rows, D)."""
         table = self._table(stream, statistic)
         return table / table.median(dim=-1, keepdim=True).values.clamp(min=1e-12)
@@ -176,10 +178,8 @@ class ChannelStats:
         header = {
             "ditlens": json.dumps({"sites": self.sites, "txt_sites": self.txt_sites, "meta": self.meta}, sort_keys=True)
         }
-        tmp = path.with_name(path.name + ".tmp")
-        write_safetensors(tensors, tmp, header)
-        tmp.replace(path)  # never leave a half-written file under the real name
-        return path
+        # never a half-written file under the real name
+        return write_atomic(path, lambda tmp: write_safetensors(tensors, tmp, header))
 
     @classmethod
     def load(cls, path: str | Path) -> ChannelStats:
