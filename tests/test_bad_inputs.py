@@ -839,7 +839,7 @@ def test_sweep_nan_activations_stop_with_the_site_and_step(assets, tmp_path, cap
 
 @pytest.mark.parametrize("where", ["result-record", "image"])
 def test_sweep_disk_full_keeps_nothing_half_written(where, assets, tmp_path, capsys, monkeypatch):
-    import ditlens.sweep as sweep
+    import ditlens.sweep.store as sweep  # where items are written: _write_file, RESULT
 
     if where == "image":
         disk_full_after(monkeypatch, 0)
