@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ditlens.builtin import scenes  # noqa: E402
 from ditlens.builtin.examples import EXAMPLE_PROMPTS  # noqa: E402
-from ditlens.builtin.pipeline import DEFAULT_WEIGHTS, BuiltinPipeline  # noqa: E402
+from ditlens.builtin.pipeline import DEFAULT_WEIGHTS, BuiltinPipeline, BuiltinPipelineOutput  # noqa: E402
 from ditlens.metrics.classifier import AttributeClassifier, score_fidelity  # noqa: E402
 
 TARGETS = {
@@ -63,15 +63,15 @@ def fidelity(
         images = []
         for i in range(0, n, batch_size):
             g = torch.Generator(pipe.device).manual_seed(seed * 1000 + i)
-            images.append(
-                pipe(
-                    batch.captions[i : i + batch_size],
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    generator=g,
-                    output_type="pt",
-                ).images.cpu()
+            output = pipe(
+                batch.captions[i : i + batch_size],
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=g,
+                output_type="pt",
             )
+            assert isinstance(output, BuiltinPipelineOutput) and isinstance(output.images, torch.Tensor)
+            images.append(output.images.cpu())
         scores = score_fidelity(classifier, torch.cat(images) * 2 - 1, batch.captions)
         out[name] = scores.to_dict()
     return out
@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         }
         results["settings"].append(row)
         print(
-            f"steps {s:3d} guidance {g:4.1f} | single: shape {row['single_shape']:.3f} colour {row['single_colour']:.3f} "
-            f"position {row['single_position']:.3f} size {row['single_size']:.3f} bg {row['single_background']:.3f} "
+            f"steps {s:3d} guidance {g:4.1f} | single: shape {row['single_shape']:.3f} "
+            f"colour {row['single_colour']:.3f} position {row['single_position']:.3f} "
+            f"size {row['single_size']:.3f} bg {row['single_background']:.3f} "
             f"| two: full object {row['two_full_object']:.3f} | {row['seconds']} s",
             flush=True,
         )
@@ -158,9 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.timing:
         t = results["cpu_time"]
         print(f"{'cpu_seconds_8 (median of 5)':<34}{t['median_s']:>10.2f}{'<= 20':>10}")
-        print(
-            f"{'  process CPU s / 2 threads':<34}{t['median_cpu_s_per_thread']:>10.2f}   (load average {t['load_average'][0]:.1f})"
-        )
+        per_thread = t["median_cpu_s_per_thread"]
+        print(f"{'  process CPU s / 2 threads':<34}{per_thread:>10.2f}   (load average {t['load_average'][0]:.1f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -12,7 +12,6 @@ from ditlens.builtin.scenes import (
     CaptionError,
     Scene,
     SceneObject,
-    UnknownWordError,
     caption,
     check_words,
     parse_caption,
@@ -143,16 +142,27 @@ def test_n_objects_and_batch_validation():
         sample_batch(4, seed=0, split="test")
 
 
-def test_unknown_word_error_names_word_and_vocabulary():
-    prompt = "a large red dog on the left on a gray background"
-    with pytest.raises(UnknownWordError) as info:
-        parse_caption(prompt)
+@pytest.mark.parametrize(
+    "world, prompt, knows",
+    [
+        (scenes, "a large red dog on the left on a gray background", "The built-in model knows: "),
+        (
+            scenes_v2,
+            "a large striped red dog at the top left on a checked navy background",
+            "The built-in model (world v2) knows: ",
+        ),
+    ],
+    ids=["v1", "v2"],
+)
+def test_unknown_word_error_names_word_and_vocabulary(world, prompt, knows):
+    with pytest.raises(world.UnknownWordError) as info:
+        world.parse_caption(prompt)
     message = str(info.value)
     assert "'dog'" in message and prompt in message
-    assert "The built-in model knows: " + ", ".join(vocabulary()) in message
-    assert isinstance(info.value, ValueError)
-    with pytest.raises(UnknownWordError, match="'dog'"):
-        check_words(prompt)
+    assert knows + ", ".join(world.vocabulary()) in message
+    assert isinstance(info.value, scenes.UnknownWordError) and isinstance(info.value, ValueError)
+    with pytest.raises(world.UnknownWordError, match="'dog'"):
+        world.check_words(prompt)
 
 
 _V1_CASES = [

@@ -253,14 +253,10 @@ def test_grammar_example_and_longest_caption():
 
 
 def test_unknown_word_error_lists_the_v2_vocabulary():
-    prompt = "a large striped red dog at the top left on a checked navy background"
+    """(What both worlds' errors say is tested in test_scenes.py.)"""
     with pytest.raises(UnknownWordError) as info:
-        parse_caption(prompt)
-    message = str(info.value)
-    assert "'dog'" in message and prompt in message
-    assert "knows: " + ", ".join(vocabulary()) in message
-    assert ", ".join(scenes.vocabulary()) not in message
-    assert isinstance(info.value, scenes.UnknownWordError) and isinstance(info.value, ValueError)
+        parse_caption("a large striped red dog at the top left on a checked navy background")
+    assert ", ".join(vocabulary()) in str(info.value) and ", ".join(scenes.vocabulary()) not in str(info.value)
     with pytest.raises(UnknownWordError, match="lowercase"):
         check_words("a large striped Red star")
     # v1 grammar words that v2 dropped are unknown here

@@ -6,6 +6,7 @@ trained on them, and its shipped weights.
     pipeline.py                the diffusers pipeline: pixel-space flow matching, `load_builtin`
     architecture.py            a freshly initialised pipeline for a TrainConfig
     train_config.py, train.py  a training run's settings (and the v2 model ladder); the run itself
+    train_samples.py           the sample grids a run writes
     examples.py                default prompts of the commands
 
 `from ditlens.builtin import load_builtin` gives the pipeline; the model code is imported

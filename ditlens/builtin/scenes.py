@@ -31,15 +31,7 @@ from .worlds.batches import (
     is_heldout_caption,
     object_masks,
 )
-from .worlds.grammar import (
-    CaptionError,
-    CaptionReader,
-    build_vocabulary,
-    check_choice,
-    check_fields,
-    check_objects,
-    join_caption,
-)
+from .worlds.grammar import CaptionError, CaptionReader, join_caption
 
 if TYPE_CHECKING:
     import torch
@@ -121,7 +113,7 @@ class UnknownWordError(grammar.UnknownWordError):
     """A prompt word the built-in model (world v1) has never seen. World v2's error is a
     subclass, so `except scenes.UnknownWordError` catches both worlds' errors."""
 
-    known = build_vocabulary(SHAPES + COLOURS + BACKGROUNDS + SIZES, POSITION_PHRASES.values())
+    known = grammar.build_vocabulary(SHAPES + COLOURS + BACKGROUNDS + SIZES, POSITION_PHRASES.values())
 
 
 # ---------------------------------------------------------------------------------------
@@ -137,7 +129,7 @@ class SceneObject:
     position: str
 
     def __post_init__(self) -> None:
-        check_fields(self, {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS})
+        grammar.check_fields(self, {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS})
 
 
 @dataclass(frozen=True)
@@ -149,11 +141,11 @@ class Scene:
         # Lists are accepted for convenience but stored as tuples so scenes stay hashable.
         object.__setattr__(self, "objects", tuple(self.objects))
         object.__setattr__(self, "background", tuple(self.background))
-        check_objects(self.objects, SceneObject, "SceneObject")
+        grammar.check_objects(self.objects, SceneObject, "SceneObject")
         if len(self.background) not in (1, 2):
             raise ValueError(f"Background needs 1 or 2 colours, got {self.background}")
         for colour in self.background:
-            check_choice("background colour", colour, BACKGROUNDS)
+            grammar.check_choice("background colour", colour, BACKGROUNDS)
         if len(self.background) == 2 and self.background[0] == self.background[1]:
             raise ValueError(
                 f"A split background needs two different colours, got {self.background}; "

@@ -23,7 +23,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -34,16 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.utils import logging as diffusers_logging
-from PIL import Image
 from tqdm import tqdm
 
 from ..io.outputs import write_atomic
 from .architecture import build_pipeline as build_pipeline  # re-exported: the architecture a run trains
 from .architecture import rope_axes as rope_axes
-from .pipeline import BuiltinPipeline, BuiltinPipelineOutput, Conditioning, image_ids, patchify, predict_velocity
+from .pipeline import BuiltinPipeline, Conditioning, image_ids, patchify, predict_velocity
 from .text_encoder import WORLDS, WordTokenizer, scenes_of
 from .train_config import RUNGS, TrainConfig, load_config
 from .train_config import rung_config as rung_config
+from .train_samples import SampleGrids
 
 CHECKPOINT = "checkpoint.pt"
 _RATE_FROM, _RATE_TO = 200, 500  # steps between which the time limit measures the speed (after compiling)
@@ -86,49 +85,6 @@ def _loader(config: TrainConfig, tokenizer: WordTokenizer, first_step: int, devi
     )
 
 
-def _grid(images: np.ndarray, columns: int, scale: int = 4) -> Image.Image:
-    """(N, H, W, 3) floats in [0, 1] -> one PNG-ready image, each tile upscaled `scale`x."""
-    n, h, w, _ = images.shape
-    rows = math.ceil(n / columns)
-    canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, 3), np.float32)
-    for i, img in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
-    pil = Image.fromarray((canvas * 255).round().astype(np.uint8))
-    return pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
-
-
-class _Samples:
-    """Sample grids of the EMA model on 16 held-out captions: a row of their renders, then
-    two seeds of generated images; the captions go to `samples/captions.txt`."""
-
-    def __init__(self, config: TrainConfig, pipe: BuiltinPipeline, folder: Path, device: torch.device):
-        self.config, self.pipe, self.folder, self.device = config, pipe, folder, device
-        self.batch = config.scenes.sample_batch(16, seed=12345, split="heldout")
-        (folder / "captions.txt").write_text(
-            "rows: ground-truth renders, then 2 seeds of generated images (EMA, "
-            f"{config.sample_steps} steps, guidance {config.sample_guidance}); held-out captions by column:\n"
-            + "\n".join(f"{i}: {c}" for i, c in enumerate(self.batch.captions))
-            + "\n"
-        )
-
-    def save(self, step: int) -> None:
-        g = torch.Generator(self.device).manual_seed(0)
-        output = self.pipe(
-            self.batch.captions * 2,
-            num_inference_steps=self.config.sample_steps,
-            guidance_scale=self.config.sample_guidance,
-            generator=g,
-            output_type="np",
-        )
-        assert isinstance(output, BuiltinPipelineOutput)  # return_dict: an output, not a tuple
-        truth = (self.batch.images.permute(0, 2, 3, 1).numpy() + 1) / 2
-        side = self.config.scenes.IMAGE_SIZE
-        scale = max(1, 128 // side)  # 4x for v1's 32 px tiles, 2x for 64 px
-        grid = _grid(np.concatenate([truth, np.asarray(output.images)]), columns=16, scale=scale)
-        grid.save(self.folder / f"step_{step:06d}.png")
-
-
 class _Log:
     def __init__(self, path: Path):
         self.file = path.open("a")
@@ -160,7 +116,8 @@ def _flow_pair(
     x_t on the straight path from the data (t = 0) to noise (t = 1)."""
     x0 = patchify(images, patch_size)  # (B, N, 3*p*p)
     noise = torch.randn(x0.shape, device=images.device, generator=gen)
-    t = torch.sigmoid(torch.randn(len(images), device=images.device, generator=gen))  # logit-normal(0, 1), SD3's
+    # t logit-normal(0, 1), as rectified-flow DiTs train: more steps mid-path than near its ends
+    t = torch.sigmoid(torch.randn(len(images), device=images.device, generator=gen))
     xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
     return xt, t, noise - x0
 
@@ -377,7 +334,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
             f"({run.prior_s:.0f} s trained before)"
         )
     data = _loader(config, run.text_encoder.tokenizer, run.first_step, device)
-    samples = _Samples(config, run.ema_pipe, out / "samples", device)
+    samples = SampleGrids(config, run.ema_pipe, out / "samples", device)
 
     clock = _Clock.resumed(run.prior_s, run.rate_start_s)
     loss_sum: torch.Tensor | float = 0.0

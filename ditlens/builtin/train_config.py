@@ -21,7 +21,7 @@ class TrainConfig:
     lr: float = 3e-4  # AdamW rate that trained the probe (hidden 384) stably
     warmup_steps: int = 300  # avoids early Adam blow-ups with adaLN-Zero layers
     decay_fraction: float = 0.2  # linear LR decay over the last 20% of steps: sharper final weights
-    weight_decay: float = 0.0  # DiT/SD3 recipes use none; infinite procedural data, no overfitting
+    weight_decay: float = 0.0  # DiT recipes use none; infinite procedural data, no overfitting
     grad_clip: float = 1.0  # guards against rare loss spikes at t near 0/1
     ema_decay: float = 0.999  # ~1000-step horizon: right for a run of a few thousand steps
     caption_dropout: float = 0.1  # share of empty captions, for classifier-free guidance

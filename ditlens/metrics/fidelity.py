@@ -110,7 +110,7 @@ def transport_scores(
                 "colour_from_source": float(here is not None and here.colour == s.colour),
                 "shape_from_source": float(here is not None and here.shape == s.shape),
                 "both_from_source": float(here is not None and here.colour == s.colour and here.shape == s.shape),
-                "mask_iou_with_target": _fg_iou(mask, target_mask),
+                "mask_iou_with_target": mask_iou(mask, target_mask),
                 "background_kept": float(pred.background == t.background),
                 "ghosting": ghost,
             }
@@ -134,6 +134,7 @@ def transport_scores(
     return out
 
 
-def _fg_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two boolean masks; 1 when both are empty."""
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 1.0

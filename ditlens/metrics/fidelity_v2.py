@@ -26,6 +26,7 @@ from .classifier import (
     predict_scenes_v2,
     score_fidelity_v2,
 )
+from .fidelity import mask_iou
 
 BAND_WORDS: tuple[str, ...] = world.COLOURS + world.BACKGROUNDS  # nearest_band's indices: object colours first
 GHOST_TOLERANCE = 0.25  # RGB distance in [0, 1] units, as v1's: a pixel this far from every expected band is noise
@@ -126,7 +127,7 @@ def transport_scores(
     for mask, ghost_px, pred in zip(masks, off, predicted):
         region = mask | target_mask
         row = {
-            "mask_iou_with_target": _fg_iou(mask, target_mask),
+            "mask_iou_with_target": mask_iou(mask, target_mask),
             "ghosting": float(ghost_px[region].float().mean()) if region.any() else 0.0,
         }
         if pred is not None:
@@ -158,8 +159,3 @@ def transport_scores(
             )
         out.append(row)
     return out
-
-
-def _fg_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
