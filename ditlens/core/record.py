@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..choices import DEFAULT_STATISTIC
-from ..io.outputs import write_atomic
 from .channels import STATISTICS, channel_reduction, check_statistic, finish_statistic, top_k_mask
 from .sites import check_site
 
@@ -178,8 +177,10 @@ class ChannelStats:
         header = {
             "ditlens": json.dumps({"sites": self.sites, "txt_sites": self.txt_sites, "meta": self.meta}, sort_keys=True)
         }
-        # never a half-written file under the real name
-        return write_atomic(path, lambda tmp: write_safetensors(tensors, tmp, header))
+        tmp = path.with_name(path.name + ".tmp")
+        write_safetensors(tensors, tmp, header)
+        tmp.replace(path)  # never leave a half-written file under the real name (io.outputs is a layer above)
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> ChannelStats:
