@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -120,33 +120,40 @@ class Recipe:
     desc: str  # the progress bar's
 
 
-def fit(
-    build: Callable[[], nn.Module],
-    recipe: Recipe,
-    *,
-    steps: int,
-    batch_size: int,
-    seed: int,
-    lr: float,
-    augmentation: AugmentConfig | None,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> nn.Module:
-    """Train the classifier `build()` makes (after seeding torch with `seed`) on fresh
-    training-split renders each step; returns it on the CPU in eval mode."""
+@dataclass(frozen=True)
+class FitSettings:
+    """How long and how a classifier trains (the defaults are each world's train function's)."""
+
+    steps: int
+    batch_size: int
+    seed: int  # model init, data order, corruptions
+    lr: float  # peak of the one-cycle schedule
+    augmentation: AugmentConfig | None  # None: clean renders
+    device: str | torch.device = "cpu"
+    progress: bool = True
+
+
+Model = TypeVar("Model", bound=nn.Module)
+
+
+def fit(build: Callable[[], Model], recipe: Recipe, settings: FitSettings) -> Model:
+    """Train the classifier `build()` makes (after seeding torch with the settings' seed) on
+    fresh training-split renders each step; returns it on the CPU in eval mode."""
     from tqdm import tqdm
 
+    steps, batch_size, seed, device = settings.steps, settings.batch_size, settings.seed, settings.device
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
     torch.manual_seed(seed)
     model = build().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    bar = tqdm(range(steps), desc=recipe.desc, disable=not progress)
+    bar = tqdm(range(steps), desc=recipe.desc, disable=not settings.progress)
     for step in bar:
         batch = recipe.world.sample_batch(batch_size, seed=stream_seed(seed, 0, step), split="train")
+        augmentation = settings.augmentation
         images = batch.images if augmentation is None else augment(batch.images, gen, augmentation)
         loss = heads_loss(model(images.to(device)), recipe.targets(batch.scenes), recipe.heads)
         opt.zero_grad(set_to_none=True)

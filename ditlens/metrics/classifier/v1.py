@@ -19,7 +19,7 @@ from ditlens.builtin.scenes import BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, 
 
 from .network import check_image_size, conv_trunk, eval_logits
 from .scoring import FidelityScores, score_scenes
-from .training import DEFAULT_AUGMENTATION, AugmentConfig, Recipe, fit, head_accuracies, slot_targets
+from .training import DEFAULT_AUGMENTATION, AugmentConfig, FitSettings, Recipe, fit, head_accuracies, slot_targets
 from .weights import DEFAULT_WEIGHTS, TRAIN_COMMAND, check_vocabulary, load_model, read_config, save_folder
 
 HEADS = ("presence", "shape", "colour", "size", "background_left", "background_right")
@@ -158,18 +158,8 @@ def train_classifier(
     progress: bool = True,
 ) -> AttributeClassifier:
     """Train on fresh training-split renders each step (no epochs: data is free)."""
-    model = fit(
-        lambda: AttributeClassifier(config),
-        RECIPE,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        lr=lr,
-        augmentation=augmentation,
-        progress=progress,
-    )
-    assert isinstance(model, AttributeClassifier)
-    return model
+    settings = FitSettings(steps, batch_size, seed, lr, augmentation, progress=progress)
+    return fit(lambda: AttributeClassifier(config), RECIPE, settings)
 
 
 def evaluate(classifier: nn.Module, images: torch.Tensor, batch_scenes: list[Scene]) -> dict[str, float]:

@@ -20,7 +20,7 @@ from ditlens.builtin import scenes_v2 as world
 
 from .network import check_image_size, conv_trunk, eval_logits
 from .scoring import FidelityScores, score_scenes
-from .training import DEFAULT_AUGMENTATION, AugmentConfig, Recipe, fit, head_accuracies, slot_targets
+from .training import DEFAULT_AUGMENTATION, AugmentConfig, FitSettings, Recipe, fit, head_accuracies, slot_targets
 from .weights import TRAIN_COMMAND_V2, check_vocabulary, load_model, read_config, save_folder
 
 SLOT_HEADS_V2 = ("presence", "shape", "colour", "texture", "size")  # per position slot
@@ -223,19 +223,8 @@ def train_classifier_v2(
 ) -> AttributeClassifierV2:
     """Train on fresh training-split v2 renders each step (every image a new seed), with v1's
     corruptions; returns the model on the CPU."""
-    model = fit(
-        lambda: AttributeClassifierV2(config),
-        RECIPE_V2,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        lr=lr,
-        augmentation=augmentation,
-        device=device,
-        progress=progress,
-    )
-    assert isinstance(model, AttributeClassifierV2)
-    return model
+    settings = FitSettings(steps, batch_size, seed, lr, augmentation, device, progress=progress)
+    return fit(lambda: AttributeClassifierV2(config), RECIPE_V2, settings)
 
 
 def evaluate_v2(classifier: nn.Module, images: torch.Tensor, batch_scenes: list) -> dict[str, float]:
