@@ -1,21 +1,22 @@
 """`ditlens bench`: the paper's findings and uses as numbers with controls.
 
 On the built-in model (or a model folder of its family), where exact ground truth exists:
-- `findings.py`: Findings 1 and 2 (`bench_findings`, `FindingsConfig`);
+- `findings.py`: Findings 1 and 2 (`bench_findings`);
 - `transport.py`: Finding 3 and both uses, with the defaults chosen by measurement
-  (`bench_transport`, `TransportBenchConfig`); `transport_report.py` words its report;
+  (`bench_transport`); `transport_report.py` words its report;
 - `renders.py`: K = 2 masks of exact renders through one forward pass (Finding 2's second image set);
 - `worlds.py`: what a bench draws from the model's world: held-out prompts and pairs, seeds,
   background groups, the scoring module and classifier of the world;
 - `builtin_model.py`: the model folder check before loading, and what a report says about the model.
 
 On any supported pipeline (the paper's protocol, scored by CLIP, a segmenter or given masks):
-- `real_findings.py`: Findings 1 and 2 (`bench_findings_any`, `ProtocolConfig`);
-- `real_transport.py`: Finding 3 against its control and two baselines (`bench_transport_any`,
-  `TransportProtocolConfig`); `text_interpolation.py` is its text-embedding baseline.
+- `real_findings.py`: Findings 1 and 2 (`bench_findings_any`);
+- `real_transport.py`: Finding 3 against its control and two baselines (`bench_transport_any`);
+  `text_interpolation.py` is its text-embedding baseline.
 
-Shared by both: `scoring.py` (the mask tables, the curves over k) and `reports.py` (a report's
-first line, the model's name, the "Not measured" section).
+Shared by both: `configs.py` (every bench's config, and the readers of the prompts and pairs
+files: plain Python, no torch), `scoring.py` (the mask tables, the curves over k) and
+`reports.py` (a report's first line, the model's name, the "Not measured" section).
 
 The names below load on first use (PEP 562), like the package's own: `import ditlens.bench`
 imports neither torch nor matplotlib until a bench name is used.
@@ -28,9 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "FindingsConfig": ".findings",
+    "FindingsConfig": ".configs",
+    "TransportBenchConfig": ".configs",
+    "ProtocolConfig": ".configs",
+    "TransportProtocolConfig": ".configs",
+    "read_pairs": ".configs",
+    "split_subjects": ".configs",
     "bench_findings": ".findings",
-    "TransportBenchConfig": ".transport",
     "bench_transport": ".transport",
     "renders_through_model": ".renders",
     "MODEL_FILES": ".builtin_model",
@@ -47,15 +52,11 @@ _EXPORTS = {
     "foreground_rule_table": ".scoring",
     "mask_scores_table": ".scoring",
     "commit": ".reports",
-    "ProtocolConfig": ".real_findings",
     "attention_positions": ".real_findings",
     "bench_findings_any": ".real_findings",
     "run_disruption": ".real_findings",
     "run_segmentation": ".real_findings",
-    "split_subjects": ".real_findings",
-    "TransportProtocolConfig": ".real_transport",
     "bench_transport_any": ".real_transport",
-    "read_pairs": ".real_transport",
     "run_sample": ".real_transport",
     "transport_sentence": ".real_transport",
     "embedding_interpolation": ".text_interpolation",
@@ -66,27 +67,22 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # the same names for type checkers (F401: ruff cannot read __all__ = sorted(_EXPORTS))
     from .builtin_model import MODEL_FILES, check_model_folder, model_summary  # noqa: F401
-    from .findings import FindingsConfig, bench_findings  # noqa: F401
-    from .real_findings import (  # noqa: F401
+    from .configs import (  # noqa: F401
+        FindingsConfig,
         ProtocolConfig,
-        attention_positions,
-        bench_findings_any,
-        run_disruption,
-        run_segmentation,
+        TransportBenchConfig,
+        TransportProtocolConfig,
+        read_pairs,
         split_subjects,
     )
-    from .real_transport import (  # noqa: F401
-        TransportProtocolConfig,
-        bench_transport_any,
-        read_pairs,
-        run_sample,
-        transport_sentence,
-    )
+    from .findings import bench_findings  # noqa: F401
+    from .real_findings import attention_positions, bench_findings_any, run_disruption, run_segmentation  # noqa: F401
+    from .real_transport import bench_transport_any, run_sample, transport_sentence  # noqa: F401
     from .renders import renders_through_model  # noqa: F401
     from .reports import commit  # noqa: F401
     from .scoring import foreground_rule_table, mask_scores_table  # noqa: F401
     from .text_interpolation import embedding_interpolation, interpolated_text  # noqa: F401
-    from .transport import TransportBenchConfig, bench_transport  # noqa: F401
+    from .transport import bench_transport  # noqa: F401
     from .worlds import (  # noqa: F401
         BENCH_SEED,
         background_groups,

@@ -1,11 +1,12 @@
-"""The names the CLI (`ditlens/cli/__init__.py`, `cmd_bench`) and `bench/inversion.py` still
+"""The names the CLI (`ditlens/cli/bench.py`) and `bench/inversion.py` still
 import from here, where the built-in bench lived as one module. The bench is now split by
 concern (see `ditlens/bench/__init__.py`); import from `ditlens.bench`. This module goes once
 those two import from there."""
 
 from .builtin_model import check_model_folder
-from .findings import FindingsConfig, bench_findings
-from .transport import TransportBenchConfig, bench_transport
+from .configs import FindingsConfig, TransportBenchConfig
+from .findings import bench_findings
+from .transport import bench_transport
 from .worlds import transport_pairs
 
 __all__ = [

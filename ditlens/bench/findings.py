@@ -33,6 +33,7 @@ from ..reporting.report import Section, write_markdown
 from ..reporting.verdicts import disruption_verdict, segmentation_verdict
 from ..segment import SegmentConfig, SegmentResult, segment_generated
 from .builtin_model import model_sentence, model_summary, report_title
+from .configs import FindingsConfig
 from .renders import renders_through_model
 from .reports import not_measured_section, provenance, report_folder
 from .scoring import (
@@ -58,20 +59,6 @@ from .worlds import (
 )
 
 SEGMENT_RULES = ["top", "bottom", "random", "all"]  # Finding 2's channel rules (attention is added beside them)
-
-
-@dataclass
-class FindingsConfig:
-    n_prompts: int = 64  # held-out captions (1-3 objects); quick: 16
-    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # disruption sweep
-    random_draws: int = 3  # random-k spread
-    k_segment: int = 2  # the built-in model's massive channels number 1-2 per site
-    noise_level: float = 0.5  # renders are noised to this sigma before the one forward pass
-    batch_size: int = 16  # prompts per pipeline call
-
-    @classmethod
-    def quick(cls) -> FindingsConfig:
-        return cls(n_prompts=16, ks=[2, 16], random_draws=2)
 
 
 @dataclass

@@ -18,10 +18,9 @@ and why. Every number in it comes from the run that wrote it.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,63 +28,15 @@ import torch
 
 from ..adapters import UnsupportedModelError, adapter_for
 from ..disrupt import Condition, DisruptConfig, DisruptResult, disrupt
-from ..generation import GenerationSettings
 from ..io.outputs import write_atomic
 from ..metrics.scores import DISRUPT_CURVES, Scorers, disrupt_scores, score_curves
 from ..reporting.plots import plot_metric_over_k
 from ..reporting.report import Section, write_markdown
 from ..reporting.verdicts import segmentation_verdict
 from ..segment import SegmentConfig, SegmentResult, segment_generated
+from . import scoring  # the tables the built-in bench shares
+from .configs import ProtocolConfig, split_subjects  # noqa: F401 (cli/bench.py imports split_subjects from here)
 from .reports import model_name, not_measured_section, provenance, report_folder
-from .scoring import (
-    RULES,
-    batch_progress,
-    foreground_rule_table,
-    mask_scores_table,
-    mask_table_header,
-    mask_verdict_input,
-)
-
-
-@dataclass
-class ProtocolConfig:
-    prompts: list[str]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    ks: list[int] = field(default_factory=lambda: [1, 4, 16])  # a few channels, then many: where Finding 1 is sharpest
-    random_draws: int = 2  # random-k spread
-    k_segment: int = 4  # channels the K = 2 masks cluster on (the CLI's segment default)
-    batch_size: int = 4  # prompts per pipeline call: FLUX.1 at 1024 px fits 4 on one 80 GB GPU
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    # per prompt, its subject's words (or phrases): the attention baseline's text positions; None = no baseline
-    subjects: list[list[str]] | None = None
-
-
-def split_subjects(lines: list[str]) -> tuple[list[str], list[list[str]] | None]:
-    """A prompts file's lines, each `prompt` or `prompt | subject words` (comma-separated words
-    or phrases of the prompt: `a cat on a red sofa | cat`): the prompts, and the subject words
-    of each where every line names them (None where no line does). Raises ValueError for a
-    mix of both, an empty part, or a subject word its prompt does not hold (whole word, any case)."""
-    parts = [line.partition("|") for line in lines]
-    named = [bool(separator) for _, separator, _ in parts]
-    if not any(named):
-        return list(lines), None
-    if not all(named):
-        i = named.index(False)
-        raise ValueError(
-            f"Prompt {i + 1} ({lines[i]!r}) names no subject words, but others do: write every line as "
-            "`prompt | subject words` (for the attention baseline) or none."
-        )
-    prompts, subjects = [], []
-    for i, (prompt, _, words) in enumerate(parts, start=1):
-        prompt, names = prompt.strip(), [w.strip() for w in words.split(",") if w.strip()]
-        if not prompt or not names:
-            raise ValueError(f"Prompt {i} ({lines[i - 1]!r}) needs a prompt before '|' and subject words after it.")
-        for word in names:
-            if not re.search(rf"(?<!\w){re.escape(word)}(?!\w)", prompt, flags=re.IGNORECASE):
-                raise ValueError(f"Subject word {word!r} of prompt {i} does not occur in it: {prompt!r}.")
-        prompts.append(prompt)
-        subjects.append(names)
-    return prompts, subjects
 
 
 def attention_positions(pipe: Any, config: ProtocolConfig) -> tuple[list[list[int]] | None, str]:
@@ -125,7 +76,7 @@ def run_disruption(pipe: Any, config: ProtocolConfig, say: Callable[[str], None]
             random_draws=config.random_draws,
             generation=config.generation,
         )
-        result = disrupt(pipe, dconfig, progress=batch_progress(say, b + 1))
+        result = disrupt(pipe, dconfig, progress=scoring.batch_progress(say, b + 1))
         for condition, imgs in result.images.items():
             images.setdefault(condition, []).append(imgs)
     assert dconfig is not None, "a protocol has at least one prompt and seed"
@@ -216,7 +167,7 @@ def _finding1(
         "psnr_db": ("PSNR to unedited (dB)", "Zeroing channels: pixel change"),
         **DISRUPT_CURVES,
     }.items():
-        curves = score_curves(scores, key, list(RULES))
+        curves = score_curves(scores, key, list(scoring.RULES))
         if curves:
             plot_metric_over_k(curves, out / f"finding1_{key}.png", label, title)
             figures.append((f"finding1_{key}.png", f"{label} over k"))
@@ -237,7 +188,7 @@ def _finding1_table(scores: dict[str, dict[str, Any]]) -> list[list[str]]:
     ]
     columns = [c for c in columns if any(c[0] in row for row in scores.values())]
     table = [["condition", "k", *[name for _, name, _ in columns]]]
-    for rule in ("none", *RULES):
+    for rule in ("none", *scoring.RULES):
         for k in sorted({row["k"] for row in scores.values() if row["rule"] == rule}):
             rows = [row for row in scores.values() if row["rule"] == rule and row["k"] == k]
             cells = []
@@ -256,9 +207,9 @@ def _finding2(
     tables of the built-in bench on one image group, the verdict and the figures."""
     groups = {"all images": list(range(masks.shape[0]))}
     all_scores = seg.scores(masks)
-    found, rows = mask_scores_table(seg, masks, groups, "generated", k, all_scores)
-    fg_numbers, fg_table = foreground_rule_table({"generated": (seg, masks, groups["all images"])}, k)
-    verdict = segmentation_verdict({"generated": mask_verdict_input(found["all images"])}, k)
+    found, rows = scoring.mask_scores_table(seg, masks, groups, "generated", k, all_scores)
+    fg_numbers, fg_table = scoring.foreground_rule_table({"generated": (seg, masks, groups["all images"])}, k)
+    verdict = segmentation_verdict({"generated": scoring.mask_verdict_input(found["all images"])}, k)
     numbers = {
         "foreground": seg.foreground,
         "k": k,
@@ -283,7 +234,7 @@ def _finding2(
         ("finding2_overlays.png", "images, truth, masks at the best site"),
     ]
     return numbers, [
-        Section(verdict.headline, text, figures, [mask_table_header(seg.foreground), *rows]),
+        Section(verdict.headline, text, figures, [scoring.mask_table_header(seg.foreground), *rows]),
         Section("Which K=2 cluster is the subject", "Per foreground rule, on the top-k masks.", [], fg_table),
     ]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..metrics.scores import TRANSPORT_COLUMNS, Scorers, transport_scores
 from ..reporting.plots import plot_image_table, plot_metric_over_alpha
 from ..reporting.report import Section, write_markdown
 from ..transport import TransportConfig, TransportResult, transport_text
+from .configs import TransportProtocolConfig, read_pairs  # noqa: F401 (cli/bench.py imports read_pairs from here)
 from .reports import model_name, not_measured_section, provenance, report_folder
 from .text_interpolation import embedding_interpolation
 
@@ -56,83 +57,6 @@ FORMATS = {
     "psnr_to_target_alone": ".1f",
     "psnr_to_source": ".1f",
 }
-
-
-@dataclass
-class TransportProtocolConfig:
-    pairs: list[tuple[str, str]]  # (source prompt, target prompt)
-    seeds: list[int] = field(
-        default_factory=lambda: [0]
-    )  # source and target share each seed, as `ditlens transport` does
-    alphas: list[float] = field(
-        default_factory=lambda: [0.5, 1.0]
-    )  # 1 = the paper's rule; 0.5 shows whether the effect is graded
-    transport: TransportConfig = field(
-        default_factory=TransportConfig
-    )  # the measured defaults (choices.py); random-k is derived from it
-
-    def validate(self) -> None:
-        """What can be checked without the model (the transport config's k and sites need it)."""
-        if not self.pairs:
-            raise ValueError("Give at least one (source, target) prompt pair.")
-        for i, pair in enumerate(self.pairs):
-            if len(pair) != 2 or not all(isinstance(p, str) and p.strip() for p in pair):
-                raise ValueError(f"Pair {i} must be two non-empty prompts (source, target); got {pair!r}.")
-        if not self.seeds:
-            raise ValueError("Give at least one seed.")
-        if not self.alphas:
-            raise ValueError("Give at least one alpha.")
-        bad = [a for a in self.alphas if not 0.0 <= a <= 1.0]
-        if bad:
-            raise ValueError(f"alphas must be within [0, 1]; got {bad[0]!r}.")
-        if len(set(self.alphas)) != len(self.alphas):
-            raise ValueError(f"alphas must differ from each other; got {self.alphas}.")
-        if self.transport.channels != "top":
-            raise ValueError(
-                "The protocol's transport moves the top-k channels (random-k is its control); got "
-                f"channels={self.transport.channels!r}."
-            )
-        self.transport.generation.validate()
-
-
-def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    """`source prompt | target prompt`, one pair per line; blank lines and lines starting with
-    `#` are skipped (a `#` inside a prompt is part of it). A bad line is a ValueError naming
-    its number and content."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"Pairs file {str(path)!r} is a folder; give a text file with one 'source prompt | target prompt' per line."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"Pairs file {str(path)!r} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first prompt
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"Pairs file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8."
-        ) from None
-    pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        content = line.strip()
-        if not content or content.startswith("#"):
-            continue
-        shown = content if len(content) <= 120 else content[:119] + "..."
-        where = f"Pairs file {str(path)!r}, line {number} ({shown!r})"
-        parts = content.split("|")
-        if len(parts) != 2:
-            found = "no '|'" if len(parts) == 1 else f"{len(parts) - 1} '|'"
-            raise ValueError(f"{where}: has {found}; each line is one pair, 'source prompt | target prompt'.")
-        source, target = (p.strip() for p in parts)
-        for name, prompt in (("source", source), ("target", target)):
-            if not prompt:
-                raise ValueError(f"{where}: the {name} prompt is empty; each line is 'source prompt | target prompt'.")
-        if source == target:
-            raise ValueError(f"{where}: source and target are the same prompt; transport between them moves nothing.")
-        pairs.append((source, target))
-    if not pairs:
-        raise ValueError(f"Pairs file {str(path)!r} holds no pairs (one 'source prompt | target prompt' per line).")
-    return pairs
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -176,7 +100,7 @@ def _alpha(a: float) -> str:
     return f"a={a:g}"  # transport_scores' row names
 
 
-def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
+def _mean_and_std(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean and standard deviation over samples of every score, and the count."""
     out: dict[str, float] = {"n": len(rows)}
     for key in rows[0]:
@@ -276,9 +200,9 @@ def _run_samples(
 
 def _summary_of(samples: list[Sample], alphas: list[float]) -> dict[str, Any]:
     """The target alone's and each method's scores at each alpha, summarised over the samples."""
-    summary: dict[str, Any] = {TARGET_ALONE: _summary([s["scores"][TARGET_ALONE] for s in samples])}
+    summary: dict[str, Any] = {TARGET_ALONE: _mean_and_std([s["scores"][TARGET_ALONE] for s in samples])}
     for method in METHODS:
-        summary[method] = {_alpha(a): _summary([s["scores"][method][_alpha(a)] for s in samples]) for a in alphas}
+        summary[method] = {_alpha(a): _mean_and_std([s["scores"][method][_alpha(a)] for s in samples]) for a in alphas}
     return summary
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from ..adapters import adapter_for
-from ..choices import DEFAULT_STATISTIC
 from ..generation import GenerationSettings, generate
 from ..io.outputs import write_atomic
 from ..reporting.plots import plot_image_table
@@ -36,55 +35,13 @@ from ..reporting.verdicts import transfer_score
 from ..transport import TransportConfig, transport_image, transport_text
 from . import transport_report as report
 from .builtin_model import model_summary, report_title
+from .configs import TransportBenchConfig
 from .reports import not_measured_section, report_folder
 from .worlds import BENCH_SEED, classifier_for, metrics_of, needs_classifier, render_seeds, transport_pairs, world_of
 
 EMBEDDING, PIXEL = "text-embedding interpolation", "pixel blending"  # the two baselines
 Scores = dict[str, float]  # one condition's transport scores, mean over pairs
 Strip = list[torch.Tensor | None]  # a row of images, as plot_image_table takes it
-
-
-@dataclass
-class TransportBenchConfig:
-    n_pairs: int = 32  # quick: 8
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    # 2 = the truly massive ones; up to every channel (256 on the built-in model): k = 64 won the
-    # earlier sweep at its edge, so the sweep now runs past it
-    sweep_k: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 64, 128, 256])
-    sweep_windows: list[tuple[int, int] | None] = field(
-        default_factory=lambda: [None, (0, 2), (0, 4), (4, 8)]
-    )  # of 8 steps
-    sweep_sites: list[str] = field(default_factory=lambda: ["all", "double", "single"])  # block kinds
-    sweep_masks: list[str] = field(default_factory=lambda: ["source", "target", "union", "all"])
-    sweep_streams: list[str] = field(default_factory=lambda: ["img", "txt", "both"])  # which streams move
-    # where the one-factor-at-a-time sweep starts: the paper's source mask, both streams; every
-    # candidate is this with one factor changed, fixed here so that the procedure does not move
-    # with the defaults it chooses (commit 953c2e1 ran its candidates this way, through the then
-    # defaults, except its random-k rows: the image stream alone)
-    base: TransportConfig = field(
-        default_factory=lambda: TransportConfig(
-            k=2,
-            alpha=1.0,
-            mask="source",
-            streams="both",
-            channels="top",
-            statistic=DEFAULT_STATISTIC,
-            channels_from="source",
-            sites=None,
-            steps=None,
-        )
-    )
-
-    @classmethod
-    def quick(cls) -> TransportBenchConfig:
-        return cls(
-            n_pairs=4,
-            sweep_k=[2, 32],
-            sweep_windows=[None, (0, 4)],
-            sweep_sites=["all"],
-            sweep_masks=["source", "all"],
-            sweep_streams=["img", "both"],
-        )
 
 
 @dataclass
