@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import pytest
 import torch
 
@@ -264,61 +262,3 @@ def test_bad_inputs(pipe):
         run_text(pipe, TransportConfig(k=4, steps=(0, 9), generation=SETTINGS), alphas=[1.0])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-@pytest.mark.parametrize(
-    "mask, streams", [("all", "img"), ("source", "img"), ("union", "img"), ("user", "img"), ("source", "both")]
-)
-def test_cuda_graph_of_the_edit_gives_the_eager_images(mask, streams, monkeypatch):
-    """On CUDA a small block output's edit is captured once per shape and replayed at every
-    site and step (ditlens.core.cuda_graphs): the same kernels, so the same images bit for bit."""
-    import ditlens.core.cuda_graphs as cuda_graphs
-    import ditlens.core.intervene as intervene
-
-    pipe = tiny_flux_pipeline().to("cuda")
-    monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())  # no graph from an earlier test
-    captured = []
-    capture = cuda_graphs._capture
-    monkeypatch.setattr(
-        cuda_graphs, "_capture", lambda fn, *rest: captured.append(fn.__qualname__) or capture(fn, *rest)
-    )
-    user_mask = torch.zeros(32, 32)
-    user_mask[:, :16] = 1
-    config = TransportConfig(k=4, mask=mask, streams=streams, generation=SETTINGS)
-    edits = 2 if streams == "both" else 1  # the text stream's edit is captured on its own shape
-
-    def edit_captures() -> int:
-        return sum(name.startswith("ReplaceFromRows") for name in captured)
-
-    graphed = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
-    assert edit_captures() == edits  # one shape: one capture per edit, replayed at 4 sites x 3 steps
-    again = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
-    assert edit_captures() == (2 if mask == "user" else edits)  # an equal edit replays the first one's graph
-    monkeypatch.setattr(intervene, "CUDA_GRAPHS", False)
-    eager = run_text(pipe, config, alphas=[0.5, 1.0], mask_image=user_mask if mask == "user" else None)
-    assert torch.equal(graphed.transported, eager.transported)
-    assert torch.equal(again.transported, eager.transported)
-    assert not torch.equal(graphed.transported[1], graphed.target)  # the edit did act
-
-
-def test_equal_edits_share_one_graph_owner_and_only_the_last_few_are_kept(monkeypatch):
-    """The bookkeeping behind sharing captured edits (on CUDA): equal settings find the edit
-    that holds the graphs, other settings do not, a user's tensor mask is never shared, and
-    only the last SHARED_GRAPH_EDITS owners are kept."""
-    import ditlens.core.intervene as intervene
-    from ditlens.transport import _edits
-
-    monkeypatch.setattr(intervene, "_GRAPH_OWNERS", OrderedDict())
-
-    def edit(k=4, mask="source", mask_image=None):
-        return _edits(TransportConfig(k=k, mask=mask, streams="img"), [1.0], 1, 2, mask_image, (32, 32))[0]
-
-    first = edit()
-    assert intervene._graph_owner(first) is first
-    assert intervene._graph_owner(edit()) is first  # equal settings, another object
-    assert intervene._graph_owner(edit(k=8)) is not first
-    user = edit(mask="user", mask_image=torch.ones(32, 32))
-    assert user.value_key() is None and intervene._graph_owner(user) is user
-    for k in range(1, 1 + intervene.SHARED_GRAPH_EDITS):
-        intervene._graph_owner(edit(k=10 + k))
-    assert len(intervene._GRAPH_OWNERS) == intervene.SHARED_GRAPH_EDITS
-    assert intervene._graph_owner(edit()) is not first  # evicted: the least recently used
