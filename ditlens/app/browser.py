@@ -94,7 +94,7 @@ def _wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: fl
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
-        except OSError:
+        except OSError:  # not serving yet: wait and poll again until the deadline
             pass
         time.sleep(0.5)
     raise NotServing(f"ditlens app did not answer at {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
