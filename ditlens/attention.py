@@ -117,12 +117,13 @@ def _wrapper_class(processor_cls: type) -> type[AttentionMapProcessor]:
     def __call__(self: AttentionMapProcessor, attn: nn.Module, *args: Any, **kwargs: Any) -> Any:
         return AttentionMapProcessor.__call__(self, attn, *args, **kwargs)
 
-    __call__.__signature__ = inspect.signature(processor_cls.__call__)
+    __call__.__signature__ = inspect.signature(processor_cls.__call__)  # type: ignore[attr-defined]
     return type("AttentionMapProcessor", (AttentionMapProcessor,), {"__call__": __call__, "__module__": __name__})
 
 
 def _wrap(original: Any, site: str, maps: AttentionMaps) -> AttentionMapProcessor:
-    return _wrapper_class(type(original))(original, site, maps)
+    processor_cls: type = type(original)
+    return _wrapper_class(processor_cls)(original, site, maps)
 
 
 def _params(cls: type) -> tuple[str, ...]:
@@ -159,13 +160,14 @@ def _locator_for(model: Any) -> AttentionLocator:
     return adapter.attention_locator
 
 
-def _check_positions(token_positions: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]] | list[int]:
+def _check_positions(token_positions: Any) -> list[list[int]] | list[int]:
+    """Positions as given (a list, a list per sample, or a tensor), checked and as lists."""
     if isinstance(token_positions, torch.Tensor):
         token_positions = token_positions.tolist()
     if not token_positions:
         raise ValueError("token_positions is empty: give the text positions of the subject's words.")
     per_sample = isinstance(token_positions[0], (list, tuple))
-    rows = [list(p) for p in token_positions] if per_sample else [list(token_positions)]
+    rows: list[list[int]] = [list(p) for p in token_positions] if per_sample else [list(token_positions)]
     for row in rows:
         if not row or not all(isinstance(i, int) and i >= 0 for i in row):
             raise ValueError(f"token_positions must be non-empty lists of non-negative ints, got {token_positions!r}.")
@@ -221,7 +223,7 @@ class AttentionMaps:
         self._wrapped: list[tuple[nn.Module, Any]] = []  # (attention module, original processor)
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def _pick_sites(self, names: Sequence[str] | None) -> list[tuple[Site, nn.Module]]:
+    def _pick_sites(self, names: Sequence[str] | None) -> list[tuple[Site, Any]]:
         """(site, its attention module holding image queries and text keys), in forward order."""
         all_sites = adapter_for(self.transformer).sites()
         with_text = [(s, self.locator.attention(s.module)) for s in all_sites]
@@ -234,7 +236,7 @@ class AttentionMaps:
         without = [n for n in names if known[n] is None]
         if without:
             raise ValueError(f"Site {without[0]!r} has no attention from image to text tokens.")
-        return [(s, attn) for s, attn in with_text if s.name in set(names)]
+        return [(s, attn) for s, attn in with_text if s.name in set(names) and attn is not None]
 
     # ---- attach / detach ----
     def __enter__(self) -> AttentionMaps:
@@ -270,6 +272,7 @@ class AttentionMaps:
         self._n_txt = int(txt.shape[1])
         self._calls += 1
         hidden = kwargs.get("hidden_states", args[0] if args else None)
+        assert hidden is not None, "a transformer call without hidden_states"
         step = self.step_fn() if self.step_fn is not None else self._calls - 1
         if step != self._call_step:
             self._call_step, self._step_calls = step, []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from .choices import (
@@ -236,5 +236,5 @@ class TransportConfig:
 def default(config: type, name: str) -> Any:
     """The default of field `name` of a config dataclass (a fresh copy where it is a list):
     what the CLI, the app and sweep show and use, e.g. `default(DisruptConfig, "ks")`."""
-    spec = config.__dataclass_fields__[name]
-    return spec.default_factory() if spec.default_factory is not MISSING else spec.default  # type: ignore[misc]
+    spec = {f.name: f for f in fields(config)}[name]
+    return spec.default_factory() if spec.default_factory is not MISSING else spec.default

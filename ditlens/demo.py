@@ -151,6 +151,7 @@ def _disrupt(pipe: Any, out: Path, config: DemoConfig) -> tuple[Section, dict[st
 def _segment(pipe: Any, out: Path, config: DemoConfig) -> tuple[Section, dict[str, Any]]:
     prompts = config.prompts
     seg = segment_generated(pipe, SegmentConfig(prompts=prompts, seeds=[config.seed], k=config.k))
+    assert seg.images is not None  # a generated segment keeps its images
     truth = off_background_masks(seg.images, prompts)
     seg.save(out / "segment", truth)
     scores = seg.scores(truth)
@@ -207,6 +208,7 @@ def _transport_text(pipe: Any, out: Path, config: DemoConfig) -> tuple[Section, 
     )
     strip.save(out / "transport_text")
     strip.plot_strip(out / "transport_text" / "strip.png")
+    assert strip.target is not None  # include_target is on by default
     moved = transport_scores(strip.transported, source, target, strip.target, _classifier())
     full = moved[-1]
     table = [["alpha", "source's colour", "source's shape", "foreground IoU with the target alone"]]
@@ -234,6 +236,7 @@ def _transport_image(pipe: Any, out: Path, config: DemoConfig) -> tuple[Section,
     )
     ires.save(out / "transport_image")
     ires.plot_strip(out / "transport_image" / "strip.png")
+    assert ires.target is not None  # include_target is on by default
     took = transport_scores(ires.transported, ref_prompt, new_prompt, ires.target, _classifier())
     section = Section(
         "5. Transport (image): a reference's massive channels into a new prompt's generation",

@@ -85,7 +85,7 @@ class DisruptResult:
         prompt = self.config.prompts[index % len(self.config.prompts)]
         edit = "zeroing channels" if self.config.factor == 0 else f"channels x {self.config.factor:g}"
         return plot_image_table(
-            [[self.baseline[index]] + row for row in cells],
+            [[self.baseline[index], *row] for row in cells],
             path,
             [f"{r}-k" for r in rules],
             ["none"] + [f"k={k}" for k in ks],

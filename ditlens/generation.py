@@ -30,9 +30,9 @@ def image_size(pipe: Any, settings: GenerationSettings) -> tuple[int, int]:
     import inspect
 
     parameters = inspect.signature(pipe.__call__).parameters  # SANA: height=1024, width=1024 in its signature
-    defaults = [getattr(parameters.get(n), "default", None) for n in ("height", "width")]
-    if all(isinstance(d, int) for d in defaults):
-        return (settings.height or defaults[0], settings.width or defaults[1])
+    height, width = (getattr(parameters.get(n), "default", None) for n in ("height", "width"))
+    if isinstance(height, int) and isinstance(width, int):
+        return (settings.height or height, settings.width or width)
     raise ValueError(f"Cannot tell the image size {type(pipe).__name__} generates; give height and width.")
 
 

@@ -45,7 +45,7 @@ def _skipped_components(model_index: Path, without_text_encoders: bool) -> dict[
     """Components to pass as None: those saved as null, and text encoders when asked."""
 
     index = json.loads(model_index.read_text())
-    skipped = {}
+    skipped: dict[str, None] = {}
     for name, value in index.items():
         if name.startswith("_") or not isinstance(value, list):
             continue
@@ -102,7 +102,7 @@ def is_builtin(model: str | None) -> bool:
 def is_builtin_family(model: str | None) -> bool:
     """The shipped built-in model, or a folder of a model of its family (what
     `python -m ditlens.builtin.train` writes): same vocabulary, scenes and scores."""
-    if is_builtin(model):
+    if model is None or is_builtin(model):
         return True
     folder = Path(model)
     return (folder / "model_index.json").is_file() and (model_index(model) or {}).get(
@@ -114,7 +114,7 @@ def builtin_world(model: str | None) -> str | None:
     """The procedural world (`ditlens.builtin.text_encoder.WORLDS`) whose grammar a built-in-family
     model's prompts follow, read from its model_index.json: "v1" for the shipped model and for
     folders written before worlds existed; None for any other model."""
-    if not is_builtin_family(model):
+    if model is None or not is_builtin_family(model):
         return None
     world = (model_index(model) or {}).get("world")
     encoder = Path(model) / "text_encoder" / "config.json" if not is_builtin(model) else None
@@ -129,13 +129,14 @@ def builtin_world(model: str | None) -> str | None:
 def model_index(model: str | None) -> dict | None:
     """`model`'s model_index.json (pipeline class and component classes), read without
     loading anything; None for the built-in model and for a hub id not in the local cache."""
-    if is_builtin(model):
+    if model is None or is_builtin(model):
         return None
     index_path = Path(model) / "model_index.json"
     if not index_path.is_file():
-        index_path = _cached_model_index(model)
-        if index_path is None:
+        cached = _cached_model_index(model)
+        if cached is None:
             return None
+        index_path = cached
     try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError) as err:
@@ -211,13 +212,14 @@ def load_pipeline(
     precomputed prompt embeddings), which saves their memory and load time."""
     torch_dtype = parse_dtype(dtype)
     check_device(device)
-    if not is_builtin(model) and Path(model).exists() and not (Path(model) / "model_index.json").is_file():
+    folder = None if model is None or is_builtin(model) else Path(model)
+    if folder is not None and folder.exists() and not (folder / "model_index.json").is_file():
         raise ValueError(
             f"{model!r} is not a diffusers pipeline folder (no model_index.json in it). "
             "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
         )
     model_adapter(model)  # refuse an unsupported model before any weight loads
-    if is_builtin_family(model):
+    if model is None or is_builtin_family(model):
         from .builtin import load_builtin
 
         return load_builtin(device=device, dtype=torch_dtype, weights=None if is_builtin(model) else model)
@@ -226,11 +228,6 @@ def load_pipeline(
 
     path = Path(model)
     if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(
-                f"{model!r} is not a diffusers pipeline folder (no model_index.json in it). "
-                "Give a folder written by save_pretrained, a hub id, or leave --model out for the built-in model."
-            )
         skipped = _skipped_components(path / "model_index.json", without_text_encoders)
         _check_safetensors(path, path / "model_index.json", skipped)
         pipe = DiffusionPipeline.from_pretrained(

@@ -148,7 +148,7 @@ def score_masks(token_masks: torch.Tensor, truth: torch.Tensor, grid: tuple[int,
     steps, n_sites, samples, _ = token_masks.shape
     if truth.shape[0] != samples:
         raise ValueError(f"Ground truth has {truth.shape[0]} masks but there are {samples} samples.")
-    pred = upsample(token_masks.reshape(-1, token_masks.shape[-1]), grid, tuple(truth.shape[1:]))
+    pred = upsample(token_masks.reshape(-1, token_masks.shape[-1]), grid, (truth.shape[1], truth.shape[2]))
     full = truth.bool().repeat(steps * n_sites, 1, 1)
     shape = (steps, n_sites, samples)
     return MaskScores(
@@ -185,6 +185,9 @@ class SegmentResult:
         samples concatenated in order; the first part's meta."""
         first = parts[0]
 
+        def cat_optional(tensors: list[torch.Tensor | None], dim: int = 0) -> torch.Tensor | None:
+            return None if tensors[0] is None else torch.cat([t for t in tensors if t is not None], dim=dim)
+
         def cat(masks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             return {rule: torch.cat([m[rule] for m in masks], dim=2) for rule in masks[0]}
 
@@ -192,11 +195,11 @@ class SegmentResult:
             sites=first.sites,
             masks=cat([p.masks for p in parts]),
             image_size=first.image_size,
-            images=None if first.images is None else torch.cat([p.images for p in parts]),
+            images=cat_optional([p.images for p in parts]),
             meta=first.meta,
             foreground=first.foreground,
             other_foregrounds={fg: cat([p.other_foregrounds[fg] for p in parts]) for fg in first.other_foregrounds},
-            heat=None if first.heat is None else torch.cat([p.heat for p in parts], dim=2),
+            heat=cat_optional([p.heat for p in parts], dim=2),
             token_rows_cols=first.token_rows_cols,
         )
 
@@ -353,7 +356,7 @@ def segment_generated(
             image_size=size,
         )
         with hooks(pipe, observers=[observer]) as run:
-            maps = nullcontext()
+            maps: Any = nullcontext()
             if attention_positions is not None:
                 from .attention import AttentionMaps
 

@@ -85,6 +85,7 @@ class SpatialMask:
         if self.origin == "all":
             return torch.ones(B, N, device=img.device)
         if self.origin == "user":
+            assert self.user_mask is not None and self.image_size is not None  # checked in __init__
             if (N, img.device) not in self._user_tokens:  # once: no host-to-device copy per site
                 self._user_tokens[(N, img.device)] = mask_image_to_tokens(self.user_mask, N, self.image_size).to(
                     img.device
@@ -195,7 +196,8 @@ def _edits(
         )
     targets = list(range(first_target, first_target + len(alphas)))
     source_of = {t: 0 for t in targets}
-    common = dict(
+    edit = functools.partial(
+        ReplaceFromRows,
         source_of=source_of,
         group_size=group_size,
         channels=TopK(config.k, config.statistic)
@@ -221,9 +223,9 @@ def _edits(
                 image_size,
                 config.foreground,
             )
-        edits.append(ReplaceFromRows(tokens=tokens, **common))
+        edits.append(edit(tokens=tokens))
     if config.streams in ("txt", "both"):
-        edits.append(ReplaceFromRows(tokens=None, stream="txt", **common))
+        edits.append(edit(tokens=None, stream="txt"))
     return edits
 
 

@@ -163,7 +163,8 @@ def test_outputs_bit_identical_and_layout(name):
     assert torch.equal(maps_t[0], maps_t[1])  # same inputs, same maps per step
     assert bool(((maps_t >= 0) & (maps_t <= 1)).all())
 
-    # prompts=1 on 2 rows keeps the conditional (last) row (its inputs are cut before q and k are formed: equal up to rounding)
+    # prompts=1 on 2 rows keeps the conditional (last) row
+    # (its inputs are cut before q and k are formed: equal up to rounding)
     with AttentionMaps(transformer, POSITIONS[1], prompts=1) as last, torch.no_grad():
         transformer(**inputs)
     assert last.result().shape == (1, len(sites), 1, tiny.n_img_tokens)

@@ -109,7 +109,10 @@ SPEED: dict[str, dict[str, str]] = {
 #: they took on a 2-core CPU; the same code runs in the examples that are kept
 TOO_SLOW = {
     "demo-2": "the same run as demo-1 (~40 s, no option makes it faster) with another seed and folder",
-    "bench-2": "bench transport --quick takes ~95 s even with --n 2: --quick fixes its sweep over k, windows, masks and streams",
+    "bench-2": (
+        "bench transport --quick takes ~95 s even with --n 2: "
+        "--quick fixes its sweep over k, windows, masks and streams"
+    ),
 }
 
 

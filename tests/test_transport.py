@@ -93,7 +93,7 @@ def test_text_stream_transport_moves_the_text_tokens(pipe, streams):
     for chosen in ([], edits):
         seen: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def keep(img, txt, ctx):  # observers see the edited streams
+        def keep(img, txt, ctx, seen=seen):  # observers see the edited streams
             seen[(ctx.step, ctx.site)] = (img.clone(), txt.clone())
 
         with hooks(pipe, edits=chosen, observers=[keep]):
@@ -151,7 +151,9 @@ def test_user_mask_restricts_the_edit_to_its_tokens(pipe):
         first: list[torch.Tensor] = []
         with hooks(pipe, edits=edits):
             # registered after ditlens' hook, so it sees the edited output; keep step 0 only
-            h = pipe.transformer.transformer_blocks[0].register_forward_hook(lambda m, a, o: first.append(o[1].clone()))
+            h = pipe.transformer.transformer_blocks[0].register_forward_hook(
+                lambda m, a, o, first=first: first.append(o[1].clone())
+            )
             try:
                 pipe(**embeds(2), **SETTINGS.kwargs(), generator=torch.Generator().manual_seed(0), output_type="pt")
             finally:
@@ -260,5 +262,3 @@ def test_bad_inputs(pipe):
         )
     with pytest.raises(ValueError, match=r"Step window \[0, 9\] is outside the schedule"):
         run_text(pipe, TransportConfig(k=4, steps=(0, 9), generation=SETTINGS), alphas=[1.0])
-
-

@@ -94,16 +94,16 @@ def _bench_builtin(args: argparse.Namespace, folder: str | None) -> Path:
     options += [("--classifier", args.classifier), ("--n", args.n)]
     command = f"ditlens bench {args.suite}" + "".join(_option(o, v) for o, v in options)
     pipe = run.load(args)
-    if args.suite == "findings":
-        config = FindingsConfig.quick() if args.quick else FindingsConfig()
-        config.n_prompts = args.n or config.n_prompts
-        bench = bench_findings
-    else:
-        config = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
-        config.n_pairs = args.n or config.n_pairs
-        bench = bench_transport
     say = run.sayer(args)
-    return bench_into(args.out, lambda out: bench(pipe, out, config, command, say, classifier=classifier))
+    if args.suite == "findings":
+        findings = FindingsConfig.quick() if args.quick else FindingsConfig()
+        findings.n_prompts = args.n or findings.n_prompts
+        return bench_into(
+            args.out, lambda out: bench_findings(pipe, out, findings, command, say, classifier=classifier)
+        )
+    transport = TransportBenchConfig.quick() if args.quick else TransportBenchConfig()
+    transport.n_pairs = args.n or transport.n_pairs
+    return bench_into(args.out, lambda out: bench_transport(pipe, out, transport, command, say, classifier=classifier))
 
 
 def _option(name: str, value: object) -> str:

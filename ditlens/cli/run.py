@@ -51,8 +51,9 @@ def prompts(args: argparse.Namespace, captions: bool = False) -> list[str]:
         from ..builtin.examples import EXAMPLE_PROMPTS
 
         found = list(EXAMPLE_PROMPTS)
-    if not found and args.embeds:
-        rows = prompt_kwargs(args)["prompt_embeds"].shape[0]
+    embeds = prompt_kwargs(args) if not found else None
+    if embeds is not None:
+        rows = embeds["prompt_embeds"].shape[0]
         found = [f"<embeds row {i}>" for i in range(rows)]  # labels only: the embeddings condition
     if not found:
         raise UsageError("Give prompts with --prompt or --prompts-file (or --embeds).")

@@ -87,7 +87,7 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None) -> tuple[t
     note = None
     if size is not None and (image.height, image.width) != tuple(size):
         note = f"resized {path} from {image.height}x{image.width} to {size[0]}x{size[1]} (H x W)"
-        image = image.resize((size[1], size[0]), Image.BICUBIC)
+        image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.float32) / 255
     return torch.from_numpy(array).permute(2, 0, 1).contiguous(), note
 

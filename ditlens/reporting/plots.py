@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def image_grid(images: list, path: str | Path, columns: int, scale: int = 1, lab
     rows = (len(images) + columns - 1) // columns
     grid = Image.new("RGB", (columns * w * scale, rows * h * scale), "white")
     for i, image in enumerate(images):
-        tile = image.convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
+        tile = image.convert("RGB").resize((w * scale, h * scale), Image.Resampling.NEAREST)
         grid.paste(tile, ((i % columns) * w * scale, (i // columns) * h * scale))
     return write_atomic(path, lambda tmp: grid.save(tmp, format="PNG"))
 
@@ -217,6 +217,8 @@ def plot_segment_overlays(
     """Per image: the image, the ground truth (if any), the top-1 massive channel over the
     token grid as a heat map with its colour bar, and each rule's K = 2 mask as an outline
     (black and white, so it shows on an object of any colour) with the background dimmed."""
+    if result.images is None:
+        raise ValueError("This segment result holds no images (merged from parts without them): nothing to overlay.")
     rules = rules or list(result.masks)
     n = min(max_rows, len(result.images))
     heat = result.heat_map(step, site) if result.heat is not None else None
@@ -303,7 +305,7 @@ def plot_metric_over_alpha(
 
 
 def _line_plot(
-    curves: dict[str, tuple[list[float], list[float], list[float] | None]],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]],
     path: str | Path,
     xlabel: str,
     ylabel: str,
