@@ -2,8 +2,8 @@
 
 Plain Python, no torch: the command line builds its parser (and answers `--help`) from
 these without loading torch or diffusers. The modules that act on a choice import it from
-here: masks.py (foreground rules), transport.py (mask origins, streams, reference paths and
-its defaults).
+here: masks.py (foreground rules), transport.py (mask origins, streams, reference paths).
+The capabilities' defaults, with their reasons, are on their configs (config.py).
 """
 
 from __future__ import annotations
@@ -39,18 +39,6 @@ STREAMS = {
 }
 #: where transport selects its k channels
 CHANNELS_FROM = ("source", "union", "target")
-
-# Transport's defaults: the choice of `ditlens bench transport --device cuda --n 32` on the
-# built-in model (commits 953c2e1 and 5f57d7a, docs/transport.md), scored by clean transfer x
-# layout kept (x (1 - ghosting)). Every setting scores low there: the best, the text stream's
-# top-64 channels in steps [4, 8) of 8, moved the source's colour in 5 of 32 pairs (score
-# 0.061, ghosting 0.20); copying more of the image stream moved more but drew noise (k = 256:
-# ghosting 0.93). The window is not a default: step indices belong to one schedule (a 4-step
-# FLUX.1 [schnell] has no step 4); pass `steps` to restrict.
-TRANSPORT_K = 64  # channels moved per site and step
-TRANSPORT_MASK = "source"  # the paper's: the source's K=2 foreground
-TRANSPORT_STREAMS = "txt"  # txt 0.061, both 0.042, img 0.026
-TRANSPORT_CHANNELS_FROM = "source"  # select the k channels on the source row
 
 
 def check_foreground(rule: str) -> None:

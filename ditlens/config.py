@@ -24,10 +24,6 @@ from .choices import (
     DEFAULT_STATISTIC,
     FOREGROUND_RULES,
     MASK_ORIGINS,
-    TRANSPORT_CHANNELS_FROM,
-    TRANSPORT_K,
-    TRANSPORT_MASK,
-    TRANSPORT_STREAMS,
     check_foreground,
     check_streams,
 )
@@ -59,7 +55,7 @@ def _check_scope(
 ) -> None:
     from .core.intervene import Scope
 
-    Scope(sites=tuple(sites) if sites else None, steps=step_window).validate(site_names, num_steps)
+    Scope(sites=tuple(sites) if sites else None, step_window=step_window).validate(site_names, num_steps)
 
 
 @dataclass
@@ -111,37 +107,23 @@ class FindConfig:
     seeds: list[int] = field(default_factory=lambda: [0])  # one seed: stability over prompts and steps
     k: int = 4  # the paper reports a handful of massive channels per model
     statistic: str = DEFAULT_STATISTIC
-    num_inference_steps: int | None = None  # None: the pipeline's own default
-    guidance_scale: float | None = None  # None: the pipeline's own default
-    height: int | None = None
-    width: int | None = None
-    true_cfg_scale: float | None = None  # FLUX.1, Qwen-Image: a separate unconditional call (GenerationSettings)
-    negative_prompt: str | None = None
     surface_site: str | None = None  # site whose full tokens to keep for the surface plot; None: middle site
     surface_step: int = 0  # which step of it to plot
-
-    def generation(self) -> GenerationSettings:
-        return GenerationSettings(
-            self.num_inference_steps,
-            self.guidance_scale,
-            self.height,
-            self.width,
-            self.true_cfg_scale,
-            self.negative_prompt,
-        )
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, hidden_size: int, site_names: list[str]) -> None:
         from .core.sites import check_site
 
         check_prompts_and_seeds(self.prompts, self.seeds)
-        self.generation().validate()
+        self.generation.validate()
         _check_k_and_statistic(self.k, hidden_size, self.statistic)
         if self.surface_site is not None:
             check_site(self.surface_site, site_names)
         if self.surface_step < 0:
             raise ValueError(f"surface_step must be >= 0; got {self.surface_step}.")
-        if self.num_inference_steps is not None and self.surface_step >= self.num_inference_steps:
-            raise ValueError(f"Step {self.surface_step} is outside the schedule: 0..{self.num_inference_steps - 1}.")
+        steps = self.generation.num_inference_steps
+        if steps is not None and self.surface_step >= steps:
+            raise ValueError(f"Step {self.surface_step} is outside the schedule: 0..{steps - 1}.")
 
 
 @dataclass
@@ -154,7 +136,7 @@ class DisruptConfig:
     random_draws: int = 3  # random-k is a distribution: mean and spread over this many draws
     statistic: str = DEFAULT_STATISTIC
     sites: list[str] | None = None  # None: every image-stream site
-    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
+    step_window: tuple[int, int] | None = None  # [start, stop) denoising steps; None: every step
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, hidden_size: int, site_names: list[str]) -> None:
@@ -172,7 +154,7 @@ class DisruptConfig:
             raise ValueError(f"factor must be a finite number; got {self.factor!r}.")
         if self.random_draws < 1:
             raise ValueError(f"random_draws must be >= 1; got {self.random_draws}.")
-        _check_scope(self.sites, self.steps, site_names)
+        _check_scope(self.sites, self.step_window, site_names)
         self.generation.validate()
 
 
@@ -206,17 +188,23 @@ class SegmentConfig:
 
 @dataclass
 class TransportConfig:
-    # k, mask, streams and channels_from: chosen by measurement (the figures are in choices.py)
-    k: int = TRANSPORT_K  # channels moved per site and step
+    # k, mask, streams and channels_from: the choice of `ditlens bench transport --device cuda
+    # --n 32` on the built-in model (commits 953c2e1 and 5f57d7a, docs/transport.md), scored by
+    # clean transfer x layout kept (x (1 - ghosting)). Every setting scores low there: the best,
+    # the text stream's top-64 channels in steps [4, 8) of 8, moved the source's colour in 5 of
+    # 32 pairs (score 0.061, ghosting 0.20); copying more of the image stream moved more but drew
+    # noise (k = 256: ghosting 0.93). The window is not a default: step indices belong to one
+    # schedule (a 4-step FLUX.1 [schnell] has no step 4); pass `step_window` to restrict.
+    k: int = 64  # channels moved per site and step
     alpha: float = 1.0  # 1 = the paper's rule (full replacement)
-    mask: str = TRANSPORT_MASK  # the image stream's spatial mask: source / target / union foreground, all, user
+    mask: str = "source"  # the image stream's spatial mask (MASK_ORIGINS); the paper's: the source's foreground
     foreground: str = DEFAULT_FOREGROUND  # which K=2 cluster the source/target/union masks take (choices.py)
-    streams: str = TRANSPORT_STREAMS  # which streams move (choices.STREAMS)
+    streams: str = "txt"  # which streams move (choices.STREAMS): txt 0.061, both 0.042, img 0.026
     statistic: str = DEFAULT_STATISTIC
-    channels_from: str = TRANSPORT_CHANNELS_FROM  # select the k channels on the source row (or "union", "target")
+    channels_from: str = "source"  # select the k channels on the source row (or "union", "target")
     channels: str = "top"  # which k channels: "top" (the massive ones) or "random" (the control, seeded)
     sites: tuple[str, ...] | None = None  # None: every image-stream site
-    steps: tuple[int, int] | None = None  # [start, stop) window; None: every step
+    step_window: tuple[int, int] | None = None  # [start, stop) denoising steps; None: every step
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self, hidden_size: int, site_names: list[str], num_steps: int | None = None) -> None:
@@ -229,7 +217,7 @@ class TransportConfig:
         check_streams(self.streams)
         if self.channels not in CHANNEL_RULES:
             raise ValueError(f"Unknown channel rule {self.channels!r}. Allowed: {', '.join(CHANNEL_RULES)}.")
-        _check_scope(self.sites, self.steps, site_names, num_steps)
+        _check_scope(self.sites, self.step_window, site_names, num_steps)
         self.generation.validate()
 
 

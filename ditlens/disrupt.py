@@ -121,7 +121,7 @@ def edit_for(condition: Condition, config: DisruptConfig) -> list[ScaleChannels]
     if condition.rule == "none":
         return []
     selector = selector_from_name(condition.rule, condition.k, config.statistic, seed=condition.draw)
-    scope = Scope(sites=tuple(config.sites) if config.sites else None, steps=config.steps)
+    scope = Scope(sites=tuple(config.sites) if config.sites else None, step_window=config.step_window)
     return [ScaleChannels(selector, config.factor, scope=scope)]
 
 

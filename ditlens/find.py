@@ -171,7 +171,7 @@ def find_channels(pipe: Any, config: FindConfig, *, prompt_kwargs: dict[str, Any
             call = dict(prompt_kwargs) if prompt_kwargs else {"prompt": config.prompts}
             output = pipe(
                 **call,
-                **config.generation().kwargs(pipe, len(config.prompts), call),
+                **config.generation.kwargs(pipe, len(config.prompts), call),
                 generator=generator,
                 output_type="pil",
             )

@@ -206,7 +206,7 @@ def _edits(
         alpha=1.0,
         alphas=dict(zip(targets, alphas)),
         channels_from=config.channels_from,
-        scope=Scope(sites=config.sites, steps=config.steps),
+        scope=Scope(sites=config.sites, step_window=config.step_window),
     )
     edits = []
     if config.streams in ("img", "both"):

@@ -128,7 +128,8 @@ def transport_row(rung: Rung) -> list[str]:
         values = [curve[m][top].get(key) for m in ("transport", "text-embedding interpolation", "pixel blending")]
         cells.append("—" if values[0] is None else " / ".join(f"{v:.2f}" for v in values))
     chosen = numbers["chosen"]
-    window = f"steps [{chosen['steps'][0]}, {chosen['steps'][1]})" if chosen["steps"] else "all steps"
+    step_window = chosen.get("step_window", chosen.get("steps"))  # "steps": reports written before the rename
+    window = f"steps [{step_window[0]}, {step_window[1]})" if step_window else "all steps"
     setting = f"k = {chosen['k']}, {window}, mask {chosen['mask']}, streams {chosen['streams']}"
     verdict = numbers.get("verdict", {}).get("status", "not decided")
     return [

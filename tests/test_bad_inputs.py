@@ -936,7 +936,7 @@ def api_cases():
             "1..32",
         ),
         ("transport-alpha", lambda p, a: TransportConfig(k=4, alpha=2.0).validate(32, ["s"]), ValueError, "[0, 1]"),
-        ("scope-steps", lambda p, a: Scope(steps=(0, 9)).validate(["s"], 4), ValueError, "stop <= 4"),
+        ("scope-steps", lambda p, a: Scope(step_window=(0, 9)).validate(["s"], 4), ValueError, "stop <= 4"),
         (
             "edit-k-above-hidden-size",
             lambda p, a: hooks(p, edits=[ZeroChannels(TopK(999))]).__enter__(),

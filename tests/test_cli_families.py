@@ -244,18 +244,21 @@ def test_the_first_of_two_calls_is_the_conditional_one(folder, request):
     call beside it: the rows `ditlens.core.rows` names conditional must equal a run without
     guidance, at step 0, to float tolerance. (Were the calls the other way round, they
     would be the negative prompt's.)"""
+    from ditlens.config import GenerationSettings
     from ditlens.find import FindConfig, find_channels
     from ditlens.models import load_pipeline
 
     family = request.node.callspec.id
     pipe = load_pipeline(str(folder))
-    common = dict(prompts=PROMPTS, seeds=[0], k=2, num_inference_steps=2, height=32, width=32)
+    common = dict(num_inference_steps=2, height=32, width=32)
     if family == "flux2":
-        with_cfg = find_channels(pipe, FindConfig(**common, guidance_scale=4.0))
-        without = find_channels(pipe, FindConfig(**common, guidance_scale=1.0))
+        with_cfg_settings = GenerationSettings(**common, guidance_scale=4.0)
+        without_settings = GenerationSettings(**common, guidance_scale=1.0)
     else:
-        with_cfg = find_channels(pipe, FindConfig(**common, true_cfg_scale=2.0, negative_prompt="a green ball"))
-        without = find_channels(pipe, FindConfig(**common))
+        with_cfg_settings = GenerationSettings(**common, true_cfg_scale=2.0, negative_prompt="a green ball")
+        without_settings = GenerationSettings(**common)
+    with_cfg = find_channels(pipe, FindConfig(PROMPTS, seeds=[0], k=2, generation=with_cfg_settings))
+    without = find_channels(pipe, FindConfig(PROMPTS, seeds=[0], k=2, generation=without_settings))
     assert with_cfg.stats.meta["rows_per_call"] == [2, 2] and without.stats.meta["rows_per_call"] == [2]
     got, want = with_cfg.samples.img["abs_mean"][0], without.samples.img["abs_mean"][0]
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

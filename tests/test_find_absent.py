@@ -15,6 +15,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from ditlens.adapters import adapter_for
+from ditlens.config import GenerationSettings
 from ditlens.core.hooks import hooks
 from ditlens.find import FindConfig, FindResult, find_channels
 
@@ -60,11 +61,8 @@ def found():
         prompts=["a", "b"],
         seeds=[0],
         k=K,
-        num_inference_steps=4,
-        guidance_scale=3.0,
-        height=16,
-        width=16,
         surface_step=1,
+        generation=GenerationSettings(num_inference_steps=4, guidance_scale=3.0, height=16, width=16),
     )
     try:
         result = find_channels(pipe, config, prompt_kwargs=_prompt_kwargs(2))
@@ -158,7 +156,7 @@ def test_non_finite_activations_where_a_block_ran_still_raise():
         with pytest.raises(NonFiniteError, match="transformer_blocks.2"):
             find_channels(
                 pipe,
-                FindConfig(prompts=["a"], k=K, num_inference_steps=2, guidance_scale=3.0, height=16, width=16),
+                FindConfig(prompts=["a"], k=K, generation=GenerationSettings(2, 3.0, 16, 16)),
                 prompt_kwargs={k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in _prompt_kwargs(2).items()},
             )
     finally:

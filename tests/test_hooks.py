@@ -154,7 +154,7 @@ def test_bad_inputs_get_clear_errors(pipe):
         with ditlens.hooks(pipe, edits=[ZeroChannels(TopK(D + 1))]):
             pass
     with pytest.raises(ValueError, match=r"Step window \[2, 10\] is outside the schedule.*<= 3"):
-        with ditlens.hooks(pipe, edits=[ZeroChannels(TopK(2), scope=Scope(steps=(2, 10)))]):
+        with ditlens.hooks(pipe, edits=[ZeroChannels(TopK(2), scope=Scope(step_window=(2, 10)))]):
             pipe(**flux_call_kwargs(steps=3))
     with pytest.raises(ditlens.UnsupportedModelError, match="FluxTransformer2DModel"):
         with ditlens.hooks(torch.nn.Linear(2, 2)):
@@ -163,7 +163,7 @@ def test_bad_inputs_get_clear_errors(pipe):
 
 def test_edit_only_in_the_last_step_still_changes_the_image(pipe):
     plain = pipe(**flux_call_kwargs(steps=3)).images
-    edit = ZeroChannels(TopK(4), scope=Scope(steps=(2, 3)))
+    edit = ZeroChannels(TopK(4), scope=Scope(step_window=(2, 3)))
     edited = ditlens.run_with_hooks(pipe, [edit], **flux_call_kwargs(steps=3)).images
     assert not torch.equal(plain, edited)
 

@@ -18,6 +18,7 @@ import pytest
 
 from ditlens.builtin.examples import EXAMPLE_PROMPTS
 from ditlens.cli import main
+from ditlens.config import GenerationSettings
 from ditlens.io.outputs import MARKER, OutputFolderError, output_folder, output_lock
 
 P0, P1, P2 = EXAMPLE_PROMPTS[:3]
@@ -323,7 +324,9 @@ def test_an_interrupted_demo_leaves_the_previous_one(tmp_path, monkeypatch):
 
     find_channels = demo.find_channels
     monkeypatch.setattr(
-        demo, "find_channels", lambda pipe, config: find_channels(pipe, replace(config, num_inference_steps=1))
+        demo,
+        "find_channels",
+        lambda pipe, config: find_channels(pipe, replace(config, generation=GenerationSettings(1))),
     )
     monkeypatch.setattr(demo, "disrupt", interrupted)
     pipe = load_pipeline(None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ditlens.config import GenerationSettings
 from ditlens.core.rows import COND, GUIDANCE, UNCOND, RowLayout, RowLayoutError, call_roles, conditional_slice
 from ditlens.find import FindConfig, find_channels
 
@@ -65,7 +66,7 @@ def test_find_over_two_seeds_with_skip_layer_guidance_reads_each_samples_conditi
     those of its own seed's run alone."""
     pipe = _sd3_pipeline()
     kwargs = _prompt_kwargs(2)
-    config = dict(prompts=["a", "b"], k=4, num_inference_steps=4, guidance_scale=3.0, height=16, width=16)
+    config = dict(prompts=["a", "b"], k=4, generation=GenerationSettings(4, 3.0, 16, 16))
     both = find_channels(pipe, FindConfig(seeds=[0, 1], **config), prompt_kwargs=kwargs)
     assert both.stats.meta["runs"] == 2 and both.stats.meta["rows_per_call"] == [4, 2]
     assert both.stats.num_rows == 12

@@ -227,9 +227,14 @@ def test_an_item_builds_the_config_its_settings_name(tmp_path):
     generation = GenerationSettings(2, 3.5)
     find = JOBS["find"].build(items["find"].settings, generation, PROMPT, 3)
     assert (find.k, find.prompts, find.seeds) == (2, [PROMPT], [3])
-    assert (find.num_inference_steps, find.guidance_scale) == (2, 3.5)
+    assert (find.generation.num_inference_steps, find.generation.guidance_scale) == (2, 3.5)
     disrupt = JOBS["disrupt"].build(items["disrupt"].settings, generation, PROMPT, 3)
-    assert (disrupt.ks, disrupt.rules, disrupt.steps, disrupt.factor) == ([2], ["random"], (0, 1), 0.5)
+    assert (disrupt.ks, disrupt.rules, disrupt.step_window, disrupt.factor) == ([2], ["random"], (0, 1), 0.5)
     transport = JOBS["transport"].build(items["transport"].settings, generation)
-    assert (transport.k, transport.alpha, transport.sites, transport.steps) == (8, 0.5, ("transformer_blocks.0",), None)
+    assert (transport.k, transport.alpha, transport.sites, transport.step_window) == (
+        8,
+        0.5,
+        ("transformer_blocks.0",),
+        None,
+    )
     assert transport.generation == generation

@@ -261,4 +261,4 @@ def test_bad_inputs(pipe):
             pipe, torch.rand(3, 16, 16), "B", TransportConfig(k=4, generation=SETTINGS), prompt_embeds=embeds(3)
         )
     with pytest.raises(ValueError, match=r"Step window \[0, 9\] is outside the schedule"):
-        run_text(pipe, TransportConfig(k=4, steps=(0, 9), generation=SETTINGS), alphas=[1.0])
+        run_text(pipe, TransportConfig(k=4, step_window=(0, 9), generation=SETTINGS), alphas=[1.0])

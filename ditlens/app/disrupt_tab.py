@@ -87,7 +87,7 @@ def disrupt_command(explorer: Explorer, result: DisruptResult) -> str:
     config = result.config
     options = [("--ks", config.ks), ("--rules", config.rules), ("--factor", config.factor)]
     options += [("--draws", config.random_draws), ("--statistic", config.statistic)]
-    options += [("--window", list(config.steps) if config.steps else None)]
+    options += [("--window", list(config.step_window) if config.step_window else None)]
     return explorer.command("disrupt", config.prompts, config.seeds, options, config.generation, clip=True)
 
 

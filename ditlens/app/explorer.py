@@ -281,12 +281,9 @@ class Explorer:
             seeds=seeds,
             k=self.check_k(k),
             statistic=statistic,
-            num_inference_steps=settings.num_inference_steps,
-            guidance_scale=settings.guidance_scale,
-            height=settings.height,
-            width=settings.width,
             surface_site=surface_site or None,
             surface_step=int(surface_step),
+            generation=settings,
         )
         with self.job(cancel):
             result = find_channels(self.pipe, config)
@@ -321,7 +318,7 @@ class Explorer:
             factor=float(factor),
             random_draws=int(draws),
             statistic=statistic,
-            steps=window,
+            step_window=window,
             generation=settings,
         )
         self.check_request(prompts, seeds, settings, conditions=len(disrupt_conditions(config)))

@@ -126,7 +126,10 @@ def transport_command(explorer: Explorer, request: TransportRequest) -> str:
         options = [("--source", request.source), ("--source-seed", request.source_seed)]
     options += [("--target", request.target), ("--target-seed", request.target_seed), ("--k", config.k)]
     options += [("--mask", config.mask), ("--foreground", config.foreground), ("--streams", config.streams)]
-    options += [("--statistic", config.statistic), ("--window", list(config.steps) if config.steps else None)]
+    options += [
+        ("--statistic", config.statistic),
+        ("--window", list(config.step_window) if config.step_window else None),
+    ]
     options += explorer.settings_options(config.generation) + explorer.clip_option()
     if request.strip:  # --alpha too: it is in settings.json
         options += [("--over", "alpha"), ("--alphas", request.alphas), ("--alpha", request.alpha)]
@@ -297,7 +300,7 @@ def _run_form(explorer: Explorer, form: TransportForm, v: dict, cancel: threadin
         foreground=v[form.foreground],
         streams=v[form.streams],
         statistic=v[form.statistic],
-        steps=parse_window(v[form.start], v[form.stop], explorer.num_steps(settings)),
+        step_window=parse_window(v[form.start], v[form.stop], explorer.num_steps(settings)),
         generation=settings,
     )
     target = parse_prompt(v[form.target], "target prompt")

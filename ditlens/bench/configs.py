@@ -61,7 +61,7 @@ class TransportBenchConfig:
             statistic=DEFAULT_STATISTIC,
             channels_from="source",
             sites=None,
-            steps=None,
+            step_window=None,
         )
     )
 
@@ -132,7 +132,7 @@ class TransportProtocolConfig:
     )  # 1 = the paper's rule; 0.5 shows whether the effect is graded
     transport: TransportConfig = field(
         default_factory=TransportConfig
-    )  # the measured defaults (choices.py); random-k is derived from it
+    )  # the measured defaults (TransportConfig says how); random-k is derived from it
 
     def validate(self) -> None:
         """What can be checked without the model (the transport config's k and sites need it)."""

@@ -205,7 +205,7 @@ class Sweep:
             "defaults_sweep": self.scores,
             "chosen": {
                 "k": c.k,
-                "steps": c.steps,
+                "step_window": c.step_window,
                 "mask": c.mask,
                 "sites": c.sites,
                 "streams": c.streams,
@@ -245,13 +245,13 @@ def choose_defaults(run: _Run) -> Sweep:
         if q < hidden:  # the control of the same size: not a candidate
             run.say(f"  random k={q}")
             random_k[q] = scores[f"random k={q} (control)"] = run.at_one(replace(base, k=q, channels="random"))
-    windows = {_window_name(w): replace(base, k=k, steps=w) for w in config.sweep_windows}
-    steps = best(windows, base).steps
+    windows = {_window_name(w): replace(base, k=k, step_window=w) for w in config.sweep_windows}
+    step_window = best(windows, base).step_window
     kinds = block_kinds(run.pipe)
-    by_kind = {f"sites={s}": replace(base, k=k, steps=steps, sites=kinds[s]) for s in config.sweep_sites}
+    by_kind = {f"sites={s}": replace(base, k=k, step_window=step_window, sites=kinds[s]) for s in config.sweep_sites}
     sites = best(by_kind, base).sites
-    masks = {f"mask={m}": replace(base, k=k, mask=m, steps=steps, sites=sites) for m in config.sweep_masks}
-    masked = best(masks, replace(base, k=k, steps=steps, sites=sites))
+    masks = {f"mask={m}": replace(base, k=k, mask=m, step_window=step_window, sites=sites) for m in config.sweep_masks}
+    masked = best(masks, replace(base, k=k, step_window=step_window, sites=sites))
     chosen = best({f"streams={s}": replace(masked, streams=s) for s in config.sweep_streams}, masked)
     # not a candidate: the chosen setting with the target on the source's own noise. Copied hidden
     # states carry the source's velocity, which only fits the source's noise

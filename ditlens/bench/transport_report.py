@@ -76,7 +76,7 @@ def intro(command: str, started: float, model: dict[str, Any], n_pairs: int, tex
 def chosen_setting(sweep: Sweep) -> str:
     """The chosen setting in words."""
     c = sweep.chosen
-    window = "all steps" if c.steps is None else f"steps [{c.steps[0]}, {c.steps[1]})"
+    window = "all steps" if c.step_window is None else f"steps [{c.step_window[0]}, {c.step_window[1]})"
     return f"k = {c.k}, {window}, {sweep.blocks} blocks, mask = {c.mask}, streams = {c.streams}"
 
 

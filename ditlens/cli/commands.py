@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict
 from typing import Any
 
 from ..io.outputs import output_folder
@@ -42,7 +41,7 @@ def cmd_find(args: argparse.Namespace) -> None:
         statistic=args.statistic,
         surface_site=args.site,
         surface_step=args.step,
-        **asdict(run.settings(args)),
+        generation=run.settings(args),
     )
     result = find_channels(run.load(args), config, prompt_kwargs=run.prompt_kwargs(args))
     with output_folder(args.out) as tmp:
@@ -87,7 +86,7 @@ def _disrupt_config(args: argparse.Namespace):
         random_draws=args.draws,
         statistic=args.statistic,
         sites=args.sites,
-        steps=run.window(args),
+        step_window=run.window(args),
         generation=run.settings(args),
     )
 

@@ -46,7 +46,7 @@ def _interpolation(args: argparse.Namespace) -> tuple[list[Any], list[tuple[str,
         values = [(f"k={k}", f"k{k}", replace(base, k=k)) for k in args.ks]
     else:
         windows = [parse_window(text) for text in args.windows]
-        values = [(f"steps [{a},{b})", f"window{a}-{b}", replace(base, steps=(a, b))) for a, b in windows]
+        values = [(f"steps [{a},{b})", f"window{a}-{b}", replace(base, step_window=(a, b))) for a, b in windows]
     results = run_transport(args, [args.alpha], [config for _, _, config in values])
     return results, [(label, name, r.transported[0]) for (label, name, _), r in zip(values, results)]
 
@@ -80,7 +80,7 @@ def transport_config(args: argparse.Namespace):
         channels_from=args.channels_from,
         statistic=args.statistic,
         sites=tuple(args.sites) if args.sites else None,
-        steps=run.window(args),
+        step_window=run.window(args),
         generation=run.settings(args),
     )
 

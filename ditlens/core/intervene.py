@@ -37,25 +37,25 @@ class Scope:
     """Where and when an edit acts. None means everywhere."""
 
     sites: tuple[str, ...] | None = None  # site names, as `print(transformer)` shows them
-    steps: tuple[int, int] | None = None  # [start, stop) denoising steps
+    step_window: tuple[int, int] | None = None  # [start, stop) denoising steps
     rows: tuple[int, ...] | None = None  # batch rows within each transformer call
 
     def contains(self, ctx: HookContext) -> bool:
         if self.sites is not None and ctx.site not in self.sites:
             return False
-        if self.steps is not None and not self.steps[0] <= ctx.step < self.steps[1]:
+        if self.step_window is not None and not self.step_window[0] <= ctx.step < self.step_window[1]:
             return False
         return True
 
     def validate(self, site_names: Sequence[str], num_steps: int | None = None) -> None:
         if self.sites is not None:
             check_sites(self.sites, site_names)
-        if self.steps is not None:
-            start, stop = self.steps
+        if self.step_window is not None:
+            start, stop = self.step_window
             limit = num_steps if num_steps is not None else float("inf")
             if not (0 <= start < stop <= limit):
                 allowed = f"0 <= start < stop <= {num_steps}" if num_steps is not None else "0 <= start < stop"
-                raise ValueError(f"Step window {list(self.steps)} is outside the schedule; allowed: {allowed}.")
+                raise ValueError(f"Step window {list(self.step_window)} is outside the schedule; allowed: {allowed}.")
 
 
 def resolve_tokens(tokens: TokenMask, img: torch.Tensor, ctx: HookContext) -> torch.Tensor | None:

@@ -41,9 +41,8 @@ class Setting:
 
 
 # Set by the sweep for every job, not per job: its prompts and seeds are the items' other two
-# axes, and its [generation] table the generation settings (a config's `generation` field, or
-# FindConfig's flat copies of GenerationSettings' fields).
-SWEEP_OWNED = ("prompts", "seeds", "generation", *(f.name for f in fields(GenerationSettings)))
+# axes, and its [generation] table each config's `generation` field.
+SWEEP_OWNED = ("prompts", "seeds", "generation")
 # Allowed values of the settings that name a choice, checked before the model loads.
 CHOICES: dict[str, tuple[str, ...]] = {
     "statistic": tuple(STATISTICS),
@@ -94,9 +93,7 @@ class Job:
         """The capability's config for one item: its settings, generated with `generation`,
         for its prompt and seed (where the config has them: transport's takes them per call)."""
         hints = typing.get_type_hints(self.config)
-        by_sweep = {"prompts": [prompt], "seeds": [seed], "generation": generation} | {
-            f.name: getattr(generation, f.name) for f in fields(GenerationSettings)
-        }
+        by_sweep = {"prompts": [prompt], "seeds": [seed], "generation": generation}
         values: dict[str, Any] = {}
         for f in fields(self.config):
             name = self.renamed.get(f.name, f.name)
@@ -163,7 +160,7 @@ JOBS: dict[str, Job] = {
         Job(
             "disrupt",
             DisruptConfig,
-            renamed={"ks": "k", "rules": "rule", "random_draws": "draws", "steps": "window"},
+            renamed={"ks": "k", "rules": "rule", "random_draws": "draws", "step_window": "window"},
             per_item=("ks", "rules"),  # one item per k and rule; k = 0 is the unedited baseline, which runs anyway
             single=("random_draws",),  # random-k: seeded draws 0..draws-1, one item each
             choices={"rule": DISRUPT_RULES},
@@ -182,7 +179,7 @@ JOBS: dict[str, Job] = {
         Job(
             "transport",
             TransportConfig,
-            renamed={"steps": "window"},
+            renamed={"step_window": "window"},
             left_out={
                 # not offered (yet): a new setting is part of every transport item's id
                 "channels_from": "the k channels are selected on the source row, as in every sweep so far",

@@ -94,7 +94,7 @@ class Runner:
         else:
             config.validate(hidden, sites)
         if command == "disrupt":  # DisruptConfig knows no schedule: the window against this one
-            Scope(steps=config.steps).validate(sites, num_steps)
+            Scope(step_window=config.step_window).validate(sites, num_steps)
 
     def _mask(self, path: str) -> torch.Tensor:
         from ..generation import image_size
