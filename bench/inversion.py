@@ -16,7 +16,7 @@ from __future__ import annotations
 import common
 import torch
 
-from ditlens.bench.builtin import transport_pairs
+from ditlens.bench import transport_pairs
 from ditlens.builtin import load_builtin
 from ditlens.generation import GenerationSettings
 from ditlens.metrics.fidelity import renders

@@ -6,8 +6,9 @@ The names below load on first use (PEP 562), so that `import ditlens.cli` and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ _EXPORTS = {
     "ZeroChannels": ".core.intervene",
     "ChannelStats": ".core.record",
     "RecordConfig": ".core.record",
+    "PerformanceConfig": ".core.performance",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -40,16 +42,8 @@ if TYPE_CHECKING:  # the names for type checkers and editors; at run time __geta
     from .core.channels import BottomK, Fixed, RandomK, Threshold, TopK  # noqa: F401
     from .core.hooks import HookContext, hooks, run_with_cache, run_with_hooks  # noqa: F401
     from .core.intervene import ReplaceFromRows, ScaleChannels, Scope, ZeroChannels  # noqa: F401
+    from .core.performance import PerformanceConfig  # noqa: F401
     from .core.record import ChannelStats, RecordConfig  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ditlens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

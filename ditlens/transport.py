@@ -280,19 +280,9 @@ def transport_text(
                 **config.generation.kwargs(pipe, len(prompts), prompt_args),
             )
         )
-    settings = _settings(config, alphas) | {
-        "source_prompt": source_prompt,
-        "target_prompt": target_prompt,
-        "source_seed": source_seed,
-        "target_seed": target_seed,
-    }
-    return TransportResult(
-        source=images[0],
-        target=images[1] if include_target else None,
-        transported=images[1 + int(include_target) :],
-        alphas=alphas,
-        settings=settings,
-    )
+    run: dict[str, Any] = {"source_prompt": source_prompt, "target_prompt": target_prompt}
+    run |= {"source_seed": source_seed, "target_seed": target_seed}
+    return _result(images[0], images[1:], include_target, alphas, _settings(config, alphas) | run)
 
 
 def transport_image(
@@ -358,17 +348,21 @@ def transport_image(
             callback_on_step_end_tensor_inputs=["latents"],
             **config.generation.kwargs(pipe, 1 + n_targets, prompt_args),
         )
+    run: dict[str, Any] = {"reference_prompt": reference_prompt, "target_prompt": target_prompt}
+    run |= {"seed": seed, "reference_path": reference_path}
     images = _images(output)
-    settings = _settings(config, alphas) | {
-        "reference_prompt": reference_prompt,
-        "target_prompt": target_prompt,
-        "seed": seed,
-        "reference_path": reference_path,
-    }
+    return _result(reference.float().cpu(), images[1:], include_target, alphas, _settings(config, alphas) | run)
+
+
+def _result(
+    source: torch.Tensor, rows: torch.Tensor, include_target: bool, alphas: list[float], settings: dict[str, Any]
+) -> TransportResult:
+    """The result from the source image and the generated rows after it: the target alone
+    first where it ran, then one transported image per alpha."""
     return TransportResult(
-        source=reference.float().cpu(),
-        target=images[1] if include_target else None,
-        transported=images[1 + int(include_target) :],
+        source=source,
+        target=rows[0] if include_target else None,
+        transported=rows[int(include_target) :],
         alphas=alphas,
         settings=settings,
     )

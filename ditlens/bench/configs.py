@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..choices import DEFAULT_STATISTIC
 from ..config import GenerationSettings, TransportConfig
+from ..io.text import read_user_text
 
 # ---- the built-in benches ------------------------------------------------------------------------
 
@@ -162,19 +163,7 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """`source prompt | target prompt`, one pair per line; blank lines and lines starting with
     `#` are skipped (a `#` inside a prompt is part of it). A bad line is a ValueError naming
     its number and content."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"Pairs file {str(path)!r} is a folder; give a text file with one 'source prompt | target prompt' per line."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"Pairs file {str(path)!r} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first prompt
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"Pairs file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8."
-        ) from None
+    text = read_user_text(path, "Pairs file", "one 'source prompt | target prompt' per line")
     pairs = []
     for number, line in enumerate(text.splitlines(), start=1):
         content = line.strip()

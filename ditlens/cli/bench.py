@@ -36,7 +36,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     folder = None if is_builtin(args.model) else args.model
     if folder is not None and Path(folder).is_dir() and not (Path(folder) / "model_index.json").is_file():
-        from ..bench.builtin import check_model_folder
+        from ..bench.builtin_model import check_model_folder
 
         check_model_folder(folder)  # no model folder at all: say so here, naming what to give instead
     if is_builtin_family(args.model):
@@ -68,13 +68,10 @@ def bench_into(out: str | Path, write: Callable[[Path], Path]) -> Path:
 def _bench_builtin(args: argparse.Namespace, folder: str | None) -> Path:
     """The built-in bench: every input checked before anything loads or is written (the
     folder's files and world, the classifier's world)."""
-    from ..bench.builtin import (
-        FindingsConfig,
-        TransportBenchConfig,
-        bench_findings,
-        bench_transport,
-        check_model_folder,
-    )
+    from ..bench.builtin_model import check_model_folder
+    from ..bench.configs import FindingsConfig, TransportBenchConfig
+    from ..bench.findings import bench_findings
+    from ..bench.transport import bench_transport
     from ..metrics.classifier import load_classifier
 
     for option in REAL_MODEL_OPTIONS:

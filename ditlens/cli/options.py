@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 from ..choices import DEFAULT_FOREGROUND, DEFAULT_STATISTIC, FOREGROUND_RULES
@@ -195,17 +194,9 @@ def check_seeds(option: str, seeds: list[int]) -> None:
 
 
 def read_prompts_file(name: str) -> list[str]:
-    path = Path(name)
-    if path.is_dir():
-        raise UsageError(f"--prompts-file {name!r} is a folder; give a text file with one prompt per line.")
-    if not path.is_file():
-        raise FileNotFoundError(f"Prompts file {name!r} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first prompt
-    except UnicodeDecodeError as err:
-        raise UsageError(
-            f"--prompts-file {name!r} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8."
-        ) from None
+    from ..io.text import read_user_text
+
+    text = read_user_text(name, "--prompts-file", "one prompt per line")
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UsageError(f"--prompts-file {name!r} holds no prompts (one per line).")

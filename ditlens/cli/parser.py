@@ -80,6 +80,18 @@ def _words(values: list) -> str:
     return " ".join(str(v) for v in values)
 
 
+def _add_with_prompts(add: Adder, name: str, help_text: str, func: Callable) -> argparse.ArgumentParser:
+    """A subcommand that generates from prompts: the model's and the prompts' options first."""
+    p = add(name, help_text, func)
+    add_model_options(p)
+    add_prompt_options(p)
+    return p
+
+
+def _add_k(g: argparse._ActionsContainer, k: int, what: str) -> None:
+    g.add_argument("--k", type=int, default=k, help=f"{what} (default: {k})")
+
+
 def _add_demo(add: Adder) -> None:
     p = add("demo", "run all five capabilities on the built-in model and write an HTML report", cmd_demo)
     add_model_options(p)
@@ -88,19 +100,15 @@ def _add_demo(add: Adder) -> None:
 
 
 def _add_generate(add: Adder) -> None:
-    p = add("generate", "generate images (built-in model by default)", cmd_generate)
-    add_model_options(p)
-    add_prompt_options(p)
+    p = _add_with_prompts(add, "generate", "generate images (built-in model by default)", cmd_generate)
     add_out_option(p, "generate")
 
 
 def _add_find(add: Adder) -> None:
-    p = add("find", "record channel statistics and find the massive channels per site and step", cmd_find)
-    add_model_options(p)
-    add_prompt_options(p)
-    p.add_argument(
-        "--k", type=int, default=FindConfig.k, help=f"channels to select per site and step (default: {FindConfig.k})"
+    p = _add_with_prompts(
+        add, "find", "record channel statistics and find the massive channels per site and step", cmd_find
     )
+    _add_k(p, FindConfig.k, "channels to select per site and step")
     add_statistic_option(p)
     p.add_argument("--site", default=None, help="site for the token x channel surface (default: middle block)")
     p.add_argument("--step", type=int, default=FindConfig.surface_step, help="step for the surface plot (default: 0)")
@@ -108,9 +116,9 @@ def _add_find(add: Adder) -> None:
 
 
 def _add_disrupt(add: Adder) -> None:
-    p = add("disrupt", "zero (or scale) top-k vs bottom-k vs random-k channels and compare the images", cmd_disrupt)
-    add_model_options(p)
-    add_prompt_options(p)
+    p = _add_with_prompts(
+        add, "disrupt", "zero (or scale) top-k vs bottom-k vs random-k channels and compare the images", cmd_disrupt
+    )
     ks = default(DisruptConfig, "ks")
     p.add_argument("--ks", type=int, nargs="+", default=ks, help=f"channel counts to sweep (default: {_words(ks)})")
     rules = default(DisruptConfig, "rules")
@@ -131,12 +139,10 @@ def _add_disrupt(add: Adder) -> None:
 
 
 def _add_segment(add: Adder) -> None:
-    p = add("segment", "K=2 masks from the massive channels per site and step, with baselines and mIoU", cmd_segment)
-    add_model_options(p)
-    add_prompt_options(p)
-    p.add_argument(
-        "--k", type=int, default=SegmentConfig.k, help=f"massive channels to cluster on (default: {SegmentConfig.k})"
+    p = _add_with_prompts(
+        add, "segment", "K=2 masks from the massive channels per site and step, with baselines and mIoU", cmd_segment
     )
+    _add_k(p, SegmentConfig.k, "massive channels to cluster on")
     rules = default(SegmentConfig, "rules")
     p.add_argument("--rules", nargs="+", default=rules, help=f"{', '.join(rules)} (default: all)")
     add_statistic_option(p)
@@ -217,12 +223,7 @@ def _add_transport_options(p: argparse.ArgumentParser, alpha_help: str) -> argpa
         + " (default: renoise)",
     )
     g.add_argument("--alpha", type=float, default=TransportConfig.alpha, help=alpha_help)
-    g.add_argument(
-        "--k",
-        type=int,
-        default=TransportConfig.k,
-        help=f"channels moved per site and step (default: {TransportConfig.k}, measured: docs/transport.md)",
-    )
+    _add_k(g, TransportConfig.k, "channels moved per site and step, measured: docs/transport.md")
     g.add_argument(
         "--mask",
         default=TransportConfig.mask,

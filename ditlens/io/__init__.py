@@ -1,1 +1,1 @@
-"""Reading user images and masks; writing output folders and files whole or not at all."""
+"""Reading user images, masks and text files; writing output folders and files whole or not at all."""

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .text import check_user_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -24,10 +26,7 @@ _OPEN_LOCK = threading.Lock()
 def _open(path: str | Path, what: str) -> Image.Image:
     """The image at `path`, decoded, of any mode: checked for size before it is decoded."""
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a folder, not an image file.")
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
+    check_user_file(path, what, "an image file")
     try:
         with _OPEN_LOCK:  # PIL refuses a "bomb" at open, before it names the size: ditlens checks it itself
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
