@@ -114,11 +114,13 @@ def builtin_world(model: str | None) -> str | None:
     """The procedural world (`ditlens.builtin.text_encoder.WORLDS`) whose grammar a built-in-family
     model's prompts follow, read from its model_index.json: "v1" for the shipped model and for
     folders written before worlds existed; None for any other model."""
-    if model is None or not is_builtin_family(model):
+    if not is_builtin_family(model):
         return None
+    if model is None or is_builtin(model):
+        return "v1"
     world = (model_index(model) or {}).get("world")
-    encoder = Path(model) / "text_encoder" / "config.json" if not is_builtin(model) else None
-    if world is None and encoder is not None and encoder.is_file():  # as bench.check_model_folder reads it
+    encoder = Path(model) / "text_encoder" / "config.json"
+    if world is None and encoder.is_file():  # as bench.check_model_folder reads it
         try:
             world = json.loads(encoder.read_text()).get("world")
         except ValueError:

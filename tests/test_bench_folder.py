@@ -155,6 +155,16 @@ def test_world_helpers_follow_the_world_and_keep_v1():
         assert s.shape != t.shape and s.colour != t.colour and s.texture != t.texture
 
 
+def test_each_model_names_its_world(models, tmp_path):
+    """The shipped model (however named) and a trained folder name their world; no other model does."""
+    from ditlens.models import builtin_world
+
+    assert [builtin_world(m) for m in (None, "", "builtin")] == ["v1", "v1", "v1"]
+    assert (builtin_world(models["v1"]), builtin_world(models["v2"])) == ("v1", "v2")
+    assert builtin_world(str(tmp_path)) is None  # a folder with no model in it
+    assert builtin_world("black-forest-labs/FLUX.1-schnell") is None  # a hub id, not in this cache
+
+
 def test_findings_on_a_v1_folder(models, findings_v1):
     report, numbers = findings_v1
     names_model(report, numbers, models["v1"], "v1", f"ditlens bench findings --model {models['v1']} --quick")

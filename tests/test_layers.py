@@ -24,15 +24,7 @@ ALLOWED = {
 }
 #: imports that break the rule today, each with its reason; the test fails on any other, and on
 #: one of these once it is gone (so the list cannot outlive the exception)
-KNOWN = {
-    # text_positions: the built-in pipeline's own word layout and the tokenizer helpers live in
-    # ditlens/attention.py; they belong beside the adapters (issue 18, open)
-    ("adapters/base.py", "attention"),
-    ("adapters/flux.py", "attention"),
-    ("adapters/flux.py", "builtin"),
-    ("adapters/qwenimage.py", "attention"),
-    ("adapters/sd3.py", "attention"),
-}
+KNOWN: set[tuple[str, str]] = set()
 #: the front-ends: nothing below may import them
 FRONT_ENDS = {"cli", "app", "demo", "bench", "sweep"}
 #: diffusers classes and block-list attributes of the families (adapters/ reads them)

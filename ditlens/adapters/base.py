@@ -189,10 +189,10 @@ class Adapter:
 def padded_positions(
     tokenizer: Any, prompt: str, words: Sequence[str], length: int, limit: str, **template: Any
 ) -> list[int]:
-    """`ditlens.attention.template_positions` for a text stream that the pipeline pads and cuts
-    to `length` tokens, as T5, Qwen3 and CLIP streams are tokenized (`padding="max_length"`,
+    """`template_positions` for a text stream that the pipeline pads and cuts to `length`
+    tokens, as T5, Qwen3 and CLIP streams are tokenized (`padding="max_length"`,
     `truncation=True`); `template`: its other arguments (template, keep, ...)."""
-    from ..attention import template_positions
+    from .text_positions import template_positions
 
     encode: dict[str, Any] = {"padding": "max_length", "max_length": length, "truncation": True}
     return template_positions(tokenizer, prompt, words, limit=limit, **(encode | template))

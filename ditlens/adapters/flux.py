@@ -33,10 +33,9 @@ class FluxAdapter(Adapter):
         """The built-in model: `word_positions(prompt, words)` ([CLS] first). FluxPipeline (and
         its img2img/inpaint kin): T5's (`tokenizer_2`) sequence as it is, padded to
         `max_sequence_length` (CLIP only gives the pooled vector)."""
-        from ..attention import word_positions
-        from ..builtin.pipeline import BuiltinPipeline
+        from .text_positions import word_positions
 
-        if isinstance(pipe, BuiltinPipeline):
+        if getattr(pipe, "words_are_tokens", False):  # the built-in pipeline's text encoder
             return word_positions(prompt, words)
         if getattr(pipe, "tokenizer_2", None) is None:
             raise UnsupportedModelError(

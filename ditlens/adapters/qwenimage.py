@@ -36,7 +36,7 @@ class QwenImageAdapter(Adapter):
         `tokenizer_max_length + prompt_template_encode_start_idx` tokens; the first
         `prompt_template_encode_start_idx` (the system turn) are dropped and the rest cut to
         `max_sequence_length` (`_get_qwen_prompt_embeds`, `encode_prompt`)."""
-        from ..attention import template_positions
+        from .text_positions import template_positions
 
         template = getattr(pipe, "prompt_template_encode", None)
         drop = getattr(pipe, "prompt_template_encode_start_idx", None)

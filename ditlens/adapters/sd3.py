@@ -37,7 +37,7 @@ class SD3Adapter(Adapter):
         tokens (77; the two joined along the width, so one position is one token of both),
         then T5's `max_sequence_length` tokens (zeros without text_encoder_3, so no position
         there). A word cut from CLIP's 77 tokens but kept by T5 gets its T5 positions only."""
-        from ..attention import TruncatedWordError
+        from .text_positions import TruncatedWordError
 
         clip_length = int(pipe.tokenizer_max_length)
         length = call_default(pipe, "max_sequence_length", max_sequence_length)

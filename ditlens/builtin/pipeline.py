@@ -119,6 +119,9 @@ class BuiltinPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->transformer"  # type: ignore[assignment]  # diffusers declares None
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
+    # the text stream is `[CLS] w_1 ... w_n [PAD]...`: word i sits at position i + 1, which is how
+    # the FLUX adapter finds a word's text positions (`adapters.text_positions.word_positions`)
+    words_are_tokens = True
     # the components, as register_modules sets them
     transformer: ModelMixin
     text_encoder: BuiltinTextEncoder
