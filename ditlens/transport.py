@@ -34,6 +34,7 @@ from .core.channels import RandomK, TopK
 from .core.hooks import HookContext, hooks
 from .core.intervene import ReplaceFromRows, Scope, source_rows
 from .core.masks import DEFAULT_FOREGROUND, check_foreground, foreground_tokens, token_grid
+from .core.performance import DEFAULT_PERFORMANCE, PerformanceConfig
 from .generation import GenerationSettings, image_size, to_pil
 from .io.outputs import write_atomic
 
@@ -252,13 +253,15 @@ def transport_text(
     include_target: bool = True,
     mask_image: torch.Tensor | None = None,
     prompt_embeds: dict[str, torch.Tensor] | None = None,
+    performance: PerformanceConfig = DEFAULT_PERFORMANCE,
 ) -> TransportResult:
     """Prompt A's massive activations into prompt B's trajectory, in one batch.
 
     The batch is [source, (target alone), transported x len(alphas)], all targets sharing the
     target seed, so the strip and the plain target differ only by the edit.
     prompt_embeds: precomputed pipeline arguments (prompt_embeds, ...) for the whole batch,
-    used instead of the prompts when the text encoders are not loaded."""
+    used instead of the prompts when the text encoders are not loaded. performance: the
+    hooks' CUDA-graph and compile switches (`PerformanceConfig`); nothing they change is computed."""
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
     alphas = alphas if alphas is not None else [config.alpha]
@@ -270,7 +273,7 @@ def transport_text(
     edits = _edits(
         config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation)
     )
-    with hooks(pipe, edits=edits):
+    with hooks(pipe, edits=edits, performance=performance):
         prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
         images = _images(
             pipe(
@@ -298,12 +301,14 @@ def transport_image(
     mask_image: torch.Tensor | None = None,
     prompt_embeds: dict[str, torch.Tensor] | None = None,
     reference_path: str = "renoise",
+    performance: PerformanceConfig = DEFAULT_PERFORMANCE,
 ) -> TransportResult:
     """A reference image's massive activations into a new prompt's generation.
 
     reference: (3, H, W) in [0, 1], the size the pipeline generates. At each step the source
     row holds the reference at that step's noise level: mixed with fixed noise
-    (`reference_path="renoise"`) or on its inverted ODE path (`"invert"`, see `invert`)."""
+    (`reference_path="renoise"`) or on its inverted ODE path (`"invert"`, see `invert`).
+    performance: as in `transport_text`."""
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
     alphas = alphas if alphas is not None else [config.alpha]
@@ -339,7 +344,7 @@ def transport_image(
 
     # flow matching starts from pure noise (sigma = 1): the source row starts as its fixed noise
     edits = _edits(config, alphas, 1 + int(include_target), 1 + n_targets, mask_image, size)
-    with hooks(pipe, edits=edits):
+    with hooks(pipe, edits=edits, performance=performance):
         output = pipe(
             **prompt_args,
             latents=adapter.latents_argument(pipe, latents, *size),
