@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import platform
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from .find import FindConfig, find_channels
 from .io.outputs import output_folder, write_atomic
 from .metrics.classifier import AttributeClassifier
 from .metrics.fidelity import builtin_scores, off_background_masks, renders, transport_scores
-from .reporting.report import Section, write_html
+from .reporting.report import Section, commit, write_html
 from .reporting.verdicts import disruption_verdict, segmentation_verdict
 from .segment import SegmentConfig, segment_generated
 from .transport import TransportConfig, transport_image, transport_text
@@ -39,16 +38,6 @@ class DemoConfig:
     transport_k: int = TransportConfig.k  # measured by `ditlens bench transport` (docs/transport.md)
     disrupt_ks: list[int] = field(default_factory=lambda: [1, 4, 16])  # small, medium, large edits
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # the interpolation strip
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def run_demo(
@@ -75,7 +64,7 @@ def _write_demo(pipe: Any, out: Path, shown: Path, config: DemoConfig, say: Call
     elapsed = time.perf_counter() - started
     numbers["meta"] = {
         "seconds": round(elapsed, 1),
-        "commit": _commit(),
+        "commit": commit(),
         "machine": platform.platform(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -4,32 +4,14 @@ the section that lists what the run could not measure and why."""
 
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..reporting.report import Section
-
-
-def commit() -> str:
-    """The checkout's commit (`+dirty` with uncommitted changes to tracked files);
-    DITLENS_COMMIT overrides it where the tree's .git is a stale copy (the GPU machine's)."""
-    if os.environ.get("DITLENS_COMMIT"):
-        return os.environ["DITLENS_COMMIT"]
-    here = Path(__file__).parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
-        )
-        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
+from ..reporting.report import Section, commit
 
 
 def provenance(command: str, seeds: str, started: float) -> str:

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import html
+import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.outputs import write_atomic
+
+
+def commit() -> str:
+    """The checkout's commit (`+dirty` with uncommitted changes to tracked files);
+    DITLENS_COMMIT overrides it where the tree's .git is a stale copy (the GPU machine's)."""
+    if os.environ.get("DITLENS_COMMIT"):
+        return os.environ["DITLENS_COMMIT"]
+    here = Path(__file__).parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
+        )
+        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
 
 
 @dataclass
