@@ -17,26 +17,24 @@ Shared choices, so every family has the same token grid:
   height/width FLUX.1, FLUX.2 and Qwen-Image make 256x256 (default_sample_size 128 x 2), SD3
   32x32 (transformer sample_size 16 x 2), SANA 1024x1024;
 - transformers are 2 heads x 16 dims (hidden size 32), text encoders 16-32 wide;
-- tokenizers know the words of `WORDS` as whole tokens (a few hundred tokens in all) and split
-  any other text into characters (bytes for the byte-level ones, unknown-token for CLIP and T5).
+- tokenizers know the words of `full_tokenizers.WORDS` as whole tokens (a few hundred tokens in
+  all) and split any other text into characters (bytes for the byte-level ones, unknown-token
+  for CLIP and T5).
+The tokenizers are built in tests/full_tokenizers.py, the shared pieces (seeding, text encoders,
+VAEs, schedulers) in tests/full_components.py; this module puts each family together.
 All of it is float32 on the CPU and deterministic (seeded). Run it with torch.set_num_threads(1):
 on shared cores two threads make these tiny matmuls up to 100x slower.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 from diffusers import (
-    AutoencoderDC,
-    AutoencoderKL,
     AutoencoderKLFlux2,
-    AutoencoderKLQwenImage,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
     Flux2Transformer2DModel,
     FluxPipeline,
@@ -48,27 +46,39 @@ from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
-from tokenizers import AddedToken, pre_tokenizers
-from tokenizers.models import BPE
 from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPTokenizer,
     Gemma2Config,
     Gemma2Model,
-    GemmaTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
-    Qwen2TokenizerFast,
     Qwen3Config,
     Qwen3ForCausalLM,
-    T5Config,
-    T5EncoderModel,
-    T5TokenizerFast,
 )
 
-from .tiny_models import _randomise
+from .full_components import (
+    HEAD_DIM,
+    HEADS,
+    SEED,
+    clip_text_encoder,
+    dc_vae,
+    decoder_dims,
+    flow_scheduler,
+    kl_vae,
+    qwen_vae,
+    seeded,
+    t5_encoder,
+    token_ids,
+    transformer,
+)
+from .full_tokenizers import (
+    QWEN_SPECIALS,
+    QWEN_VL_SPECIALS,
+    QWENIMAGE_TEMPLATE,
+    clip_tokenizer,
+    gemma_tokenizer,
+    qwen_tokenizer,
+    t5_tokenizer,
+)
 
 FAMILIES = ("flux", "flux2", "qwenimage", "sana", "sd3")
 PIPELINE_CLASSES = {
@@ -83,14 +93,6 @@ PROMPTS = ["a red cube", "a blue ball"]
 # it once: the unconditional call gets a 1-row text stream against B image rows (broadcast).
 NEGATIVE_PROMPTS = ["a green ball", "a green cube"]
 
-# Whole-word tokens of every tokenizer (the built-in scenes' words and a few more)
-WORDS = (
-    "a an and the of on in at to with by next above below behind front photo image picture "
-    "red green blue yellow purple orange cyan pink gray grey black white brown navy olive "
-    "cube ball sphere circle square triangle diamond cross cone cylinder cat dog "
-    "small large big tiny left right top bottom center middle background"
-).split()
-
 SIZE = (32, 32)  # (height, width)
 NON_SQUARE = {family: (32, 48) for family in FAMILIES} | {"sana": (32, 64)}  # SANA: multiples of 32 only
 STEPS = 2
@@ -103,15 +105,10 @@ FAMILY_CALL["sana"]["use_resolution_binning"] = False
 
 # Settings that make TWO transformer calls per step: the conditional call first, then the
 # unconditional one, each with the batch of the prompts.
+TRUE_CFG = {"true_cfg_scale": 2.0, "negative_prompt": NEGATIVE_PROMPTS}
 TWO_CALL_CFG: dict[str, dict] = {
-    "flux": {
-        "true_cfg_scale": 2.0,
-        "negative_prompt": NEGATIVE_PROMPTS,
-    },  # guidance_scale is FLUX.1-dev's embedded guidance
-    "qwenimage": {
-        "true_cfg_scale": 2.0,
-        "negative_prompt": NEGATIVE_PROMPTS,
-    },  # default true_cfg_scale=4 needs a negative prompt
+    "flux": dict(TRUE_CFG),  # guidance_scale is FLUX.1-dev's embedded guidance
+    "qwenimage": dict(TRUE_CFG),  # the default true_cfg_scale=4 needs a negative prompt
     "flux2": {
         "guidance_scale": 4.0
     },  # the default: klein base (is_distilled=False) always runs CFG, negative prompt ""
@@ -128,187 +125,9 @@ SD3_SKIP_LAYER_GUIDANCE = {
     "skip_layer_guidance_stop": 1.0,
 }
 
-HEADS, HEAD_DIM = 2, 16
-SEED = 0
 
-
-# ---- tokenizers ---------------------------------------------------------------------------
-def _add_chains(pieces: list[str], vocab: dict[str, int], merges: list[tuple[str, str]], **bpe) -> None:
-    """Append BPE merges (and their tokens) so that every piece becomes a single token.
-
-    Each piece is first split by the merges so far; then merges that join its parts left to right
-    are appended. Appended merges rank after all earlier ones, so earlier pieces keep their token."""
-    for piece in pieces:
-        parts = [t.value for t in BPE(dict(vocab), list(merges), **bpe).tokenize(piece)]
-        joined = parts[0]
-        for part in parts[1:]:
-            if (joined, part) not in merges:
-                merges.append((joined, part))
-            joined += part
-            vocab.setdefault(joined, len(vocab))
-
-
-def _pieces(tokenizer, texts: list[str], specials: tuple[str, ...] = ()) -> list[str]:
-    """The pre-tokenized pieces that `tokenizer`'s BPE model sees in `texts` (special tokens cut out)."""
-    backend = tokenizer.backend_tokenizer
-    pieces = []
-    for text in texts:
-        for part in re.split("|".join(map(re.escape, specials)), text) if specials else [text]:
-            if backend.normalizer is not None:
-                part = backend.normalizer.normalize_str(part)
-            pieces += [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(part)]
-    return list(dict.fromkeys(p for p in pieces if p))
-
-
-ASCII = [chr(i) for i in range(33, 127)]  # printable, no space
-
-
-def clip_tokenizer() -> CLIPTokenizer:
-    """CLIP's byte-level BPE with the `</w>` end-of-word suffix, lower-cased; 77 tokens as in the
-    real CLIP. Printable ASCII characters (with and without `</w>`) plus the words: 375 tokens.
-    Other characters become `<|endoftext|>` (the unknown token)."""
-    vocab = {c: i for i, c in enumerate(ASCII + [c + "</w>" for c in ASCII])}
-    merges: list[tuple[str, str]] = []
-    probe = CLIPTokenizer(vocab={**vocab, "<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}, merges=[])
-    _add_chains(_pieces(probe, [" ".join(WORDS)]), vocab, merges, end_of_word_suffix="</w>")
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-
-
-def t5_tokenizer() -> T5TokenizerFast:
-    """T5's Unigram (sentencepiece-style `▁` word starts): `<pad>` 0, `</s>` 1, `<unk>` 2, the
-    words, and printable ASCII characters as a fallback (155 tokens), no sentinel tokens."""
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [("▁" + w, -3.0) for w in WORDS] + [(c, -8.0) for c in ASCII]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
-
-
-QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-QWEN_VL_SPECIALS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-THINK = ("<think>", "</think>")  # Qwen3: added tokens, not special
-# Qwen3's template, reduced to what Flux2KleinPipeline asks of it (roles, generation prompt, enable_thinking)
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
-    "{% endif %}"
-)
-QWEN_CHAT_TEMPLATE_RENDERED = "<|im_start|>user\nphoto<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-# QwenImagePipeline.prompt_template_encode (set in its __init__); its first 34 tokens are dropped
-QWENIMAGE_TEMPLATE = (
-    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, "
-    "spatial relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
-
-
-def qwen_tokenizer(extra_texts: tuple[str, ...] = (), vision_tokens: bool = False) -> Qwen2TokenizerFast:
-    """Qwen2's byte-level BPE (GPT-style split, `Ġ` for a leading space) with all 256 byte symbols,
-    so any text tokenizes; the words, their space-prefixed forms and the pieces of `extra_texts`
-    (e.g. a pipeline's prompt template) are single tokens. Special tokens after the BPE vocabulary
-    (as in Qwen), and a chat template. 652 tokens (713 with Qwen-Image's template and vision tokens)."""
-    specials = QWEN_SPECIALS + (QWEN_VL_SPECIALS if vision_tokens else ())
-    cut = specials + THINK
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}  # a set: sorted
-    merges: list[tuple[str, str]] = []
-    texts = [" ".join(WORDS), "\n".join(WORDS), QWEN_CHAT_TEMPLATE_RENDERED, *extra_texts]
-    probe = Qwen2TokenizerFast(vocab={**vocab, "<|endoftext|>": len(vocab)}, merges=[])
-    _add_chains(_pieces(probe, texts, cut), vocab, merges)
-    for token in cut:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=merges, model_max_length=32768)
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK])
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
-    return tokenizer
-
-
-def gemma_tokenizer() -> GemmaTokenizerFast:
-    """Gemma's BPE (`▁` for spaces, byte fallback): `<pad>` 0, `<eos>` 1, `<bos>` 2, `<unk>` 3,
-    `<mask>` 4, the 256 `<0xNN>` byte tokens, printable ASCII and the words (588 tokens).
-    The pipeline's long default `complex_human_instruction` is split into characters."""
-    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])}
-    for symbol in [f"<0x{b:02X}>" for b in range(256)] + ["▁"] + ASCII:
-        vocab.setdefault(symbol, len(vocab))
-    merges: list[tuple[str, str]] = []
-    # Gemma pre-tokenizes a whole text as one piece; merges never cross a "▁", so words are the pieces
-    pieces = [p for w in WORDS for p in (w, "▁" + w)]
-    _add_chains(pieces, vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
-    return GemmaTokenizerFast(vocab=vocab, merges=merges, model_max_length=8192)
-
-
-# ---- models -------------------------------------------------------------------------------
-def _seeded(build, seed: int = SEED):
-    """Build a module with a fixed torch seed, without moving the caller's RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build().eval()
-
-
-def _transformer(cls, **config) -> torch.nn.Module:
-    return _randomise(_seeded(lambda: cls(**config)))
-
-
-def _vae_kl(cls=AutoencoderKL, **extra) -> torch.nn.Module:
-    """2x-down KL autoencoder, 4 latent channels, 8/16 channels wide."""
-    return _seeded(
-        lambda: cls(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            **extra,
-        )
-    )
-
-
-def _clip_text(tokenizer, projection: bool, seed: int = SEED):
-    """CLIP text model, 16 wide, 2 layers, 77 positions; with a 16-wide projection (SD3) or not (FLUX)."""
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        projection_dim=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,  # the pooled output is read at the first eos
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
-    return _seeded(lambda: cls(config), seed)
-
-
-def _t5_encoder(tokenizer, d_model: int = 32):
-    """T5 v1.1 encoder, 32 wide, 1 layer (relative positions: any length, 512 or 256 tokens here)."""
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=d_model,
-        d_kv=8,
-        d_ff=32,
-        num_layers=1,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        feed_forward_proj="gated-gelu",  # T5 v1.1 / T5-XXL as in FLUX and SD3
-        is_encoder_decoder=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    return _seeded(lambda: T5EncoderModel(config))
-
-
-def _flow_scheduler(**config) -> FlowMatchEulerDiscreteScheduler:
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **config)
+# Patch 1 on latents packed or patchified 2x2 (4 channels -> 16), 2 double + 2 single blocks
+FLUX_BLOCKS = {"patch_size": 1, "in_channels": 16, "num_layers": 2, "num_single_layers": 2}
 
 
 def _flux() -> FluxPipeline:
@@ -317,27 +136,21 @@ def _flux() -> FluxPipeline:
     into the transformer's 16 input channels), a 2+2-block FluxTransformer2DModel with guidance
     embedding (so `guidance_scale` is embedded, not CFG), FLUX's dynamic-shift flow-match scheduler."""
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
-    transformer = _transformer(
-        FluxTransformer2DModel,
-        patch_size=1,
-        in_channels=16,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
-        joint_attention_dim=32,
-        pooled_projection_dim=16,
-        guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
-    )
     return FluxPipeline(
-        scheduler=_flow_scheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
-        vae=_vae_kl(scaling_factor=0.3611, shift_factor=0.1159),
-        text_encoder=_clip_text(tokenizer, projection=False),
+        scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
+        vae=kl_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=clip_text_encoder(tokenizer, projection=False),
         tokenizer=tokenizer,
-        text_encoder_2=_t5_encoder(tokenizer_2),
+        text_encoder_2=t5_encoder(tokenizer_2),
         tokenizer_2=tokenizer_2,
-        transformer=transformer,
+        transformer=transformer(
+            FluxTransformer2DModel,
+            **FLUX_BLOCKS,
+            joint_attention_dim=32,
+            pooled_projection_dim=16,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 6, 6),
+        ),
     )
 
 
@@ -350,50 +163,47 @@ def _flux2() -> Flux2KleinPipeline:
     latent channels, patchified 2x2 to 16 channels and normalised by its BatchNorm running stats
     (set to random, non-trivial values here); a 2+2-block Flux2Transformer2DModel."""
     tokenizer = qwen_tokenizer()
-    text_encoder = _seeded(
-        lambda: Qwen3ForCausalLM(
-            Qwen3Config(
-                vocab_size=len(tokenizer),
-                hidden_size=16,
-                intermediate_size=32,
-                num_hidden_layers=27,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                head_dim=8,
-                max_position_embeddings=1024,
-                tie_word_embeddings=True,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            )
-        )
+    config = Qwen3Config(
+        **decoder_dims(tokenizer, width=16, layers=27, positions=1024),
+        head_dim=8,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
-    vae = _vae_kl(AutoencoderKLFlux2, patch_size=(2, 2))
+    vae = kl_vae(AutoencoderKLFlux2, patch_size=(2, 2))
     g = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         vae.bn.running_mean.copy_(0.1 * torch.randn(vae.bn.running_mean.shape, generator=g))
         vae.bn.running_var.copy_(0.5 + torch.rand(vae.bn.running_var.shape, generator=g))
-    transformer = _transformer(
-        Flux2Transformer2DModel,
-        patch_size=1,
-        in_channels=16,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
-        joint_attention_dim=3 * 16,
-        timestep_guidance_channels=32,
-        mlp_ratio=3.0,
-        axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,
-    )
     return Flux2KleinPipeline(
-        scheduler=_flow_scheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential"),
+        scheduler=flow_scheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential"),
         vae=vae,
-        text_encoder=text_encoder,
+        text_encoder=seeded(lambda: Qwen3ForCausalLM(config)),
         tokenizer=tokenizer,
-        transformer=transformer,
+        transformer=transformer(
+            Flux2Transformer2DModel,
+            **FLUX_BLOCKS,
+            joint_attention_dim=3 * 16,
+            timestep_guidance_channels=32,
+            mlp_ratio=3.0,
+            axes_dims_rope=(4, 4, 4, 4),
+            guidance_embeds=False,
+        ),
         is_distilled=False,
     )
+
+
+# Qwen-Image's scheduler: exponential dynamic shifting between these sequence lengths, stretched to a terminal sigma
+QWENIMAGE_SCHEDULER = {
+    "shift": 1.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 0.9,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 8192,
+    "shift_terminal": 0.02,
+    "time_shift_type": "exponential",
+}
 
 
 def _qwenimage() -> QwenImagePipeline:
@@ -409,69 +219,39 @@ def _qwenimage() -> QwenImagePipeline:
     image is NaN; 2 steps give sigmas (1, 0.02, 0)."""
     tokenizer = qwen_tokenizer(extra_texts=(QWENIMAGE_TEMPLATE.format(""),), vision_tokens=True)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS + QWEN_VL_SPECIALS}
+    text = decoder_dims(tokenizer, width=32, layers=2, positions=2048) | {
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    vision = {"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32}
     config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 2048,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "fullatt_block_indexes": [0],
-        },
+        text_config=text,
+        vision_config=vision | {"fullatt_block_indexes": [0]},  # its one block with full attention
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    text_encoder = _seeded(lambda: Qwen2_5_VLForConditionalGeneration(config))
+    text_encoder = seeded(lambda: Qwen2_5_VLForConditionalGeneration(config))
     g = torch.Generator().manual_seed(SEED)
-    vae = _seeded(
-        lambda: AutoencoderKLQwenImage(
-            base_dim=8,
-            z_dim=4,
-            dim_mult=[1, 2],
-            num_res_blocks=1,
-            temperal_downsample=[False],
-            latents_mean=(0.1 * torch.randn(4, generator=g)).tolist(),
-            latents_std=(1.0 + torch.rand(4, generator=g)).tolist(),
-        )
-    )
-    transformer = _transformer(
-        QwenImageTransformer2DModel,
-        patch_size=2,
-        in_channels=16,
-        out_channels=4,
-        num_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
-        joint_attention_dim=32,
-        axes_dims_rope=(4, 6, 6),
-    )
-    scheduler = _flow_scheduler(
-        shift=1.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=0.9,
-        base_image_seq_len=256,
-        max_image_seq_len=8192,
-        shift_terminal=0.02,
-        time_shift_type="exponential",
-    )
+    latents_mean = (0.1 * torch.randn(4, generator=g)).tolist()
+    vae = qwen_vae(latents_mean, latents_std=(1.0 + torch.rand(4, generator=g)).tolist())
     return QwenImagePipeline(
-        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
+        scheduler=flow_scheduler(**QWENIMAGE_SCHEDULER),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer(
+            QwenImageTransformer2DModel,
+            patch_size=2,
+            in_channels=16,
+            out_channels=4,
+            num_layers=2,
+            joint_attention_dim=32,
+            axes_dims_rope=(4, 6, 6),
+        ),
     )
 
 
@@ -491,47 +271,17 @@ def _sana() -> SanaPipeline:
     the size must be a multiple of 32). Small runs need `use_resolution_binning=False` (in
     FAMILY_CALL). Without `height`/`width` SANA makes 1024x1024 (its signature's default)."""
     tokenizer = gemma_tokenizer()
-    text_encoder = _seeded(
-        lambda: Gemma2Model(
-            Gemma2Config(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                head_dim=16,
-                query_pre_attn_scalar=16,
-                max_position_embeddings=8192,
-                sliding_window=4096,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                bos_token_id=tokenizer.bos_token_id,
-            )
-        )
+    config = Gemma2Config(
+        **decoder_dims(tokenizer, width=32, layers=2, positions=8192),
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=4096,
+        **token_ids(tokenizer, "pad", "eos", "bos"),
     )
-    vae = _seeded(
-        lambda: AutoencoderDC(
-            in_channels=3,
-            latent_channels=4,
-            attention_head_dim=8,
-            encoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
-            decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
-            encoder_block_out_channels=(8, 16, 32),
-            decoder_block_out_channels=(8, 16, 32),
-            encoder_layers_per_block=(1, 1, 1),
-            decoder_layers_per_block=(1, 1, 1),
-            encoder_qkv_multiscales=((), (), (5,)),
-            decoder_qkv_multiscales=((), (), (5,)),
-            scaling_factor=0.41407,
-        )
-    )
-    transformer = _transformer(
+    sana_transformer = transformer(
         SanaTransformer2DModel,
         in_channels=4,
         out_channels=4,
-        num_attention_heads=HEADS,
-        attention_head_dim=HEAD_DIM,
         num_layers=2,
         num_cross_attention_heads=HEADS,
         cross_attention_head_dim=HEAD_DIM,
@@ -551,7 +301,11 @@ def _sana() -> SanaPipeline:
         final_sigmas_type="zero",
     )
     return SanaPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+        tokenizer=tokenizer,
+        text_encoder=seeded(lambda: Gemma2Model(config)),
+        vae=dc_vae((8, 16, 32), attention_head_dim=8, scaling_factor=0.41407),
+        transformer=sana_transformer,
+        scheduler=scheduler,
     )
 
 
@@ -563,14 +317,12 @@ def _sd3() -> StableDiffusion3Pipeline:
     SD3Transformer2DModel (patch 2, block 0 with dual attention, RMS qk-norm), positional
     embeddings up to 24 patches a side (96 pixels); SD3's flow-match scheduler (shift 3)."""
     tokenizer, tokenizer_3 = clip_tokenizer(), t5_tokenizer()
-    transformer = _transformer(
+    sd3_transformer = transformer(
         SD3Transformer2DModel,
         sample_size=16,
         patch_size=2,
         in_channels=4,
         num_layers=3,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
         joint_attention_dim=32,
         caption_projection_dim=HEADS * HEAD_DIM,
         pooled_projection_dim=32,
@@ -580,14 +332,14 @@ def _sd3() -> StableDiffusion3Pipeline:
         qk_norm="rms_norm",
     )
     return StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=_flow_scheduler(shift=3.0),
-        vae=_vae_kl(scaling_factor=1.5305, shift_factor=0.0609),
-        text_encoder=_clip_text(tokenizer, projection=True, seed=SEED),
+        transformer=sd3_transformer,
+        scheduler=flow_scheduler(shift=3.0),
+        vae=kl_vae(scaling_factor=1.5305, shift_factor=0.0609),
+        text_encoder=clip_text_encoder(tokenizer, projection=True, seed=SEED),
         tokenizer=tokenizer,
-        text_encoder_2=_clip_text(tokenizer, projection=True, seed=SEED + 1),
+        text_encoder_2=clip_text_encoder(tokenizer, projection=True, seed=SEED + 1),
         tokenizer_2=clip_tokenizer(),
-        text_encoder_3=_t5_encoder(tokenizer_3),
+        text_encoder_3=t5_encoder(tokenizer_3),
         tokenizer_3=tokenizer_3,
     )
 

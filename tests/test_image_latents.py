@@ -20,10 +20,7 @@ from typing import Any
 import pytest
 import torch
 from diffusers import (
-    AutoencoderDC,
-    AutoencoderKL,
     AutoencoderKLFlux2,
-    AutoencoderKLQwenImage,
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
@@ -37,52 +34,22 @@ from torch import nn
 from ditlens.adapters import adapter_for
 from ditlens.adapters.flux2 import Flux2Adapter
 
+from .full_components import dc_vae, kl_vae, qwen_vae
 from .tiny_models import N_TXT, tiny_model
 
 TXT_DIM, POOLED_DIM = 24, 16  # the tiny transformers' joint / caption and pooled widths
 SIZES = [(32, 32), (32, 64), (64, 32)]  # (H, W): square and both non-square (SANA wants multiples of 32)
 
 
-def _seeded(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build().eval()
-
-
-def _down_up(n: int) -> dict[str, Any]:
-    return dict(down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n)
-
-
-def _flux2_vae() -> AutoencoderKLFlux2:
-    vae = _seeded(
-        lambda: AutoencoderKLFlux2(
-            block_out_channels=(8, 16),
-            **_down_up(2),
-            latent_channels=2,
-            norm_num_groups=4,
-            layers_per_block=1,
-        )
-    )
+def _flux2(cls: type[Flux2KleinPipeline] | type[Flux2Pipeline]) -> Flux2KleinPipeline | Flux2Pipeline:
+    """FLUX.2 klein or dev: the transformer's in_channels 8 are the VAE's 2 latent channels patchified 2x2."""
+    vae = kl_vae(AutoencoderKLFlux2, latent_channels=2)
     g = torch.Generator().manual_seed(1)  # batch-norm statistics away from (0, 1)
     vae.bn.running_mean.copy_(torch.randn(vae.bn.num_features, generator=g) * 0.5)
     vae.bn.running_var.copy_(torch.rand(vae.bn.num_features, generator=g) * 2 + 0.3)
-    return vae
-
-
-def flux2_klein() -> Flux2KleinPipeline:
-    return Flux2KleinPipeline(
+    return cls(
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_flux2_vae(),
-        text_encoder=None,
-        tokenizer=None,
-        transformer=tiny_model("flux2").transformer,  # in_channels 8 = 2 latent channels patchified 2x2
-    )
-
-
-def flux2_dev() -> Flux2Pipeline:
-    return Flux2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_flux2_vae(),
+        vae=vae,
         text_encoder=None,
         tokenizer=None,
         transformer=tiny_model("flux2").transformer,
@@ -90,20 +57,9 @@ def flux2_dev() -> Flux2Pipeline:
 
 
 def qwenimage() -> QwenImagePipeline:
-    vae = _seeded(
-        lambda: AutoencoderKLQwenImage(
-            base_dim=8,
-            z_dim=4,
-            dim_mult=[1, 2],
-            num_res_blocks=1,
-            temperal_downsample=[False],  # 2x down
-            latents_mean=[0.3, -0.2, 0.5, -0.7],
-            latents_std=[1.7, 0.6, 2.5, 1.2],
-        )
-    )
     return QwenImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
+        vae=qwen_vae(latents_mean=[0.3, -0.2, 0.5, -0.7], latents_std=[1.7, 0.6, 2.5, 1.2]),  # 2x down
         text_encoder=None,
         tokenizer=None,
         transformer=tiny_model("qwenimage").transformer,  # in_channels 16 = 4 z_dim packed 2x2
@@ -111,23 +67,8 @@ def qwenimage() -> QwenImagePipeline:
 
 
 def sana() -> SanaPipeline:
-    vae = _seeded(
-        lambda: AutoencoderDC(
-            in_channels=3,
-            latent_channels=4,
-            attention_head_dim=4,
-            encoder_block_types=("ResBlock", "EfficientViTBlock"),
-            decoder_block_types=("ResBlock", "EfficientViTBlock"),
-            encoder_block_out_channels=(8, 16),
-            decoder_block_out_channels=(8, 16),
-            encoder_layers_per_block=(1, 1),
-            decoder_layers_per_block=(1, 1),
-            encoder_qkv_multiscales=((), (5,)),
-            decoder_qkv_multiscales=((), (5,)),
-            decoder_norm_types="rms_norm",
-            decoder_act_fns="silu",
-            scaling_factor=0.41,
-        )
+    vae = dc_vae(
+        (8, 16), attention_head_dim=4, scaling_factor=0.41, decoder_norm_types="rms_norm", decoder_act_fns="silu"
     )
     # SANA's own scheduler config: DPM-Solver++ in flow-matching sigmas
     scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
@@ -137,17 +78,8 @@ def sana() -> SanaPipeline:
 
 
 def sd3() -> StableDiffusion3Pipeline:
-    vae = _seeded(
-        lambda: AutoencoderKL(
-            block_out_channels=(8, 16, 16),
-            **_down_up(3),
-            latent_channels=4,
-            norm_num_groups=4,
-            layers_per_block=1,
-            shift_factor=0.3,
-            scaling_factor=1.7,  # 4x down: 64 px is 16 latents, 8 patches (pos_embed_max_size)
-        )
-    )
+    # 4x down: 64 px is 16 latents, 8 patches (pos_embed_max_size)
+    vae = kl_vae(widths=(8, 16, 16), shift_factor=0.3, scaling_factor=1.7)
     return StableDiffusion3Pipeline(
         transformer=tiny_model("sd3").transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -193,18 +125,15 @@ def _mode(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 FAMILIES: dict[str, Family] = {
-    "flux2_klein": Family(
-        flux2_klein,
-        _prepare(lambda p: p.transformer.config.in_channels // 4, first=True),
-        _mode,
-        lambda b: _embeds(b) | {"guidance_scale": 1.0},
-    ),
-    "flux2_dev": Family(
-        flux2_dev,
-        _prepare(lambda p: p.transformer.config.in_channels // 4, first=True),
-        _mode,
-        lambda b: _embeds(b) | {"guidance_scale": 1.0},
-    ),
+    **{
+        name: Family(
+            functools.partial(_flux2, cls),
+            _prepare(lambda p: p.transformer.config.in_channels // 4, first=True),
+            _mode,
+            lambda b: _embeds(b) | {"guidance_scale": 1.0},
+        )
+        for name, cls in (("flux2_klein", Flux2KleinPipeline), ("flux2_dev", Flux2Pipeline))
+    },
     "qwenimage": Family(
         qwenimage,
         _prepare(lambda p: p.transformer.config.in_channels // 4),

@@ -26,28 +26,14 @@ def clip_dir(tmp_path_factory):
     return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
+def _scored(clip_dir, out, *args: str) -> int:
+    """`ditlens ARGS` for 2 steps, scored by the tiny CLIP at `clip_dir`, into `out`, quietly: its exit status."""
+    return main([*args, "--steps", "2", "--clip", str(clip_dir), "--out", str(out), "--quiet"])
+
+
 def test_disrupt_reports_clip_scores_as_computed_by_hand(clip_dir, tmp_path):
     out = tmp_path / "d"
-    args = [
-        "disrupt",
-        "--prompt",
-        PROMPT,
-        "--seeds",
-        "0",
-        "1",
-        "--ks",
-        "2",
-        "--draws",
-        "2",
-        "--steps",
-        "2",
-        "--clip",
-        str(clip_dir),
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    assert main(args) == 0
+    assert _scored(clip_dir, out, "disrupt", "--prompt", PROMPT, "--seeds", "0", "1", "--ks", "2", "--draws", "2") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     scores, scorer = metrics["scores"], ClipScorer.from_pretrained(clip_dir)
     import numpy as np
@@ -85,26 +71,7 @@ def test_score_curves_layout_by_hand():
 def test_transport_and_interpolate_report_clip_t_and_clip_i(clip_dir, tmp_path, command):
     out = tmp_path / command
     extra = ["--alphas", "0", "1"] if command == "interpolate" else []
-    assert (
-        main(
-            [
-                command,
-                "--source",
-                PROMPT,
-                "--target",
-                TARGET,
-                "--steps",
-                "2",
-                "--clip",
-                str(clip_dir),
-                "--out",
-                str(out),
-                "--quiet",
-                *extra,
-            ]
-        )
-        == 0
-    )
+    assert _scored(clip_dir, out, command, "--source", PROMPT, "--target", TARGET, *extra) == 0
     rows = json.loads((out / "scores.json").read_text())["images"]
     assert list(rows)[0] == "target alone" and len(rows) == (3 if command == "interpolate" else 2)
     alone = rows["target alone"]
@@ -122,25 +89,7 @@ def test_reference_without_caption_has_no_clip_t_to_source(clip_dir, tmp_path):
 
     Image.fromarray(render(parse_caption(PROMPT)).image).save(tmp_path / "ref.png")
     out = tmp_path / "t"
-    assert (
-        main(
-            [
-                "transport",
-                "--reference",
-                str(tmp_path / "ref.png"),
-                "--target",
-                TARGET,
-                "--steps",
-                "2",
-                "--clip",
-                str(clip_dir),
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _scored(clip_dir, out, "transport", "--reference", str(tmp_path / "ref.png"), "--target", TARGET) == 0
     row = json.loads((out / "scores.json").read_text())["images"]["a=1"]
     assert "clip_t_to_source" not in row and "clip_t_to_target" in row and "colour_from_source" not in row
 

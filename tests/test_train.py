@@ -7,30 +7,20 @@ import torch
 
 from ditlens.builtin.scenes_v2 import IMAGE_SIZE, UnknownWordError
 
+from .test_bench_folder import TINY  # TrainConfig's fields, shrunk: rung_config's keywords, the CLI's options
+
 EXAMPLE = "a large striped red star at the top left on a checked navy background"
 
 
 def _tiny(out, **overrides):
     from ditlens.builtin.train import rung_config
 
-    return rung_config(
-        "v2",
-        "s",
-        out=out,
-        steps=4,
-        batch_size=4,
-        hidden_size=32,
-        num_heads=2,
-        num_double_blocks=1,
-        num_single_blocks=1,
-        text_layers=1,
-        num_workers=0,
-        warmup_steps=2,
-        log_every=2,
-        sample_every=1000,
-        sample_steps=2,
-        **overrides,
-    )
+    return rung_config("v2", "s", out=out, **TINY, **overrides)
+
+
+def _tiny_options() -> list[str]:
+    """TINY as the command line gives it: `--batch-size 4` for batch_size=4."""
+    return [arg for key, value in TINY.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
 
 
 def test_train_v2_end_to_end_and_resume(tmp_path, one_thread):
@@ -42,38 +32,7 @@ def test_train_v2_end_to_end_and_resume(tmp_path, one_thread):
     from ditlens.builtin.train import _parse_args, train
 
     config, resume, stop = _parse_args(
-        [
-            "--world",
-            "v2",
-            "--size",
-            "s",
-            "--out",
-            str(tmp_path / "whole"),
-            "--steps",
-            "4",
-            "--batch-size",
-            "4",
-            "--hidden-size",
-            "32",
-            "--num-heads",
-            "2",
-            "--num-double-blocks",
-            "1",
-            "--num-single-blocks",
-            "1",
-            "--text-layers",
-            "1",
-            "--num-workers",
-            "0",
-            "--warmup-steps",
-            "2",
-            "--log-every",
-            "2",
-            "--sample-every",
-            "1000",
-            "--sample-steps",
-            "2",
-        ]
+        ["--world", "v2", "--size", "s", "--out", str(tmp_path / "whole"), *_tiny_options()]
     )
     assert config == _tiny(tmp_path / "whole") and not resume and stop == 0
     train(config)
