@@ -58,6 +58,13 @@ def _check_scope(
     Scope(sites=tuple(sites) if sites else None, step_window=step_window).validate(site_names, num_steps)
 
 
+#: bounds of the generation settings: wide enough for every supported model (FLUX.1 at 2048 px,
+#: 50-step schedules), narrow enough that a typo such as a height of 100000 is an error, not an
+#: hour of allocation
+MAX_STEPS = 1000
+MAX_SIDE = 8192
+
+
 @dataclass
 class GenerationSettings:
     num_inference_steps: int | None = None  # None: the pipeline's own default
@@ -92,13 +99,31 @@ class GenerationSettings:
         defaults = {k: v for k, v in adapter_for(pipe).generation_kwargs(pipe).items() if k not in (given or {})}
         return defaults | own
 
-    def validate(self) -> None:
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1; got {self.num_inference_steps}.")
-        if self.guidance_scale is not None and not self.guidance_scale >= 0:  # NaN fails too
-            raise ValueError(f"guidance_scale must be >= 0; got {self.guidance_scale}.")
-        if self.true_cfg_scale is not None and not self.true_cfg_scale >= 1:
-            raise ValueError(f"true_cfg_scale must be >= 1 (1 = off); got {self.true_cfg_scale}.")
+    def validate(self, names: dict[str, str] | None = None) -> None:
+        """Each setting within its bounds. names: what the caller calls each field in its
+        messages (the CLI: `--steps` for num_inference_steps); default: the field names."""
+
+        def named(field_name: str) -> str:
+            return (names or {}).get(field_name, field_name)
+
+        steps = self.num_inference_steps
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise ValueError(
+                f"{named('num_inference_steps')} must be a whole number from 1 to {MAX_STEPS}; got {steps}."
+            )
+        for side in ("height", "width"):
+            value = getattr(self, side)
+            if value is not None and not 1 <= value <= MAX_SIDE:
+                raise ValueError(
+                    f"{named(side)} must be from 1 to {MAX_SIDE} pixels (leave it out for the pipeline's default); "
+                    f"got {value}."
+                )
+        guidance = self.guidance_scale
+        if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"{named('guidance_scale')} must be a finite number >= 0; got {guidance}.")
+        true_cfg = self.true_cfg_scale
+        if true_cfg is not None and not (math.isfinite(true_cfg) and true_cfg >= 1):
+            raise ValueError(f"{named('true_cfg_scale')} must be a finite number >= 1 (1 = off); got {true_cfg}.")
 
 
 @dataclass

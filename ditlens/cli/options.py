@@ -7,16 +7,19 @@ second. Defaults come from the capability configs and `ditlens.choices`, never f
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from ..choices import DEFAULT_FOREGROUND, DEFAULT_STATISTIC, FOREGROUND_RULES
+from ..config import GenerationSettings
 
-#: bounds of the generation options, checked before anything loads: wide enough for every
-#: supported model (FLUX.1 at 2048 px, 50-step schedules), narrow enough that a typo such
-#: as --height 100000 is an error, not an hour of allocation
-MAX_STEPS = 1000
-MAX_SIDE = 8192
+#: GenerationSettings' fields as the generation options name them, for its messages
+GENERATION_OPTIONS = {
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance",
+    "height": "--height",
+    "width": "--width",
+    "true_cfg_scale": "--true-cfg",
+}
 MAX_SEED = 2**63 - 1  # torch.Generator takes 64 bits; JSON and numpy keep 63 exactly
 
 
@@ -158,21 +161,18 @@ def _check_channel_counts(args: argparse.Namespace) -> None:
 
 
 def _check_generation(args: argparse.Namespace) -> None:
-    steps = getattr(args, "steps", None)
-    if steps is not None and not 1 <= steps <= MAX_STEPS:
-        raise UsageError(f"--steps must be a whole number from 1 to {MAX_STEPS}; got {steps}.")
-    for name in ("height", "width"):
-        value = getattr(args, name, None)
-        if value is not None and not 1 <= value <= MAX_SIDE:
-            raise UsageError(
-                f"--{name} must be from 1 to {MAX_SIDE} pixels (leave it out for the pipeline's default); got {value}."
-            )
-    guidance = getattr(args, "guidance", None)
-    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise UsageError(f"--guidance must be a finite number >= 0; got {guidance}.")
-    true_cfg = getattr(args, "true_cfg", None)
-    if true_cfg is not None and not (math.isfinite(true_cfg) and true_cfg >= 1):
-        raise UsageError(f"--true-cfg must be a finite number >= 1 (1 = off); got {true_cfg}.")
+    """GenerationSettings' own check, before the model loads, in the options' names."""
+    settings = GenerationSettings(
+        num_inference_steps=getattr(args, "steps", None),
+        guidance_scale=getattr(args, "guidance", None),
+        height=getattr(args, "height", None),
+        width=getattr(args, "width", None),
+        true_cfg_scale=getattr(args, "true_cfg", None),
+    )
+    try:
+        settings.validate(GENERATION_OPTIONS)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _check_model_folders(args: argparse.Namespace) -> None:

@@ -9,20 +9,18 @@ from typing import Any
 
 import torch
 
+from ..config import MAX_SIDE, GenerationSettings
 from ..models import is_builtin
 from .jobs import COMMANDS
 from .prompts import check_builtin_prompts, read_prompts
 from .settings import check_targets, check_value, is_int, parse_job
-from .text import SweepConfigError, config_error, read_tables, relative, show, table
+from .text import SweepConfigError, config_error, read_tables, relative, table
 
 __all__ = ["MAX_SIDE", "ModelOptions", "SweepConfig", "SweepConfigError", "load_config"]
 
 MODEL_KEYS = {"name": str, "device": str, "dtype": str, "allow_download": bool, "cpu_offload": bool, "embeds": str}
 # The [generation] table's short names for GenerationSettings' fields (the CLI's flags).
 GENERATION_KEYS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "height": "height", "width": "width"}
-# Largest height / width in pixels: 4x the largest size released DiTs are trained at (up to
-# 2048); it stops a typo (100000) that would ask for terabytes of activations.
-MAX_SIDE = 8192
 
 
 @dataclass(frozen=True)
@@ -139,16 +137,12 @@ def _read_generation(generation: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, value in generation.items():
         if key not in GENERATION_KEYS:
             raise config_error(path, f"unknown key 'generation.{key}'; allowed: {', '.join(GENERATION_KEYS)}.")
-        value = check_value("float" if key == "guidance" else "int", value, f"'generation.{key}'", path)
-        if key == "guidance":
-            ok, allowed = value >= 0, "a finite number >= 0"
-        elif key == "steps":
-            ok, allowed = value >= 1, "an integer >= 1"
-        else:
-            ok, allowed = 1 <= value <= MAX_SIDE, f"a whole number of pixels in 1..{MAX_SIDE}"
-        if not ok:
-            raise config_error(path, f"'generation.{key}' must be {allowed}; got {show(value)}.")
-        generation[key] = value
+        generation[key] = check_value("float" if key == "guidance" else "int", value, f"'generation.{key}'", path)
+    settings = GenerationSettings(**{GENERATION_KEYS[key]: value for key, value in generation.items()})
+    try:  # the bounds, as the CLI and the capabilities check them
+        settings.validate({field: f"'generation.{key}'" for key, field in GENERATION_KEYS.items()})
+    except ValueError as err:
+        raise config_error(path, str(err)) from None
     return generation
 
 
