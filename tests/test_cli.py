@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from ditlens.cli import main
 from ditlens.transport import TransportConfig
 
+from .bad_inputs import cli_error
 from .pipelines import flux_call_kwargs, tiny_flux_pipeline
 
 
@@ -24,21 +25,8 @@ def flux_dir(tmp_path_factory):
 
 
 def common(flux_dir, out) -> list[str]:
-    return [
-        "--model",
-        str(flux_dir / "pipe"),
-        "--embeds",
-        str(flux_dir / "embeds.safetensors"),
-        "--steps",
-        "2",
-        "--height",
-        "32",
-        "--width",
-        "32",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
+    model, embeds = str(flux_dir / "pipe"), str(flux_dir / "embeds.safetensors")
+    return ["--model", model, "--embeds", embeds, *"--steps 2 --height 32 --width 32 --quiet --out".split(), str(out)]
 
 
 def test_find_writes_statistics_channels_and_plots(flux_dir, tmp_path):
@@ -101,20 +89,8 @@ def test_transport_text_and_image_write_images_and_settings(flux_dir, tmp_path):
         reference
     )
     image = tmp_path / "image"
-    argv = [
-        "transport",
-        *common(flux_dir, image),
-        "--k",
-        "4",
-        "--mask",
-        "source",
-        "--channels-from",
-        "union",
-        "--reference",
-        str(reference),
-        "--target",
-        "B",
-    ]
+    argv = ["transport", *common(flux_dir, image), *"--k 4 --mask source --channels-from union --reference".split()]
+    argv += [str(reference), "--target", "B"]
     assert main(argv) == 0
     settings = json.loads((image / "settings.json").read_text())
     assert (
@@ -159,19 +135,7 @@ def test_a_reference_of_another_size_is_resized_with_a_note(flux_dir, tmp_path, 
     ],
 )
 def test_interpolate_writes_a_strip_and_one_frame_per_value(flux_dir, tmp_path, over, values, frames):
-    argv = [
-        "interpolate",
-        *common(flux_dir, tmp_path),
-        "--k",
-        "4",
-        "--source",
-        "A",
-        "--target",
-        "B",
-        "--over",
-        over,
-        *values,
-    ]
+    argv = ["interpolate", *common(flux_dir, tmp_path), *"--k 4 --source A --target B --over".split(), over, *values]
     assert main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == frames
     assert (tmp_path / "strip.png").is_file() and (tmp_path / "target.png").is_file()
@@ -179,45 +143,37 @@ def test_interpolate_writes_a_strip_and_one_frame_per_value(flux_dir, tmp_path, 
     if over == "alpha":
         assert settings["alphas"] == [0.0, 0.5, 1.0]
     else:
-        key = "k" if over == "k" else "steps"
+        key = "k" if over == "k" else "step_window"
         assert [f[key] for f in settings["frames"]] == ([2, 8] if over == "k" else [[0, 1], [1, 2]])
-
-
-def run_error(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    return err
 
 
 def test_bad_inputs_exit_2_with_a_message(flux_dir, tmp_path, capsys):
     base = common(flux_dir, tmp_path / "x")
-    assert "k must be an integer in 1..32" in run_error(capsys, ["find", *base, "--k", "33"])
-    assert "Unknown site 'nope'" in run_error(capsys, ["find", *base, "--site", "nope"])
-    assert "no such local folder" in run_error(capsys, ["find", "--model", str(tmp_path / "missing"), "--prompt", "x"])
-    assert "not a diffusers pipeline folder" in run_error(capsys, ["find", "--model", str(tmp_path), "--prompt", "x"])
-    assert "Unknown word 'dog'" in run_error(
+    assert "k must be an integer in 1..32" in cli_error(capsys, ["find", *base, "--k", "33"])
+    assert "Unknown site 'nope'" in cli_error(capsys, ["find", *base, "--site", "nope"])
+    assert "no such local folder" in cli_error(capsys, ["find", "--model", str(tmp_path / "missing"), "--prompt", "x"])
+    assert "not a diffusers pipeline folder" in cli_error(capsys, ["find", "--model", str(tmp_path), "--prompt", "x"])
+    assert "Unknown word 'dog'" in cli_error(
         capsys, ["generate", "--prompt", "a large red dog on the left on a gray background"]
     )
-    assert "does not exist" in run_error(capsys, ["find", *base, "--prompts-file", str(tmp_path / "none.txt")])
+    assert "does not exist" in cli_error(capsys, ["find", *base, "--prompts-file", str(tmp_path / "none.txt")])
     truth = tmp_path / "one_mask"
     truth.mkdir()
     (truth / "a.png").write_bytes(b"not a png")
-    assert "holds 1 mask images but there are 2" in run_error(capsys, ["segment", *base, "--truth-dir", str(truth)])
-    assert "k must be an integer in 0..32" in run_error(capsys, ["disrupt", *base, "--ks", "64"])
-    assert "Unknown channel rule 'best'" in run_error(capsys, ["disrupt", *base, "--rules", "best"])
-    assert "Step window [1, 5] is outside the schedule" in run_error(
+    assert "holds 1 mask images but there are 2" in cli_error(capsys, ["segment", *base, "--truth-dir", str(truth)])
+    assert "k must be an integer in 0..32" in cli_error(capsys, ["disrupt", *base, "--ks", "64"])
+    assert "Unknown channel rule 'best'" in cli_error(capsys, ["disrupt", *base, "--rules", "best"])
+    assert "Step window [1, 5] is outside the schedule" in cli_error(
         capsys, ["disrupt", *base, "--ks", "1", "--rules", "top", "--window", "1", "5"]
     )
     pair = ["--k", "4", "--source", "A", "--target", "B"]
-    assert "Step window [1, 3] is outside the schedule" in run_error(
+    assert "Step window [1, 3] is outside the schedule" in cli_error(
         capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0:1", "1:3"]
     )
-    assert "START:STOP with whole numbers" in run_error(
+    assert "START:STOP with whole numbers" in cli_error(
         capsys, ["interpolate", *base, *pair, "--over", "window", "--windows", "0-1"]
     )
-    assert "k must be an integer in 1..32" in run_error(
+    assert "k must be an integer in 1..32" in cli_error(
         capsys, ["interpolate", *base, *pair, "--over", "k", "--ks", "2", "64"]
     )
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("*.tmp"))

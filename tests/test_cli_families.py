@@ -52,38 +52,13 @@ def _run(argv: list[str]) -> None:
 
 def _common(family: str, model, size=SIZE) -> list[str]:
     prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
-    return [
-        "--model",
-        str(model),
-        *prompts,
-        "--seeds",
-        *SEEDS,
-        "--steps",
-        "2",
-        "--height",
-        str(size[0]),
-        "--width",
-        str(size[1]),
-        *GUIDANCE[family],
-    ]
+    size_args = f"--steps 2 --height {size[0]} --width {size[1]}".split()
+    return ["--model", str(model), *prompts, "--seeds", *SEEDS, *size_args, *GUIDANCE[family]]
 
 
 def _transport_common(family: str, model) -> list[str]:
-    return [
-        "--model",
-        str(model),
-        "--target",
-        "a blue ball",
-        "--steps",
-        "2",
-        "--height",
-        "32",
-        "--width",
-        "32",
-        "--k",
-        "4",
-        *GUIDANCE[family],
-    ]
+    settings = "--steps 2 --height 32 --width 32 --k 4".split()
+    return ["--model", str(model), "--target", "a blue ball", *settings, *GUIDANCE[family]]
 
 
 def _truth(tmp_path, n: int, size=SIZE):
@@ -122,21 +97,7 @@ def test_find(folder, tmp_path, request):
 def test_disrupt(folder, tmp_path, request):
     family = request.node.callspec.id
     out = tmp_path / "disrupt"
-    _run(
-        [
-            "disrupt",
-            *_common(family, folder),
-            "--ks",
-            "1",
-            "--rules",
-            "top",
-            "random",
-            "--draws",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+    _run(["disrupt", *_common(family, folder), *"--ks 1 --rules top random --draws 1 --out".split(), str(out)])
     report = json.loads((out / "disrupt.json").read_text())
     assert (out / "grid.png").is_file() and (out / "metrics.json").is_file()
     labels = [c["label"].replace("#", "_draw") for c in report["conditions"]]
@@ -178,21 +139,11 @@ def test_transport_text_and_reference(folder, tmp_path, request):
     assert (out / "transported_alpha1.00.png").is_file() and (out / "source.png").is_file()
     reference = tmp_path / "reference.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(reference)
+    from_reference = ["transport", *_transport_common(family, folder), "--reference", str(reference)]
     paths = ["renoise"] if family in NOT_INVERTIBLE else ["renoise", "invert"]
     for path in paths:
         out = tmp_path / f"reference-{path}"
-        _run(
-            [
-                "transport",
-                *_transport_common(family, folder),
-                "--reference",
-                str(reference),
-                "--reference-path",
-                path,
-                "--out",
-                str(out),
-            ]
-        )
+        _run([*from_reference, "--reference-path", path, "--out", str(out)])
         settings = json.loads((out / "settings.json").read_text())
         assert settings["reference_path"] == path
         image = Image.open(out / "transported_alpha1.00.png")
@@ -201,17 +152,7 @@ def test_transport_text_and_reference(folder, tmp_path, request):
         import time
 
         start = time.perf_counter()
-        argv = [
-            "transport",
-            *_transport_common(family, folder),
-            "--reference",
-            str(reference),
-            "--reference-path",
-            "invert",
-            "--out",
-            str(tmp_path / "refused"),
-            "--quiet",
-        ]
+        argv = [*from_reference, "--reference-path", "invert", "--out", str(tmp_path / "refused"), "--quiet"]
         assert main(argv) == 2
         assert time.perf_counter() - start < 1.0
         assert not (tmp_path / "refused").exists()
@@ -221,19 +162,8 @@ def test_transport_text_and_reference(folder, tmp_path, request):
 def test_interpolate(folder, tmp_path, request):
     family = request.node.callspec.id
     out = tmp_path / "interpolate"
-    _run(
-        [
-            "interpolate",
-            *_transport_common(family, folder),
-            "--source",
-            "a red cube",
-            "--alphas",
-            "0",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+    from_text = ["interpolate", *_transport_common(family, folder), "--source", "a red cube"]
+    _run([*from_text, "--alphas", "0", "1", "--out", str(out)])
     assert (out / "strip.png").is_file()
     assert len(list((out / "frames").glob("*.png"))) == 2
 
