@@ -40,12 +40,11 @@ def _optional_int(value: float | None, what: str, minimum: int) -> int | None:
 
 
 def generation_settings(steps: float | None, guidance: float | None) -> GenerationSettings:
-    settings = GenerationSettings(
+    # checked with the request, against the app's limits first (Limits.check_settings)
+    return GenerationSettings(
         num_inference_steps=_optional_int(steps, "Steps", 1),
         guidance_scale=None if guidance is None or guidance < 0 else float(guidance),
     )
-    settings.validate()
-    return settings
 
 
 def parse_generation(
