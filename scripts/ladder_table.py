@@ -149,8 +149,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def tables() -> str:
     parts = [
-        "**Massive activations** (`ditlens find`, CPU): the top-1 channel's ratio to the median channel, median over "
-        "sites (range), and the top-1 channels found.",
+        "**Massive activations** (`ditlens find`; each run's command.txt names its machine): the top-1 channel's "
+        "ratio to the median channel, median over sites (range), and the top-1 channels found.",
         _table(
             ["rung", "world", "top-1 / median", "top-1 channels", "run", "report"], [activations_row(r) for r in RUNGS]
         ),
