@@ -1,7 +1,8 @@
 """The ladder table of docs/ladder.md, built from the committed bench reports alone.
 
     python scripts/ladder_table.py            # print the tables (markdown)
-    python scripts/ladder_table.py --check    # exit 1 if docs/ladder.md does not hold them
+    python scripts/ladder_table.py --write    # write them into docs/ladder.md and README.md
+    python scripts/ladder_table.py --check    # exit 1 if either does not hold them
 
 Each rung names the folders of its reports under docs/results/: `find` (channels.json of
 `ditlens find`), `findings` (findings.json of `ditlens bench findings`) and `transport`
@@ -21,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 DOC = ROOT / "docs" / "ladder.md"
+#: the files that hold the tables, each with the path from it to docs/results/ for the links
+HOLDERS = {DOC: "results/", ROOT / "README.md": "docs/results/"}
 BEGIN, END = "<!-- ladder-table: scripts/ladder_table.py writes what follows -->", "<!-- /ladder-table -->"
 MISSING = "not run"
 
@@ -47,14 +50,14 @@ def _load(folder: str, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _link(folder: str, name: str) -> str:
+def _link(folder: str, name: str, base: str) -> str:
     """The report beside the numbers (report.md, or the command.txt of a find run) where there
     is one, else the numbers' file."""
     shown = next((n for n in ("report.md", "command.txt") if (RESULTS / folder / n).is_file()), name)
-    return f"[{folder}](results/{folder}/{shown})"
+    return f"[{folder}]({base}{folder}/{shown})"
 
 
-def activations_row(rung: Rung) -> list[str]:
+def activations_row(rung: Rung, base: str = "results/") -> list[str]:
     found = _load(rung.find, "channels.json")
     if found is None:
         return [rung.name, rung.world, MISSING, MISSING, MISSING, MISSING]
@@ -66,7 +69,7 @@ def activations_row(rung: Rung) -> list[str]:
         f"{statistics.median(top1):.1f}x ({min(top1):.1f}-{max(top1):.1f})",
         ", ".join(map(str, channels)),
         f"{len(found['prompts'])} prompts, k = {found['k']}",
-        _link(rung.find, "channels.json"),
+        _link(rung.find, "channels.json", base),
     ]
 
 
@@ -80,7 +83,7 @@ def _by_rule(finding1: dict, k: int, key: str) -> list[float]:
     return [finding1["none"][key], finding1[f"top-{k}"][key], finding1[f"bottom-{k}"][key], _random(finding1, k, key)]
 
 
-def findings_row(rung: Rung) -> list[str]:
+def findings_row(rung: Rung, base: str = "results/") -> list[str]:
     numbers = _load(rung.findings, "findings.json")
     if numbers is None:
         return [rung.name, rung.world, *[MISSING] * 6]
@@ -94,7 +97,7 @@ def findings_row(rung: Rung) -> list[str]:
             "not measured (no classifier)",
             f1.get("verdict", {}).get("status", "not decided"),
             *_masks(f2),
-            _link(rung.findings, "findings.json"),
+            _link(rung.findings, "findings.json", base),
         ]
     fidelity = " / ".join(f"{v:.2f}" for v in _by_rule(f1, k, "full_object_accuracy"))
     frechet = " / ".join(f"{v:.0f}" for v in _by_rule(f1, k, "frechet_distance"))
@@ -105,7 +108,7 @@ def findings_row(rung: Rung) -> list[str]:
         f"{frechet}",
         f1["verdict"]["status"],
         *_masks(f2),
-        _link(rung.findings, "findings.json"),
+        _link(rung.findings, "findings.json", base),
     ]
 
 
@@ -117,7 +120,7 @@ def _masks(f2: dict) -> list[str]:
     return [f"k = {f2['k']}, {group}: {miou}", f2["verdict"]["status"]]
 
 
-def transport_row(rung: Rung) -> list[str]:
+def transport_row(rung: Rung, base: str = "results/") -> list[str]:
     numbers = _load(rung.transport, "transport.json")
     if numbers is None:
         return [rung.name, rung.world, *[MISSING] * 7]
@@ -138,7 +141,7 @@ def transport_row(rung: Rung) -> list[str]:
         f"{numbers['config']['n_pairs']} pairs; {setting}",
         *cells,
         verdict,
-        _link(rung.transport, "transport.json"),
+        _link(rung.transport, "transport.json", base),
     ]
 
 
@@ -147,19 +150,21 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def tables() -> str:
+def tables(base: str = "results/") -> str:
+    """The three tables, their report links relative to `base` (the path to docs/results/)."""
     parts = [
         "**Massive activations** (`ditlens find`; each run's command.txt names its machine): the top-1 channel's "
         "ratio to the median channel, median over sites (range), and the top-1 channels found.",
         _table(
-            ["rung", "world", "top-1 / median", "top-1 channels", "run", "report"], [activations_row(r) for r in RUNGS]
+            ["rung", "world", "top-1 / median", "top-1 channels", "run", "report"],
+            [activations_row(r, base) for r in RUNGS],
         ),
         "**Findings 1 and 2** (`ditlens bench findings --quick`): objects fully correct and Frechet distance for no "
         "edit / top-k / bottom-k / random-k zeroing; best-site mIoU of the K = 2 masks on generated images for top-k / "
         "bottom-k / random-k / all channels / attention.",
         _table(
             ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
-            [findings_row(r) for r in RUNGS],
+            [findings_row(r, base) for r in RUNGS],
         ),
         "**Finding 3** (`ditlens bench transport`): at alpha = 1, the share of pairs whose colour, shape and texture "
         "come from the source, and the foreground IoU with the target alone (composition kept), for massive-channel "
@@ -176,34 +181,49 @@ def tables() -> str:
                 "Finding 3",
                 "report",
             ],
-            [transport_row(r) for r in RUNGS],
+            [transport_row(r, base) for r in RUNGS],
         ),
     ]
     return "\n\n".join(parts)
 
 
+def _held(path: Path) -> str | None:
+    """The block between BEGIN and END in `path`; None where it has none."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        return None
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--check", action="store_true", help=f"exit 1 unless {DOC.relative_to(ROOT)} holds these tables"
-    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write the tables into " + ", ".join(_names()))
+    mode.add_argument("--check", action="store_true", help="exit 1 unless " + ", ".join(_names()) + " hold them")
     args = parser.parse_args(argv)
-    text = tables()
-    if not args.check:
-        print(text)
+    if not (args.write or args.check):
+        print(tables())
         return 0
-    doc = DOC.read_text()
-    if BEGIN not in doc or END not in doc:
-        print(f"{DOC} has no {BEGIN} ... {END} block", file=sys.stderr)
-        return 1
-    held = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    if held != text:
-        print(
-            f"{DOC}'s ladder table differs from the reports; run `python scripts/ladder_table.py` and paste it",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    failed = 0
+    for path, base in HOLDERS.items():
+        held, text = _held(path), tables(base)
+        if held is None:
+            print(f"{path} has no {BEGIN} ... {END} block", file=sys.stderr)
+            failed = 1
+        elif args.write:
+            before, rest = path.read_text().split(BEGIN, 1)
+            path.write_text(before + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+        elif held != text:
+            print(
+                f"{path}'s ladder table differs from the reports; run `python scripts/ladder_table.py --write`",
+                file=sys.stderr,
+            )
+            failed = 1
+    return failed
+
+
+def _names() -> list[str]:
+    return [str(path.relative_to(ROOT)) for path in HOLDERS]
 
 
 if __name__ == "__main__":

@@ -46,3 +46,15 @@ def test_a_missing_report_says_so(tmp_path, monkeypatch):
     rung = table.RUNGS[0]
     for row, width in ((table.activations_row(rung), 6), (table.findings_row(rung), 8), (table.transport_row(rung), 9)):
         assert len(row) == width and row[2:] == [table.MISSING] * (width - 2)
+
+
+def test_every_report_link_resolves_from_the_file_that_holds_it():
+    """docs/ladder.md links results/..., the README docs/results/...: each link opens a committed file."""
+    import re
+
+    table = _script()
+    for path, base in table.HOLDERS.items():
+        links = re.findall(r"\]\((" + re.escape(base) + r"[^)]+)\)", table.tables(base))
+        assert links, path
+        missing = [link for link in links if not (path.parent / link).is_file()]
+        assert not missing, (path, missing)
