@@ -160,17 +160,22 @@ def _check_channel_counts(args: argparse.Namespace) -> None:
         )
 
 
-def _check_generation(args: argparse.Namespace) -> None:
-    """GenerationSettings' own check, before the model loads, in the options' names."""
-    settings = GenerationSettings(
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The `GenerationSettings` the generation options describe (None where an option is unset)."""
+    return GenerationSettings(
         num_inference_steps=getattr(args, "steps", None),
         guidance_scale=getattr(args, "guidance", None),
         height=getattr(args, "height", None),
         width=getattr(args, "width", None),
         true_cfg_scale=getattr(args, "true_cfg", None),
+        negative_prompt=getattr(args, "negative_prompt", None),
     )
+
+
+def _check_generation(args: argparse.Namespace) -> None:
+    """GenerationSettings' own check, before the model loads, in the options' names."""
     try:
-        settings.validate(GENERATION_OPTIONS)
+        generation_settings(args).validate(GENERATION_OPTIONS)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

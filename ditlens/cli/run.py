@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .options import UsageError, read_prompts_file, shorten
+from .options import UsageError, generation_settings, read_prompts_file, shorten
 
 
 def say(args: argparse.Namespace, message: str) -> None:
@@ -134,16 +134,7 @@ def prompt_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def settings(args: argparse.Namespace):
     """The `GenerationSettings` the generation options describe."""
-    from ..generation import GenerationSettings
-
-    return GenerationSettings(
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        height=getattr(args, "height", None),
-        width=getattr(args, "width", None),
-        true_cfg_scale=getattr(args, "true_cfg", None),
-        negative_prompt=getattr(args, "negative_prompt", None),
-    )
+    return generation_settings(args)
 
 
 def window(args: argparse.Namespace) -> tuple[int, int] | None:
