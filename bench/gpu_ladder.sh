@@ -3,16 +3,19 @@
 # fit one device command, then run the same three measurements the CPU rungs have, and pack
 # what the ladder table reads (never the weights) for the trip back.
 #
-#   bash bench/gpu_ladder.sh train SIZE LIMIT_S STOP_S   # first chunk, or the next: resumes runs/v2-SIZE
-#   bash bench/gpu_ladder.sh bench SIZE                  # find + bench findings/transport --quick
+#   bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S   # first chunk, or the next: resumes runs/RUNG
+#   bash bench/gpu_ladder.sh bench RUNG                  # find + bench findings/transport --quick
+#   bash bench/gpu_ladder.sh findings-full RUNG          # bench findings, full (64 captions)
 #
-# train: `python -m ditlens.builtin.train --world v2 --size SIZE --time-limit-s LIMIT_S` (the
+# RUNG: WORLD-SIZE (v1-m, v2-l, ...; a bare SIZE means v2-SIZE, as the first runs wrote it).
+# train: `python -m ditlens.builtin.train --world WORLD --size SIZE --time-limit-s LIMIT_S` (the
 # whole run's budget, from which the trainer picks its step count), stopping after STOP_S with
-# a checkpoint; a later call with the same SIZE resumes it. Copies train.log, train_config.json,
-# the sample captions and the newest sample grid to $OUT.
-# bench: writes $OUT/v2-SIZE-results.tgz with v2-SIZE-find/, v2-SIZE-findings/ and
-# v2-SIZE-transport/, as docs/results/ladder/ holds them for the CPU rungs. The commit the
-# reports name comes from DITLENS_COMMIT (the device's .git is a stale copy).
+# a checkpoint; a later call with the same RUNG resumes it. Copies train.log, train_config.json,
+# the sample captions and the newest sample grid to $OUT/RUNG/, so that rungs trained side by
+# side in one command keep their files apart.
+# bench: writes $OUT/RUNG-results.tgz with RUNG-find/, RUNG-findings/ and RUNG-transport/, as
+# docs/results/ladder/ holds them for the CPU rungs; findings-full: $OUT/RUNG-findings-full.tgz.
+# The commit the reports name comes from DITLENS_COMMIT (the device's .git is a stale copy).
 #
 # Needs python3 with torch (CUDA) and diffusers 0.42.1 importable (CONTRIBUTING.md, "GPU benches").
 set -euo pipefail
@@ -20,42 +23,56 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench/out}"
 mkdir -p "$OUT"
-size="$2"
-run="runs/v2-$size"
-classifier=ditlens/builtin/weights/classifier-v2
+case "$2" in
+*-*) world="${2%-*}" size="${2#*-}" ;;
+*) world=v2 size="$2" ;;
+esac
+rung="$world-$size"
+run="runs/$rung"
+classifier=()  # world v1: the shipped classifier, the bench's default
+if [ "$world" = v2 ]; then classifier=(--classifier ditlens/builtin/weights/classifier-v2); fi
 
 case "$1" in
 train)
   if [ -f "$run/checkpoint.pt" ]; then
     python3 -m ditlens.builtin.train --resume "$run" --num-workers 12 --stop-after-s "$4"
   else
-    python3 -m ditlens.builtin.train --world v2 --size "$size" --out "$run" --num-workers 12 \
+    python3 -m ditlens.builtin.train --world "$world" --size "$size" --out "$run" --num-workers 12 \
       --time-limit-s "$3" --stop-after-s "$4"
   fi 2>&1 | grep -v "it/s]" | tail -25
-  cp "$run/train.log" "$run/train_config.json" "$run/samples/captions.txt" "$OUT/"
+  mkdir -p "$OUT/$rung"
+  cp "$run/train.log" "$run/train_config.json" "$run/samples/captions.txt" "$OUT/$rung/"
   last=$(ls "$run"/samples/step_*.png 2>/dev/null | tail -1 || true)  # the newest grid: the final one at the end
-  if [ -n "$last" ]; then cp "$last" "$OUT/samples_$(basename "$last")"; fi
+  if [ -n "$last" ]; then cp "$last" "$OUT/$rung/samples_$(basename "$last")"; fi
   ;;
 bench)
-  results="$OUT/work"
+  results="$OUT/work-$rung"
   mkdir -p "$results"
   mapfile -t prompts < <(python3 -c "
 from ditlens.bench import held_out_prompts
-from ditlens.builtin import scenes_v2
-print('\n'.join(held_out_prompts(4, world=scenes_v2)))")
+from ditlens.builtin.text_encoder import scenes_of
+print('\n'.join(held_out_prompts(4, world=scenes_of('$world'))))")
   args=()
   for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
-  python3 -m ditlens.cli find --model "$run/model" "${args[@]}" --device cuda --out "$results/v2-$size-find" --quiet
-  rm -f "$results/v2-$size-find/stats.safetensors"  # MBs; channels.json holds what the table reads
+  python3 -m ditlens.cli find --model "$run/model" "${args[@]}" --device cuda --out "$results/$rung-find" --quiet
+  rm -f "$results/$rung-find/stats.safetensors"  # MBs; channels.json holds what the table reads
   for suite in findings transport; do
-    python3 -m ditlens.cli bench "$suite" --model "$run/model" --quick --classifier "$classifier" --device cuda \
-      --out "$results/v2-$size-$suite"
+    python3 -m ditlens.cli bench "$suite" --model "$run/model" --quick "${classifier[@]}" --device cuda \
+      --out "$results/$rung-$suite"
   done
-  tar -czf "$OUT/v2-$size-results.tgz" -C "$results" .
+  tar -czf "$OUT/$rung-results.tgz" -C "$results" .
+  rm -rf "$results"
+  ;;
+findings-full)
+  results="$OUT/work-$rung-full"
+  mkdir -p "$results"
+  python3 -m ditlens.cli bench findings --model "$run/model" "${classifier[@]}" --device cuda \
+    --out "$results/$rung-findings-full"
+  tar -czf "$OUT/$rung-findings-full.tgz" -C "$results" .
   rm -rf "$results"
   ;;
 *)
-  echo "usage: bash bench/gpu_ladder.sh train SIZE LIMIT_S STOP_S | bench SIZE" >&2
+  echo "usage: bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S | bench RUNG | findings-full RUNG" >&2
   exit 2
   ;;
 esac

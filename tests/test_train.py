@@ -1,6 +1,8 @@
 """Training the built-in model (`ditlens.builtin.train`): a tiny world v2 model on the CPU
 trains, writes a self-describing folder and resumes exactly; the command line's defaults."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,15 @@ def test_train_cli_keeps_v1_defaults_and_refuses_bad_combinations(tmp_path):
         assert rung.world == "v2" and rung.size == size and rung.patch_size == 4
         assert rung.hidden_size == RUNGS["v2"][size]["hidden_size"]
         rung.validate()
+        # the v1 rung of a size has the v2 rung's width, depth and schedule, on v1's 32 px in 2x2 patches
+        same, _, _ = _parse_args(["--world", "v1", "--size", size, "--out", str(tmp_path)])
+        assert same.world == "v1" and same.size == size and same.patch_size == 2
+        shared = ("hidden_size", "num_double_blocks", "num_single_blocks", "lr", "warmup_steps", "batch_size")
+        if size != "s":  # v1's s is the shipped run (batch 512); v2's s took its architecture, not its batch
+            assert [getattr(same, f) for f in (*shared, "steps")] == [getattr(rung, f) for f in (*shared, "steps")]
+        same.validate()
+    shipped_rung, _, _ = _parse_args(["--world", "v1", "--size", "s", "--out", str(tmp_path)])
+    assert shipped_rung == dataclasses.replace(config, size="s")
     with pytest.raises(SystemExit):
         _parse_args(["--world", "v2", "--out", str(tmp_path)])  # a v2 run names its rung
     with pytest.raises(SystemExit):

@@ -3,6 +3,7 @@
     python -m ditlens.builtin.train --out runs/builtin --steps 6000 --seed 0
     python -m ditlens.builtin.train --world v2 --size m --out runs/v2-m    # a rung of RUNGS
     python -m ditlens.builtin.train --world v2 --size l --out runs/v2-l --stop-after-s 540
+    python -m ditlens.builtin.train --world v1 --size l --out runs/v1-l    # the same rung, world v1
     python -m ditlens.builtin.train --resume runs/v2-l                     # the next chunk
 
 Writes `OUT/train.log`, sample grids `OUT/samples/step_NNNNNN.png` (+ their captions) and
@@ -11,8 +12,8 @@ the pipeline `OUT/model` (diffusers `save_pretrained`, safetensors, weights in
 is planted: any massive activations come from training alone.
 
 `--world v1` (the default, `scenes.py`) is the shipped model's world and the defaults
-below are its shipped run; `--world v2` (`scenes_v2.py`) needs `--size`, which picks a rung
-of RUNGS (any flag given as well overrides the rung). `--stop-after-s` saves
+below are its shipped run; `--size` picks a rung of RUNGS instead (any flag given as well
+overrides the rung), and `--world v2` (`scenes_v2.py`) needs one. `--stop-after-s` saves
 `OUT/checkpoint.pt` and stops; `--resume OUT` continues from it with OUT's config and gives
 the same weights as one uninterrupted run (same device).
 """
@@ -418,7 +419,7 @@ def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, float
                 flag,
                 choices=sorted({s for r in RUNGS.values() for s in r}),
                 default="",
-                help="a rung of the model ladder (world v2: s, m, l); flags given too override it",
+                help="a rung of the model ladder (s, m, l; v1 s is the shipped run); flags given too override it",
             )
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")

@@ -1,5 +1,5 @@
 """The settings of a training run of the built-in model: `TrainConfig` (its defaults are the
-shipped model's run, with the reason for each), the model ladder on world v2 (`RUNGS`) and
+shipped model's run, with the reason for each), the model ladder on both worlds (`RUNGS`) and
 reading a run's settings back from its folder."""
 
 from __future__ import annotations
@@ -80,31 +80,38 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
-# The model ladder on world v2: one command per rung, `--world v2 --size s|m|l`. Every rung
-# keeps 256 image tokens (64x64 px in 4x4 patches of 48 values; FLUX.1 packs 64 latent
-# values per token) and the v2 grammar's 35 text positions. Measured on one H200 (bf16,
-# compiled; docs/ladder.md), with s, m and the v2 classifier sharing the GPU at first:
-#   s: 18.5 steps/s at steps 200-500 (shared); 6501 steps took 426 s with the ~60 s compile
-#   m: 8.5 steps/s at steps 200-500 (shared), 17.5 alone in its 2nd chunk; 7663 steps took 708 s
-#   l: not measured yet; ~7x s's per-token FLOPs (modulation layers left out): 2-3 chunks of --stop-after-s 540
+# The model ladder: one command per rung, `--world v1|v2 --size s|m|l`. Every rung keeps 256
+# image tokens (v1: 32x32 px in 2x2 patches of 12 values; v2: 64x64 px in 4x4 patches of 48
+# values; FLUX.1 packs 64 latent values per token). A v2 rung and the v1 rung of its size share
+# width, depth and schedule, so that the two worlds' rows differ by their data alone.
+# Measured on one H200 (bf16, compiled; docs/ladder.md), with s, m and the v2 classifier sharing
+# the GPU at first:
+#   v2 s: 18.5 steps/s at steps 200-500 (shared); 6501 steps took 426 s with the ~60 s compile
+#   v2 m: 8.5 steps/s at steps 200-500 (shared), 17.5 alone in its 2nd chunk; 7663 steps took 708 s
+#   v2 l: 11.3 steps/s alone after the compile; 6000 steps took 624 s in 2 chunks
+_M = dict(hidden_size=384, num_heads=6, num_double_blocks=4, num_single_blocks=8, steps=10000, batch_size=256)
+_L = dict(
+    hidden_size=512,
+    num_heads=8,
+    num_double_blocks=5,
+    num_single_blocks=10,
+    steps=6000,
+    batch_size=256,
+    lr=2e-4,  # a lower rate and longer warm-up for the wider model
+    warmup_steps=500,
+)
 _V2 = dict(patch_size=4, max_length=scenes_of("v2").MAX_CAPTION_WORDS + 1, text_layers=2, batch_size=256)
 RUNGS: dict[str, dict[str, dict]] = {
+    "v1": {
+        "s": {},  # the shipped model's run: TrainConfig's defaults (batch 512)
+        "m": _M,  # 40 M: the width and depth of issue 21's 3x probe
+        "l": _L,  # 88 M
+    },
     "v2": {
         # the shipped v1 architecture (12.5 M transformer parameters) on the richer world
         "s": dict(_V2, hidden_size=256, num_heads=4, num_double_blocks=3, num_single_blocks=5, steps=8000),
-        # 40 M: the width and depth of issue 21's 3x probe
-        "m": dict(_V2, hidden_size=384, num_heads=6, num_double_blocks=4, num_single_blocks=8, steps=10000),
-        # 88 M; a lower rate and longer warm-up for the wider model
-        "l": dict(
-            _V2,
-            hidden_size=512,
-            num_heads=8,
-            num_double_blocks=5,
-            num_single_blocks=10,
-            steps=6000,
-            lr=2e-4,
-            warmup_steps=500,
-        ),
+        "m": dict(_V2, **_M),
+        "l": dict(_V2, **_L),
     },
 }
 
