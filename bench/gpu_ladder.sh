@@ -56,6 +56,15 @@ print('\n'.join(held_out_prompts(4, world=scenes_of('$world'))))")
   for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
   python3 -m ditlens.cli find --model "$run/model" "${args[@]}" --device cuda --out "$results/$rung-find" --quiet
   rm -f "$results/$rung-find/stats.safetensors"  # MBs; channels.json holds what the table reads
+  {
+    printf 'ditlens find --model %q' "$run/model"
+    printf ' --prompt %q' "${prompts[@]}"
+    printf ' --device cuda --out %q --quiet\n\n' "$rung-find"
+    printf '# run at commit %s on %s (torch %s), by `bash bench/gpu_ladder.sh bench %s`; the prompts are\n' \
+      "${DITLENS_COMMIT:-unknown}" "$(python3 -c 'import torch; print(torch.cuda.get_device_name())')" \
+      "$(python3 -c 'import torch; print(torch.__version__)')" "$rung"
+    echo "# held_out_prompts(4, world=...) of ditlens.bench (held-out captions, never seen in training); its stats.safetensors is left out (MBs)"
+  } > "$results/$rung-find/command.txt"
   for suite in findings transport; do
     python3 -m ditlens.cli bench "$suite" --model "$run/model" --quick "${classifier[@]}" --device cuda \
       --out "$results/$rung-$suite"

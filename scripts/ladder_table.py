@@ -4,8 +4,9 @@
     python scripts/ladder_table.py --write    # write them into docs/ladder.md and README.md
     python scripts/ladder_table.py --check    # exit 1 if either does not hold them
 
-Each rung names the folders of its reports under docs/results/: `find` (channels.json of
-`ditlens find`), `findings` (findings.json of `ditlens bench findings`) and `transport`
+Each rung names the folders of its reports under docs/results/: `train` (train.log and
+train_config.json of `python -m ditlens.builtin.train`), `find` (channels.json of `ditlens
+find`), `findings` (findings.json of `ditlens bench findings`) and `transport`
 (transport.json of `ditlens bench transport`). A report that is not there is a cell that
 says so; no number here is typed by hand.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -28,20 +30,33 @@ BEGIN, END = "<!-- ladder-table: scripts/ladder_table.py writes what follows -->
 MISSING = "not run"
 
 
+#: the shipped model's run: its log is not in the repo, its figures are in this page's Training section
+SHIPPED_LOG = "builtin-model.md#training"
+PLATEAU_WINDOW = 1000  # steps over which the constant-rate change of the loss is read
+
+
 @dataclass(frozen=True)
 class Rung:
     name: str
     world: str
-    find: str  # folders under docs/results/
+    train: str  # folders under docs/results/ ("" = none committed)
+    find: str
     findings: str
     transport: str
 
 
+def _ladder_rung(world: str, size: str) -> Rung:
+    stem = f"ladder/{world}-{size}"
+    return Rung(size, world, stem, f"{stem}-find", f"{stem}-findings", f"{stem}-transport")
+
+
 RUNGS = (
-    Rung("s (shipped)", "v1", "ladder/v1-s-find", "bench-cpu-findings-quick", "ladder/v1-s-transport"),
-    Rung("s", "v2", "ladder/v2-s-find", "ladder/v2-s-findings", "ladder/v2-s-transport"),
-    Rung("m", "v2", "ladder/v2-m-find", "ladder/v2-m-findings", "ladder/v2-m-transport"),
-    Rung("l", "v2", "ladder/v2-l-find", "ladder/v2-l-findings", "ladder/v2-l-transport"),
+    Rung("s (shipped)", "v1", "", "ladder/v1-s-find", "bench-cpu-findings-quick", "ladder/v1-s-transport"),
+    _ladder_rung("v1", "m"),
+    _ladder_rung("v1", "l"),
+    _ladder_rung("v2", "s"),
+    _ladder_rung("v2", "m"),
+    _ladder_rung("v2", "l"),
 )
 
 
@@ -55,6 +70,62 @@ def _link(folder: str, name: str, base: str) -> str:
     is one, else the numbers' file."""
     shown = next((n for n in ("report.md", "command.txt") if (RESULTS / folder / n).is_file()), name)
     return f"[{folder}]({base}{folder}/{shown})"
+
+
+def _logged_losses(log: str) -> list[tuple[int, float, float]]:
+    """(step, mean loss since the previous line, learning rate) of each `step N  loss L  lr R` line."""
+    pattern = r"^step +(\d+) +loss ([\d.]+) +lr ([\d.e+-]+)"
+    return [(int(a), float(b), float(c)) for a, b, c in re.findall(pattern, log, flags=re.MULTILINE)]
+
+
+def constant_rate_change(losses: list[tuple[int, float, float]], warmup_steps: int) -> tuple[int, int, float] | None:
+    """(first step, last step, relative change) of the loss over the last PLATEAU_WINDOW steps
+    logged at the peak learning rate, after the warm-up: how far the run was from flat before
+    its rate decay. None where the log has no such window."""
+    peak = max(lr for _, _, lr in losses)
+    flat = [(step, loss) for step, loss, lr in losses if lr == peak and step >= warmup_steps]
+    if not flat:
+        return None
+    end, end_loss = flat[-1]
+    begin = [(step, loss) for step, loss in flat if step <= end - PLATEAU_WINDOW]
+    if not begin:
+        return None
+    start, start_loss = begin[-1]
+    return start, end, end_loss / start_loss - 1
+
+
+def training_row(rung: Rung, base: str = "results/") -> list[str]:
+    log_path = RESULTS / rung.train / "train.log"
+    if not rung.train:
+        shipped = f"[not in the repo]({base.removesuffix('results/')}{SHIPPED_LOG})"
+        return [rung.name, rung.world, *["not in the repo"] * 6, shipped]
+    if not log_path.is_file():
+        return [rung.name, rung.world, *[MISSING] * 7]
+    log = log_path.read_text()
+    config = json.loads((RESULTS / rung.train / "train_config.json").read_text())
+    params = int(re.findall(r"'transformer': (\d+)", log)[-1])
+    trained = re.findall(r"^trained (\d+) steps in (\d+) s", log, flags=re.MULTILINE)
+    chunks = len(re.findall(r"^device: ", log, flags=re.MULTILINE))
+    losses = _logged_losses(log)
+    if not trained:
+        steps, seconds = f"{losses[-1][0]:,} (run not finished)", MISSING
+    else:
+        done, elapsed = int(trained[-1][0]), int(trained[-1][1])
+        steps = f"{done:,}" + (f" (of {config['steps']:,}: time limit)" if done < config["steps"] else "")
+        seconds = f"{elapsed} s" + (f" in {chunks} chunks" if chunks > 1 else "")
+    change = constant_rate_change(losses, config["warmup_steps"])
+    flatness = MISSING if change is None else f"{change[2]:+.1%} ({change[0]:,} to {change[1]:,})"
+    return [
+        rung.name,
+        rung.world,
+        f"{params / 1e6:.1f} M",
+        steps,
+        str(config["batch_size"]),
+        seconds,
+        f"{losses[-1][1]:.4f}",
+        flatness,
+        f"[{rung.train}]({base}{rung.train}/train.log)",
+    ]
 
 
 def activations_row(rung: Rung, base: str = "results/") -> list[str]:
@@ -145,6 +216,18 @@ def transport_row(rung: Rung, base: str = "results/") -> list[str]:
     ]
 
 
+def verdicts_rows() -> list[list[str]]:
+    """Each finding's verdict on every rung, one row per finding: the table's verdict cells side
+    by side, so that a world's rungs read across (scale) and a size's two worlds read apart (data)."""
+    findings = [findings_row(r) for r in RUNGS]
+    transport = [transport_row(r) for r in RUNGS]
+    return [
+        ["Finding 1 (functionally critical)", *[row[4] for row in findings]],
+        ["Finding 2 (spatially organised)", *[row[6] for row in findings]],
+        ["Finding 3 (transferable)", *[row[7] for row in transport]],
+    ]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -153,6 +236,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def tables(base: str = "results/") -> str:
     """The three tables, their report links relative to `base` (the path to docs/results/)."""
     parts = [
+        "**Verdicts** of the benches below, by world and size (the `--quick` runs; docs/ladder.md names the full ones):",
+        _table(["finding", *[f"{r.world} {r.name}" for r in RUNGS]], verdicts_rows()),
+        "**Training** (`python -m ditlens.builtin.train`, read from each run's train.log): transformer parameters, "
+        "steps trained, batch, GPU seconds (every chunk), the last logged loss (the mean rectified-flow loss of the "
+        f"last logged steps), and the loss's change over the last {PLATEAU_WINDOW:,} steps at the constant peak "
+        "rate, before the decay (near 0: the run reached its plateau).",
+        _table(
+            [
+                "rung",
+                "world",
+                "transformer",
+                "steps",
+                "batch",
+                "GPU time",
+                "last loss",
+                f"loss change, last {PLATEAU_WINDOW:,} constant-rate steps",
+                "log",
+            ],
+            [training_row(r, base) for r in RUNGS],
+        ),
         "**Massive activations** (`ditlens find`; each run's command.txt names its machine): the top-1 channel's "
         "ratio to the median channel, median over sites (range), and the top-1 channels found.",
         _table(

@@ -43,9 +43,49 @@ def test_a_findings_row_by_hand():
 def test_a_missing_report_says_so(tmp_path, monkeypatch):
     table = _script()
     monkeypatch.setattr(table, "RESULTS", tmp_path)
-    rung = table.RUNGS[0]
-    for row, width in ((table.activations_row(rung), 6), (table.findings_row(rung), 8), (table.transport_row(rung), 9)):
+    rung = table.RUNGS[1]
+    assert rung.train, "RUNGS[1] is a ladder run with a training log"
+    rows = (
+        (table.training_row(rung), 9),
+        (table.activations_row(rung), 6),
+        (table.findings_row(rung), 8),
+        (table.transport_row(rung), 9),
+    )
+    for row, width in rows:
         assert len(row) == width and row[2:] == [table.MISSING] * (width - 2)
+
+
+def test_the_constant_rate_change_by_hand():
+    """Warm-up to step 500, peak rate to 3,000, then the decay: the change is read from 2,000 to
+    3,000 (the last peak-rate line and the one 1,000 steps before), never across the decay."""
+    table = _script()
+    log = "\n".join(
+        f"step {step:6d}  loss {loss:.4f}  lr {lr:.2e}  9.00 steps/s  {step // 10} s"
+        for step, loss, lr in [
+            (250, 0.5, 1.5e-4),
+            (500, 0.1, 3e-4),
+            (1000, 0.05, 3e-4),
+            (2000, 0.04, 3e-4),
+            (2500, 0.035, 3e-4),
+            (3000, 0.03, 3e-4),
+            (3250, 0.02, 1.5e-4),
+        ]
+    )
+    start, end, change = table.constant_rate_change(table._logged_losses(log), warmup_steps=500)
+    assert (start, end) == (2000, 3000) and abs(change - (0.03 / 0.04 - 1)) < 1e-12
+    assert table.constant_rate_change(table._logged_losses(log), warmup_steps=2500) is None  # no 1,000-step window
+
+
+def test_a_training_row_by_hand():
+    """v2-l's row against its train.log read here: steps and seconds of the last 'trained' line."""
+    import re
+
+    table = _script()
+    rung = next(r for r in table.RUNGS if r.train.endswith("v2-l"))
+    log = (ROOT / "docs" / "results" / rung.train / "train.log").read_text()
+    done, seconds = re.findall(r"trained (\d+) steps in (\d+) s", log)[-1]
+    row = table.training_row(rung)
+    assert row[3].replace(",", "").startswith(done) and row[5].startswith(f"{seconds} s")
 
 
 def test_every_report_link_resolves_from_the_file_that_holds_it():
@@ -58,3 +98,15 @@ def test_every_report_link_resolves_from_the_file_that_holds_it():
         assert links, path
         missing = [link for link in links if not (path.parent / link).is_file()]
         assert not missing, (path, missing)
+
+
+def test_the_verdicts_row_layout_by_hand():
+    """Each verdict cell is that rung's report's own verdict, in RUNGS order."""
+    table = _script()
+    rows = table.verdicts_rows()
+    for column, rung in enumerate(table.RUNGS, start=1):
+        findings = json.loads((ROOT / "docs" / "results" / rung.findings / "findings.json").read_text())
+        transport = json.loads((ROOT / "docs" / "results" / rung.transport / "transport.json").read_text())
+        assert rows[0][column] == findings["finding1"]["verdict"]["status"]
+        assert rows[1][column] == findings["finding2"]["verdict"]["status"]
+        assert rows[2][column] == transport["verdict"]["status"]
