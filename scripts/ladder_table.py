@@ -236,7 +236,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def tables(base: str = "results/") -> str:
     """The three tables, their report links relative to `base` (the path to docs/results/)."""
     parts = [
-        "**Verdicts** of the benches below, by world and size (the `--quick` runs; docs/ladder.md names the full ones):",
+        "**Verdicts** of the benches below, by world and size (the `--quick` runs; docs/ladder.md names the full "
+        "ones):",
         _table(["finding", *[f"{r.world} {r.name}" for r in RUNGS]], verdicts_rows()),
         "**Training** (`python -m ditlens.builtin.train`, read from each run's train.log): transformer parameters, "
         "steps trained, batch, GPU seconds (every chunk), the last logged loss (the mean rectified-flow loss of the "
