@@ -187,16 +187,31 @@ def _edits(
     mask_image: torch.Tensor | None,
     image_size: tuple[int, int],
 ) -> list[ReplaceFromRows]:
-    """The edits of one transport: the image stream's (under the spatial mask), the text
-    stream's (its own top-k channels on every text token), or both (`config.streams`)."""
+    """The edits of one transport: prompt 0 is the source, prompts `first_target...` the
+    targets, one per alpha (see `_edits_from`)."""
+    targets = range(first_target, first_target + len(alphas))
+    return _edits_from(
+        config, dict.fromkeys(targets, 0), dict(zip(targets, alphas)), group_size, mask_image, image_size
+    )
+
+
+def _edits_from(
+    config: TransportConfig,
+    source_of: dict[int, int],
+    alpha_of: dict[int, float],
+    group_size: int,
+    mask_image: torch.Tensor | None,
+    image_size: tuple[int, int],
+) -> list[ReplaceFromRows]:
+    """The edits of one batch: the image stream's (under the spatial mask), the text stream's
+    (its own top-k channels on every text token), or both (`config.streams`). source_of:
+    target prompt -> its source prompt; alpha_of: target prompt -> its strength."""
     if config.mask == "user" and mask_image is None:
         raise ValueError("mask='user' needs a mask image (--mask-image).")
     if mask_image is not None and tuple(mask_image.shape) != tuple(image_size):
         raise ValueError(
             f"Mask image is {tuple(mask_image.shape)} (H, W) but generated images are {tuple(image_size)}."
         )
-    targets = list(range(first_target, first_target + len(alphas)))
-    source_of = {t: 0 for t in targets}
     edit = functools.partial(
         ReplaceFromRows,
         source_of=source_of,
@@ -205,7 +220,7 @@ def _edits(
         if config.channels == "top"
         else RandomK(config.k, RANDOM_CHANNELS_SEED),
         alpha=1.0,
-        alphas=dict(zip(targets, alphas)),
+        alphas=alpha_of,
         channels_from=config.channels_from,
         scope=Scope(sites=config.sites, step_window=config.step_window),
     )
@@ -262,17 +277,61 @@ def transport_text(
     prompt_embeds: precomputed pipeline arguments (prompt_embeds, ...) for the whole batch,
     used instead of the prompts when the text encoders are not loaded. performance: the
     hooks' CUDA-graph and compile switches (`PerformanceConfig`); nothing they change is computed."""
+    target_seed = source_seed if target_seed is None else target_seed
+    (result,) = transport_text_pairs(
+        pipe,
+        [(source_prompt, target_prompt)],
+        config,
+        alphas=alphas,
+        seeds=[(source_seed, target_seed)],
+        include_target=include_target,
+        mask_image=mask_image,
+        prompt_embeds=prompt_embeds,
+        performance=performance,
+    )
+    return result
+
+
+def transport_text_pairs(
+    pipe: Any,
+    pairs: list[tuple[str, str]],
+    config: TransportConfig,
+    *,
+    alphas: list[float] | None = None,
+    seeds: list[tuple[int, int]] | None = None,
+    include_target: bool = True,
+    mask_image: torch.Tensor | None = None,
+    prompt_embeds: dict[str, torch.Tensor] | None = None,
+    performance: PerformanceConfig = DEFAULT_PERFORMANCE,
+) -> list[TransportResult]:
+    """`transport_text` for several (source, target) prompt pairs in one batch, one result per
+    pair: each pair's rows are `transport_text`'s, and its targets take from its own source
+    row only (every edit and mask acts per row), so a pair's images are the ones it gets
+    alone, up to the float rounding of a larger batch. Fewer, larger calls keep a GPU busy.
+    seeds: (source seed, target seed) per pair; default (0, 0) for each."""
     adapter = adapter_for(pipe)
     config.validate(adapter.hidden_size, [s.name for s in adapter.sites()])
     alphas = alphas if alphas is not None else [config.alpha]
-    target_seed = source_seed if target_seed is None else target_seed
-    prompts = [source_prompt] + [target_prompt] * (int(include_target) + len(alphas))
-    generators = [torch.Generator().manual_seed(source_seed)] + [
-        torch.Generator().manual_seed(target_seed) for _ in prompts[1:]
-    ]
-    edits = _edits(
-        config, alphas, 1 + int(include_target), len(prompts), mask_image, image_size(pipe, config.generation)
-    )
+    seeds = seeds if seeds is not None else [(0, 0)] * len(pairs)
+    if not pairs or len(seeds) != len(pairs):
+        raise ValueError(
+            f"transport_text_pairs needs one (source, target) seed pair per prompt pair; got "
+            f"{len(seeds)} seeds for {len(pairs)} pairs."
+        )
+    rows = 1 + int(include_target) + len(alphas)  # per pair: source, (target alone), transported
+    prompts: list[str] = []
+    generators: list[torch.Generator] = []
+    source_of: dict[int, int] = {}
+    alpha_of: dict[int, float] = {}
+    for i, ((source, target), (source_seed, target_seed)) in enumerate(zip(pairs, seeds)):
+        first = i * rows
+        prompts += [source] + [target] * (rows - 1)
+        generators += [torch.Generator().manual_seed(source_seed)]
+        generators += [torch.Generator().manual_seed(target_seed) for _ in range(rows - 1)]
+        for j, a in enumerate(alphas):
+            source_of[first + 1 + int(include_target) + j] = first
+            alpha_of[first + 1 + int(include_target) + j] = a
+    edits = _edits_from(config, source_of, alpha_of, len(prompts), mask_image, image_size(pipe, config.generation))
     with hooks(pipe, edits=edits, performance=performance):
         prompt_args = prompt_embeds if prompt_embeds is not None else {"prompt": prompts}
         images = _images(
@@ -283,9 +342,13 @@ def transport_text(
                 **config.generation.kwargs(pipe, len(prompts), prompt_args),
             )
         )
-    run: dict[str, Any] = {"source_prompt": source_prompt, "target_prompt": target_prompt}
-    run |= {"source_seed": source_seed, "target_seed": target_seed}
-    return _result(images[0], images[1:], include_target, alphas, _settings(config, alphas) | run)
+    results = []
+    for i, ((source, target), (source_seed, target_seed)) in enumerate(zip(pairs, seeds)):
+        run: dict[str, Any] = {"source_prompt": source, "target_prompt": target}
+        run |= {"source_seed": source_seed, "target_seed": target_seed}
+        mine = images[i * rows : (i + 1) * rows]
+        results.append(_result(mine[0], mine[1:], include_target, alphas, _settings(config, alphas) | run))
+    return results
 
 
 def transport_image(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ditlens.generation import GenerationSettings
-from ditlens.transport import TransportConfig, transport_image, transport_text
+from ditlens.transport import TransportConfig, transport_image, transport_text, transport_text_pairs
 
 from .pipelines import TXT_DIM, tiny_flux_pipeline
 
@@ -41,6 +41,53 @@ def run_text(pipe, config, alphas, mask_image=None):
         prompt_embeds={name: e.to(pipe.device) for name, e in embeds(2 + len(alphas)).items()},
         mask_image=mask_image,
     )
+
+
+@pytest.mark.parametrize("mask", ["source", "all"])
+def test_pairs_in_one_batch_are_each_pair_alone(pipe, mask):
+    """transport_text_pairs: three pairs, each with its own source and target embeddings and
+    seeds, give in one batch the images each pair gets alone (float rounding aside): every
+    pair's targets take from its own source row, under its own source's mask."""
+    gen = torch.Generator().manual_seed(7)
+    alphas = [0.5, 1.0]
+    rows = 2 + len(alphas)
+    texts = torch.randn(3, 2, 1, 8, TXT_DIM, generator=gen)  # pair, source/target, (1, L, D)
+    pooled = torch.randn(3, 2, 1, TXT_DIM, generator=gen)
+    config = TransportConfig(k=4, mask=mask, streams="both", generation=SETTINGS)
+    seeds = [(1, 2), (3, 4), (5, 6)]
+
+    def embeds_of(pairs):
+        return {
+            "prompt_embeds": torch.cat([texts[i, j] for i in pairs for j in [0] + [1] * (rows - 1)]),
+            "pooled_prompt_embeds": torch.cat([pooled[i, j] for i in pairs for j in [0] + [1] * (rows - 1)]),
+        }
+
+    together = transport_text_pairs(
+        pipe, [("A", "B")] * 3, config, alphas=alphas, seeds=seeds, prompt_embeds=embeds_of([0, 1, 2])
+    )
+    assert [r.settings["source_seed"] for r in together] == [1, 3, 5]
+    for i, result in enumerate(together):
+        alone = transport_text(
+            pipe,
+            "A",
+            "B",
+            config,
+            alphas=alphas,
+            source_seed=seeds[i][0],
+            target_seed=seeds[i][1],
+            prompt_embeds=embeds_of([i]),
+        )
+        for got, expected in [(result.source, alone.source), (result.target, alone.target)] + list(
+            zip(result.transported, alone.transported)
+        ):
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # the pairs differ, so a mix-up of source rows would show
+    assert not torch.allclose(together[0].transported[1], together[1].transported[1], atol=1e-2)
+
+
+def test_pairs_need_one_seed_pair_each(pipe):
+    with pytest.raises(ValueError, match="2 seeds for 1 pairs"):
+        transport_text_pairs(pipe, [("A", "B")], TransportConfig(k=4), seeds=[(0, 0), (1, 1)])
 
 
 def test_alpha_zero_reproduces_the_target_bit_for_bit(pipe):

@@ -32,7 +32,7 @@ from ..io.outputs import write_atomic
 from ..reporting.plots import plot_image_table
 from ..reporting.report import write_markdown
 from ..reporting.verdicts import transfer_score
-from ..transport import TransportConfig, transport_image, transport_text
+from ..transport import TransportConfig, transport_image, transport_text_pairs
 from . import transport_report as report
 from .builtin_model import model_summary, report_title
 from .configs import TransportBenchConfig
@@ -65,15 +65,28 @@ class _Run:
         same_seed: the target runs from the source's noise (by default each prompt has its own seed)."""
         per_alpha: dict[float, list[Scores]] = {a: [] for a in alphas}
         strips: list[Strip] = []
-        for i, (source, target) in enumerate(self.pairs):
-            target_seed = BENCH_SEED + i if same_seed else BENCH_SEED + 1000 + i
-            r = transport_text(
-                self.pipe, source, target, tconfig, alphas=alphas, source_seed=BENCH_SEED + i, target_seed=target_seed
-            )
+        seeds = [
+            (BENCH_SEED + i, BENCH_SEED + i if same_seed else BENCH_SEED + 1000 + i) for i in range(len(self.pairs))
+        ]
+        for i, r in enumerate(self.transport_pairs(self.pairs, tconfig, alphas, seeds)):
+            source, target = self.pairs[i]
             self.score_into(per_alpha, alphas, r.transported, source, target, _present(r.target))
             if keep_strip and i < 4:
                 strips.append([r.source, _present(r.target), *r.transported])
         return {a: mean_scores(rows) for a, rows in per_alpha.items()}, strips
+
+    def transport_pairs(
+        self, pairs: list[tuple[str, str]], tconfig: TransportConfig, alphas: list[float], seeds: list[tuple[int, int]]
+    ) -> list[Any]:
+        """Every pair's text-conditioned transport, `config.pairs_per_call` pairs per pipeline call."""
+        n = self.config.pairs_per_call
+        return [
+            r
+            for at in range(0, len(pairs), n)
+            for r in transport_text_pairs(
+                self.pipe, pairs[at : at + n], tconfig, alphas=alphas, seeds=seeds[at : at + n]
+            )
+        ]
 
     def at_one(self, tconfig: TransportConfig, same_seed: bool = False) -> Scores:
         """The setting's mean scores at alpha = 1 (the sweep's strength)."""
@@ -333,12 +346,11 @@ def _two_object_targets(run: _Run, chosen: TransportConfig) -> _TwoObjects:
     two = transport_pairs(run.config.n_pairs, seed=BENCH_SEED + 1, second_object=True, world=run.world)
     transports = {f"massive-channel transport (mask = {m})": replace(chosen, mask=m) for m in run.config.sweep_masks}
     found = _TwoObjects(two, {m: {a: [] for a in alphas} for m in [*transports, EMBEDDING, PIXEL]}, [], [])
+    seeds = [(BENCH_SEED + i, BENCH_SEED + 2000 + i) for i in range(len(two))]
+    by_setting = {name: run.transport_pairs(two, tc, alphas, seeds) for name, tc in transports.items()}
     for i, (source, target) in enumerate(two):
-        seed, target_seed = BENCH_SEED + i, BENCH_SEED + 2000 + i
-        results = {
-            name: transport_text(run.pipe, source, target, tc, alphas=alphas, source_seed=seed, target_seed=target_seed)
-            for name, tc in transports.items()
-        }
+        target_seed = seeds[i][1]
+        results = {name: pair_results[i] for name, pair_results in by_setting.items()}
         r = next(iter(results.values()))  # source and target alone are the same in every result
         alone = _present(r.target)
         images_of = {name: res.transported for name, res in results.items()}
