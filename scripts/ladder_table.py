@@ -18,7 +18,7 @@ import json
 import re
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +41,38 @@ class Rung:
     world: str
     train: str  # folders under docs/results/ ("" = none committed)
     find: str
-    findings: str
+    findings: str  # the --quick runs, which every rung has
     transport: str
+    findings_full: str = ""  # the full benches (64 captions, 32 pairs), where they ran
+    transport_full: str = ""
 
 
 def _ladder_rung(world: str, size: str) -> Rung:
     stem = f"ladder/{world}-{size}"
-    return Rung(size, world, stem, f"{stem}-find", f"{stem}-findings", f"{stem}-transport")
+    full = RESULTS / f"{stem}-findings-full"
+    return Rung(
+        size,
+        world,
+        stem,
+        f"{stem}-find",
+        f"{stem}-findings",
+        f"{stem}-transport",
+        findings_full=f"{stem}-findings-full" if full.is_dir() else "",
+        transport_full=f"{stem}-transport-full" if (RESULTS / f"{stem}-transport-full").is_dir() else "",
+    )
 
 
 RUNGS = (
-    Rung("s (shipped)", "v1", "", "ladder/v1-s-find", "bench-cpu-findings-quick", "ladder/v1-s-transport"),
+    Rung(
+        "s (shipped)",
+        "v1",
+        "",
+        "ladder/v1-s-find",
+        "bench-cpu-findings-quick",
+        "ladder/v1-s-transport",
+        findings_full="bench-gpu-findings",
+        transport_full="bench-gpu-transport",
+    ),
     _ladder_rung("v1", "m"),
     _ladder_rung("v1", "l"),
     _ladder_rung("v2", "s"),
@@ -286,6 +307,26 @@ def tables(base: str = "results/") -> str:
                 "report",
             ],
             [transport_row(r, base) for r in RUNGS],
+        ),
+        "**Full benches**, where they ran (`ditlens bench findings` on 64 held-out captions, `ditlens bench "
+        "transport` on 32 held-out pairs; the same columns as above):",
+        _table(
+            ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
+            [findings_row(replace(r, findings=r.findings_full), base) for r in RUNGS if r.findings_full],
+        ),
+        _table(
+            [
+                "rung",
+                "world",
+                "pairs; chosen setting",
+                "colour from source",
+                "shape from source",
+                "texture from source",
+                "mask IoU with target",
+                "Finding 3",
+                "report",
+            ],
+            [transport_row(replace(r, transport=r.transport_full), base) for r in RUNGS if r.transport_full],
         ),
     ]
     return "\n\n".join(parts)
