@@ -119,9 +119,9 @@ def training_row(rung: Rung, base: str = "results/") -> list[str]:
     log_path = RESULTS / rung.train / "train.log"
     if not rung.train:
         shipped = f"[not in the repo]({base.removesuffix('results/')}{SHIPPED_LOG})"
-        return [rung.name, rung.world, *["not in the repo"] * 6, shipped]
+        return [rung.name, rung.world, *["not in the repo"] * 6, shipped, fidelity(rung)]
     if not log_path.is_file():
-        return [rung.name, rung.world, *[MISSING] * 7]
+        return [rung.name, rung.world, *[MISSING] * 8]
     log = log_path.read_text()
     config = json.loads((RESULTS / rung.train / "train_config.json").read_text())
     params = int(re.findall(r"'transformer': (\d+)", log)[-1])
@@ -146,7 +146,19 @@ def training_row(rung: Rung, base: str = "results/") -> list[str]:
         f"{losses[-1][1]:.4f}",
         flatness,
         f"[{rung.train}]({base}{rung.train}/train.log)",
+        fidelity(rung),
     ]
+
+
+def fidelity(rung: Rung) -> str:
+    """The objects fully correct with no edit (Finding 1's baseline row) of the rung's findings
+    bench, full where it ran, else quick, with its caption count."""
+    for folder in (rung.findings_full, rung.findings):
+        numbers = _load(folder, "findings.json") if folder else None
+        if numbers is not None and "full_object_accuracy" in numbers["finding1"]["none"]:
+            accuracy = numbers["finding1"]["none"]["full_object_accuracy"]
+            return f"{accuracy:.2f} ({numbers['config']['n_prompts']} captions)"
+    return MISSING
 
 
 def activations_row(rung: Rung, base: str = "results/") -> list[str]:
@@ -262,8 +274,10 @@ def tables(base: str = "results/") -> str:
         _table(["finding", *[f"{r.world} {r.name}" for r in RUNGS]], verdicts_rows()),
         "**Training** (`python -m ditlens.builtin.train`, read from each run's train.log): transformer parameters, "
         "steps trained, batch, GPU seconds (every chunk), the last logged loss (the mean rectified-flow loss of the "
-        f"last logged steps), and the loss's change over the last {PLATEAU_WINDOW:,} steps at the constant peak "
-        "rate, before the decay (near 0: the run reached its plateau).",
+        f"last logged steps), the loss's change over the last {PLATEAU_WINDOW:,} steps at the constant peak "
+        "rate, before the decay (near 0: the run reached its plateau), and fidelity: the share of objects fully "
+        "correct in the images of held-out captions, no edit (the findings bench's baseline: its full run where "
+        "there is one).",
         _table(
             [
                 "rung",
@@ -275,6 +289,7 @@ def tables(base: str = "results/") -> str:
                 "last loss",
                 f"loss change, last {PLATEAU_WINDOW:,} constant-rate steps",
                 "log",
+                "fidelity",
             ],
             [training_row(r, base) for r in RUNGS],
         ),

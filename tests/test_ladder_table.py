@@ -46,7 +46,7 @@ def test_a_missing_report_says_so(tmp_path, monkeypatch):
     rung = table.RUNGS[1]
     assert rung.train, "RUNGS[1] is a ladder run with a training log"
     rows = (
-        (table.training_row(rung), 9),
+        (table.training_row(rung), 10),
         (table.activations_row(rung), 6),
         (table.findings_row(rung), 8),
         (table.transport_row(rung), 9),
@@ -86,6 +86,9 @@ def test_a_training_row_by_hand():
     done, seconds = re.findall(r"trained (\d+) steps in (\d+) s", log)[-1]
     row = table.training_row(rung)
     assert row[3].replace(",", "").startswith(done) and row[5].startswith(f"{seconds} s")
+    # fidelity: the full findings bench's no-edit row, where it ran (v2-l's did)
+    full = json.loads((ROOT / "docs" / "results" / rung.findings_full / "findings.json").read_text())
+    assert row[9] == f"{full['finding1']['none']['full_object_accuracy']:.2f} (64 captions)"
 
 
 def test_every_report_link_resolves_from_the_file_that_holds_it():
