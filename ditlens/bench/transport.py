@@ -68,14 +68,14 @@ class _Run:
         seeds = [
             (BENCH_SEED + i, BENCH_SEED + i if same_seed else BENCH_SEED + 1000 + i) for i in range(len(self.pairs))
         ]
-        for i, r in enumerate(self.transport_pairs(self.pairs, tconfig, alphas, seeds)):
+        for i, r in enumerate(self.run_pairs(self.pairs, tconfig, alphas, seeds)):
             source, target = self.pairs[i]
             self.score_into(per_alpha, alphas, r.transported, source, target, _present(r.target))
             if keep_strip and i < 4:
                 strips.append([r.source, _present(r.target), *r.transported])
         return {a: mean_scores(rows) for a, rows in per_alpha.items()}, strips
 
-    def transport_pairs(
+    def run_pairs(
         self, pairs: list[tuple[str, str]], tconfig: TransportConfig, alphas: list[float], seeds: list[tuple[int, int]]
     ) -> list[Any]:
         """Every pair's text-conditioned transport, `config.pairs_per_call` pairs per pipeline call."""
@@ -347,7 +347,7 @@ def _two_object_targets(run: _Run, chosen: TransportConfig) -> _TwoObjects:
     transports = {f"massive-channel transport (mask = {m})": replace(chosen, mask=m) for m in run.config.sweep_masks}
     found = _TwoObjects(two, {m: {a: [] for a in alphas} for m in [*transports, EMBEDDING, PIXEL]}, [], [])
     seeds = [(BENCH_SEED + i, BENCH_SEED + 2000 + i) for i in range(len(two))]
-    by_setting = {name: run.transport_pairs(two, tc, alphas, seeds) for name, tc in transports.items()}
+    by_setting = {name: run.run_pairs(two, tc, alphas, seeds) for name, tc in transports.items()}
     for i, (source, target) in enumerate(two):
         target_seed = seeds[i][1]
         results = {name: pair_results[i] for name, pair_results in by_setting.items()}
