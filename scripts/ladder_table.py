@@ -261,6 +261,20 @@ def verdicts_rows() -> list[list[str]]:
     ]
 
 
+FINDINGS_HEADER = ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"]
+TRANSPORT_HEADER = [
+    "rung",
+    "world",
+    "pairs; chosen setting",
+    "colour from source",
+    "shape from source",
+    "texture from source",
+    "mask IoU with target",
+    "Finding 3",
+    "report",
+]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -303,44 +317,24 @@ def tables(base: str = "results/") -> str:
         "edit / top-k / bottom-k / random-k zeroing; best-site mIoU of the K = 2 masks on generated images for top-k / "
         "bottom-k / random-k / all channels / attention.",
         _table(
-            ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
+            FINDINGS_HEADER,
             [findings_row(r, base) for r in RUNGS],
         ),
         "**Finding 3** (`ditlens bench transport`): at alpha = 1, the share of pairs whose colour, shape and texture "
         "come from the source, and the foreground IoU with the target alone (composition kept), for massive-channel "
         "transport / text-embedding interpolation / pixel blending, at the defaults the bench chose on that model.",
         _table(
-            [
-                "rung",
-                "world",
-                "pairs; chosen setting",
-                "colour from source",
-                "shape from source",
-                "texture from source",
-                "mask IoU with target",
-                "Finding 3",
-                "report",
-            ],
+            TRANSPORT_HEADER,
             [transport_row(r, base) for r in RUNGS],
         ),
         "**Full benches**, where they ran (`ditlens bench findings` on 64 held-out captions, `ditlens bench "
         "transport` on 32 held-out pairs; the same columns as above):",
         _table(
-            ["rung", "world", "fully correct", "Frechet distance", "Finding 1", "mIoU", "Finding 2", "report"],
+            FINDINGS_HEADER,
             [findings_row(replace(r, findings=r.findings_full), base) for r in RUNGS if r.findings_full],
         ),
         _table(
-            [
-                "rung",
-                "world",
-                "pairs; chosen setting",
-                "colour from source",
-                "shape from source",
-                "texture from source",
-                "mask IoU with target",
-                "Finding 3",
-                "report",
-            ],
+            TRANSPORT_HEADER,
             [transport_row(replace(r, transport=r.transport_full), base) for r in RUNGS if r.transport_full],
         ),
     ]
