@@ -30,7 +30,7 @@ BEGIN, END = "<!-- ladder-table: scripts/ladder_table.py writes what follows -->
 MISSING = "not run"
 
 
-#: the shipped model's run: its log is not in the repo, its figures are in this page's Training section
+#: the shipped model's run: its log is not in the repo, its figures are in builtin-model.md's Training section
 SHIPPED_LOG = "builtin-model.md#training"
 PLATEAU_WINDOW = 1000  # steps over which the constant-rate change of the loss is read
 
@@ -47,9 +47,13 @@ class Rung:
     transport_full: str = ""
 
 
+def _if_run(folder: str) -> str:
+    """The folder where it is committed, else "" (the bench did not run on that rung)."""
+    return folder if (RESULTS / folder).is_dir() else ""
+
+
 def _ladder_rung(world: str, size: str) -> Rung:
     stem = f"ladder/{world}-{size}"
-    full = RESULTS / f"{stem}-findings-full"
     return Rung(
         size,
         world,
@@ -57,8 +61,8 @@ def _ladder_rung(world: str, size: str) -> Rung:
         f"{stem}-find",
         f"{stem}-findings",
         f"{stem}-transport",
-        findings_full=f"{stem}-findings-full" if full.is_dir() else "",
-        transport_full=f"{stem}-transport-full" if (RESULTS / f"{stem}-transport-full").is_dir() else "",
+        findings_full=_if_run(f"{stem}-findings-full"),
+        transport_full=_if_run(f"{stem}-transport-full"),
     )
 
 
