@@ -6,6 +6,7 @@
 #   bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S   # first chunk, or the next: resumes runs/RUNG
 #   bash bench/gpu_ladder.sh bench RUNG                  # find + bench findings/transport --quick
 #   bash bench/gpu_ladder.sh findings-full RUNG          # bench findings, full (64 captions)
+#   bash bench/gpu_ladder.sh transport-full RUNG         # bench transport, full (32 pairs)
 #
 # RUNG: WORLD-SIZE (v1-m, v2-l, ...; a bare SIZE means v2-SIZE, as the first runs wrote it).
 # train: `python -m ditlens.builtin.train --world WORLD --size SIZE --time-limit-s LIMIT_S` (the
@@ -14,7 +15,8 @@
 # the sample captions and the newest sample grid to $OUT/RUNG/, so that rungs trained side by
 # side in one command keep their files apart.
 # bench: writes $OUT/RUNG-results.tgz with RUNG-find/, RUNG-findings/ and RUNG-transport/, as
-# docs/results/ladder/ holds them for the CPU rungs; findings-full: $OUT/RUNG-findings-full.tgz.
+# docs/results/ladder/ holds them for the CPU rungs; findings-full and transport-full:
+# $OUT/RUNG-findings-full.tgz, $OUT/RUNG-transport-full.tgz.
 # The commit the reports name comes from DITLENS_COMMIT (the device's .git is a stale copy).
 #
 # Needs python3 with torch (CUDA) and diffusers 0.42.1 importable (CONTRIBUTING.md, "GPU benches").
@@ -72,16 +74,17 @@ print('\n'.join(held_out_prompts(4, world=scenes_of('$world'))))")
   tar -czf "$OUT/$rung-results.tgz" -C "$results" .
   rm -rf "$results"
   ;;
-findings-full)
-  results="$OUT/work-$rung-full"
+findings-full | transport-full)
+  suite="${1%-full}"
+  results="$OUT/work-$rung-$1"
   mkdir -p "$results"
-  python3 -m ditlens.cli bench findings --model "$run/model" "${classifier[@]}" --device cuda \
-    --out "$results/$rung-findings-full"
-  tar -czf "$OUT/$rung-findings-full.tgz" -C "$results" .
+  python3 -m ditlens.cli bench "$suite" --model "$run/model" "${classifier[@]}" --device cuda \
+    --out "$results/$rung-$1"
+  tar -czf "$OUT/$rung-$1.tgz" -C "$results" .
   rm -rf "$results"
   ;;
 *)
-  echo "usage: bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S | bench RUNG | findings-full RUNG" >&2
+  echo "usage: bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S | bench RUNG | findings-full RUNG | transport-full RUNG" >&2
   exit 2
   ;;
 esac
