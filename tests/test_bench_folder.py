@@ -286,3 +286,35 @@ def test_bad_folders_and_classifiers_are_refused_before_anything_runs(models, cl
     )
     assert not out.exists()  # nothing was written
     assert check_model_folder(models["v1"]) == "v1" and check_model_folder(models["v2"]) == "v2"
+
+
+@pytest.mark.parametrize("world_name", ["v1", "v2"])
+def test_the_perfect_transfer_is_the_targets_layout_with_the_sources_object(world_name):
+    """Transport's oracle: the target's render (v2: at its render seed's layout) and the same
+    layout with the source's object drawn in; the classifier reads the source's attributes off
+    it, the background stays, and its layout IoU is the overlap of the two shapes alone."""
+    from ditlens.bench.transport import perfect_transfer_scores
+    from ditlens.bench.worlds import metrics_of, perfect_transfers, render_seeds
+    from ditlens.builtin.text_encoder import scenes_of
+    from ditlens.metrics.classifier import load_classifier
+
+    world = scenes_of(world_name)
+    pairs = transport_pairs(4, world=world)
+    targets, transfers = perfect_transfers(pairs, world)
+    seeds = render_seeds(4)
+    for (source, target), alone, moved, seed in zip(pairs, targets, transfers, seeds):
+        drawn = world.render(world.parse_caption(target), *([seed] if world_name == "v2" else []))
+        assert torch.equal(alone, torch.from_numpy(drawn.image).permute(2, 0, 1).float() / 255)
+        background = torch.from_numpy(drawn.background_mask)
+        assert not torch.equal(alone, moved)
+        # the target's background is left as it was, wherever neither object lies
+        outside = background & ~metrics_of(world).foreground_masks(moved[None], [target])[0]
+        assert outside.sum() > 0.5 * background.sum() and torch.equal(alone[:, outside], moved[:, outside])
+    # the same pair with the target's own object: the transfer is the target itself
+    source, target = pairs[0]
+    same = perfect_transfers([(target, target)], world)
+    assert torch.equal(same[0], same[1])
+    path = "shipped" if world_name == "v2" else None
+    oracle = perfect_transfer_scores(pairs, world, load_classifier(path, world_name))
+    assert oracle["colour_from_source"] == oracle["shape_from_source"] == oracle["background_kept"] == 1.0
+    assert oracle["ghosting"] == 0.0 and 0.3 < oracle["mask_iou_with_target"] < 1.0

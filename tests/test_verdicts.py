@@ -62,21 +62,28 @@ def test_finding_3_is_decided_on_a_few_channels_against_random_ones():
     nothing = scores(0.0, 0.0, 0.0, 0.99)
     strong = scores(0.8, 0.7, 0.6, 0.7)
     every_channel = scores(0.56, 0.41, 0.22, 0.36)
-    assert (
-        transport_verdict({2: strong, 256: every_channel}, {2: nothing}, 256, every_channel, "k = 256", {}).status
-        == HOLDS
-    )
+    exact = scores(1.0, 1.0, 1.0, 0.76, ghosting=0.0)  # the oracle: layout bar 0.75 x 0.76 = 0.57
+
+    def verdict(per_k, random_per_k, chosen, setting, baselines, oracle=exact):
+        return transport_verdict(per_k, random_per_k, 256, chosen, setting, baselines, oracle)
+
+    assert verdict({2: strong, 256: every_channel}, {2: nothing}, every_channel, "k = 256", {}).status == HOLDS
     # as many random channels move as much: no finding
-    assert transport_verdict({2: strong}, {2: strong}, 256, strong, "k = 2", {}).status == FAILS
-    assert transport_verdict({8: scores(0.0, 0.72, 0.0, 0.6)}, {8: nothing}, 256, strong, "k = 8", {}).status == PARTLY
+    assert verdict({2: strong}, {2: strong}, strong, "k = 2", {}).status == FAILS
+    assert verdict({8: scores(0.0, 0.72, 0.0, 0.6)}, {8: nothing}, strong, "k = 8", {}).status == PARTLY
     # the classifier reads noise of the source's colour as the source's object: noise is no transfer
     noisy = scores(1.0, 1.0, 1.0, 0.9, ghosting=0.65)
-    assert transport_verdict({2: noisy}, {2: nothing}, 256, noisy, "k = 2", {}).status == FAILS
+    assert verdict({2: noisy}, {2: nothing}, noisy, "k = 2", {}).status == FAILS
+    # the layout bar is a share of the oracle's IoU: 0.45 is kept where a perfect transfer keeps
+    # 0.55 (bar 0.41), not where it keeps 0.76 (bar 0.57)
+    moved = scores(0.0, 0.6, 0.0, 0.45)
+    assert verdict({8: moved}, {8: nothing}, moved, "k = 8", {}).status == FAILS
+    kept = verdict({8: moved}, {8: nothing}, moved, "k = 8", {}, oracle=scores(1.0, 1.0, 1.0, 0.55, ghosting=0.0))
+    assert kept.status == PARTLY and "Layout bar: 0.75 x 0.55 = 0.41." in kept.evidence
     # only a copy of every channel moves anything: decided on the few, so it does not hold
-    fails = transport_verdict(
+    fails = verdict(
         {2: nothing, 32: scores(0.0, 0.06, 0.0, 0.89), 256: every_channel},
         {},
-        256,
         every_channel,
         "k = 256, mask = source",
         {"pixel blending": scores(1, 1, 1, 0.18)},

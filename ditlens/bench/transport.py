@@ -37,7 +37,16 @@ from . import transport_report as report
 from .builtin_model import model_summary, report_title
 from .configs import TransportBenchConfig
 from .reports import not_measured_section, report_folder
-from .worlds import BENCH_SEED, classifier_for, metrics_of, needs_classifier, render_seeds, transport_pairs, world_of
+from .worlds import (
+    BENCH_SEED,
+    classifier_for,
+    metrics_of,
+    needs_classifier,
+    perfect_transfers,
+    render_seeds,
+    transport_pairs,
+    world_of,
+)
 
 EMBEDDING, PIXEL = "text-embedding interpolation", "pixel blending"  # the two baselines
 Scores = dict[str, float]  # one condition's transport scores, mean over pairs
@@ -111,6 +120,18 @@ def mean_scores(rows: list[Scores]) -> Scores:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+def perfect_transfer_scores(pairs: list[tuple[str, str]], world: ModuleType, classifier: Any) -> Scores:
+    """The oracle's mean scores on the pairs: `perfect_transfers` scored as transport is, each
+    exact transfer against its target's render (classifier: as `bench_transport` takes it)."""
+    metrics = metrics_of(world)
+    return mean_scores(
+        [
+            metrics.transport_scores(moved[None], source, target, alone, classifier)[0]
+            for (source, target), alone, moved in zip(pairs, *perfect_transfers(pairs, world))
+        ]
+    )
+
+
 def _present(image: torch.Tensor | None) -> torch.Tensor:
     """The target alone, which every transport here runs (include_target is left True)."""
     assert image is not None, "transport ran without the target alone"
@@ -153,6 +174,8 @@ def bench_transport(
     say("transport: strength curve and baselines")
     curve, baselines, strips = _strength_curve(run, sweep.chosen)
     numbers["strength_curve"] = {"transport": curve, **baselines}
+    oracle = perfect_transfer_scores(pairs, world, classifier)
+    numbers["perfect_transfer"] = oracle
     _plot_strips(strips, out / "transport_strips.png", [f"pair {i}" for i in range(len(strips))], config.alphas)
     say("transport: two-object targets")
     two = _two_object_targets(run, sweep.chosen)
@@ -162,7 +185,7 @@ def bench_transport(
     image_cond = _image_conditioned(run, sweep.chosen)
     numbers["image_conditioned"] = image_cond
 
-    first, verdict = report.verdict_section(run.textured, sweep, curve, baselines)
+    first, verdict = report.verdict_section(run.textured, sweep, curve, baselines, oracle)
     if verdict is not None:
         numbers["verdict"] = verdict.as_dict()
     if not_measured:
@@ -171,7 +194,7 @@ def bench_transport(
     sections = [
         first,
         report.defaults_section(run.textured, sweep),
-        report.curve_section(run.textured, curve, baselines),
+        report.curve_section(run.textured, curve, baselines, oracle),
         report.two_object_section(run.textured, two.pairs, two.means()),
         report.image_section(run.textured, image_cond),
         *not_measured_section(not_measured),

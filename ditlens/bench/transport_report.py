@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # transport.py imports this module to word its report
 
 Scores = dict[str, float]
 TRANSPORT = "massive-channel transport"  # the strength curve's row of the chosen setting
+ORACLE = "perfect transfer (oracle)"  # the target's renders with the source's object drawn in
 
 #: transport scores -> table headers; texture_from_source is world v2's alone
 NAMES = {
@@ -81,7 +82,7 @@ def chosen_setting(sweep: Sweep) -> str:
 
 
 def verdict_section(
-    textured: bool, sweep: Sweep, curve: dict[float, Scores], baselines: dict[str, dict[float, Scores]]
+    textured: bool, sweep: Sweep, curve: dict[float, Scores], baselines: dict[str, dict[float, Scores]], oracle: Scores
 ) -> tuple[Section, Verdict | None]:
     """The first section: Finding 3's verdict at alpha = 1, or why it is not decided (no
     transfer score); and the verdict."""
@@ -99,6 +100,7 @@ def verdict_section(
         curve[1.0] if 1.0 in curve else curve[max(curve)],
         chosen_setting(sweep),
         {name: table[1.0] for name, table in baselines.items() if 1.0 in table},
+        oracle,
     )
     texture = (
         " World v2 objects also have a texture: 'texture from source' is the share whose object takes the source's "
@@ -150,18 +152,26 @@ def _edge(sweep: Sweep) -> str:
     )
 
 
-def curve_section(textured: bool, curve: dict[float, Scores], baselines: dict[str, dict[float, Scores]]) -> Section:
-    """The chosen setting over alpha, against the two baselines at the same alphas."""
+def curve_section(
+    textured: bool, curve: dict[float, Scores], baselines: dict[str, dict[float, Scores]], oracle: Scores
+) -> Section:
+    """The chosen setting over alpha, against the two baselines at the same alphas, and the
+    oracle's row."""
     keys = _keys(CURVE_KEYS, textured)
     table = [["method", "alpha", *[NAMES[k] for k in keys]]]
     for method, by_alpha in [(TRANSPORT, curve), *baselines.items()]:
         table += [[method, f"{a:g}", *_cells(m, keys)] for a, m in by_alpha.items()]
+    table.append([ORACLE, "—", *_cells(oracle, keys)])
     text = (
         "With the chosen settings, over alpha; text-embedding interpolation and pixel blending at the same alpha "
         "for comparison. Transfer = the object at the target's position takes the source's colour and shape "
         "(classifier); preservation = foreground IoU with the target alone and its background kept; ghosting = "
         "share of object-region pixels matching neither object colour nor the target's background"
         + (" (world v2: lying on none of their colour bands)." if textured else ".")
+        + f" Last row, {ORACLE}: each target caption's render and the same render with the source's object drawn "
+        "in its place (same position, size" + (" and rotation" if textured else "") + "), scored alike: not a "
+        "method but the ceiling of each score, a layout IoU below 1 (the source's shape covers other pixels) and "
+        "what the classifier reads off a transfer that is exact."
     )
     return Section(
         "Strength curve and baselines at matched strength",

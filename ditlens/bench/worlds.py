@@ -10,10 +10,12 @@ demo's, and every caption is held out of training.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..builtin import scenes as scenes_v1
 from ..metrics.classifier import TRAIN_COMMAND_V2, load_classifier
@@ -99,6 +101,30 @@ def transport_pairs(
         if world.is_heldout(source) and world.is_heldout(target):  # 1 draw in 100: cheap rejection sampling
             pairs.append((world.caption(source), world.caption(target)))
     return pairs
+
+
+def perfect_transfers(pairs: list[tuple[str, str]], world: ModuleType = scenes_v1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transport's oracle on `pairs`: each target caption's render, and the same render with
+    the source's object (its shape, colour and, v2, texture) drawn in place of the target's
+    first object, at the same place, size and (v2) rotation: what a transfer that keeps the
+    target's composition exactly would give. (targets, transfers), each (n, 3, H, W) in
+    [0, 1]; v2 draws the layouts of render_seeds(n), v1 has one layout per caption."""
+    targets, transfers = [], []
+    for (source, target), seed in zip(pairs, render_seeds(len(pairs))):
+        moved, scene = world.parse_caption(source).objects[0], world.parse_caption(target)
+        attributes = {"shape": moved.shape, "colour": moved.colour}
+        if hasattr(world, "TEXTURES"):
+            attributes["texture"] = moved.texture
+        swapped = replace(scene, objects=(replace(scene.objects[0], **attributes), *scene.objects[1:]))
+        if hasattr(world, "draw"):  # v2: the target's layout, redrawn
+            drawn = world.render(scene, seed)
+            pair = (drawn, world.draw(swapped, drawn.layout))
+        else:  # v1: a caption fixes its layout
+            pair = (world.render(scene), world.render(swapped))
+        targets.append(pair[0].image)
+        transfers.append(pair[1].image)
+    as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    return as_tensor(targets), as_tensor(transfers)
 
 
 class _SceneDraw:
