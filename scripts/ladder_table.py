@@ -14,6 +14,7 @@ says so; no number here is typed by hand.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import statistics
@@ -228,10 +229,57 @@ def _masks(f2: dict) -> list[str]:
     return [f"k = {f2['k']}, {group}: {miou}", f2["verdict"]["status"]]
 
 
+def _model(numbers: dict) -> dict:
+    """The report's model summary; reports written before it had one are of the shipped model."""
+    if "model" in numbers:
+        return numbers["model"]
+    from ditlens.builtin.pipeline import DEFAULT_WEIGHTS
+
+    config = json.loads((DEFAULT_WEIGHTS / "transformer" / "config.json").read_text())
+    return {"world": "v1", "hidden_size": config["num_attention_heads"] * config["attention_head_dim"]}
+
+
+def perfect_transfer(numbers: dict) -> dict[str, float]:
+    """The oracle's scores on the report's pairs: the report's own where it has them, else
+    computed now (renders and the world's classifier alone: no model runs)."""
+    if "perfect_transfer" in numbers:
+        return numbers["perfect_transfer"]
+    return _perfect_transfer(_model(numbers)["world"], tuple(tuple(pair) for pair in numbers["pairs"]))
+
+
+@functools.cache
+def _perfect_transfer(world: str, pairs: tuple[tuple[str, str], ...]) -> dict[str, float]:
+    from ditlens.bench.transport import perfect_transfer_scores
+    from ditlens.builtin.text_encoder import scenes_of
+    from ditlens.metrics.classifier import load_classifier
+
+    return perfect_transfer_scores(list(pairs), scenes_of(world), load_classifier("shipped", world))
+
+
+def transport_status(numbers: dict) -> str:
+    """Finding 3's verdict on the report's numbers under the current rule (`transport_verdict`),
+    which a report written before the perfect-transfer control did not apply; "not decided"
+    where the report had no transfer scores."""
+    from ditlens.reporting.verdicts import transport_verdict
+
+    if "verdict" not in numbers:
+        return "not decided"
+    sweep, curve = numbers["defaults_sweep"], numbers["strength_curve"]
+    top = max(curve["transport"], key=float)
+    per_k = {int(name[2:]): m for name, m in sweep.items() if re.fullmatch(r"k=\d+", name)}
+    random_k = {int(name[9:-10]): m for name, m in sweep.items() if re.fullmatch(r"random k=\d+ \(control\)", name)}
+    baselines = {name: table[top] for name, table in curve.items() if name != "transport"}
+    verdict = transport_verdict(
+        per_k, random_k, _model(numbers)["hidden_size"], curve["transport"][top], "", baselines,
+        perfect_transfer(numbers),
+    )
+    return verdict.status
+
+
 def transport_row(rung: Rung, base: str = "results/") -> list[str]:
     numbers = _load(rung.transport, "transport.json")
     if numbers is None:
-        return [rung.name, rung.world, *[MISSING] * 7]
+        return [rung.name, rung.world, *[MISSING] * 8]
     curve = numbers["strength_curve"]
     top = max(curve["transport"], key=float)  # the largest alpha: the paper's full replacement
     cells = []
@@ -242,12 +290,15 @@ def transport_row(rung: Rung, base: str = "results/") -> list[str]:
     step_window = chosen.get("step_window", chosen.get("steps"))  # "steps": reports written before the rename
     window = f"steps [{step_window[0]}, {step_window[1]})" if step_window else "all steps"
     setting = f"k = {chosen['k']}, {window}, mask {chosen['mask']}, streams {chosen['streams']}"
-    verdict = numbers.get("verdict", {}).get("status", "not decided")
+    verdict = transport_status(numbers)
+    if "perfect_transfer" not in numbers and verdict != numbers.get("verdict", {}).get("status", "not decided"):
+        verdict += f" (report: {numbers['verdict']['status']}, before the oracle)"
     return [
         rung.name,
         rung.world,
         f"{numbers['config']['n_pairs']} pairs; {setting}",
         *cells,
+        f"{perfect_transfer(numbers)['mask_iou_with_target']:.2f}",
         verdict,
         _link(rung.transport, "transport.json", base),
     ]
@@ -261,7 +312,7 @@ def verdicts_rows() -> list[list[str]]:
     return [
         ["Finding 1 (functionally critical)", *[row[4] for row in findings]],
         ["Finding 2 (spatially organised)", *[row[6] for row in findings]],
-        ["Finding 3 (transferable)", *[row[7] for row in transport]],
+        ["Finding 3 (transferable)", *[row[8] for row in transport]],
     ]
 
 
@@ -274,6 +325,7 @@ TRANSPORT_HEADER = [
     "shape from source",
     "texture from source",
     "mask IoU with target",
+    "perfect transfer's IoU",
     "Finding 3",
     "report",
 ]

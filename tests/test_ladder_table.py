@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def test_a_missing_report_says_so(tmp_path, monkeypatch):
         (table.training_row(rung), 10),
         (table.activations_row(rung), 6),
         (table.findings_row(rung), 8),
-        (table.transport_row(rung), 9),
+        (table.transport_row(rung), 10),
     )
     for row, width in rows:
         assert len(row) == width and row[2:] == [table.MISSING] * (width - 2)
@@ -113,3 +114,27 @@ def test_the_verdicts_row_layout_by_hand():
         assert rows[0][column] == findings["finding1"]["verdict"]["status"]
         assert rows[1][column] == findings["finding2"]["verdict"]["status"]
         assert rows[2][column] == transport["verdict"]["status"]
+
+
+def test_finding_3_re_derived_from_a_report_is_its_own_verdict():
+    """The table decides Finding 3 again from each report's numbers under the current rule;
+    where the report was written under that rule (it holds the perfect-transfer oracle), the
+    two must agree, and where it was not, the table says what the report said."""
+    table = _script()
+    reports = {folder for r in table.RUNGS for folder in (r.transport, r.transport_full) if folder}
+    current = 0
+    for folder in sorted(reports):
+        numbers = json.loads((ROOT / "docs" / "results" / folder / "transport.json").read_text())
+        if "perfect_transfer" in numbers:
+            current += 1
+            assert table.transport_status(numbers) == numbers["verdict"]["status"], folder
+    assert current >= 1, "no report was written under the current rule"
+    for rung in table.RUNGS:
+        for folder in (rung.transport, rung.transport_full):
+            if not folder:
+                continue
+            numbers = json.loads((ROOT / "docs" / "results" / folder / "transport.json").read_text())
+            cell = table.transport_row(replace(rung, transport=folder))[8]
+            status = table.transport_status(numbers)
+            said = numbers["verdict"]["status"]
+            assert cell == (status if status == said else f"{status} (report: {said}, before the oracle)"), folder
