@@ -270,7 +270,12 @@ def transport_status(numbers: dict) -> str:
     random_k = {int(name[9:-10]): m for name, m in sweep.items() if re.fullmatch(r"random k=\d+ \(control\)", name)}
     baselines = {name: table[top] for name, table in curve.items() if name != "transport"}
     verdict = transport_verdict(
-        per_k, random_k, _model(numbers)["hidden_size"], curve["transport"][top], "", baselines,
+        per_k,
+        random_k,
+        _model(numbers)["hidden_size"],
+        curve["transport"][top],
+        "",
+        baselines,
         perfect_transfer(numbers),
     )
     return verdict.status

@@ -49,7 +49,7 @@ def test_findings_report_headlines_are_the_verdicts_of_its_numbers(pipe, tmp_pat
 
 def test_transport_report_headline_is_the_verdict_of_its_numbers(pipe, tmp_path):
     config = TransportBenchConfig(
-        n_pairs=2,
+        n_pairs=1,  # every section still runs; 2 pairs took ~2 minutes on the 2-core CPU
         alphas=[0.0, 1.0],
         sweep_k=[2, 256],
         sweep_windows=[None],
@@ -69,6 +69,11 @@ def test_transport_report_headline_is_the_verdict_of_its_numbers(pipe, tmp_path)
     assert {"streams=img", "streams=txt", "k=2", "k=256", "random k=2 (control)", "mask=source", "mask=all"} <= set(
         numbers["defaults_sweep"]
     )
+    # the oracle beside the methods: its layout IoU is the base of the layout bar
+    oracle = numbers["perfect_transfer"]
+    assert oracle["colour_from_source"] == oracle["shape_from_source"] == 1.0
+    assert f"Layout bar: 0.75 x {oracle['mask_iou_with_target']:.2f}" in verdict["evidence"]
+    assert f"| perfect transfer (oracle) | — | {oracle['both_from_source']:.3f} |" in report
     two = numbers["two_object_targets"]
     assert "massive-channel transport (mask = source)" in two and "massive-channel transport (mask = all)" in two
     edge = numbers["k_sweep_edge"]

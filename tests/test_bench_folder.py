@@ -302,7 +302,7 @@ def test_the_perfect_transfer_is_the_targets_layout_with_the_sources_object(worl
     pairs = transport_pairs(4, world=world)
     targets, transfers = perfect_transfers(pairs, world)
     seeds = render_seeds(4)
-    for (source, target), alone, moved, seed in zip(pairs, targets, transfers, seeds):
+    for (_source, target), alone, moved, seed in zip(pairs, targets, transfers, seeds):
         drawn = world.render(world.parse_caption(target), *([seed] if world_name == "v2" else []))
         assert torch.equal(alone, torch.from_numpy(drawn.image).permute(2, 0, 1).float() / 255)
         background = torch.from_numpy(drawn.background_mask)
@@ -311,7 +311,7 @@ def test_the_perfect_transfer_is_the_targets_layout_with_the_sources_object(worl
         outside = background & ~metrics_of(world).foreground_masks(moved[None], [target])[0]
         assert outside.sum() > 0.5 * background.sum() and torch.equal(alone[:, outside], moved[:, outside])
     # the same pair with the target's own object: the transfer is the target itself
-    source, target = pairs[0]
+    target = pairs[0][1]
     same = perfect_transfers([(target, target)], world)
     assert torch.equal(same[0], same[1])
     path = "shipped" if world_name == "v2" else None
