@@ -30,6 +30,7 @@ import models
 import torch
 from common import MB
 
+from ditlens.adapters import adapter_for
 from ditlens.builtin.examples import EXAMPLE_TRANSPORT_PAIRS
 from ditlens.core.cuda_graphs import EditGraphs, release_graphs
 from ditlens.core.performance import DEFAULT_PERFORMANCE, PerformanceConfig
@@ -93,8 +94,8 @@ def main() -> None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--pipeline", choices=["builtin", "tiny-flux", "flux-full"], default="builtin")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 12, --quick or flux-full 4)")
-    k_help = f"channels moved per site and step (default {TransportConfig.k}: TransportConfig's)"
-    parser.add_argument("--k", type=int, default=TransportConfig.k, help=k_help)
+    k_help = f"channels moved per site and step (default: TransportConfig's {TransportConfig.k}, or the hidden size "
+    parser.add_argument("--k", type=int, default=None, help=k_help + "where that is smaller)")
     args = parser.parse_args()
     device = common.pick_device(args.device)
     thread_notes = common.apply_threads(args.threads, device)
@@ -106,14 +107,15 @@ def main() -> None:
     settings = GenerationSettings(
         num_inference_steps=steps, height=size.height, width=size.width, guidance_scale=size.guidance_scale
     )
-    setup = Setup(pipe, settings, args.seed, args.k, embeds)
+    k = args.k or min(TransportConfig.k, adapter_for(pipe).hidden_size)  # tiny-flux is 32 wide
+    setup = Setup(pipe, settings, args.seed, k, embeds)
     source, target = setup.prompts
     common.print_header(
         f"transport cost ({args.pipeline})",
         device,
         [
             note,
-            f"{steps} steps, source {source!r}, target {target!r}",
+            f"{steps} steps, k = {k}, source {source!r}, target {target!r}",
             *thread_notes,
             f"{repeats} timed rounds after {warmup} warm-up round(s); medians",
         ],
