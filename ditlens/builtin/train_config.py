@@ -88,7 +88,8 @@ class TrainConfig:
 # the GPU at first:
 #   v2 s: 18.5 steps/s at steps 200-500 (shared); 6501 steps took 426 s with the ~60 s compile
 #   v2 m: 8.5 steps/s at steps 200-500 (shared), 17.5 alone in its 2nd chunk; 7663 steps took 708 s
-#   v2 l: 11.3 steps/s alone after the compile; 6000 steps took 624 s in 2 chunks
+#   v2 l: 11.3 steps/s alone after the compile; 6000 steps took 624 s in 2 chunks; on the 12,000-step
+#         schedule, 11024 steps took 1076 s in one chunk (the time limit's cut at 10.9 steps/s)
 _M = dict(hidden_size=384, num_heads=6, num_double_blocks=4, num_single_blocks=8, steps=10000, batch_size=256)
 _L = dict(
     hidden_size=512,
