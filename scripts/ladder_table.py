@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ditlens.reporting.verdicts import LAYOUT_KEPT, transport_verdict
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 DOC = ROOT / "docs" / "ladder.md"
@@ -260,14 +262,14 @@ def transport_status(numbers: dict) -> str:
     """Finding 3's verdict on the report's numbers under the current rule (`transport_verdict`),
     which a report written before the perfect-transfer control did not apply; "not decided"
     where the report had no transfer scores."""
-    from ditlens.reporting.verdicts import transport_verdict
-
     if "verdict" not in numbers:
         return "not decided"
     sweep, curve = numbers["defaults_sweep"], numbers["strength_curve"]
     top = max(curve["transport"], key=float)
-    per_k = {int(name[2:]): m for name, m in sweep.items() if re.fullmatch(r"k=\d+", name)}
-    random_k = {int(name[9:-10]): m for name, m in sweep.items() if re.fullmatch(r"random k=\d+ \(control\)", name)}
+    per_k, random_k = {}, {}  # the sweep's rows "k=8" and "random k=8 (control)"
+    for name, m in sweep.items():
+        if found := re.fullmatch(r"(random )?k=(\d+)( \(control\))?", name):
+            (random_k if found[1] else per_k)[int(found[2])] = m
     baselines = {name: table[top] for name, table in curve.items() if name != "transport"}
     verdict = transport_verdict(
         per_k,
@@ -383,7 +385,10 @@ def tables(base: str = "results/") -> str:
         ),
         "**Finding 3** (`ditlens bench transport`): at alpha = 1, the share of pairs whose colour, shape and texture "
         "come from the source, and the foreground IoU with the target alone (composition kept), for massive-channel "
-        "transport / text-embedding interpolation / pixel blending, at the defaults the bench chose on that model.",
+        "transport / text-embedding interpolation / pixel blending, at the defaults the bench chose on that model; "
+        "the foreground IoU a perfect transfer keeps on the same pairs (the oracle: the target's renders with the "
+        "source's object drawn in); and the verdict under the current rule (layout kept: IoU >= "
+        f"{LAYOUT_KEPT:.2f} of the perfect transfer's), decided here from the report's numbers.",
         _table(
             TRANSPORT_HEADER,
             [transport_row(r, base) for r in RUNGS],
