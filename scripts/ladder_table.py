@@ -14,7 +14,6 @@ says so; no number here is typed by hand.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import statistics
@@ -22,7 +21,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ditlens.reporting.verdicts import LAYOUT_KEPT, transport_verdict
+from ditlens.bench.transport import perfect_transfer_of_report, verdict_from_numbers
+from ditlens.reporting.verdicts import LAYOUT_KEPT
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -231,56 +231,11 @@ def _masks(f2: dict) -> list[str]:
     return [f"k = {f2['k']}, {group}: {miou}", f2["verdict"]["status"]]
 
 
-def _model(numbers: dict) -> dict:
-    """The report's model summary; reports written before it had one are of the shipped model."""
-    if "model" in numbers:
-        return numbers["model"]
-    from ditlens.builtin.pipeline import DEFAULT_WEIGHTS
-
-    config = json.loads((DEFAULT_WEIGHTS / "transformer" / "config.json").read_text())
-    return {"world": "v1", "hidden_size": config["num_attention_heads"] * config["attention_head_dim"]}
-
-
-def perfect_transfer(numbers: dict) -> dict[str, float]:
-    """The oracle's scores on the report's pairs: the report's own where it has them, else
-    computed now (renders and the world's classifier alone: no model runs)."""
-    if "perfect_transfer" in numbers:
-        return numbers["perfect_transfer"]
-    return _perfect_transfer(_model(numbers)["world"], tuple(tuple(pair) for pair in numbers["pairs"]))
-
-
-@functools.cache
-def _perfect_transfer(world: str, pairs: tuple[tuple[str, str], ...]) -> dict[str, float]:
-    from ditlens.bench.transport import perfect_transfer_scores
-    from ditlens.builtin.text_encoder import scenes_of
-    from ditlens.metrics.classifier import load_classifier
-
-    return perfect_transfer_scores(list(pairs), scenes_of(world), load_classifier("shipped", world))
-
-
 def transport_status(numbers: dict) -> str:
-    """Finding 3's verdict on the report's numbers under the current rule (`transport_verdict`),
-    which a report written before the perfect-transfer control did not apply; "not decided"
-    where the report had no transfer scores."""
-    if "verdict" not in numbers:
-        return "not decided"
-    sweep, curve = numbers["defaults_sweep"], numbers["strength_curve"]
-    top = max(curve["transport"], key=float)
-    per_k, random_k = {}, {}  # the sweep's rows "k=8" and "random k=8 (control)"
-    for name, m in sweep.items():
-        if found := re.fullmatch(r"(random )?k=(\d+)( \(control\))?", name):
-            (random_k if found[1] else per_k)[int(found[2])] = m
-    baselines = {name: table[top] for name, table in curve.items() if name != "transport"}
-    verdict = transport_verdict(
-        per_k,
-        random_k,
-        _model(numbers)["hidden_size"],
-        curve["transport"][top],
-        "",
-        baselines,
-        perfect_transfer(numbers),
-    )
-    return verdict.status
+    """Finding 3's verdict on a report's numbers under the current rule ("not decided" where
+    the report decided none): `verdict_from_numbers`."""
+    verdict = verdict_from_numbers(numbers)
+    return "not decided" if verdict is None else verdict.status
 
 
 def transport_row(rung: Rung, base: str = "results/") -> list[str]:
@@ -305,7 +260,7 @@ def transport_row(rung: Rung, base: str = "results/") -> list[str]:
         rung.world,
         f"{numbers['config']['n_pairs']} pairs; {setting}",
         *cells,
-        f"{perfect_transfer(numbers)['mask_iou_with_target']:.2f}",
+        f"{perfect_transfer_of_report(numbers)['mask_iou_with_target']:.2f}",
         verdict,
         _link(rung.transport, "transport.json", base),
     ]

@@ -55,7 +55,9 @@ def section() -> str:
         f"`{f_cmd}` (commit {f_commit}) and `{t_cmd}` (commit {t_commit}), on an NVIDIA H200; the reports, with every "
         "table and figure: [findings](docs/results/bench-gpu-findings/report.md), "
         "[transport](docs/results/bench-gpu-transport/report.md). Each headline is the bench's own verdict "
-        "(`ditlens/reporting/verdicts.py`: thresholds fixed before the runs), with the figures it was decided on.",
+        "(`ditlens/reporting/verdicts.py`: thresholds fixed before the runs), with the figures it was decided on"
+        + _layout_bar_note(transport)
+        + ".",
         "",
         f"- **{v1['finding']}: {v1['status']}.** {v1['evidence']}",
         f"- **{v2['finding']}: {v2['status']}.** {v2['evidence']} Which K=2 cluster is the subject: "
@@ -81,6 +83,26 @@ def section() -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _layout_bar_note(transport: dict) -> str:
+    """For a transport report written before Finding 3's layout bar became a share of the
+    perfect transfer's IoU: what its numbers say under the current rule."""
+    if "perfect_transfer" in transport:
+        return ""
+    from ditlens.bench.transport import perfect_transfer_of_report, verdict_from_numbers
+
+    now = verdict_from_numbers(transport)
+    if now is None:
+        return ""
+    oracle = perfect_transfer_of_report(transport)["mask_iou_with_target"]
+    said = transport["verdict"]["status"]
+    return (
+        ". Finding 3's layout bar has since become a share of a perfect transfer's foreground IoU "
+        f"([docs/transport.md](docs/transport.md#the-verdicts-layout-bar-a-share-of-the-perfect-transfers); "
+        f"{oracle:.2f} on these pairs): under it the transport report's numbers "
+        + ("give the same verdict" if now.status == said else f"say {now.status!r}, not {said!r}")
+    )
 
 
 def rewrite(text: str) -> str:

@@ -15,7 +15,9 @@ worded in `transport_report.py`.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -27,11 +29,14 @@ import numpy as np
 import torch
 
 from ..adapters import adapter_for
+from ..builtin.pipeline import DEFAULT_WEIGHTS
+from ..builtin.text_encoder import scenes_of
 from ..generation import GenerationSettings, generate
 from ..io.outputs import write_atomic
+from ..metrics.classifier import load_classifier
 from ..reporting.plots import plot_image_table
 from ..reporting.report import write_markdown
-from ..reporting.verdicts import transfer_score
+from ..reporting.verdicts import Verdict, transfer_score, transport_verdict
 from ..transport import TransportConfig, transport_image, transport_text_pairs
 from . import transport_report as report
 from .builtin_model import model_summary, report_title
@@ -129,6 +134,52 @@ def perfect_transfer_scores(pairs: list[tuple[str, str]], world: ModuleType, cla
             metrics.transport_scores(moved[None], source, target, alone, classifier)[0]
             for (source, target), alone, moved in zip(pairs, *perfect_transfers(pairs, world))
         ]
+    )
+
+
+def perfect_transfer_of_report(numbers: dict[str, Any]) -> Scores:
+    """The oracle's scores on a transport.json's pairs: its own, or, for a report written
+    before the oracle, computed now (renders and the world's shipped classifier; no model)."""
+    if "perfect_transfer" in numbers:
+        return numbers["perfect_transfer"]
+    return _perfect_transfer_of(_reported_model(numbers)["world"], tuple(tuple(p) for p in numbers["pairs"]))
+
+
+@functools.cache
+def _perfect_transfer_of(world: str, pairs: tuple[tuple[str, str], ...]) -> Scores:
+    return perfect_transfer_scores(list(pairs), scenes_of(world), load_classifier("shipped", world))
+
+
+def _reported_model(numbers: dict[str, Any]) -> dict[str, Any]:
+    """A transport.json's model summary; reports written before it had one are of the shipped model."""
+    if "model" in numbers:
+        return numbers["model"]
+    config = json.loads((DEFAULT_WEIGHTS / "transformer" / "config.json").read_text())
+    return {"world": "v1", "hidden_size": config["num_attention_heads"] * config["attention_head_dim"]}
+
+
+def verdict_from_numbers(numbers: dict[str, Any]) -> Verdict | None:
+    """Finding 3's verdict on a transport.json's numbers under the current rule, which a report
+    written before the perfect-transfer oracle did not apply (its own verdict stays in it); None
+    where the report decided none (no classifier)."""
+    if "verdict" not in numbers:
+        return None
+    curve = numbers["strength_curve"]
+    top = max(curve["transport"], key=float)  # "1.0": JSON keys are strings
+    per_k: dict[int, Scores] = {}
+    random_k: dict[int, Scores] = {}
+    for name, scores in numbers["defaults_sweep"].items():  # rows "k=8" and "random k=8 (control)"
+        if found := re.fullmatch(r"(random )?k=(\d+)( \(control\))?", name):
+            (random_k if found[1] else per_k)[int(found[2])] = scores
+    chosen = numbers["chosen"]
+    return transport_verdict(
+        per_k,
+        random_k,
+        _reported_model(numbers)["hidden_size"],
+        curve["transport"][top],
+        f"k = {chosen['k']}, mask = {chosen['mask']}, streams = {chosen['streams']}",
+        {name: table[top] for name, table in curve.items() if name != "transport"},
+        perfect_transfer_of_report(numbers),
     )
 
 
