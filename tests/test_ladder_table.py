@@ -105,7 +105,8 @@ def test_every_report_link_resolves_from_the_file_that_holds_it():
 
 
 def test_the_verdicts_row_layout_by_hand():
-    """Each verdict cell is that rung's report's own verdict, in RUNGS order."""
+    """Each verdict cell is that rung's report's own verdict, in RUNGS order; Finding 3's is
+    decided again under the current rule (the report's verdict beside it where they differ)."""
     table = _script()
     rows = table.verdicts_rows()
     for column, rung in enumerate(table.RUNGS, start=1):
@@ -113,7 +114,7 @@ def test_the_verdicts_row_layout_by_hand():
         transport = json.loads((ROOT / "docs" / "results" / rung.transport / "transport.json").read_text())
         assert rows[0][column] == findings["finding1"]["verdict"]["status"]
         assert rows[1][column] == findings["finding2"]["verdict"]["status"]
-        assert rows[2][column] == transport["verdict"]["status"]
+        assert rows[2][column].split(" (report: ")[0] == table.transport_status(transport)
 
 
 def test_finding_3_re_derived_from_a_report_is_its_own_verdict():
