@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ditlens.bench.transport import perfect_transfer_of_report, verdict_from_numbers
+from ditlens.builtin.train_log import Change, doubling_change, logged_losses, window_change
 from ditlens.reporting.verdicts import LAYOUT_KEPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ MISSING = "not run"
 
 #: the shipped model's run: its log is not in the repo, its figures are in builtin-model.md's Training section
 SHIPPED_LOG = "builtin-model.md#training"
-PLATEAU_WINDOW = 1000  # steps over which the constant-rate change of the loss is read
+PLATEAU_WINDOW = 1000  # steps over which the constant-rate change of the loss is read (train_log.window_change)
 
 
 @dataclass(frozen=True)
@@ -100,58 +101,42 @@ def _link(folder: str, name: str, base: str) -> str:
     return f"[{folder}]({base}{folder}/{shown})"
 
 
-def _logged_losses(log: str) -> list[tuple[int, float, float]]:
-    """(step, mean loss since the previous line, learning rate) of each `step N  loss L  lr R` line."""
-    pattern = r"^step +(\d+) +loss ([\d.]+) +lr ([\d.e+-]+)"
-    return [(int(a), float(b), float(c)) for a, b, c in re.findall(pattern, log, flags=re.MULTILINE)]
-
-
-def constant_rate_change(losses: list[tuple[int, float, float]], warmup_steps: int) -> tuple[int, int, float] | None:
-    """(first step, last step, relative change) of the loss over the last PLATEAU_WINDOW steps
-    logged at the peak learning rate, after the warm-up: how far the run was from flat before
-    its rate decay. None where the log has no such window."""
-    peak = max(lr for _, _, lr in losses)
-    flat = [(step, loss) for step, loss, lr in losses if lr == peak and step >= warmup_steps]
-    if not flat:
-        return None
-    end, end_loss = flat[-1]
-    begin = [(step, loss) for step, loss in flat if step <= end - PLATEAU_WINDOW]
-    if not begin:
-        return None
-    start, start_loss = begin[-1]
-    return start, end, end_loss / start_loss - 1
+def _change(change: Change | None) -> str:
+    return MISSING if change is None else f"{change.relative:+.1%} ({change.first_step:,} to {change.last_step:,})"
 
 
 def training_row(rung: Rung, base: str = "results/") -> list[str]:
     log_path = RESULTS / rung.train / "train.log"
     if not rung.train:
         shipped = f"[not in the repo]({base.removesuffix('results/')}{SHIPPED_LOG})"
-        return [rung.name, rung.world, *["not in the repo"] * 6, shipped, fidelity(rung)]
+        return [rung.name, rung.world, *["not in the repo"] * 8, shipped, fidelity(rung)]
     if not log_path.is_file():
-        return [rung.name, rung.world, *[MISSING] * 8]
+        return [rung.name, rung.world, *[MISSING] * 10]
     log = log_path.read_text()
     config = json.loads((RESULTS / rung.train / "train_config.json").read_text())
     params = int(re.findall(r"'transformer': (\d+)", log)[-1])
     trained = re.findall(r"^trained (\d+) steps in (\d+) s", log, flags=re.MULTILINE)
     chunks = len(re.findall(r"^device: ", log, flags=re.MULTILINE))
-    losses = _logged_losses(log)
+    losses = logged_losses(log)
     if not trained:
-        steps, seconds = f"{losses[-1][0]:,} (run not finished)", MISSING
+        steps, seconds = f"{losses[-1].step:,} (run not finished)", MISSING
     else:
         done, elapsed = int(trained[-1][0]), int(trained[-1][1])
         steps = f"{done:,}" + (f" (of {config['steps']:,}: time limit)" if done < config["steps"] else "")
         seconds = f"{elapsed} s" + (f" in {chunks} chunks" if chunks > 1 else "")
-    change = constant_rate_change(losses, config["warmup_steps"])
-    flatness = MISSING if change is None else f"{change[2]:+.1%} ({change[0]:,} to {change[1]:,})"
+    window = window_change(losses, config["warmup_steps"], PLATEAU_WINDOW)
+    doubling = doubling_change(losses, config["warmup_steps"])
     return [
         rung.name,
         rung.world,
         f"{params / 1e6:.1f} M",
         steps,
         str(config["batch_size"]),
+        f"{config['lr']:.0e}".replace("e-0", "e-"),
         seconds,
-        f"{losses[-1][1]:.4f}",
-        flatness,
+        f"{losses[-1].loss:.4f}",
+        _change(window),
+        _change(doubling),
         f"[{rung.train}]({base}{rung.train}/train.log)",
         fidelity(rung),
     ]
@@ -305,9 +290,11 @@ def tables(base: str = "results/") -> str:
         "ones):",
         _table(["finding", *[f"{r.world} {r.name}" for r in RUNGS]], verdicts_rows()),
         "**Training** (`python -m ditlens.builtin.train`, read from each run's train.log): transformer parameters, "
-        "steps trained, batch, GPU seconds (every chunk), the last logged loss (the mean rectified-flow loss of the "
-        f"last logged steps), the loss's change over the last {PLATEAU_WINDOW:,} steps at the constant peak "
-        "rate, before the decay (near 0: the run reached its plateau), and fidelity: the share of objects fully "
+        "steps trained, batch, peak learning rate, GPU seconds (every chunk), the last logged loss (the mean "
+        "rectified-flow loss of the last logged steps), the loss's change at the constant peak rate, before the "
+        f"decay: over its last {PLATEAU_WINDOW:,} steps, and per doubling of the step count (a least-squares line "
+        "through log loss against log step over the second half of that phase; it stays put along a power law, and "
+        "only a loss that levels off brings it near 0: the plateau), and fidelity: the share of objects fully "
         "correct in the images of held-out captions, no edit (the findings bench's baseline: its full run where "
         "there is one).",
         _table(
@@ -317,9 +304,11 @@ def tables(base: str = "results/") -> str:
                 "transformer",
                 "steps",
                 "batch",
+                "peak rate",
                 "GPU time",
                 "last loss",
                 f"loss change, last {PLATEAU_WINDOW:,} constant-rate steps",
+                "loss change per doubling of steps",
                 "log",
                 "fidelity",
             ],

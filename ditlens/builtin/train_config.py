@@ -89,16 +89,17 @@ class TrainConfig:
 #   v2 s: 18.5 steps/s at steps 200-500 (shared); 6501 steps took 426 s with the ~60 s compile
 #   v2 m: 8.5 steps/s at steps 200-500 (shared), 17.5 alone in its 2nd chunk; 7663 steps took 708 s
 #   v2 l: 11.3 steps/s alone after the compile; 6000 steps took 624 s in 2 chunks; on the 12,000-step
-#         schedule, 11024 steps took 1076 s in one chunk (the time limit's cut at 10.9 steps/s)
+#         schedule, 11024 steps took 1076 s in one chunk (the time limit's cut at 10.9 steps/s) at peak
+#         rate 2e-4, and 12000 steps 1148 s at 6e-4 (docs/results/ladder/v2-l-trials/ and v2-l/)
 _M = dict(hidden_size=384, num_heads=6, num_double_blocks=4, num_single_blocks=8, steps=10000, batch_size=256)
 _L = dict(
     hidden_size=512,
     num_heads=8,
     num_double_blocks=5,
     num_single_blocks=10,
-    steps=12000,  # v2 l: 6,000 steps still fell 8 % per 1,000 at the peak rate; ~18 min alone on one H200
+    steps=12000,  # v2 l: 6,000 steps still fell 8 % per 1,000 at the peak rate; ~19 min alone on one H200
     batch_size=256,
-    lr=6e-4,  # trial (docs/ladder.md): at 2e-4 the loss still fell 3.9 % per 1,000 steps at the end of the constant phase
+    lr=6e-4,  # v2 l at 2e-4 -> 6e-4: loss 0.0216 -> 0.0201, per doubling of steps -22 % -> -16 % (docs/ladder.md)
     warmup_steps=500,
 )
 _V2 = dict(patch_size=4, max_length=scenes_of("v2").MAX_CAPTION_WORDS + 1, text_layers=2, batch_size=256)
