@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ditlens.bench.transport import perfect_transfer_of_report, verdict_from_numbers
-from ditlens.builtin.train_log import Change, doubling_change, logged_losses, window_change
+from ditlens.builtin.train_log import Change, doubling_change, finished, logged_losses, window_change
 from ditlens.reporting.verdicts import LAYOUT_KEPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,13 +115,13 @@ def training_row(rung: Rung, base: str = "results/") -> list[str]:
     log = log_path.read_text()
     config = json.loads((RESULTS / rung.train / "train_config.json").read_text())
     params = int(re.findall(r"'transformer': (\d+)", log)[-1])
-    trained = re.findall(r"^trained (\d+) steps in (\d+) s", log, flags=re.MULTILINE)
+    trained = finished(log)
     chunks = len(re.findall(r"^device: ", log, flags=re.MULTILINE))
     losses = logged_losses(log)
-    if not trained:
+    if trained is None:
         steps, seconds = f"{losses[-1].step:,} (run not finished)", MISSING
     else:
-        done, elapsed = int(trained[-1][0]), int(trained[-1][1])
+        done, elapsed = trained
         steps = f"{done:,}" + (f" (of {config['steps']:,}: time limit)" if done < config["steps"] else "")
         seconds = f"{elapsed} s" + (f" in {chunks} chunks" if chunks > 1 else "")
     window = window_change(losses, config["warmup_steps"], PLATEAU_WINDOW)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ditlens.builtin.train_log import constant_rate, doubling_change, logged_losses, window_change
+from ditlens.builtin.train_log import constant_rate, doubling_change, finished, logged_losses, window_change
 
 
 def _log(lines: list[tuple[int, float, float]]) -> str:
@@ -31,6 +31,8 @@ def test_the_loss_lines_are_read_in_order():
     losses = logged_losses(_log(LINES))
     assert [(line.step, line.loss, line.lr) for line in losses] == LINES
     assert [line.step for line in constant_rate(losses, warmup_steps=500)] == [500, 1000, 2000, 2500, 3000]
+    assert finished(_log(LINES)) == (3250, 325)
+    assert finished(_log(LINES).rsplit("\n", 1)[0]) is None  # stopped for a later chunk: no `trained` line
 
 
 def test_the_window_change_by_hand():

@@ -39,6 +39,13 @@ def logged_losses(log: str) -> list[LossLine]:
     return [LossLine(int(a), float(b), float(c)) for a, b, c in re.findall(pattern, log, flags=re.MULTILINE)]
 
 
+def finished(log: str) -> tuple[int, int] | None:
+    """(steps, seconds) of the run's last `trained N steps in S s` line; None while it has none
+    (a run still going, or stopped for a later chunk)."""
+    done = re.findall(r"^trained (\d+) steps in (\d+) s", log, flags=re.MULTILINE)
+    return (int(done[-1][0]), int(done[-1][1])) if done else None
+
+
 def constant_rate(losses: list[LossLine], warmup_steps: int) -> list[LossLine]:
     """The lines logged at the run's peak rate, after its warm-up (before the decay)."""
     if not losses:

@@ -341,3 +341,27 @@ def _line_plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
     return _save(fig, path)
+
+
+def plot_loss_curves(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[bool]]]], path: str | Path
+) -> Path:
+    """Training losses on log-log axes, one panel per group (e.g. a world): name -> (steps,
+    losses, at the constant peak rate?). The constant-rate part is solid, warm-up and decay
+    dotted: a power law is a straight solid line, a plateau a solid line that levels off."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        for name, (steps, losses, constant) in curves.items():
+            (line,) = ax.plot(steps, losses, ":", lw=1)
+            kept = [(s, v) for s, v, c in zip(steps, losses, constant) if c]
+            if kept:
+                ax.plot(*zip(*kept), "-", color=line.get_color(), lw=1.6, label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss (mean of the logged steps)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
