@@ -42,7 +42,9 @@ def _config(run: Path) -> dict:
 
 
 def _change(change: Change | None) -> str:
-    return "not enough steps" if change is None else f"{change.relative:+.1%} ({change.first_step:,} to {change.last_step:,})"
+    if change is None:
+        return "not enough steps"
+    return f"{change.relative:+.1%} ({change.first_step:,} to {change.last_step:,})"
 
 
 def table() -> str:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {DOC.relative_to(ROOT)} and {plot().relative_to(ROOT)}")
         return 0
     if held != table():
-        print(f"{DOC}'s loss-curve table differs from the logs; run `python scripts/loss_curves.py --write`", file=sys.stderr)
+        print(f"{DOC}'s table differs from the logs; run `python scripts/loss_curves.py --write`", file=sys.stderr)
         return 1
     return 0
 
