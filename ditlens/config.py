@@ -215,7 +215,8 @@ class SegmentConfig:
 class TransportConfig:
     # k, mask, streams and channels_from: the choice of `ditlens bench transport --device cuda
     # --n 32` on the built-in model (commits 953c2e1 and 5f57d7a, docs/transport.md), scored by
-    # clean transfer x layout kept (x (1 - ghosting)). Every setting scores low there: the best,
+    # clean transfer x layout kept (x (1 - ghosting); the background factor came later and picks the
+    # same path on that run's rows: first_changed_choice). Every setting scores low there: the best,
     # the text stream's top-64 channels in steps [4, 8) of 8, moved the source's colour in 5 of
     # 32 pairs (score 0.061, ghosting 0.20); copying more of the image stream moved more but drew
     # noise (k = 256: ghosting 0.93). The window is not a default: step indices belong to one

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ditlens.bench.transport import perfect_transfer_of_report, verdict_from_numbers
+from ditlens.bench.transport import first_changed_choice, perfect_transfer_of_report, verdict_from_numbers
 from ditlens.builtin.train_log import Change, doubling_change, finished, logged_losses, window_change
 from ditlens.reporting.verdicts import LAYOUT_KEPT
 
@@ -237,6 +237,12 @@ def transport_row(rung: Rung, base: str = "results/") -> list[str]:
     step_window = chosen.get("step_window", chosen.get("steps"))  # "steps": reports written before the rename
     window = f"steps [{step_window[0]}, {step_window[1]})" if step_window else "all steps"
     setting = f"k = {chosen['k']}, {window}, mask {chosen['mask']}, streams {chosen['streams']}"
+    if changed := first_changed_choice(numbers):
+        stage, reported, current = changed
+        setting += (
+            f" (chosen by the earlier score, which did not count the background: the current one takes {current} "
+            f"over {reported} at the {stage} stage)"
+        )
     verdict = transport_status(numbers)
     if "perfect_transfer" not in numbers and verdict != numbers.get("verdict", {}).get("status", "not decided"):
         verdict += f" (report: {numbers['verdict']['status']}, before the oracle)"

@@ -10,6 +10,7 @@ from ditlens.reporting.verdicts import (
     disruption_verdict,
     segment_summary,
     segmentation_verdict,
+    transfer_score,
     transport_verdict,
 )
 
@@ -91,3 +92,24 @@ def test_finding_3_is_decided_on_a_few_channels_against_random_ones():
     assert fails.status == FAILS and "does not hold" in fails.sentence()
     assert "k = 32 of 256" in fails.evidence and "(k = 256, mask = source): colour 0.56" in fails.evidence
     assert "pixel blending: colour 1.00, shape 1.00, both 1.00, layout IoU 0.18, ghosting 0.10" in fails.evidence
+
+
+def test_the_transfer_score_by_hand():
+    """(colour + shape) / 2 x IoU x (1 - ghosting) x background kept; a row without the
+    background (a score of no classifier's background head) counts it as kept."""
+    row = {
+        "colour_from_source": 0.2,
+        "shape_from_source": 0.6,
+        "mask_iou_with_target": 0.5,
+        "ghosting": 0.25,
+        "background_kept": 0.8,
+    }
+    assert abs(transfer_score(row) - 0.4 * 0.5 * 0.75 * 0.8) < 1e-12
+    assert abs(transfer_score({k: v for k, v in row.items() if k != "background_kept"}) - 0.4 * 0.5 * 0.75) < 1e-12
+    # v2 l's 32 pairs, mask stage: the source's mask keeps the background, no mask does not
+    source = {"colour_from_source": 0.062, "shape_from_source": 0.375, "mask_iou_with_target": 0.473,
+              "ghosting": 0.156, "background_kept": 0.719}  # fmt: skip
+    everywhere = {"colour_from_source": 0.062, "shape_from_source": 0.594, "mask_iou_with_target": 0.364,
+                  "ghosting": 0.260, "background_kept": 0.094}  # fmt: skip
+    assert transfer_score(source) > transfer_score(everywhere)
+    assert transfer_score(source) / 0.719 < transfer_score(everywhere) / 0.094  # without the factor: the other way

@@ -183,6 +183,38 @@ def verdict_from_numbers(numbers: dict[str, Any]) -> Verdict | None:
     )
 
 
+#: the defaults sweep's stages in `choose_defaults`' order: (stage, the chosen config's key, the
+#: candidate name of a value of that key)
+CHOICE_STAGES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("k", "k", lambda k: f"k={k}"),
+    ("window", "step_window", lambda w: _window_name(None if w is None else tuple(w))),
+    ("sites", "blocks", lambda b: f"sites={b}"),
+    ("mask", "mask", lambda m: f"mask={m}"),
+    ("streams", "streams", lambda s: f"streams={s}"),
+)
+
+
+def first_changed_choice(numbers: dict[str, Any]) -> tuple[str, str, str] | None:
+    """Where `transfer_score` as it is now would have chosen otherwise than a transport.json's
+    defaults sweep did: (stage, the report's candidate, the current score's), at the first
+    stage that differs, or None where every stage agrees (or the report chose nothing by
+    measurement). Only the first difference can be read: the later stages' rows ran with the
+    report's own earlier choice. Candidates tie as in `choose_defaults`: the first listed wins."""
+    chosen = numbers["chosen"]
+    if not chosen.get("by_measurement", False):
+        return None
+    rows = numbers["defaults_sweep"]
+    for stage, key, name in CHOICE_STAGES:
+        candidates = {n: m for n, m in rows.items() if n.startswith(f"{stage}=")}
+        if not candidates:
+            continue
+        current = max(candidates, key=lambda n: transfer_score(candidates[n]))
+        reported = name(chosen.get(key, chosen.get("steps")) if key == "step_window" else chosen[key])
+        if current != reported:
+            return stage, reported, current
+    return None
+
+
 def _present(image: torch.Tensor | None) -> torch.Tensor:
     """The target alone, which every transport here runs (include_target is left True)."""
     assert image is not None, "transport ran without the target alone"
@@ -214,7 +246,8 @@ def bench_transport(
         not_measured.append(
             needs_classifier(
                 "transfer (the source's colour, shape and texture at the target's slot), background kept, the other "
-                "object kept, the defaults' choice (its score multiplies transfer by layout IoU and 1 - ghosting) and "
+                "object kept, the defaults' choice (its score multiplies transfer by layout IoU, 1 - ghosting and the "
+                "background kept) and "
                 "so Finding 3's verdict"
             )
         )
@@ -307,8 +340,8 @@ class Sweep:
 def choose_defaults(run: _Run) -> Sweep:
     """k, then the step window, then the block kinds, then the mask origin, then the streams:
     each the best by `transfer_score` with the earlier choices fixed (no classifier: the base's).
-    Transfer that keeps the composition counts, so the score multiplies transfer by layout IoU
-    and 1 - ghosting; colour and shape count separately: requiring both at once scored every
+    Transfer that keeps the composition counts, so the score multiplies transfer by layout IoU,
+    1 - ghosting and the background kept; colour and shape count separately: requiring both at once scored every
     setting 0 on the built-in model (docs/transport.md), leaving the choice to the order."""
     config, base, scored = run.config, run.config.base, run.classifier is not None
     hidden = adapter_for(run.pipe).hidden_size

@@ -134,8 +134,10 @@ def defaults_section(textured: bool, sweep: Sweep) -> Section:
     text = (
         "One factor at a time at alpha = 1 (k, then the step window, then the block kinds, then the mask origin, "
         "then the streams), scored by (mean of the shares of images whose object takes the source's colour, and its "
-        "shape) x (foreground IoU with the target alone) x (1 - ghosting): the classifier reads noise of a colour as "
-        "an object of that colour, so a noisy object must not count as a transfer. K=2 masks name the subject by the "
+        "shape) x (foreground IoU with the target alone) x (1 - ghosting) x (background kept): the classifier reads "
+        "noise of a colour as an object of that colour, so a noisy object must not count as a transfer, and the IoU "
+        "sees only the object's footprint, so a setting that redraws the background must not count as keeping the "
+        "composition. K=2 masks name the subject by the "
         f"'{sweep.chosen.foreground}' rule. {chosen}"
     )
     title = "Defaults chosen by measurement" if sweep.scored else "Defaults: not chosen (no transfer score)"
