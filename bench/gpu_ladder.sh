@@ -3,7 +3,7 @@
 # fit one device command, then run the same three measurements the CPU rungs have, and pack
 # what the ladder table reads (never the weights) for the trip back.
 #
-#   bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S   # first chunk, or the next: resumes runs/RUNG
+#   bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S [FLAGS]  # first chunk, or the next: resumes runs/RUNG
 #   bash bench/gpu_ladder.sh bench RUNG                  # find + bench findings/transport --quick
 #   bash bench/gpu_ladder.sh findings-full RUNG          # bench findings, full (64 captions)
 #   bash bench/gpu_ladder.sh transport-full RUNG         # bench transport, full (32 pairs)
@@ -11,7 +11,9 @@
 # RUNG: WORLD-SIZE (v1-m, v2-l, ...; a bare SIZE means v2-SIZE, as the first runs wrote it).
 # train: `python -m ditlens.builtin.train --world WORLD --size SIZE --time-limit-s LIMIT_S` (the
 # whole run's budget, from which the trainer picks its step count), stopping after STOP_S with
-# a checkpoint; a later call with the same RUNG resumes it. Copies train.log, train_config.json,
+# a checkpoint; a later call with the same RUNG resumes it. FLAGS go to a fresh run's train
+# command on top of the rung's settings (a trial: `--lr 6e-4 --steps 30000`); a resumed run keeps
+# its own settings and refuses them. Copies train.log, train_config.json,
 # the sample captions and the newest sample grid to $OUT/RUNG/, so that rungs trained side by
 # side in one command keep their files apart.
 # bench: writes $OUT/RUNG-results.tgz with RUNG-find/, RUNG-findings/ and RUNG-transport/, as
@@ -36,11 +38,16 @@ if [ "$world" = v2 ]; then classifier=(--classifier ditlens/builtin/weights/clas
 
 case "$1" in
 train)
+  flags=("${@:5}")
+  if [ -f "$run/checkpoint.pt" ] && [ ${#flags[@]} -gt 0 ]; then
+    echo "gpu_ladder.sh: $run resumes with its own settings; drop the extra flags (${flags[*]})" >&2
+    exit 2
+  fi
   if [ -f "$run/checkpoint.pt" ]; then
     python3 -m ditlens.builtin.train --resume "$run" --num-workers 12 --stop-after-s "$4"
   else
     python3 -m ditlens.builtin.train --world "$world" --size "$size" --out "$run" --num-workers 12 \
-      --time-limit-s "$3" --stop-after-s "$4"
+      --time-limit-s "$3" --stop-after-s "$4" "${flags[@]}"
   fi 2>&1 | grep -v "it/s]" | tail -25
   mkdir -p "$OUT/$rung"
   cp "$run/train.log" "$run/train_config.json" "$run/samples/captions.txt" "$OUT/$rung/"
@@ -84,7 +91,7 @@ findings-full | transport-full)
   rm -rf "$results"
   ;;
 *)
-  echo "usage: bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S | bench RUNG | findings-full RUNG | transport-full RUNG" >&2
+  echo "usage: bash bench/gpu_ladder.sh train RUNG LIMIT_S STOP_S [FLAGS] | bench RUNG | findings-full RUNG | transport-full RUNG" >&2
   exit 2
   ;;
 esac
