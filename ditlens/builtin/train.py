@@ -6,10 +6,11 @@
     python -m ditlens.builtin.train --world v1 --size l --out runs/v1-l    # the same rung, world v1
     python -m ditlens.builtin.train --resume runs/v2-l                     # the next chunk
 
-Writes `OUT/train.log`, sample grids `OUT/samples/step_NNNNNN.png` (+ their captions) and
-the pipeline `OUT/model` (diffusers `save_pretrained`, safetensors, weights in
-`save_dtype`; `model_index.json` records the world whose grammar prompts follow). Nothing
-is planted: any massive activations come from training alone.
+Writes `OUT/train.log` (ending with how far the loss was from its plateau), the loss curve
+`OUT/loss.png`, sample grids `OUT/samples/step_NNNNNN.png` (+ their captions) and the
+pipeline `OUT/model` (diffusers `save_pretrained`, safetensors, weights in `save_dtype`;
+`model_index.json` records the world whose grammar prompts follow). Nothing is planted: any
+massive activations come from training alone.
 
 `--world v1` (the default, `scenes.py`) is the shipped model's world and the defaults
 below are its shipped run; `--size` picks a rung of RUNGS instead (any flag given as well
@@ -37,6 +38,8 @@ from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from ..io.outputs import write_atomic
+from ..reporting.plots import plot_loss_curves
+from . import train_log
 from .architecture import build_pipeline as build_pipeline  # re-exported: the architecture a run trains
 from .architecture import rope_axes as rope_axes
 from .pipeline import BuiltinPipeline, Conditioning, image_ids, patchify, predict_velocity
@@ -370,11 +373,31 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_s: float = 0.
     bar.close()
     elapsed = clock.elapsed()
     log(f"trained {last_step} steps in {elapsed:.0f} s ({last_step / elapsed:.2f} steps/s)")
+    _log_plateau(out, config, log)
     if last_step % config.sample_every:
         samples.save(last_step)
     run.save_model(out / "model", log)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: OUT/model replaces it
     return run.ema_pipe
+
+
+def _log_plateau(out: Path, config: TrainConfig, log: _Log) -> None:
+    """How far the loss was from flat at the peak rate (`train_log`'s two readings), as a log
+    line, and the run's loss curve as OUT/loss.png (log-log: a power law is a straight line)."""
+    losses = train_log.logged_losses((out / "train.log").read_text())
+    window = train_log.window_change(losses, config.warmup_steps)
+    doubling = train_log.doubling_change(losses, config.warmup_steps)
+    if window is None or doubling is None:
+        log("plateau: the constant-rate phase is too short to read")
+    else:
+        log(
+            f"plateau: at the peak rate the loss changed {window.relative:+.1%} over steps {window.first_step:,}-"
+            f"{window.last_step:,} and {doubling.relative:+.1%} per doubling of steps over {doubling.first_step:,}-"
+            f"{doubling.last_step:,} (a run at its plateau reads near 0)"
+        )
+    flat = {line.step for line in train_log.constant_rate(losses, config.warmup_steps)}
+    curve = ([line.step for line in losses], [line.loss for line in losses], [line.step in flat for line in losses])
+    plot_loss_curves({f"{out.name} (world {config.world})": {out.name: curve}}, out / "loss.png")
 
 
 # ---------------------------------------------------------------------------------------
