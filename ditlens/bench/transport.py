@@ -247,8 +247,7 @@ def bench_transport(
             needs_classifier(
                 "transfer (the source's colour, shape and texture at the target's slot), background kept, the other "
                 "object kept, the defaults' choice (its score multiplies transfer by layout IoU, 1 - ghosting and the "
-                "background kept) and "
-                "so Finding 3's verdict"
+                "background kept) and so Finding 3's verdict"
             )
         )
 
@@ -341,8 +340,9 @@ def choose_defaults(run: _Run) -> Sweep:
     """k, then the step window, then the block kinds, then the mask origin, then the streams:
     each the best by `transfer_score` with the earlier choices fixed (no classifier: the base's).
     Transfer that keeps the composition counts, so the score multiplies transfer by layout IoU,
-    1 - ghosting and the background kept; colour and shape count separately: requiring both at once scored every
-    setting 0 on the built-in model (docs/transport.md), leaving the choice to the order."""
+    1 - ghosting and the background kept; colour and shape count separately: requiring both at
+    once scored every setting 0 on the built-in model (docs/transport.md), leaving the choice
+    to the order."""
     config, base, scored = run.config, run.config.base, run.classifier is not None
     hidden = adapter_for(run.pipe).hidden_size
     # a model narrower than the sweep (the CPU smoke model has 32 channels) sweeps up to all of its channels
