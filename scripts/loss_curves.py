@@ -18,7 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-from ditlens.builtin.train_log import Change, constant_rate, doubling_change, finished, logged_losses, window_change
+from ditlens.builtin.train_log import (
+    PLATEAU_PER_DOUBLING,
+    Change,
+    at_plateau,
+    constant_rate,
+    doubling_change,
+    finished,
+    logged_losses,
+    window_change,
+)
 from ditlens.reporting.plots import plot_loss_curves
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +64,7 @@ def table() -> str:
         losses = logged_losses(log)
         flat = constant_rate(losses, config["warmup_steps"])
         done = finished(log)
+        doubling = doubling_change(losses, config["warmup_steps"])
         rows.append(
             [
                 f"[{_name(run)}](results/ladder/{_name(run)}/train.log)",
@@ -64,7 +74,8 @@ def table() -> str:
                 f"{done[0]:,} of {config['steps']:,}" if done else f"{losses[-1].step:,} (not finished)",
                 f"{flat[-1].loss:.4f} at {flat[-1].step:,}" if flat else "none",
                 _change(window_change(losses, config["warmup_steps"])),
-                _change(doubling_change(losses, config["warmup_steps"])),
+                _change(doubling),
+                "not enough steps" if doubling is None else ("yes" if at_plateau(doubling) else "no"),
                 f"{losses[-1].loss:.4f}",
             ]
         )
@@ -77,6 +88,7 @@ def table() -> str:
         "loss at the end of the constant rate",
         "change, last 1,000 constant-rate steps",
         "change per doubling of steps",
+        f"at its plateau (within {PLATEAU_PER_DOUBLING:.0%} per doubling)",
         "last loss",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from ditlens.builtin.train_log import constant_rate, doubling_change, finished, logged_losses, window_change
+from ditlens.builtin.train_log import (
+    at_plateau,
+    constant_rate,
+    doubling_change,
+    finished,
+    logged_losses,
+    window_change,
+)
 
 
 def _log(lines: list[tuple[int, float, float]]) -> str:
@@ -65,11 +72,15 @@ def test_a_loss_at_its_floor_reads_near_zero_and_a_flat_window_does_not_decide_a
     0 per doubling; a power law reads the same per doubling at every length, while its change
     over a fixed 1,000-step window shrinks as the run gets longer."""
     levelled = doubling_change(logged_losses(_log(_curve(lambda s: 0.02 + 0.5 * math.exp(-s / 400)))), 500)
-    assert levelled is not None and abs(levelled.relative) < 0.001
+    assert levelled is not None and abs(levelled.relative) < 0.001 and at_plateau(levelled)
     power = logged_losses(_log(_curve(lambda s: s**-0.5)))
     short = [line for line in power if line.step <= 4000]
     assert doubling_change(short, 500).relative == pytest.approx(doubling_change(power, 500).relative, abs=1e-3)
     assert abs(window_change(power, 500).relative) < abs(window_change(short, 500).relative)
+    assert not at_plateau(doubling_change(power, 500))
+    # the bar: 2 % per doubling (loss = step**-0.02 reads -1.4 %, step**-0.04 -2.7 %)
+    assert at_plateau(doubling_change(logged_losses(_log(_curve(lambda s: s**-0.02))), 500))
+    assert not at_plateau(doubling_change(logged_losses(_log(_curve(lambda s: s**-0.04))), 500))
 
 
 def test_too_short_a_constant_phase_has_no_reading():

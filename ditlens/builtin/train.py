@@ -393,7 +393,9 @@ def _log_plateau(out: Path, config: TrainConfig, log: _Log) -> None:
         log(
             f"plateau: at the peak rate the loss changed {window.relative:+.1%} over steps {window.first_step:,}-"
             f"{window.last_step:,} and {doubling.relative:+.1%} per doubling of steps over {doubling.first_step:,}-"
-            f"{doubling.last_step:,} (a run at its plateau reads near 0)"
+            f"{doubling.last_step:,}: "
+            + ("at" if train_log.at_plateau(doubling) else "not at")
+            + f" its plateau (within {train_log.PLATEAU_PER_DOUBLING:.0%} per doubling)"
         )
     flat = {line.step for line in train_log.constant_rate(losses, config.warmup_steps)}
     curve = ([line.step for line in losses], [line.loss for line in losses], [line.step in flat for line in losses])
