@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ditlens.bench.transport import first_changed_choice, perfect_transfer_of_report, verdict_from_numbers
 from ditlens.builtin.train_log import Change, doubling_change, finished, logged_losses, window_change
+from ditlens.reporting.generated import sync_block
 from ditlens.reporting.verdicts import LAYOUT_KEPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,14 +358,6 @@ def tables(base: str = "results/") -> str:
     return "\n\n".join(parts)
 
 
-def _held(path: Path) -> str | None:
-    """The block between BEGIN and END in `path`; None where it has none."""
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        return None
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -374,22 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.write or args.check):
         print(tables())
         return 0
-    failed = 0
-    for path, base in HOLDERS.items():
-        held, text = _held(path), tables(base)
-        if held is None:
-            print(f"{path} has no {BEGIN} ... {END} block", file=sys.stderr)
-            failed = 1
-        elif args.write:
-            before, rest = path.read_text().split(BEGIN, 1)
-            path.write_text(before + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
-        elif held != text:
-            print(
-                f"{path}'s ladder table differs from the reports; run `python scripts/ladder_table.py --write`",
-                file=sys.stderr,
-            )
-            failed = 1
-    return failed
+    fix = "python scripts/ladder_table.py --write"
+    synced = [sync_block(path, BEGIN, END, tables(base), write=args.write, fix=fix) for path, base in HOLDERS.items()]
+    return 0 if all(synced) else 1
 
 
 def _names() -> list[str]:

@@ -28,6 +28,7 @@ from ditlens.builtin.train_log import (
     logged_losses,
     window_change,
 )
+from ditlens.reporting.generated import sync_block
 from ditlens.reporting.plots import plot_loss_curves
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,13 +112,6 @@ def plot(path: Path = PLOT) -> Path:
     return plot_loss_curves(dict(sorted(panels.items())), path)
 
 
-def _held() -> str | None:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        return None
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -127,18 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.write or args.check):
         print(table())
         return 0
-    held = _held()
-    if held is None:
-        print(f"{DOC} has no {BEGIN} ... {END} block", file=sys.stderr)
+    if not sync_block(DOC, BEGIN, END, table(), write=args.write, fix="python scripts/loss_curves.py --write"):
         return 1
     if args.write:
-        before, rest = DOC.read_text().split(BEGIN, 1)
-        DOC.write_text(before + BEGIN + "\n" + table() + "\n" + END + rest.split(END, 1)[1])
         print(f"wrote {DOC.relative_to(ROOT)} and {plot().relative_to(ROOT)}")
-        return 0
-    if held != table():
-        print(f"{DOC}'s table differs from the logs; run `python scripts/loss_curves.py --write`", file=sys.stderr)
-        return 1
     return 0
 
 
